@@ -1,0 +1,462 @@
+//! A typed HTTP client for Tugboat's (and any Kubernetes) API server, used by the
+//! `tug` CLI, the agent and the tests. Objects travel as `serde_json::Value` so one
+//! client serves every resource; [`Client::get_as`] and friends decode into the
+//! `k8s-openapi` types when the caller wants them.
+
+use std::time::Duration;
+
+use futures::{Stream, StreamExt, TryStreamExt};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Status;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::resource::ResourceInfo;
+use crate::status::ApiError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with a Kubernetes `Status` error.
+    #[error("{0}")]
+    Api(#[from] ApiError),
+    #[error("cannot reach the server at {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("request to {url} failed: {source}")]
+    Http {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    #[error("unexpected answer from {url}: {message}")]
+    Decode { url: String, message: String },
+    #[error("invalid server URL {url:?}: {message}")]
+    BadUrl { url: String, message: String },
+}
+
+impl ClientError {
+    /// The API error, if the server answered with one.
+    pub fn api(&self) -> Option<&ApiError> {
+        match self {
+            ClientError::Api(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        self.api().is_some_and(ApiError::is_not_found)
+    }
+
+    pub fn is_conflict(&self) -> bool {
+        self.api().is_some_and(ApiError::is_conflict)
+    }
+}
+
+/// How a PATCH body is to be read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PatchType {
+    /// RFC 7386 JSON merge patch.
+    Merge,
+    /// RFC 6902 JSON patch.
+    Json,
+    /// Kubernetes strategic merge patch.
+    Strategic,
+}
+
+impl PatchType {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            PatchType::Merge => "application/merge-patch+json",
+            PatchType::Json => "application/json-patch+json",
+            PatchType::Strategic => "application/strategic-merge-patch+json",
+        }
+    }
+}
+
+/// Query parameters of a list or watch.
+#[derive(Clone, Debug, Default)]
+pub struct ListParams {
+    pub label_selector: Option<String>,
+    pub field_selector: Option<String>,
+}
+
+impl ListParams {
+    fn query(&self) -> Vec<(&'static str, String)> {
+        let mut q = Vec::new();
+        if let Some(l) = &self.label_selector {
+            q.push(("labelSelector", l.clone()));
+        }
+        if let Some(f) = &self.field_selector {
+            q.push(("fieldSelector", f.clone()));
+        }
+        q
+    }
+}
+
+/// One event of a watch stream: `ADDED`, `MODIFIED`, `DELETED`, `BOOKMARK` or `ERROR`
+/// (then `object` is a `Status`).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct WatchEvent {
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub object: Value,
+}
+
+/// The default server address: where `tug controller` listens unless told otherwise.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:6443";
+
+#[derive(Clone, Debug)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Client {
+    /// A client for the server at `base` (`http://127.0.0.1:6443`).
+    pub fn new(base: &str) -> Result<Client, ClientError> {
+        let base = base.trim_end_matches('/').to_string();
+        if !(base.starts_with("http://") || base.starts_with("https://")) {
+            return Err(ClientError::BadUrl {
+                url: base,
+                message: "expected a URL starting with http:// or https://".to_string(),
+            });
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|source| ClientError::Http {
+                url: base.clone(),
+                source,
+            })?;
+        Ok(Client { http, base })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    async fn send(
+        &self,
+        req: reqwest::RequestBuilder,
+        url: &str,
+    ) -> Result<reqwest::Response, ClientError> {
+        let resp = req.send().await.map_err(|source| {
+            if source.is_connect() {
+                ClientError::Connect {
+                    url: self.base.clone(),
+                    source,
+                }
+            } else {
+                ClientError::Http {
+                    url: url.to_string(),
+                    source,
+                }
+            }
+        })?;
+        if resp.status().is_success() {
+            return Ok(resp);
+        }
+        let code = resp.status().as_u16();
+        let body = resp.bytes().await.map_err(|source| ClientError::Http {
+            url: url.to_string(),
+            source,
+        })?;
+        match serde_json::from_slice::<Status>(&body) {
+            Ok(status) if status.status.is_some() || status.message.is_some() => {
+                Err(ApiError::from_status(&status, code).into())
+            }
+            _ => Err(ApiError::new(
+                code,
+                "Unknown",
+                format!(
+                    "the server answered {code} to {url}: {}",
+                    String::from_utf8_lossy(&body).trim()
+                ),
+            )
+            .into()),
+        }
+    }
+
+    async fn json(&self, req: reqwest::RequestBuilder, url: &str) -> Result<Value, ClientError> {
+        let resp = self.send(req, url).await?;
+        let body = resp.bytes().await.map_err(|source| ClientError::Http {
+            url: url.to_string(),
+            source,
+        })?;
+        serde_json::from_slice(&body).map_err(|e| ClientError::Decode {
+            url: url.to_string(),
+            message: e.to_string(),
+        })
+    }
+
+    /// GET any path that answers JSON (`/version`, discovery, …).
+    pub async fn get_path(&self, path: &str) -> Result<Value, ClientError> {
+        let url = self.url(path);
+        self.json(self.http.get(&url), &url).await
+    }
+
+    /// GET any path that answers text (`/healthz`, logs).
+    pub async fn get_text(&self, path: &str) -> Result<String, ClientError> {
+        let url = self.url(path);
+        let resp = self.send(self.http.get(&url), &url).await?;
+        resp.text()
+            .await
+            .map_err(|source| ClientError::Http { url, source })
+    }
+
+    pub async fn get(
+        &self,
+        r: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<Value, ClientError> {
+        let url = self.url(&r.object_path(ns, name));
+        self.json(self.http.get(&url), &url).await
+    }
+
+    /// GET, decoded into a `k8s-openapi` type.
+    pub async fn get_as<T: DeserializeOwned>(
+        &self,
+        r: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<T, ClientError> {
+        let v = self.get(r, ns, name).await?;
+        decode(v, &r.object_path(ns, name))
+    }
+
+    /// A list object (`{"kind":"PodList","metadata":{"resourceVersion":…},"items":[…]}`).
+    /// `ns: None` lists across all namespaces.
+    pub async fn list(
+        &self,
+        r: &ResourceInfo,
+        ns: Option<&str>,
+        params: &ListParams,
+    ) -> Result<Value, ClientError> {
+        let url = self.url(&r.collection_path(ns));
+        self.json(self.http.get(&url).query(&params.query()), &url)
+            .await
+    }
+
+    /// The items of a list, decoded.
+    pub async fn list_as<T: DeserializeOwned>(
+        &self,
+        r: &ResourceInfo,
+        ns: Option<&str>,
+        params: &ListParams,
+    ) -> Result<Vec<T>, ClientError> {
+        let list = self.list(r, ns, params).await?;
+        let items = list
+            .get("items")
+            .cloned()
+            .unwrap_or(Value::Array(Vec::new()));
+        decode(items, &r.collection_path(ns))
+    }
+
+    pub async fn create(
+        &self,
+        r: &ResourceInfo,
+        ns: Option<&str>,
+        obj: &Value,
+    ) -> Result<Value, ClientError> {
+        let url = self.url(&r.collection_path(ns));
+        self.json(self.http.post(&url).json(obj), &url).await
+    }
+
+    pub async fn replace(
+        &self,
+        r: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        obj: &Value,
+    ) -> Result<Value, ClientError> {
+        let url = self.url(&r.object_path(ns, name));
+        self.json(self.http.put(&url).json(obj), &url).await
+    }
+
+    /// PUT `/status`.
+    pub async fn replace_status(
+        &self,
+        r: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        obj: &Value,
+    ) -> Result<Value, ClientError> {
+        let url = self.url(&format!("{}/status", r.object_path(ns, name)));
+        self.json(self.http.put(&url).json(obj), &url).await
+    }
+
+    pub async fn patch(
+        &self,
+        r: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        patch: &Value,
+        patch_type: PatchType,
+    ) -> Result<Value, ClientError> {
+        self.patch_path(&r.object_path(ns, name), patch, patch_type)
+            .await
+    }
+
+    /// PATCH `/status`.
+    pub async fn patch_status(
+        &self,
+        r: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        patch: &Value,
+        patch_type: PatchType,
+    ) -> Result<Value, ClientError> {
+        self.patch_path(
+            &format!("{}/status", r.object_path(ns, name)),
+            patch,
+            patch_type,
+        )
+        .await
+    }
+
+    async fn patch_path(
+        &self,
+        path: &str,
+        patch: &Value,
+        patch_type: PatchType,
+    ) -> Result<Value, ClientError> {
+        let url = self.url(path);
+        let body = serde_json::to_vec(patch).map_err(|e| ClientError::Decode {
+            url: url.clone(),
+            message: e.to_string(),
+        })?;
+        let req = self
+            .http
+            .patch(&url)
+            .header(reqwest::header::CONTENT_TYPE, patch_type.content_type())
+            .body(body);
+        self.json(req, &url).await
+    }
+
+    /// DELETE; returns what the server answered (the object, or a `Status`).
+    pub async fn delete(
+        &self,
+        r: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<Value, ClientError> {
+        let url = self.url(&r.object_path(ns, name));
+        self.json(self.http.delete(&url), &url).await
+    }
+
+    /// GET `/scale` (an `autoscaling/v1` Scale).
+    pub async fn get_scale(
+        &self,
+        r: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<Value, ClientError> {
+        let url = self.url(&format!("{}/scale", r.object_path(ns, name)));
+        self.json(self.http.get(&url), &url).await
+    }
+
+    /// Sets `spec.replicas` through the `/scale` subresource.
+    pub async fn scale(
+        &self,
+        r: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        replicas: i32,
+    ) -> Result<Value, ClientError> {
+        let patch = serde_json::json!({ "spec": { "replicas": replicas } });
+        self.patch_path(
+            &format!("{}/scale", r.object_path(ns, name)),
+            &patch,
+            PatchType::Merge,
+        )
+        .await
+    }
+
+    /// Watches a collection from `resource_version` (`None`: the current state first,
+    /// as `ADDED` events, then changes). The stream ends when the server closes it.
+    pub async fn watch(
+        &self,
+        r: &ResourceInfo,
+        ns: Option<&str>,
+        params: &ListParams,
+        resource_version: Option<&str>,
+    ) -> Result<impl Stream<Item = Result<WatchEvent, ClientError>> + Send + use<>, ClientError>
+    {
+        let url = self.url(&r.collection_path(ns));
+        let mut query = params.query();
+        query.push(("watch", "true".to_string()));
+        if let Some(rv) = resource_version {
+            query.push(("resourceVersion", rv.to_string()));
+        }
+        let resp = self.send(self.http.get(&url).query(&query), &url).await?;
+        Ok(json_lines(resp, url))
+    }
+}
+
+/// Splits a streamed body into one JSON value per line.
+fn json_lines(
+    resp: reqwest::Response,
+    url: String,
+) -> impl Stream<Item = Result<WatchEvent, ClientError>> + Send {
+    let body = resp.bytes_stream().map_err({
+        let url = url.clone();
+        move |source| ClientError::Http {
+            url: url.clone(),
+            source,
+        }
+    });
+    futures::stream::unfold(
+        (Box::pin(body), Vec::<u8>::new(), url, false),
+        |(mut body, mut buf, url, done)| async move {
+            if done {
+                return None;
+            }
+            loop {
+                if let Some(pos) = buf.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = buf.drain(..=pos).collect();
+                    if line.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    let item = serde_json::from_slice::<WatchEvent>(&line).map_err(|e| {
+                        ClientError::Decode {
+                            url: url.clone(),
+                            message: format!("watch event: {e}"),
+                        }
+                    });
+                    return Some((item, (body, buf, url, false)));
+                }
+                match body.next().await {
+                    Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+                    Some(Err(e)) => return Some((Err(e), (body, buf, url, true))),
+                    None => {
+                        if buf.iter().all(u8::is_ascii_whitespace) {
+                            return None;
+                        }
+                        let rest = std::mem::take(&mut buf);
+                        let item = serde_json::from_slice::<WatchEvent>(&rest).map_err(|e| {
+                            ClientError::Decode {
+                                url: url.clone(),
+                                message: format!("watch event: {e}"),
+                            }
+                        });
+                        return Some((item, (body, buf, url, true)));
+                    }
+                }
+            }
+        },
+    )
+}
+
+fn decode<T: DeserializeOwned>(v: Value, path: &str) -> Result<T, ClientError> {
+    serde_json::from_value(v).map_err(|e| ClientError::Decode {
+        url: path.to_string(),
+        message: e.to_string(),
+    })
+}

@@ -1,0 +1,195 @@
+//! Defaulting, as the Kubernetes API server applies it before validation, so that
+//! what is stored (and what `tug get -o yaml` shows) is what a Kubernetes user expects.
+
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentStrategy, ReplicaSet, RollingUpdateDeployment,
+};
+use k8s_openapi::api::core::v1::{
+    Container, Namespace, NamespaceStatus, PodSpec, PodTemplateSpec, Probe,
+};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
+pub fn deployment(d: &mut Deployment) {
+    let Some(spec) = d.spec.as_mut() else { return };
+    spec.replicas.get_or_insert(1);
+    spec.revision_history_limit.get_or_insert(10);
+    spec.progress_deadline_seconds.get_or_insert(600);
+    let strategy = spec
+        .strategy
+        .get_or_insert_with(DeploymentStrategy::default);
+    let kind = strategy
+        .type_
+        .get_or_insert_with(|| "RollingUpdate".to_string());
+    if kind == "RollingUpdate" {
+        let ru = strategy
+            .rolling_update
+            .get_or_insert_with(RollingUpdateDeployment::default);
+        ru.max_surge
+            .get_or_insert_with(|| IntOrString::String("25%".to_string()));
+        ru.max_unavailable
+            .get_or_insert_with(|| IntOrString::String("25%".to_string()));
+    }
+    pod_template(&mut spec.template);
+}
+
+pub fn replica_set(rs: &mut ReplicaSet) {
+    let Some(spec) = rs.spec.as_mut() else { return };
+    spec.replicas.get_or_insert(1);
+    if let Some(t) = spec.template.as_mut() {
+        pod_template(t);
+    }
+}
+
+pub fn namespace(ns: &mut Namespace) {
+    let status = ns.status.get_or_insert_with(NamespaceStatus::default);
+    status.phase.get_or_insert_with(|| "Active".to_string());
+}
+
+pub fn pod_template(t: &mut PodTemplateSpec) {
+    if let Some(spec) = t.spec.as_mut() {
+        pod_spec(spec);
+    }
+}
+
+pub fn pod_spec(spec: &mut PodSpec) {
+    spec.restart_policy
+        .get_or_insert_with(|| "Always".to_string());
+    spec.termination_grace_period_seconds.get_or_insert(30);
+    spec.dns_policy
+        .get_or_insert_with(|| "ClusterFirst".to_string());
+    spec.scheduler_name
+        .get_or_insert_with(|| "default-scheduler".to_string());
+    spec.security_context.get_or_insert_with(Default::default);
+    spec.enable_service_links.get_or_insert(true);
+    for c in spec.containers.iter_mut() {
+        container(c);
+    }
+    for c in spec.init_containers.iter_mut().flatten() {
+        container(c);
+    }
+}
+
+pub fn container(c: &mut Container) {
+    c.termination_message_path
+        .get_or_insert_with(|| "/dev/termination-log".to_string());
+    c.termination_message_policy
+        .get_or_insert_with(|| "File".to_string());
+    if c.image_pull_policy.is_none() {
+        c.image_pull_policy = Some(image_pull_policy(c.image.as_deref().unwrap_or("")).to_string());
+    }
+    c.resources.get_or_insert_with(Default::default);
+    for p in c.ports.iter_mut().flatten() {
+        p.protocol.get_or_insert_with(|| "TCP".to_string());
+    }
+    for probe in [
+        &mut c.liveness_probe,
+        &mut c.readiness_probe,
+        &mut c.startup_probe,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        self::probe(probe);
+    }
+}
+
+/// `Always` for `:latest` or an untagged image, else `IfNotPresent` (Kubernetes' rule).
+pub fn image_pull_policy(image: &str) -> &'static str {
+    if image.contains('@') {
+        return "IfNotPresent";
+    }
+    let last = image.rsplit('/').next().unwrap_or(image);
+    match last.rsplit_once(':') {
+        Some((_, "latest")) | None => "Always",
+        Some(_) => "IfNotPresent",
+    }
+}
+
+pub fn probe(p: &mut Probe) {
+    p.timeout_seconds.get_or_insert(1);
+    p.period_seconds.get_or_insert(10);
+    p.success_threshold.get_or_insert(1);
+    p.failure_threshold.get_or_insert(3);
+    if let Some(h) = p.http_get.as_mut() {
+        h.path.get_or_insert_with(|| "/".to_string());
+        h.scheme.get_or_insert_with(|| "HTTP".to_string());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_bare_deployment_gets_kubernetes_defaults() {
+        let mut d: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "web"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {
+                    "metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{
+                        "name": "web", "image": "tugboat/sample:latest",
+                        "ports": [{"containerPort": 8080}],
+                        "livenessProbe": {"httpGet": {"port": 8080}}
+                    }]}
+                }
+            }
+        }))
+        .unwrap();
+        deployment(&mut d);
+        let spec = d.spec.unwrap();
+        assert_eq!(spec.replicas, Some(1));
+        assert_eq!(spec.revision_history_limit, Some(10));
+        let strategy = spec.strategy.unwrap();
+        assert_eq!(strategy.type_.as_deref(), Some("RollingUpdate"));
+        assert_eq!(
+            strategy.rolling_update.unwrap().max_surge,
+            Some(IntOrString::String("25%".into()))
+        );
+        let pod = spec.template.spec.unwrap();
+        assert_eq!(pod.restart_policy.as_deref(), Some("Always"));
+        assert_eq!(pod.termination_grace_period_seconds, Some(30));
+        let c = &pod.containers[0];
+        assert_eq!(c.image_pull_policy.as_deref(), Some("Always"));
+        assert_eq!(
+            c.ports.as_ref().unwrap()[0].protocol.as_deref(),
+            Some("TCP")
+        );
+        let probe = c.liveness_probe.as_ref().unwrap();
+        assert_eq!(
+            (
+                probe.period_seconds,
+                probe.timeout_seconds,
+                probe.success_threshold,
+                probe.failure_threshold
+            ),
+            (Some(10), Some(1), Some(1), Some(3))
+        );
+        assert_eq!(probe.http_get.as_ref().unwrap().path.as_deref(), Some("/"));
+    }
+
+    #[test]
+    fn explicit_values_are_kept() {
+        let mut d: Deployment = serde_json::from_value(json!({
+            "metadata": {"name": "web"},
+            "spec": {"replicas": 0, "strategy": {"type": "Recreate"}, "selector": {}, "template": {}}
+        }))
+        .unwrap();
+        deployment(&mut d);
+        let spec = d.spec.unwrap();
+        assert_eq!(spec.replicas, Some(0));
+        assert!(spec.strategy.unwrap().rolling_update.is_none());
+    }
+
+    #[test]
+    fn pull_policy_follows_the_tag() {
+        assert_eq!(image_pull_policy("nginx"), "Always");
+        assert_eq!(image_pull_policy("nginx:latest"), "Always");
+        assert_eq!(image_pull_policy("nginx:1.27"), "IfNotPresent");
+        assert_eq!(image_pull_policy("localhost:5000/app"), "Always");
+        assert_eq!(image_pull_policy("localhost:5000/app:v2"), "IfNotPresent");
+        assert_eq!(image_pull_policy("app@sha256:abc"), "IfNotPresent");
+    }
+}

@@ -1,0 +1,23 @@
+//! Tugboat's object model, shared by the controller, the agent and the CLI.
+//!
+//! Objects are Kubernetes' own types from `k8s-openapi`; this crate adds what
+//! Tugboat needs around them: the resource table ([`resource`]), manifest parsing
+//! ([`manifest`]), defaulting ([`defaults`]) and validation ([`validation`]) as the
+//! Kubernetes API server does them, label and field selectors ([`selector`]),
+//! `Status` errors ([`status`]) and an HTTP client ([`client`]).
+
+pub mod admission;
+pub mod client;
+pub mod defaults;
+pub mod manifest;
+pub mod meta;
+pub mod quantity;
+pub mod resource;
+pub mod selector;
+pub mod status;
+pub mod validation;
+
+pub use client::{Client, ClientError, ListParams, PatchType, WatchEvent};
+pub use k8s_openapi;
+pub use resource::ResourceInfo;
+pub use status::{ApiError, FieldError};

@@ -1,0 +1,235 @@
+//! The resources Tugboat serves: their group, version, kind, plural name, scope and
+//! short names. One table, used by the API server (routing, discovery), the store
+//! (keys) and the CLI (`tug get deploy`).
+
+/// What the API knows about one resource type.
+#[derive(Debug, PartialEq, Eq, Hash)]
+pub struct ResourceInfo {
+    /// API group; empty for the core group (`v1`).
+    pub group: &'static str,
+    pub version: &'static str,
+    pub kind: &'static str,
+    /// Lower-case plural, as in URLs (`deployments`).
+    pub plural: &'static str,
+    pub singular: &'static str,
+    pub namespaced: bool,
+    pub short_names: &'static [&'static str],
+    /// Has a `/status` subresource (status is ignored on the main resource's writes).
+    pub has_status: bool,
+    /// Has a `/scale` subresource (`autoscaling/v1` Scale).
+    pub has_scale: bool,
+    /// Writes to `spec` bump `metadata.generation`.
+    pub has_spec: bool,
+}
+
+impl ResourceInfo {
+    /// `apps/v1`, or `v1` for the core group.
+    pub fn api_version(&self) -> String {
+        if self.group.is_empty() {
+            self.version.to_string()
+        } else {
+            format!("{}/{}", self.group, self.version)
+        }
+    }
+
+    /// The name the store keys this resource by: `deployments.apps`, `pods`.
+    pub fn store_name(&self) -> String {
+        if self.group.is_empty() {
+            self.plural.to_string()
+        } else {
+            format!("{}.{}", self.plural, self.group)
+        }
+    }
+
+    /// How kubectl names the resource in messages: `deployment.apps`, `pod`.
+    pub fn qualified_singular(&self) -> String {
+        if self.group.is_empty() {
+            self.singular.to_string()
+        } else {
+            format!("{}.{}", self.singular, self.group)
+        }
+    }
+
+    /// URL prefix of the collection, e.g. `/apis/apps/v1/namespaces/default/deployments`.
+    /// `namespace` is ignored for cluster-scoped resources; `None` lists across namespaces.
+    pub fn collection_path(&self, namespace: Option<&str>) -> String {
+        let root = if self.group.is_empty() {
+            format!("/api/{}", self.version)
+        } else {
+            format!("/apis/{}/{}", self.group, self.version)
+        };
+        match (self.namespaced, namespace) {
+            (true, Some(ns)) => format!("{root}/namespaces/{ns}/{}", self.plural),
+            _ => format!("{root}/{}", self.plural),
+        }
+    }
+
+    /// URL of one object.
+    pub fn object_path(&self, namespace: Option<&str>, name: &str) -> String {
+        format!("{}/{}", self.collection_path(namespace), name)
+    }
+
+    /// The Kubernetes list kind, `DeploymentList`.
+    pub fn list_kind(&self) -> String {
+        format!("{}List", self.kind)
+    }
+}
+
+pub const DEPLOYMENTS: ResourceInfo = ResourceInfo {
+    group: "apps",
+    version: "v1",
+    kind: "Deployment",
+    plural: "deployments",
+    singular: "deployment",
+    namespaced: true,
+    short_names: &["deploy"],
+    has_status: true,
+    has_scale: true,
+    has_spec: true,
+};
+
+pub const REPLICASETS: ResourceInfo = ResourceInfo {
+    group: "apps",
+    version: "v1",
+    kind: "ReplicaSet",
+    plural: "replicasets",
+    singular: "replicaset",
+    namespaced: true,
+    short_names: &["rs"],
+    has_status: true,
+    has_scale: true,
+    has_spec: true,
+};
+
+pub const PODS: ResourceInfo = ResourceInfo {
+    group: "",
+    version: "v1",
+    kind: "Pod",
+    plural: "pods",
+    singular: "pod",
+    namespaced: true,
+    short_names: &["po"],
+    has_status: true,
+    has_scale: false,
+    has_spec: true,
+};
+
+pub const NODES: ResourceInfo = ResourceInfo {
+    group: "",
+    version: "v1",
+    kind: "Node",
+    plural: "nodes",
+    singular: "node",
+    namespaced: false,
+    short_names: &["no"],
+    has_status: true,
+    has_scale: false,
+    has_spec: true,
+};
+
+pub const EVENTS: ResourceInfo = ResourceInfo {
+    group: "",
+    version: "v1",
+    kind: "Event",
+    plural: "events",
+    singular: "event",
+    namespaced: true,
+    short_names: &["ev"],
+    has_status: false,
+    has_scale: false,
+    has_spec: false,
+};
+
+pub const NAMESPACES: ResourceInfo = ResourceInfo {
+    group: "",
+    version: "v1",
+    kind: "Namespace",
+    plural: "namespaces",
+    singular: "namespace",
+    namespaced: false,
+    short_names: &["ns"],
+    has_status: true,
+    has_scale: false,
+    has_spec: true,
+};
+
+/// Every resource the server serves, in discovery order.
+pub const ALL: &[&ResourceInfo] = &[
+    &NAMESPACES,
+    &NODES,
+    &PODS,
+    &EVENTS,
+    &DEPLOYMENTS,
+    &REPLICASETS,
+];
+
+/// The resource served at `group`/`version`/`plural`.
+pub fn by_path(group: &str, version: &str, plural: &str) -> Option<&'static ResourceInfo> {
+    ALL.iter()
+        .copied()
+        .find(|r| r.group == group && r.version == version && r.plural == plural)
+}
+
+/// The resource an object with this `apiVersion` and `kind` belongs to.
+pub fn by_kind(api_version: &str, kind: &str) -> Option<&'static ResourceInfo> {
+    ALL.iter()
+        .copied()
+        .find(|r| r.api_version() == api_version && r.kind == kind)
+}
+
+/// The resource a user means by `deploy`, `deployments`, `Deployment`,
+/// `deployment.apps` or `deployments.apps` (what kubectl accepts).
+pub fn by_user_name(name: &str) -> Option<&'static ResourceInfo> {
+    let lower = name.to_ascii_lowercase();
+    let (base, group) = match lower.split_once('.') {
+        Some((b, g)) => (b.to_string(), Some(g.to_string())),
+        None => (lower.clone(), None),
+    };
+    ALL.iter().copied().find(|r| {
+        let name_matches = r.plural == base
+            || r.singular == base
+            || r.kind.eq_ignore_ascii_case(&base)
+            || r.short_names.contains(&base.as_str());
+        let group_matches = match &group {
+            Some(g) => r.group == g,
+            None => true,
+        };
+        name_matches && group_matches
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_names_resolve_like_kubectl() {
+        for name in [
+            "deploy",
+            "deployments",
+            "Deployment",
+            "deployment.apps",
+            "deployments.apps",
+        ] {
+            assert_eq!(by_user_name(name), Some(&DEPLOYMENTS), "{name}");
+        }
+        assert_eq!(by_user_name("po"), Some(&PODS));
+        assert_eq!(by_user_name("ev"), Some(&EVENTS));
+        assert_eq!(by_user_name("no"), Some(&NODES));
+        assert_eq!(by_user_name("rs"), Some(&REPLICASETS));
+        assert_eq!(by_user_name("pods.apps"), None);
+        assert_eq!(by_user_name("widgets"), None);
+    }
+
+    #[test]
+    fn paths_follow_kubernetes_conventions() {
+        assert_eq!(
+            DEPLOYMENTS.object_path(Some("default"), "web"),
+            "/apis/apps/v1/namespaces/default/deployments/web"
+        );
+        assert_eq!(PODS.collection_path(None), "/api/v1/pods");
+        assert_eq!(NODES.object_path(Some("ignored"), "n1"), "/api/v1/nodes/n1");
+        assert_eq!(DEPLOYMENTS.store_name(), "deployments.apps");
+        assert_eq!(PODS.store_name(), "pods");
+    }
+}

@@ -1,0 +1,144 @@
+//! The garbage collector: an object whose owners are all gone is deleted
+//! (background propagation), so deleting a Deployment takes its ReplicaSets, and
+//! they their Pods. It sweeps a namespace when an owner there is deleted, and every
+//! namespace at start and once a minute, to catch anything missed while down.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use tokio_util::sync::CancellationToken;
+use tugboat_api::resource::{self, NAMESPACES, ResourceInfo};
+use tugboat_api::selector::{FieldSelector, Selector};
+use tugboat_api::{ApiError, meta};
+
+use crate::registry::{DeleteOptions, Registry};
+
+const SWEEP_EVERY: Duration = Duration::from_secs(60);
+
+/// Kinds that own others in Tugboat today.
+const OWNER_KINDS: &[&ResourceInfo] = &[&resource::DEPLOYMENTS, &resource::REPLICASETS];
+
+pub async fn run(registry: Arc<Registry>, shutdown: CancellationToken) {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<String>>(1024);
+    for info in OWNER_KINDS {
+        let registry = registry.clone();
+        let tx = tx.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = watch_deletions(registry, info, tx) => {}
+                _ = shutdown.cancelled() => {}
+            }
+        });
+    }
+    drop(tx);
+    let mut tick = tokio::time::interval(SWEEP_EVERY);
+    loop {
+        let target = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => None,
+            msg = rx.recv() => match msg {
+                Some(ns) => ns,
+                None => return,
+            },
+        };
+        let result = match target {
+            Some(ns) => sweep(&registry, &ns).await,
+            None => sweep_all(&registry).await,
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "garbage collection failed; will retry on the next sweep");
+        }
+    }
+}
+
+async fn watch_deletions(
+    registry: Arc<Registry>,
+    info: &'static ResourceInfo,
+    tx: tokio::sync::mpsc::Sender<Option<String>>,
+) {
+    loop {
+        let from = Some(registry.revision());
+        match registry
+            .watch(
+                info,
+                None,
+                Selector::everything(),
+                FieldSelector::default(),
+                from,
+            )
+            .await
+        {
+            Ok(mut stream) => {
+                while let Some(item) = stream.next().await {
+                    match item {
+                        Ok(item) if item.event_type == "DELETED" => {
+                            let ns = meta::namespace(&item.object).map(str::to_string);
+                            if tx.send(ns).await.is_err() {
+                                return;
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
+                // Missed events are caught by a full sweep.
+                if tx.send(None).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "garbage collector cannot watch {}", info.plural),
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn sweep_all(registry: &Registry) -> Result<(), ApiError> {
+    for ns in registry.list_all(&NAMESPACES, None).await? {
+        if let Some(name) = meta::name(&ns) {
+            sweep(registry, name).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Deletes, in `ns`, every object with owner references none of which still exists.
+async fn sweep(registry: &Registry, ns: &str) -> Result<(), ApiError> {
+    let mut live: HashSet<String> = HashSet::new();
+    for info in OWNER_KINDS {
+        for obj in registry.list_all(info, Some(ns)).await? {
+            if let Some(uid) = meta::uid(&obj) {
+                live.insert(uid.to_string());
+            }
+        }
+    }
+    for info in [&resource::REPLICASETS, &resource::PODS] {
+        for obj in registry.list_all(info, Some(ns)).await? {
+            let owners = meta::owner_uids(&obj);
+            if owners.is_empty()
+                || owners.iter().any(|u| live.contains(*u))
+                || meta::is_deleting(&obj)
+            {
+                continue;
+            }
+            let name = meta::name(&obj).unwrap_or("");
+            tracing::debug!(
+                kind = info.kind,
+                namespace = ns,
+                name,
+                "deleting object whose owner is gone"
+            );
+            match registry
+                .delete(info, Some(ns), name, &DeleteOptions::default())
+                .await
+            {
+                Ok(_) => {}
+                Err(e) if e.is_not_found() => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(())
+}

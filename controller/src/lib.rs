@@ -1,0 +1,105 @@
+//! Tugboat's controller: the only writer of desired state. It holds the store
+//! ([`store`]), serves the Kubernetes-style API ([`server`], through the
+//! [`registry`]), and runs the reconcilers ([`controllers`]) on the shared
+//! [`runtime`]. Everything it knows is in the store, so it can be killed at any
+//! moment and restarted with nothing lost.
+
+pub mod controllers;
+pub mod events;
+pub mod patch;
+pub mod registry;
+pub mod runtime;
+pub mod server;
+pub mod store;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::registry::Registry;
+use crate::store::Store;
+use crate::store::redb::RedbStore;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot open the store: {0}")]
+    Store(#[from] store::StoreError),
+    #[error("cannot set up the cluster: {0}")]
+    Setup(#[from] tugboat_api::ApiError),
+    #[error("the API server failed: {0}")]
+    Serve(#[source] std::io::Error),
+}
+
+/// How the controller runs. `Default` gives a working local setup.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where the store file (`tugboat.redb`) lives.
+    pub data_dir: PathBuf,
+    /// How many past writes a watch can resume from.
+    pub history: usize,
+    /// How many reconciles of one controller may run at once.
+    pub concurrency: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            data_dir: PathBuf::from("tugboat-data"),
+            history: store::redb::DEFAULT_HISTORY,
+            concurrency: 8,
+        }
+    }
+}
+
+/// Opens the store, serves the API on `listener` and runs every controller until
+/// `shutdown` is cancelled.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| Error::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    let path = config.data_dir.join("tugboat.redb");
+    let store: Arc<dyn Store> = Arc::new(RedbStore::open(&path, config.history)?);
+    let addr: Option<SocketAddr> = listener.local_addr().ok();
+    tracing::info!(store = %path.display(), revision = store.revision(), ?addr, "controller starting");
+    run_with_store(listener, store, config, shutdown).await
+}
+
+/// Like [`run`], on a store the caller opened (an in-memory one in tests).
+pub async fn run_with_store(
+    listener: TcpListener,
+    store: Arc<dyn Store>,
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let registry = Arc::new(Registry::new(store));
+    for ns in ["default", "kube-system"] {
+        registry.ensure_namespace(ns).await?;
+    }
+    let tracker = TaskTracker::new();
+    controllers::spawn_all(&tracker, registry.clone(), &config, shutdown.clone());
+    tracker.close();
+    let state = Arc::new(server::AppState {
+        registry,
+        shutdown: shutdown.clone(),
+    });
+    let served = server::serve(listener, state).await;
+    shutdown.cancel();
+    tracker.wait().await;
+    tracing::info!("controller stopped");
+    served.map_err(Error::Serve)
+}

@@ -1,0 +1,88 @@
+//! The HTTP API server: Kubernetes REST conventions over axum, so `tug`, `kubectl`
+//! and the official client libraries work against it. Routing by URL shape lives in
+//! [`path`], resource verbs in [`handlers`], discovery documents in [`discovery`].
+
+mod discovery;
+mod handlers;
+mod path;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tugboat_api::ApiError;
+
+use crate::registry::Registry;
+
+/// What every handler shares.
+pub struct AppState {
+    pub registry: Arc<Registry>,
+    /// Cancelled on shutdown: ends open watches so the server can stop.
+    pub shutdown: CancellationToken,
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/healthz", get(ok))
+        .route("/livez", get(ok))
+        .route("/readyz", get(ok))
+        .route("/version", get(discovery::version))
+        .route("/api", get(discovery::api_versions))
+        .route("/apis", get(discovery::api_groups))
+        .fallback(handlers::dispatch)
+        .with_state(state)
+}
+
+async fn ok() -> &'static str {
+    "ok"
+}
+
+/// Serves the API on `listener` until `shutdown` is cancelled.
+pub async fn serve(listener: TcpListener, state: Arc<AppState>) -> std::io::Result<()> {
+    let shutdown = state.shutdown.clone();
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+/// An `ApiError` answered as a Kubernetes `Status` object.
+pub struct ApiResponse(pub ApiError);
+
+impl From<ApiError> for ApiResponse {
+    fn from(e: ApiError) -> Self {
+        ApiResponse(e)
+    }
+}
+
+impl IntoResponse for ApiResponse {
+    fn into_response(self) -> Response {
+        let code = StatusCode::from_u16(self.0.code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let mut status = serde_json::to_value(self.0.to_status()).unwrap_or_default();
+        status["kind"] = "Status".into();
+        status["apiVersion"] = "v1".into();
+        json_response(code, &status, &[])
+    }
+}
+
+pub fn json_response(code: StatusCode, body: &serde_json::Value, warnings: &[String]) -> Response {
+    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    let mut resp = Response::new(Body::from(bytes));
+    *resp.status_mut() = code;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    for w in warnings {
+        // RFC 7234 warning: code 299, agent "-", quoted text.
+        let text = format!("299 - \"{}\"", w.replace('\\', "\\\\").replace('"', "\\\""));
+        if let Ok(v) = HeaderValue::from_str(&text) {
+            resp.headers_mut().append("Warning", v);
+        }
+    }
+    resp
+}

@@ -1,0 +1,169 @@
+//! The store: objects as JSON keyed by (resource, namespace, name), one global
+//! revision counter, optimistic concurrency and watch with a bounded history.
+//!
+//! Callers see only the [`Store`] trait, so an etcd backend (whose revisions and
+//! watches map one-to-one onto this model) can replace the embedded one without
+//! touching them. [`redb::RedbStore`] is the embedded, persistent backend.
+
+pub mod redb;
+
+use std::fmt;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use futures::Stream;
+use serde_json::Value;
+
+/// A store revision. Every write gets the next one; it is the object's
+/// `metadata.resourceVersion`.
+pub type Revision = u64;
+
+/// Where an object lives: its resource's store name (`deployments.apps`, `pods`),
+/// its namespace (`None` for cluster-scoped objects) and its name.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key {
+    pub resource: String,
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+impl Key {
+    pub fn new(
+        resource: impl Into<String>,
+        namespace: Option<&str>,
+        name: impl Into<String>,
+    ) -> Self {
+        Key {
+            resource: resource.into(),
+            namespace: namespace.map(str::to_string),
+            name: name.into(),
+        }
+    }
+
+    /// The flat form used as the storage key: `resource/namespace/name`
+    /// (`resource//name` when cluster-scoped). `/` cannot occur in any part.
+    pub fn encode(&self) -> String {
+        format!(
+            "{}/{}/{}",
+            self.resource,
+            self.namespace.as_deref().unwrap_or(""),
+            self.name
+        )
+    }
+
+    /// Inverse of [`Key::encode`].
+    pub fn decode(s: &str) -> Option<Key> {
+        let mut parts = s.splitn(3, '/');
+        let resource = parts.next()?;
+        let namespace = parts.next()?;
+        let name = parts.next()?;
+        Some(Key::new(
+            resource,
+            (!namespace.is_empty()).then_some(namespace),
+            name,
+        ))
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.namespace {
+            Some(ns) => write!(f, "{} {}/{}", self.resource, ns, self.name),
+            None => write!(f, "{} {}", self.resource, self.name),
+        }
+    }
+}
+
+/// An object as stored, with the revision of its last write
+/// (equal to its `metadata.resourceVersion`).
+#[derive(Clone, Debug)]
+pub struct Stored {
+    pub object: Arc<Value>,
+    pub revision: Revision,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventType {
+    Added,
+    Modified,
+    Deleted,
+}
+
+/// One committed write. For `Deleted`, `object` is the last state with its
+/// `metadata.resourceVersion` set to the deletion's revision, as Kubernetes does.
+#[derive(Clone, Debug)]
+pub struct StoreEvent {
+    pub revision: Revision,
+    pub event_type: EventType,
+    pub key: Key,
+    pub object: Arc<Value>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} not found")]
+    NotFound(Key),
+    #[error("{0} already exists")]
+    AlreadyExists(Key),
+    #[error("{key} was modified (resourceVersion {actual}, the request expected {expected})")]
+    Conflict {
+        key: Key,
+        expected: Revision,
+        actual: Revision,
+    },
+    #[error("revision {requested} is too old: history starts after revision {compacted}")]
+    Gone {
+        requested: Revision,
+        compacted: Revision,
+    },
+    #[error("store backend: {0}")]
+    Backend(String),
+}
+
+pub type WatchStream = Pin<Box<dyn Stream<Item = Result<StoreEvent, StoreError>> + Send>>;
+
+/// The storage every other part of the controller goes through.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// The object at `key`, if any.
+    async fn get(&self, key: &Key) -> Result<Option<Stored>, StoreError>;
+
+    /// All objects of `resource` (in `namespace`, or in every namespace when `None`),
+    /// ordered by key, with the store revision the list was read at.
+    async fn list(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+    ) -> Result<(Vec<Stored>, Revision), StoreError>;
+
+    /// Stores a new object. Sets `metadata.resourceVersion` to the new revision.
+    async fn create(&self, key: &Key, object: Value) -> Result<Stored, StoreError>;
+
+    /// Replaces the object at `key` if its current revision equals `expected`
+    /// (any revision when `None`). Sets `metadata.resourceVersion`.
+    async fn update(
+        &self,
+        key: &Key,
+        object: Value,
+        expected: Option<Revision>,
+    ) -> Result<Stored, StoreError>;
+
+    /// Removes the object at `key` if its current revision equals `expected`
+    /// (any when `None`). Returns the removed object, its resourceVersion set to the
+    /// deletion's revision.
+    async fn delete(&self, key: &Key, expected: Option<Revision>) -> Result<Stored, StoreError>;
+
+    /// Every event on `resource` (in `namespace`, if given) with a revision greater
+    /// than `after`, first those already in the history, then live ones, in revision
+    /// order with none missed or repeated. `Gone` when the history no longer reaches
+    /// back to `after`; the stream ends with `Gone` if the watcher falls too far behind.
+    async fn watch(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        after: Revision,
+    ) -> Result<WatchStream, StoreError>;
+
+    /// The revision of the latest write.
+    fn revision(&self) -> Revision;
+}
