@@ -201,7 +201,7 @@ fn pod_from_template(
     template: Option<&k8s_openapi::api::core::v1::PodTemplateSpec>,
 ) -> Result<Value, Error> {
     let template = template.cloned().unwrap_or_default();
-    let mut metadata =
+    let metadata =
         serde_json::to_value(template.metadata.unwrap_or_default()).map_err(|source| {
             Error::Encode {
                 what: "pod template metadata",
@@ -214,14 +214,15 @@ fn pod_from_template(
             source,
         }
     })?;
-    let m = meta::metadata_mut(&mut metadata);
+    let mut pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec});
+    let m = meta::metadata_mut(&mut pod);
     m.remove("name");
     m.insert(
         "generateName".into(),
         json!(format!("{}-", meta::name(rs).unwrap_or("pod"))),
     );
     m.insert("ownerReferences".into(), json!([controller_ref(rs)]));
-    Ok(json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec}))
+    Ok(pod)
 }
 
 /// The ReplicaSet's status from its pods, and when to look again for a pod that

@@ -1,0 +1,161 @@
+//! Shared helpers of the integration tests: a controller started in-process on
+//! port 0 with a temporary data directory, and waits that fail instead of hanging.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tugboat_api::Client;
+
+/// The longest any single wait in a test may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// A controller running in this process, stopped (and its data removed) on drop.
+pub struct TestController {
+    pub addr: SocketAddr,
+    pub url: String,
+    pub client: Client,
+    shutdown: CancellationToken,
+    handle: Option<JoinHandle<()>>,
+    data_dir: DataDir,
+}
+
+enum DataDir {
+    Owned(tempfile::TempDir),
+    Borrowed(PathBuf),
+}
+
+impl TestController {
+    /// A fresh controller with its own temporary data directory.
+    pub async fn start() -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        Self::start_with(DataDir::Owned(dir)).await
+    }
+
+    /// A controller on an existing data directory (to test restarts).
+    pub async fn start_in(dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with(DataDir::Borrowed(dir.to_path_buf())).await
+    }
+
+    async fn start_with(data_dir: DataDir) -> anyhow::Result<Self> {
+        init_tracing();
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let config = tugboat_controller::Config {
+            data_dir: match &data_dir {
+                DataDir::Owned(d) => d.path().to_path_buf(),
+                DataDir::Borrowed(p) => p.clone(),
+            },
+            ..Default::default()
+        };
+        let token = shutdown.clone();
+        let handle = tokio::spawn(async move {
+            if let Err(e) = tugboat_controller::run(listener, config, token).await {
+                eprintln!("test controller failed: {e}");
+            }
+        });
+        let url = format!("http://{addr}");
+        let client = Client::new(&url)?;
+        let probe = client.clone();
+        eventually("the controller answers /readyz", || {
+            let c = probe.clone();
+            async move { c.get_text("/readyz").await.ok().filter(|s| s == "ok") }
+        })
+        .await?;
+        Ok(TestController { addr, url, client, shutdown, handle: Some(handle), data_dir })
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        match &self.data_dir {
+            DataDir::Owned(d) => d.path(),
+            DataDir::Borrowed(p) => p,
+        }
+    }
+
+    /// Stops the controller gracefully and waits for it (with a timeout).
+    pub async fn stop(mut self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        if let Some(h) = self.handle.take() {
+            tokio::time::timeout(WAIT, h).await.map_err(|_| anyhow::anyhow!("the controller did not stop within {WAIT:?}"))??;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for TestController {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+        if let Some(h) = self.handle.take() {
+            h.abort();
+        }
+    }
+}
+
+/// Polls `check` until it returns `Some`, failing after [`WAIT`].
+pub async fn eventually<T, F, Fut>(what: &str, check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    eventually_within(WAIT, what, check).await
+}
+
+pub async fn eventually_within<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> anyhow::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut delay = Duration::from_millis(10);
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!("timed out after {limit:?} waiting until {what}");
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// Awaits `fut`, failing after [`WAIT`].
+pub async fn within<T>(what: &str, fut: impl Future<Output = T>) -> anyhow::Result<T> {
+    tokio::time::timeout(WAIT, fut)
+        .await
+        .map_err(|_| anyhow::anyhow!("timed out after {WAIT:?} waiting for {what}"))
+}
+
+/// A Deployment manifest of the sample image with `replicas`.
+pub fn deployment(name: &str, ns: &str, replicas: i64) -> serde_json::Value {
+    serde_json::json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{
+                    "name": "web",
+                    "image": "tugboat/sample:latest",
+                    "imagePullPolicy": "IfNotPresent",
+                    "ports": [{"containerPort": 8080}]
+                }]}
+            }
+        }
+    })
+}
+
+/// Logs to the test's captured output; `RUST_LOG` picks the level (default `warn`).
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+}
