@@ -195,7 +195,8 @@ async fn a_watch_without_a_revision_starts_with_the_current_objects() -> anyhow:
 async fn invalid_manifests_are_refused_with_the_field_named_and_nothing_stored() -> anyhow::Result<()> {
     let tc = TestController::start().await?;
     let c = &tc.client;
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>, u16, &str)> = vec![
+    type Mutation = Box<dyn Fn(&mut Value)>;
+    let cases: Vec<(&str, Mutation, u16, &str)> = vec![
         ("negative replicas", Box::new(|d| d["spec"]["replicas"] = json!(-1)), 422, "spec.replicas: Invalid value: -1: must be greater than or equal to 0"),
         ("bad name", Box::new(|d| d["metadata"]["name"] = json!("Web_1")), 422, "metadata.name: Invalid value: \"Web_1\""),
         ("no image", Box::new(|d| d["spec"]["template"]["spec"]["containers"][0].as_object_mut().map(|c| c.remove("image")).map(|_| ()).unwrap_or(())), 422, "spec.template.spec.containers[0].image: Required value"),

@@ -129,16 +129,11 @@ pub fn object_meta(meta: &ObjectMeta, namespaced: bool, rule: NameRule) -> Error
             message: "Required value: name or generateName is required".into(),
         }),
     }
-    if namespaced {
-        if let Some(ns) = meta.namespace.as_deref()
-            && let Some(why) = dns1123_label(ns)
-        {
-            errs.push(FieldError::invalid(
-                "metadata.namespace",
-                format!("\"{ns}\""),
-                &why,
-            ));
-        }
+    if namespaced
+        && let Some(ns) = meta.namespace.as_deref()
+        && let Some(why) = dns1123_label(ns)
+    {
+        errs.push(FieldError::invalid("metadata.namespace", format!("\"{ns}\""), &why));
     }
     errs.extend(labels(meta.labels.as_ref(), "metadata.labels"));
     if let Some(annotations) = &meta.annotations {

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use futures::{Stream, StreamExt};
 use serde_json::{Map, Value, json};
 use tugboat_api::admission::{self, FieldValidation};
-use tugboat_api::resource::{self, NAMESPACES, PODS, ResourceInfo};
+use tugboat_api::resource::{self, NAMESPACES, ResourceInfo};
 use tugboat_api::selector::{FieldSelector, Selector};
 use tugboat_api::{ApiError, meta};
 
@@ -215,10 +215,11 @@ impl Registry {
             }
         }
         set_type(info, &mut body);
-        if info.has_status && info.kind != "Node" {
-            if let Some(obj) = body.as_object_mut() {
-                obj.remove("status");
-            }
+        if info.has_status
+            && info.kind != "Node"
+            && let Some(obj) = body.as_object_mut()
+        {
+            obj.remove("status");
         }
         if info.kind == "Pod" {
             body["status"] = json!({ "phase": "Pending" });
@@ -839,9 +840,4 @@ pub fn pod_is_active(pod: &Value) -> bool {
             pod.pointer("/status/phase").and_then(Value::as_str),
             Some("Succeeded" | "Failed")
         )
-}
-
-#[allow(dead_code)]
-fn _assert_pods_are_namespaced() {
-    debug_assert!(PODS.namespaced);
 }

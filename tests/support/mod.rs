@@ -159,3 +159,78 @@ pub fn init_tracing() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
 }
+
+/// The `tug` binary of this workspace, built (or brought up to date) on first use
+/// so process tests never run a stale one.
+pub fn tug_binary() -> anyhow::Result<PathBuf> {
+    static BUILT: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+            let status = std::process::Command::new(cargo)
+                .args(["build", "--quiet", "-p", "tugboat-cli", "--bin", "tug"])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status()
+                .map_err(|e| format!("cannot run cargo to build tug: {e}"))?;
+            if !status.success() {
+                return Err(format!("building tug failed: {status}"));
+            }
+            // Test binaries live in target/<profile>/deps; tug in target/<profile>.
+            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+            let dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .ok_or_else(|| "cannot find the target directory".to_string())?;
+            let tug = dir.join("tug");
+            if tug.exists() { Ok(tug) } else { Err(format!("{} was not built", tug.display())) }
+        })
+        .clone()
+        .map_err(|e| anyhow::anyhow!(e))
+}
+
+/// A `tug` child process, killed (SIGKILL) on drop so a failing test leaves nothing.
+pub struct TugProcess {
+    pub child: tokio::process::Child,
+}
+
+impl TugProcess {
+    /// Starts `tug ARGS` with `TUG_CONFIG` pointing at `config` (never the user's own).
+    pub fn spawn(args: &[&str], config: &Path) -> anyhow::Result<Self> {
+        let child = tokio::process::Command::new(tug_binary()?)
+            .args(args)
+            .env("TUG_CONFIG", config)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .kill_on_drop(true)
+            .stdin(std::process::Stdio::null())
+            .spawn()?;
+        Ok(TugProcess { child })
+    }
+
+    /// SIGKILL, and wait until it is gone.
+    pub async fn kill9(&mut self) -> anyhow::Result<()> {
+        self.child.start_kill()?;
+        within("the killed process to exit", self.child.wait()).await??;
+        Ok(())
+    }
+}
+
+/// Starts `tug controller` as its own process on a free port and waits until it
+/// answers; returns the process and a client for it.
+pub async fn spawn_controller(data_dir: &Path, config: &Path) -> anyhow::Result<(TugProcess, Client)> {
+    let _ = std::fs::remove_file(config);
+    let dir = data_dir.to_string_lossy().to_string();
+    let process = TugProcess::spawn(&["controller", "--listen", "127.0.0.1:0", "--data-dir", &dir], config)?;
+    let url = eventually("the controller writes its address to the client config", || async {
+        let text = std::fs::read_to_string(config).ok()?;
+        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+        v["server"].as_str().map(str::to_string)
+    })
+    .await?;
+    let client = Client::new(&url)?;
+    eventually("the controller answers /readyz", || {
+        let c = client.clone();
+        async move { c.get_text("/readyz").await.ok().filter(|s| s == "ok") }
+    })
+    .await?;
+    Ok((process, client))
+}
