@@ -459,7 +459,13 @@ async fn scale(
     let new_scale = match *method {
         Method::GET => return Ok(json_response(StatusCode::OK, &scale_of(&current), &[])),
         Method::PUT => parse_body(body, headers)?,
-        Method::PATCH => Patch::parse(content_type(headers), body)?.apply(&scale_of(&current))?,
+        Method::PATCH => {
+            // The patch applies to the Scale as it is; only a resourceVersion the
+            // patch itself sets is a precondition.
+            let mut base = scale_of(&current);
+            meta::metadata_mut(&mut base).remove("resourceVersion");
+            Patch::parse(content_type(headers), body)?.apply(&base)?
+        }
         _ => return Err(not_allowed(method, &info.object_path(ns, name))),
     };
     let replicas = match new_scale.pointer("/spec/replicas") {
@@ -498,24 +504,22 @@ async fn scale(
             )],
         ));
     }
-    let mut object = (*current).clone();
-    object["spec"]["replicas"] = json!(replicas);
-    // A resourceVersion in the Scale is a precondition on the object.
-    match new_scale
+    // Written as a merge patch of the object, so a write without a precondition is
+    // retried on conflict with whatever else changed meanwhile (status, labels).
+    let mut change = json!({"spec": {"replicas": replicas}});
+    if let Some(rv) = new_scale
         .pointer("/metadata/resourceVersion")
         .and_then(Value::as_str)
+        .filter(|rv| !rv.is_empty())
     {
-        Some(rv) if !rv.is_empty() => {
-            meta::metadata_mut(&mut object).insert("resourceVersion".into(), json!(rv))
-        }
-        _ => meta::metadata_mut(&mut object).remove("resourceVersion"),
-    };
+        change["metadata"] = json!({"resourceVersion": rv});
+    }
     let written = registry
-        .update(
+        .patch(
             info,
             ns,
             name,
-            object,
+            &Patch::Merge(change),
             Subresource::Main,
             write_options(query)?,
         )

@@ -1,0 +1,219 @@
+//! Every flag and argument `tug` accepts, as clap derive structs: one place to read the
+//! whole command line. The verbs that act on them live in `commands/`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// tug: the Tugboat command line. Speaks the Kubernetes API, so its verbs are kubectl's.
+#[derive(Debug, Parser)]
+#[command(name = "tug", version, about, propagate_version = true)]
+pub struct Cli {
+    /// API server URL. Without it: $TUG_SERVER, then the client config file, then
+    /// http://127.0.0.1:6443.
+    #[arg(long, global = true, value_name = "URL")]
+    pub server: Option<String>,
+
+    /// Client config file. Without it: $TUG_CONFIG, then
+    /// $XDG_CONFIG_HOME/tugboat/config.json, then ~/.config/tugboat/config.json.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Namespace for namespaced objects (default: `default`).
+    #[arg(short = 'n', long, global = true, value_name = "NS")]
+    pub namespace: Option<String>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the controller: the API server, the store and the reconcilers.
+    Controller(ControllerArgs),
+    /// Create or update objects from manifests (client-side apply, like kubectl).
+    Apply(ApplyArgs),
+    /// List objects or show some by name.
+    Get(GetArgs),
+    /// Show one object in detail, with its events.
+    Describe(DescribeArgs),
+    /// Set the number of replicas of a deployment or replica set.
+    Scale(ScaleArgs),
+    /// Delete objects by name or from manifests.
+    Delete(DeleteArgs),
+    /// Create an object from arguments.
+    Create(CreateArgs),
+    /// Print the client and server versions.
+    Version(VersionArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ControllerArgs {
+    /// Address to serve the API on. Anything but loopback is reachable by others, and
+    /// there is no authentication yet.
+    #[arg(long, default_value = "127.0.0.1:6443", value_name = "ADDR")]
+    pub listen: SocketAddr,
+
+    /// Where the store keeps its data (default: $XDG_DATA_HOME/tugboat or
+    /// ~/.local/share/tugboat).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyArgs {
+    /// Manifest file, directory of .yaml/.yml/.json files, or `-` for stdin. Repeatable.
+    #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
+    pub filenames: Vec<PathBuf>,
+}
+
+/// How `get` prints what it found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Wide,
+    Json,
+    Yaml,
+    Name,
+}
+
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// Resource type (`deploy`, `pods`, `rs`…), optionally followed by names; or
+    /// `TYPE/NAME` pairs.
+    #[arg(required = true, value_name = "TYPE[/NAME]")]
+    pub targets: Vec<String>,
+
+    /// List across all namespaces.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+
+    /// Label selector, e.g. `app=web,tier!=db`.
+    #[arg(short = 'l', long, value_name = "SELECTOR")]
+    pub selector: Option<String>,
+
+    /// Field selector, e.g. `spec.nodeName=node-1`.
+    #[arg(long, value_name = "SELECTOR")]
+    pub field_selector: Option<String>,
+
+    /// Output format.
+    #[arg(short = 'o', long, value_enum, value_name = "FORMAT")]
+    pub output: Option<OutputFormat>,
+
+    /// Add a LABELS column.
+    #[arg(long)]
+    pub show_labels: bool,
+
+    /// After listing, keep printing changes until interrupted.
+    #[arg(short = 'w', long)]
+    pub watch: bool,
+
+    /// Print only changes, not the current list.
+    #[arg(long)]
+    pub watch_only: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DescribeArgs {
+    /// Resource type and name (`deploy web` or `deploy/web`).
+    #[arg(required = true, value_name = "TYPE[/NAME]")]
+    pub targets: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// `deployment/NAME`, or `deployment NAME` (also replica sets).
+    #[arg(required = true, value_name = "TYPE[/NAME]")]
+    pub targets: Vec<String>,
+
+    /// The new number of replicas.
+    #[arg(long, allow_negative_numbers = true, value_name = "N")]
+    pub replicas: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// Resource type and names (`deploy web api` or `deploy/web`).
+    #[arg(value_name = "TYPE[/NAME]")]
+    pub targets: Vec<String>,
+
+    /// Delete the objects in these manifests (file, directory or `-`). Repeatable.
+    #[arg(short = 'f', long = "filename", value_name = "FILE")]
+    pub filenames: Vec<PathBuf>,
+
+    /// Treat objects that do not exist as deleted.
+    #[arg(long)]
+    pub ignore_not_found: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateArgs {
+    #[command(subcommand)]
+    pub what: CreateCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CreateCommand {
+    /// Create a namespace.
+    #[command(alias = "ns")]
+    Namespace {
+        /// Name of the new namespace.
+        name: String,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct VersionArgs {
+    /// Print only the client version; do not ask the server.
+    #[arg(long)]
+    pub client: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn server_is_accepted_before_or_after_the_verb() {
+        let before = Cli::try_parse_from(["tug", "--server", "http://a:1", "get", "pods"]).unwrap();
+        let after = Cli::try_parse_from(["tug", "get", "pods", "--server", "http://a:1"]).unwrap();
+        assert_eq!(before.server.as_deref(), Some("http://a:1"));
+        assert_eq!(after.server.as_deref(), Some("http://a:1"));
+    }
+
+    #[test]
+    fn output_accepts_the_kubectl_short_form() {
+        let cli = Cli::try_parse_from(["tug", "get", "deploy", "-owide"]).unwrap();
+        let Command::Get(get) = cli.command else {
+            panic!("expected get");
+        };
+        assert_eq!(get.output, Some(OutputFormat::Wide));
+    }
+
+    #[test]
+    fn negative_replicas_reach_the_verb_so_it_can_explain() {
+        let cli = Cli::try_parse_from(["tug", "scale", "deploy/web", "--replicas", "-1"]).unwrap();
+        let Command::Scale(scale) = cli.command else {
+            panic!("expected scale");
+        };
+        assert_eq!(scale.replicas, Some(-1));
+    }
+
+    #[test]
+    fn create_ns_is_an_alias_of_create_namespace() {
+        let cli = Cli::try_parse_from(["tug", "create", "ns", "team-a"]).unwrap();
+        let Command::Create(CreateArgs {
+            what: CreateCommand::Namespace { name },
+        }) = cli.command
+        else {
+            panic!("expected create namespace");
+        };
+        assert_eq!(name, "team-a");
+    }
+}

@@ -1,0 +1,10 @@
+//! One module per verb, each with `run(args, ctx)`; `lib.rs` dispatches to them.
+
+pub mod apply;
+pub mod controller;
+pub mod create;
+pub mod delete;
+pub mod describe;
+pub mod get;
+pub mod scale;
+pub mod version;

@@ -1,0 +1,181 @@
+//! How failures reach the user: API errors in kubectl's words
+//! (`Error from server (NotFound): deployments.apps "web" not found`), everything else
+//! as `error: …`, several independent failures one per line, and an unreachable server
+//! explained with the URL tried, how it was chosen and what to do.
+
+use std::fmt;
+
+use tugboat_api::{ApiError, ClientError};
+
+use crate::config::Server;
+
+/// Failures of independent items (documents of `apply`, names of `delete`), reported
+/// together once every item has been tried.
+#[derive(Debug)]
+pub struct Failures(pub Vec<anyhow::Error>);
+
+impl fmt::Display for Failures {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lines: Vec<String> = self.0.iter().map(render).collect();
+        f.write_str(&lines.join("\n"))
+    }
+}
+
+impl std::error::Error for Failures {}
+
+/// Folds per-item errors into one result.
+pub fn collect(errors: Vec<anyhow::Error>) -> anyhow::Result<()> {
+    match errors.len() {
+        0 => Ok(()),
+        1 => Err(errors
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| anyhow::anyhow!("failed"))),
+        _ => Err(Failures(errors).into()),
+    }
+}
+
+/// The text to print on stderr for `err` (one or more lines, no trailing newline).
+pub fn render(err: &anyhow::Error) -> String {
+    if let Some(failures) = err.downcast_ref::<Failures>() {
+        return failures.to_string();
+    }
+    let message = chain_message(err);
+    match api_error(err) {
+        Some(api) if api.reason.is_empty() => format!("Error from server: {message}"),
+        Some(api) => format!("Error from server ({}): {message}", api.reason),
+        None => format!("error: {message}"),
+    }
+}
+
+/// The server's error, if `err` is (or wraps) one.
+pub fn api_error(err: &anyhow::Error) -> Option<&ApiError> {
+    err.chain().find_map(|e| {
+        e.downcast_ref::<ClientError>()
+            .and_then(ClientError::api)
+            .or_else(|| e.downcast_ref::<ApiError>())
+    })
+}
+
+/// Whether `err` is the server saying the object does not exist.
+pub fn is_not_found(err: &anyhow::Error) -> bool {
+    api_error(err).is_some_and(ApiError::is_not_found)
+}
+
+/// `context: context: cause`, without repeating a cause an outer message already
+/// quotes (the client's errors include their source in their own text).
+fn chain_message(err: &anyhow::Error) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    for e in err.chain() {
+        let text = e.to_string();
+        if parts.last().is_some_and(|prev| prev.contains(&text)) {
+            continue;
+        }
+        parts.push(text);
+        if e.downcast_ref::<ClientError>()
+            .and_then(ClientError::api)
+            .is_some()
+        {
+            break;
+        }
+    }
+    parts.join(": ")
+}
+
+/// Replaces a connection failure by an explanation: which URL, how it was chosen, and
+/// how to get a server. Other errors pass through.
+pub fn explain_unreachable(err: anyhow::Error, server: Option<&Server>) -> anyhow::Error {
+    let err = match err.downcast::<Failures>() {
+        Ok(Failures(items)) => {
+            let items = items
+                .into_iter()
+                .map(|e| explain_unreachable(e, server))
+                .collect();
+            return Failures(items).into();
+        }
+        Err(err) => err,
+    };
+    let Some((url, cause)) = err
+        .chain()
+        .find_map(|e| match e.downcast_ref::<ClientError>() {
+            Some(ClientError::Connect { url, source }) => Some((url.clone(), innermost(source))),
+            _ => None,
+        })
+    else {
+        return err;
+    };
+    let how = server
+        .map(|s| format!(" ({})", s.source))
+        .unwrap_or_default();
+    anyhow::anyhow!(
+        "cannot reach the Tugboat API server at {url}{how}: {cause}. Start one with `tug up` or `tug controller`, or point tug at a running one with --server URL"
+    )
+}
+
+/// Whether `err` is a failure to connect at all (then trying more items is futile).
+pub fn is_unreachable(err: &anyhow::Error) -> bool {
+    err.chain().any(|e| {
+        matches!(
+            e.downcast_ref::<ClientError>(),
+            Some(ClientError::Connect { .. })
+        )
+    })
+}
+
+/// The root cause's text (`Connection refused (os error 111)`), which is the part that
+/// helps; reqwest's outer layers only repeat the URL.
+fn innermost(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut e = err;
+    while let Some(next) = e.source() {
+        e = next;
+    }
+    e.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use anyhow::Context as _;
+
+    fn not_found() -> anyhow::Error {
+        ClientError::Api(ApiError::not_found("deployments.apps", "web")).into()
+    }
+
+    #[test]
+    fn api_errors_read_like_kubectl() {
+        assert_eq!(
+            render(&not_found()),
+            "Error from server (NotFound): deployments.apps \"web\" not found"
+        );
+    }
+
+    #[test]
+    fn context_around_an_api_error_comes_before_the_servers_message_once() {
+        let err = Err::<(), _>(not_found())
+            .context("error when creating \"web.yaml\"")
+            .unwrap_err();
+        assert_eq!(
+            render(&err),
+            "Error from server (NotFound): error when creating \"web.yaml\": deployments.apps \"web\" not found"
+        );
+    }
+
+    #[test]
+    fn other_errors_are_prefixed_with_error() {
+        let err = Err::<(), _>(anyhow::anyhow!("inner"))
+            .context("outer")
+            .unwrap_err();
+        assert_eq!(render(&err), "error: outer: inner");
+    }
+
+    #[test]
+    fn several_failures_are_one_line_each() {
+        let err = collect(vec![not_found(), anyhow::anyhow!("bad file")]).unwrap_err();
+        assert_eq!(
+            render(&err),
+            "Error from server (NotFound): deployments.apps \"web\" not found\nerror: bad file"
+        );
+        assert!(is_not_found(&collect(vec![not_found()]).unwrap_err()));
+        assert!(collect(Vec::new()).is_ok());
+    }
+}
