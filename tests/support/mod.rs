@@ -234,3 +234,25 @@ pub async fn spawn_controller(data_dir: &Path, config: &Path) -> anyhow::Result<
     .await?;
     Ok((process, client))
 }
+
+/// Runs `tug ARGS` in-process against `server`, returning what it printed. The
+/// environment is empty and the config file a path in `config_dir`, so the user's own
+/// configuration is never read or written.
+pub async fn tug(server: &str, config_dir: &Path, args: &[&str]) -> anyhow::Result<String> {
+    use clap::Parser as _;
+    let config = config_dir.join("config.json");
+    let config = config.to_string_lossy();
+    let argv = ["tug", "--server", server, "--config", &config].into_iter().chain(args.iter().copied());
+    let cli = tugboat_cli::Cli::try_parse_from(argv)?;
+    let mut out = Vec::new();
+    let result = within(
+        &format!("tug {}", args.join(" ")),
+        tugboat_cli::execute_with(cli, &mut out, tugboat_cli::Env::default(), CancellationToken::new()),
+    )
+    .await?;
+    let text = String::from_utf8(out)?;
+    match result {
+        Ok(()) => Ok(text),
+        Err(e) => Err(anyhow::anyhow!("{}\n(output so far: {text})", tugboat_cli::render_error(&e))),
+    }
+}
