@@ -8,12 +8,23 @@ use tugboat_api::{Client, ListParams, PatchType};
 use tugboat_tests::{TestController, deployment, eventually, within};
 
 async fn pods_of(client: &Client, ns: &str, app: &str) -> Vec<Value> {
-    let params = ListParams { label_selector: Some(format!("app={app}")), ..Default::default() };
-    let list = client.list(&PODS, Some(ns), &params).await.expect("list pods");
+    let params = ListParams {
+        label_selector: Some(format!("app={app}")),
+        ..Default::default()
+    };
+    let list = client
+        .list(&PODS, Some(ns), &params)
+        .await
+        .expect("list pods");
     list["items"].as_array().cloned().unwrap_or_default()
 }
 
-async fn wait_for_pods(client: &Client, ns: &str, app: &str, n: usize) -> anyhow::Result<Vec<Value>> {
+async fn wait_for_pods(
+    client: &Client,
+    ns: &str,
+    app: &str,
+    n: usize,
+) -> anyhow::Result<Vec<Value>> {
     eventually(&format!("{n} pods of {app} exist"), || async {
         let pods = pods_of(client, ns, app).await;
         (pods.len() == n).then_some(pods)
@@ -25,20 +36,41 @@ async fn wait_for_pods(client: &Client, ns: &str, app: &str, n: usize) -> anyhow
 async fn a_deployment_makes_a_replica_set_and_pending_pods_owned_by_it() -> anyhow::Result<()> {
     let tc = TestController::start().await?;
     let c = &tc.client;
-    let created = c.create(&DEPLOYMENTS, Some("default"), &deployment("web", "default", 3)).await?;
+    let created = c
+        .create(
+            &DEPLOYMENTS,
+            Some("default"),
+            &deployment("web", "default", 3),
+        )
+        .await?;
     assert_eq!(created["metadata"]["generation"], 1);
-    assert!(created["metadata"]["uid"].as_str().is_some_and(|u| u.len() == 36));
+    assert!(
+        created["metadata"]["uid"]
+            .as_str()
+            .is_some_and(|u| u.len() == 36)
+    );
     assert!(created["metadata"]["creationTimestamp"].is_string());
-    assert_eq!(created["spec"]["strategy"]["type"], "RollingUpdate", "defaults applied");
+    assert_eq!(
+        created["spec"]["strategy"]["type"], "RollingUpdate",
+        "defaults applied"
+    );
 
     let pods = wait_for_pods(c, "default", "web", 3).await?;
-    let rs_list = c.list(&REPLICASETS, Some("default"), &ListParams::default()).await?;
+    let rs_list = c
+        .list(&REPLICASETS, Some("default"), &ListParams::default())
+        .await?;
     let rs = &rs_list["items"][0];
     assert_eq!(rs_list["items"].as_array().map(Vec::len), Some(1));
-    assert_eq!(rs["metadata"]["ownerReferences"][0]["uid"], created["metadata"]["uid"]);
+    assert_eq!(
+        rs["metadata"]["ownerReferences"][0]["uid"],
+        created["metadata"]["uid"]
+    );
     assert_eq!(rs["metadata"]["ownerReferences"][0]["controller"], true);
     for pod in &pods {
-        assert_eq!(pod["metadata"]["ownerReferences"][0]["uid"], rs["metadata"]["uid"]);
+        assert_eq!(
+            pod["metadata"]["ownerReferences"][0]["uid"],
+            rs["metadata"]["uid"]
+        );
         assert_eq!(pod["status"]["phase"], "Pending");
         assert!(pod["spec"].get("nodeName").is_none(), "no scheduler yet");
     }
@@ -56,7 +88,12 @@ async fn a_deployment_makes_a_replica_set_and_pending_pods_owned_by_it() -> anyh
 async fn scaling_through_the_scale_subresource_changes_the_pod_count() -> anyhow::Result<()> {
     let tc = TestController::start().await?;
     let c = &tc.client;
-    c.create(&DEPLOYMENTS, Some("default"), &deployment("web", "default", 2)).await?;
+    c.create(
+        &DEPLOYMENTS,
+        Some("default"),
+        &deployment("web", "default", 2),
+    )
+    .await?;
     wait_for_pods(c, "default", "web", 2).await?;
     let scale = c.scale(&DEPLOYMENTS, Some("default"), "web", 5).await?;
     assert_eq!(scale["kind"], "Scale");
@@ -68,8 +105,14 @@ async fn scaling_through_the_scale_subresource_changes_the_pod_count() -> anyhow
     c.scale(&DEPLOYMENTS, Some("default"), "web", 1).await?;
     wait_for_pods(c, "default", "web", 1).await?;
     let d = c.get(&DEPLOYMENTS, Some("default"), "web").await?;
-    assert_eq!(d["metadata"]["generation"], 3, "each scale is a spec change");
-    let err = c.scale(&DEPLOYMENTS, Some("default"), "web", -1).await.unwrap_err();
+    assert_eq!(
+        d["metadata"]["generation"], 3,
+        "each scale is a spec change"
+    );
+    let err = c
+        .scale(&DEPLOYMENTS, Some("default"), "web", -1)
+        .await
+        .unwrap_err();
     assert_eq!(err.api().map(|e| e.code), Some(422));
     tc.stop().await
 }
@@ -78,16 +121,27 @@ async fn scaling_through_the_scale_subresource_changes_the_pod_count() -> anyhow
 async fn deleting_a_deployment_deletes_its_replica_sets_and_pods() -> anyhow::Result<()> {
     let tc = TestController::start().await?;
     let c = &tc.client;
-    c.create(&DEPLOYMENTS, Some("default"), &deployment("web", "default", 3)).await?;
+    c.create(
+        &DEPLOYMENTS,
+        Some("default"),
+        &deployment("web", "default", 3),
+    )
+    .await?;
     wait_for_pods(c, "default", "web", 3).await?;
     c.delete(&DEPLOYMENTS, Some("default"), "web").await?;
     eventually("the replica set and pods are gone", || async {
-        let rs = c.list(&REPLICASETS, Some("default"), &ListParams::default()).await.ok()?;
+        let rs = c
+            .list(&REPLICASETS, Some("default"), &ListParams::default())
+            .await
+            .ok()?;
         let pods = pods_of(c, "default", "web").await;
         (rs["items"].as_array()?.is_empty() && pods.is_empty()).then_some(())
     })
     .await?;
-    let err = c.get(&DEPLOYMENTS, Some("default"), "web").await.unwrap_err();
+    let err = c
+        .get(&DEPLOYMENTS, Some("default"), "web")
+        .await
+        .unwrap_err();
     assert!(err.is_not_found());
     tc.stop().await
 }
@@ -96,22 +150,46 @@ async fn deleting_a_deployment_deletes_its_replica_sets_and_pods() -> anyhow::Re
 async fn orphan_propagation_keeps_the_dependents() -> anyhow::Result<()> {
     let tc = TestController::start().await?;
     let c = &tc.client;
-    c.create(&DEPLOYMENTS, Some("default"), &deployment("web", "default", 1)).await?;
+    c.create(
+        &DEPLOYMENTS,
+        Some("default"),
+        &deployment("web", "default", 1),
+    )
+    .await?;
     wait_for_pods(c, "default", "web", 1).await?;
-    let http = reqwest_delete(&tc.url, "/apis/apps/v1/namespaces/default/deployments/web?propagationPolicy=Orphan").await?;
+    let http = reqwest_delete(
+        &tc.url,
+        "/apis/apps/v1/namespaces/default/deployments/web?propagationPolicy=Orphan",
+    )
+    .await?;
     assert_eq!(http, 200);
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-    let rs = c.list(&REPLICASETS, Some("default"), &ListParams::default()).await?;
+    let rs = c
+        .list(&REPLICASETS, Some("default"), &ListParams::default())
+        .await?;
     let items = rs["items"].as_array().cloned().unwrap_or_default();
     assert_eq!(items.len(), 1, "the replica set stays");
-    assert!(items[0]["metadata"]["ownerReferences"].as_array().is_none_or(Vec::is_empty));
+    assert!(
+        items[0]["metadata"]["ownerReferences"]
+            .as_array()
+            .is_none_or(Vec::is_empty)
+    );
     assert_eq!(pods_of(c, "default", "web").await.len(), 1);
     tc.stop().await
 }
 
 async fn reqwest_delete(base: &str, path: &str) -> anyhow::Result<u16> {
     let out = tokio::process::Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "DELETE", &format!("{base}{path}")])
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "DELETE",
+            &format!("{base}{path}"),
+        ])
         .output()
         .await?;
     Ok(String::from_utf8_lossy(&out.stdout).trim().parse()?)
@@ -121,20 +199,50 @@ async fn reqwest_delete(base: &str, path: &str) -> anyhow::Result<u16> {
 async fn an_update_with_a_stale_resource_version_is_a_409_conflict() -> anyhow::Result<()> {
     let tc = TestController::start().await?;
     let c = &tc.client;
-    let first = c.create(&DEPLOYMENTS, Some("default"), &deployment("web", "default", 0)).await?;
-    let mut second = first.clone();
-    second["spec"]["replicas"] = json!(2);
-    let updated = c.replace(&DEPLOYMENTS, Some("default"), "web", &second).await?;
-    assert_ne!(updated["metadata"]["resourceVersion"], first["metadata"]["resourceVersion"]);
+    let first = c
+        .create(
+            &DEPLOYMENTS,
+            Some("default"),
+            &deployment("web", "default", 0),
+        )
+        .await?;
+    // A read-modify-write as clients do it: the controller's status writes may
+    // slip in between, and then the client reads again.
+    let updated = loop {
+        let mut second = c.get(&DEPLOYMENTS, Some("default"), "web").await?;
+        second["spec"]["replicas"] = json!(2);
+        match c
+            .replace(&DEPLOYMENTS, Some("default"), "web", &second)
+            .await
+        {
+            Ok(updated) => break updated,
+            Err(e) if e.is_conflict() => continue,
+            Err(e) => return Err(e.into()),
+        }
+    };
+    assert_ne!(
+        updated["metadata"]["resourceVersion"],
+        first["metadata"]["resourceVersion"]
+    );
     assert_eq!(updated["metadata"]["generation"], 2);
     let mut stale = first.clone();
     stale["spec"]["replicas"] = json!(7);
-    let err = c.replace(&DEPLOYMENTS, Some("default"), "web", &stale).await.unwrap_err();
+    let err = c
+        .replace(&DEPLOYMENTS, Some("default"), "web", &stale)
+        .await
+        .unwrap_err();
     let api = err.api().expect("an API error");
     assert_eq!((api.code, api.reason.as_str()), (409, "Conflict"));
-    assert!(api.message.contains("the object has been modified"), "{}", api.message);
+    assert!(
+        api.message.contains("the object has been modified"),
+        "{}",
+        api.message
+    );
     let now = c.get(&DEPLOYMENTS, Some("default"), "web").await?;
-    assert_eq!(now["spec"]["replicas"], 2, "the stale write changed nothing");
+    assert_eq!(
+        now["spec"]["replicas"], 2,
+        "the stale write changed nothing"
+    );
     tc.stop().await
 }
 
@@ -144,34 +252,67 @@ async fn a_watch_from_an_old_revision_replays_what_came_after_it() -> anyhow::Re
     let c = &tc.client;
     let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "replay"}});
     let created = c.create(&NAMESPACES, None, &ns).await?;
-    let from = created["metadata"]["resourceVersion"].as_str().unwrap_or("").to_string();
-    c.create(&DEPLOYMENTS, Some("replay"), &deployment("a", "replay", 0)).await?;
-    c.create(&DEPLOYMENTS, Some("replay"), &deployment("b", "replay", 0)).await?;
+    let from = created["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    c.create(&DEPLOYMENTS, Some("replay"), &deployment("a", "replay", 0))
+        .await?;
+    c.create(&DEPLOYMENTS, Some("replay"), &deployment("b", "replay", 0))
+        .await?;
     c.scale(&DEPLOYMENTS, Some("replay"), "a", 0).await?;
-    c.patch(&DEPLOYMENTS, Some("replay"), "a", &json!({"metadata": {"labels": {"x": "y"}}}), PatchType::Merge).await?;
+    c.patch(
+        &DEPLOYMENTS,
+        Some("replay"),
+        "a",
+        &json!({"metadata": {"labels": {"x": "y"}}}),
+        PatchType::Merge,
+    )
+    .await?;
     c.delete(&DEPLOYMENTS, Some("replay"), "b").await?;
 
-    let mut stream = Box::pin(c.watch(&DEPLOYMENTS, Some("replay"), &ListParams::default(), Some(&from)).await?);
+    let mut stream = Box::pin(
+        c.watch(
+            &DEPLOYMENTS,
+            Some("replay"),
+            &ListParams::default(),
+            Some(&from),
+        )
+        .await?,
+    );
+    // Keep the user's writes; the controller's status writes interleave with them.
     let mut seen = Vec::new();
-    while seen.len() < 4 {
-        let ev = within("a replayed event", stream.next()).await?.expect("stream open")?;
-        let name = ev.object["metadata"]["name"].as_str().unwrap_or("").to_string();
-        // Status writes by the controller may interleave; keep the user's writes.
-        if ev.event_type == "MODIFIED" && name == "b" {
-            continue;
+    loop {
+        let ev = within("a replayed event", stream.next())
+            .await?
+            .expect("stream open")?;
+        let name = ev.object["metadata"]["name"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let labelled = ev.object["metadata"]["labels"]["x"] == "y";
+        let step = match (ev.event_type.as_str(), name.as_str()) {
+            ("ADDED", n) => format!("added {n}"),
+            ("MODIFIED", "a") if labelled && !seen.contains(&"labelled a".to_string()) => {
+                "labelled a".to_string()
+            }
+            ("DELETED", n) => format!("deleted {n}"),
+            _ => continue,
+        };
+        seen.push(step);
+        if seen.last().map(String::as_str) == Some("deleted b") {
+            break;
         }
-        seen.push((ev.event_type.clone(), name));
-        seen.dedup();
     }
-    assert_eq!(seen[0], ("ADDED".to_string(), "a".to_string()));
-    assert_eq!(seen[1], ("ADDED".to_string(), "b".to_string()));
-    assert!(seen.contains(&("MODIFIED".to_string(), "a".to_string())));
-    assert!(seen.contains(&("DELETED".to_string(), "b".to_string())));
+    assert_eq!(seen, ["added a", "added b", "labelled a", "deleted b"]);
 
     // A live change arrives on the same stream.
-    c.create(&DEPLOYMENTS, Some("replay"), &deployment("c", "replay", 0)).await?;
+    c.create(&DEPLOYMENTS, Some("replay"), &deployment("c", "replay", 0))
+        .await?;
     loop {
-        let ev = within("a live event", stream.next()).await?.expect("stream open")?;
+        let ev = within("a live event", stream.next())
+            .await?
+            .expect("stream open")?;
         if ev.event_type == "ADDED" && ev.object["metadata"]["name"] == "c" {
             break;
         }
@@ -183,43 +324,124 @@ async fn a_watch_from_an_old_revision_replays_what_came_after_it() -> anyhow::Re
 async fn a_watch_without_a_revision_starts_with_the_current_objects() -> anyhow::Result<()> {
     let tc = TestController::start().await?;
     let c = &tc.client;
-    c.create(&DEPLOYMENTS, Some("default"), &deployment("a", "default", 0)).await?;
-    let mut stream = Box::pin(c.watch(&DEPLOYMENTS, Some("default"), &ListParams::default(), None).await?);
-    let ev = within("the initial event", stream.next()).await?.expect("stream open")?;
+    c.create(
+        &DEPLOYMENTS,
+        Some("default"),
+        &deployment("a", "default", 0),
+    )
+    .await?;
+    let mut stream = Box::pin(
+        c.watch(&DEPLOYMENTS, Some("default"), &ListParams::default(), None)
+            .await?,
+    );
+    let ev = within("the initial event", stream.next())
+        .await?
+        .expect("stream open")?;
     assert_eq!(ev.event_type, "ADDED");
     assert_eq!(ev.object["metadata"]["name"], "a");
     tc.stop().await
 }
 
 #[tokio::test]
-async fn invalid_manifests_are_refused_with_the_field_named_and_nothing_stored() -> anyhow::Result<()> {
+async fn invalid_manifests_are_refused_with_the_field_named_and_nothing_stored()
+-> anyhow::Result<()> {
     let tc = TestController::start().await?;
     let c = &tc.client;
     type Mutation = Box<dyn Fn(&mut Value)>;
     let cases: Vec<(&str, Mutation, u16, &str)> = vec![
-        ("negative replicas", Box::new(|d| d["spec"]["replicas"] = json!(-1)), 422, "spec.replicas: Invalid value: -1: must be greater than or equal to 0"),
-        ("bad name", Box::new(|d| d["metadata"]["name"] = json!("Web_1")), 422, "metadata.name: Invalid value: \"Web_1\""),
-        ("no image", Box::new(|d| d["spec"]["template"]["spec"]["containers"][0].as_object_mut().map(|c| c.remove("image")).map(|_| ()).unwrap_or(())), 422, "spec.template.spec.containers[0].image: Required value"),
-        ("no container name", Box::new(|d| d["spec"]["template"]["spec"]["containers"][0].as_object_mut().map(|c| c.remove("name")).map(|_| ()).unwrap_or(())), 422, "spec.template.spec.containers[0].name: Required value"),
-        ("selector mismatch", Box::new(|d| d["spec"]["template"]["metadata"]["labels"] = json!({"app": "other"})), 422, "`selector` does not match template `labels`"),
-        ("typo", Box::new(|d| d["spec"]["replcas"] = json!(3)), 400, "unknown field \"spec.replcas\""),
-        ("wrong type", Box::new(|d| d["spec"]["replicas"] = json!("three")), 400, "spec.replicas"),
+        (
+            "negative replicas",
+            Box::new(|d| d["spec"]["replicas"] = json!(-1)),
+            422,
+            "spec.replicas: Invalid value: -1: must be greater than or equal to 0",
+        ),
+        (
+            "bad name",
+            Box::new(|d| d["metadata"]["name"] = json!("Web_1")),
+            422,
+            "metadata.name: Invalid value: \"Web_1\"",
+        ),
+        (
+            "no image",
+            Box::new(|d| {
+                d["spec"]["template"]["spec"]["containers"][0]
+                    .as_object_mut()
+                    .map(|c| c.remove("image"))
+                    .map(|_| ())
+                    .unwrap_or(())
+            }),
+            422,
+            "spec.template.spec.containers[0].image: Required value",
+        ),
+        (
+            "no container name",
+            Box::new(|d| {
+                d["spec"]["template"]["spec"]["containers"][0]
+                    .as_object_mut()
+                    .map(|c| c.remove("name"))
+                    .map(|_| ())
+                    .unwrap_or(())
+            }),
+            422,
+            "spec.template.spec.containers[0].name: Required value",
+        ),
+        (
+            "selector mismatch",
+            Box::new(|d| d["spec"]["template"]["metadata"]["labels"] = json!({"app": "other"})),
+            422,
+            "`selector` does not match template `labels`",
+        ),
+        (
+            "typo",
+            Box::new(|d| d["spec"]["replcas"] = json!(3)),
+            400,
+            "unknown field \"spec.replcas\"",
+        ),
+        (
+            "wrong type",
+            Box::new(|d| d["spec"]["replicas"] = json!("three")),
+            400,
+            "spec.replicas",
+        ),
     ];
     for (what, mutate, code, text) in cases {
         let mut d = deployment("web", "default", 1);
         mutate(&mut d);
-        let before = tc.client.list(&DEPLOYMENTS, None, &ListParams::default()).await?["metadata"]["resourceVersion"].clone();
-        let err = c.create(&DEPLOYMENTS, Some("default"), &d).await.unwrap_err();
-        let api = err.api().unwrap_or_else(|| panic!("{what}: not an API error: {err}"));
+        let before = tc
+            .client
+            .list(&DEPLOYMENTS, None, &ListParams::default())
+            .await?["metadata"]["resourceVersion"]
+            .clone();
+        let err = c
+            .create(&DEPLOYMENTS, Some("default"), &d)
+            .await
+            .unwrap_err();
+        let api = err
+            .api()
+            .unwrap_or_else(|| panic!("{what}: not an API error: {err}"));
         assert_eq!(api.code, code, "{what}: {}", api.message);
-        assert!(api.message.contains(text), "{what}: {:?} lacks {text:?}", api.message);
+        assert!(
+            api.message.contains(text),
+            "{what}: {:?} lacks {text:?}",
+            api.message
+        );
         if code == 422 {
             assert_eq!(api.reason, "Invalid", "{what}");
             assert!(!api.causes.is_empty(), "{what}: a 422 lists its causes");
         }
-        let after = tc.client.list(&DEPLOYMENTS, None, &ListParams::default()).await?;
-        assert_eq!(after["items"].as_array().map(Vec::len), Some(0), "{what}: nothing stored");
-        assert_eq!(after["metadata"]["resourceVersion"], before, "{what}: no write at all");
+        let after = tc
+            .client
+            .list(&DEPLOYMENTS, None, &ListParams::default())
+            .await?;
+        assert_eq!(
+            after["items"].as_array().map(Vec::len),
+            Some(0),
+            "{what}: nothing stored"
+        );
+        assert_eq!(
+            after["metadata"]["resourceVersion"], before,
+            "{what}: no write at all"
+        );
     }
     tc.stop().await
 }
@@ -228,13 +450,27 @@ async fn invalid_manifests_are_refused_with_the_field_named_and_nothing_stored()
 async fn an_update_that_fails_validation_leaves_the_stored_object_alone() -> anyhow::Result<()> {
     let tc = TestController::start().await?;
     let c = &tc.client;
-    c.create(&DEPLOYMENTS, Some("default"), &deployment("web", "default", 2)).await?;
+    c.create(
+        &DEPLOYMENTS,
+        Some("default"),
+        &deployment("web", "default", 2),
+    )
+    .await?;
     let err = c
-        .patch(&DEPLOYMENTS, Some("default"), "web", &json!({"spec": {"replicas": -3}}), PatchType::Merge)
+        .patch(
+            &DEPLOYMENTS,
+            Some("default"),
+            "web",
+            &json!({"spec": {"replicas": -3}}),
+            PatchType::Merge,
+        )
         .await
         .unwrap_err();
     assert_eq!(err.api().map(|e| e.code), Some(422));
-    assert_eq!(c.get(&DEPLOYMENTS, Some("default"), "web").await?["spec"]["replicas"], 2);
+    assert_eq!(
+        c.get(&DEPLOYMENTS, Some("default"), "web").await?["spec"]["replicas"],
+        2
+    );
     tc.stop().await
 }
 
@@ -244,13 +480,28 @@ async fn unknown_fields_may_be_let_through_with_a_warning() -> anyhow::Result<()
     let mut d = deployment("web", "default", 1);
     d["spec"]["replcas"] = json!(3);
     let out = tokio::process::Command::new("curl")
-        .args(["-s", "-D", "-", "-H", "Content-Type: application/json", "-d", &d.to_string()])
-        .arg(format!("{}/apis/apps/v1/namespaces/default/deployments?fieldValidation=Warn", tc.url))
+        .args([
+            "-s",
+            "-D",
+            "-",
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            &d.to_string(),
+        ])
+        .arg(format!(
+            "{}/apis/apps/v1/namespaces/default/deployments?fieldValidation=Warn",
+            tc.url
+        ))
         .output()
         .await?;
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.starts_with("HTTP/1.1 201"), "{text}");
-    assert!(text.to_ascii_lowercase().contains("warning: 299 - \"unknown field \\\"spec.replcas\\\"\""), "{text}");
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("warning: 299 - \"unknown field \\\"spec.replcas\\\"\""),
+        "{text}"
+    );
     tc.stop().await
 }
 
@@ -258,7 +509,14 @@ async fn unknown_fields_may_be_let_through_with_a_warning() -> anyhow::Result<()
 async fn namespaces_must_exist_and_deleting_one_deletes_its_contents() -> anyhow::Result<()> {
     let tc = TestController::start().await?;
     let c = &tc.client;
-    let err = c.create(&DEPLOYMENTS, Some("nowhere"), &deployment("web", "nowhere", 1)).await.unwrap_err();
+    let err = c
+        .create(
+            &DEPLOYMENTS,
+            Some("nowhere"),
+            &deployment("web", "nowhere", 1),
+        )
+        .await
+        .unwrap_err();
     let api = err.api().expect("API error");
     assert_eq!(api.code, 404);
     assert_eq!(api.message, "namespaces \"nowhere\" not found");
@@ -266,15 +524,24 @@ async fn namespaces_must_exist_and_deleting_one_deletes_its_contents() -> anyhow
     let default = c.get(&NAMESPACES, None, "default").await?;
     assert_eq!(default["status"]["phase"], "Active");
 
-    c.create(&NAMESPACES, None, &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}})).await?;
-    c.create(&DEPLOYMENTS, Some("team"), &deployment("web", "team", 2)).await?;
+    c.create(
+        &NAMESPACES,
+        None,
+        &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}}),
+    )
+    .await?;
+    c.create(&DEPLOYMENTS, Some("team"), &deployment("web", "team", 2))
+        .await?;
     wait_for_pods(c, "team", "web", 2).await?;
     let deleted = c.delete(&NAMESPACES, None, "team").await?;
     assert_eq!(deleted["status"]["phase"], "Terminating");
     eventually("the namespace and everything in it are gone", || async {
         let gone = c.get(&NAMESPACES, None, "team").await.err()?.is_not_found();
         let pods = pods_of(c, "team", "web").await;
-        let deploys = c.list(&DEPLOYMENTS, Some("team"), &ListParams::default()).await.ok()?;
+        let deploys = c
+            .list(&DEPLOYMENTS, Some("team"), &ListParams::default())
+            .await
+            .ok()?;
         (gone && pods.is_empty() && deploys["items"].as_array()?.is_empty()).then_some(())
     })
     .await?;
@@ -284,13 +551,22 @@ async fn namespaces_must_exist_and_deleting_one_deletes_its_contents() -> anyhow
 #[tokio::test]
 async fn errors_are_kubernetes_status_objects() -> anyhow::Result<()> {
     let tc = TestController::start().await?;
-    let status = tc.client.get_path("/apis/apps/v1/namespaces/default/deployments/missing").await;
+    let status = tc
+        .client
+        .get_path("/apis/apps/v1/namespaces/default/deployments/missing")
+        .await;
     let err = status.unwrap_err();
     let api = err.api().expect("API error");
     assert_eq!((api.code, api.reason.as_str()), (404, "NotFound"));
     assert_eq!(api.message, "deployments.apps \"missing\" not found");
     let raw = tokio::process::Command::new("curl")
-        .args(["-s", &format!("{}/apis/apps/v1/namespaces/default/deployments/missing", tc.url)])
+        .args([
+            "-s",
+            &format!(
+                "{}/apis/apps/v1/namespaces/default/deployments/missing",
+                tc.url
+            ),
+        ])
         .output()
         .await?;
     let body: Value = serde_json::from_slice(&raw.stdout)?;
@@ -306,17 +582,48 @@ async fn errors_are_kubernetes_status_objects() -> anyhow::Result<()> {
 async fn selectors_filter_lists() -> anyhow::Result<()> {
     let tc = TestController::start().await?;
     let c = &tc.client;
-    c.create(&DEPLOYMENTS, Some("default"), &deployment("a", "default", 2)).await?;
-    c.create(&DEPLOYMENTS, Some("default"), &deployment("b", "default", 1)).await?;
+    c.create(
+        &DEPLOYMENTS,
+        Some("default"),
+        &deployment("a", "default", 2),
+    )
+    .await?;
+    c.create(
+        &DEPLOYMENTS,
+        Some("default"),
+        &deployment("b", "default", 1),
+    )
+    .await?;
     wait_for_pods(c, "default", "a", 2).await?;
     wait_for_pods(c, "default", "b", 1).await?;
-    let params = ListParams { label_selector: Some("app in (a,b)".into()), field_selector: Some("status.phase=Pending,spec.nodeName=".into()) };
+    let params = ListParams {
+        label_selector: Some("app in (a,b)".into()),
+        field_selector: Some("status.phase=Pending,spec.nodeName=".into()),
+    };
     let all = c.list(&PODS, None, &params).await?;
     assert_eq!(all["items"].as_array().map(Vec::len), Some(3));
-    let by_name = ListParams { field_selector: Some("metadata.name=a".into()), ..Default::default() };
-    assert_eq!(c.list(&DEPLOYMENTS, Some("default"), &by_name).await?["items"].as_array().map(Vec::len), Some(1));
-    let bad = ListParams { label_selector: Some("app in a".into()), ..Default::default() };
-    assert_eq!(c.list(&PODS, None, &bad).await.unwrap_err().api().map(|e| e.code), Some(400));
+    let by_name = ListParams {
+        field_selector: Some("metadata.name=a".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        c.list(&DEPLOYMENTS, Some("default"), &by_name).await?["items"]
+            .as_array()
+            .map(Vec::len),
+        Some(1)
+    );
+    let bad = ListParams {
+        label_selector: Some("app in a".into()),
+        ..Default::default()
+    };
+    assert_eq!(
+        c.list(&PODS, None, &bad)
+            .await
+            .unwrap_err()
+            .api()
+            .map(|e| e.code),
+        Some(400)
+    );
     tc.stop().await
 }
 
@@ -324,8 +631,16 @@ async fn selectors_filter_lists() -> anyhow::Result<()> {
 async fn scaling_records_events_about_the_deployment() -> anyhow::Result<()> {
     let tc = TestController::start().await?;
     let c = &tc.client;
-    c.create(&DEPLOYMENTS, Some("default"), &deployment("web", "default", 2)).await?;
-    let params = ListParams { field_selector: Some("involvedObject.kind=Deployment,involvedObject.name=web".into()), ..Default::default() };
+    c.create(
+        &DEPLOYMENTS,
+        Some("default"),
+        &deployment("web", "default", 2),
+    )
+    .await?;
+    let params = ListParams {
+        field_selector: Some("involvedObject.kind=Deployment,involvedObject.name=web".into()),
+        ..Default::default()
+    };
     let events = eventually("a ScalingReplicaSet event exists", || async {
         let list = c.list(&EVENTS, Some("default"), &params).await.ok()?;
         let items = list["items"].as_array()?.clone();
@@ -333,7 +648,14 @@ async fn scaling_records_events_about_the_deployment() -> anyhow::Result<()> {
     })
     .await?;
     assert_eq!(events[0]["reason"], "ScalingReplicaSet");
-    assert!(events[0]["message"].as_str().unwrap_or("").starts_with("Scaled up replica set web-"), "{}", events[0]["message"]);
+    assert!(
+        events[0]["message"]
+            .as_str()
+            .unwrap_or("")
+            .starts_with("Scaled up replica set web-"),
+        "{}",
+        events[0]["message"]
+    );
     tc.stop().await
 }
 
@@ -341,19 +663,44 @@ async fn scaling_records_events_about_the_deployment() -> anyhow::Result<()> {
 async fn changing_the_template_rolls_to_a_new_replica_set() -> anyhow::Result<()> {
     let tc = TestController::start().await?;
     let c = &tc.client;
-    c.create(&DEPLOYMENTS, Some("default"), &deployment("web", "default", 2)).await?;
+    c.create(
+        &DEPLOYMENTS,
+        Some("default"),
+        &deployment("web", "default", 2),
+    )
+    .await?;
     wait_for_pods(c, "default", "web", 2).await?;
     let patch = json!({"spec": {"strategy": {"type": "Recreate", "rollingUpdate": null}, "template": {"spec": {"containers": [{"name": "web", "image": "tugboat/sample:v2"}]}}}});
-    c.patch(&DEPLOYMENTS, Some("default"), "web", &patch, PatchType::Merge).await?;
+    c.patch(
+        &DEPLOYMENTS,
+        Some("default"),
+        "web",
+        &patch,
+        PatchType::Merge,
+    )
+    .await?;
     eventually("two replica sets, the new one with the pods", || async {
-        let list = c.list(&REPLICASETS, Some("default"), &ListParams::default()).await.ok()?;
+        let list = c
+            .list(&REPLICASETS, Some("default"), &ListParams::default())
+            .await
+            .ok()?;
         let items = list["items"].as_array()?.clone();
-        let new = items.iter().find(|rs| rs["spec"]["template"]["spec"]["containers"][0]["image"] == "tugboat/sample:v2")?;
-        let old = items.iter().find(|rs| rs["spec"]["template"]["spec"]["containers"][0]["image"] == "tugboat/sample:latest")?;
-        (new["spec"]["replicas"] == 2 && old["spec"]["replicas"] == 0 && new["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "2").then_some(())
+        let new = items.iter().find(|rs| {
+            rs["spec"]["template"]["spec"]["containers"][0]["image"] == "tugboat/sample:v2"
+        })?;
+        let old = items.iter().find(|rs| {
+            rs["spec"]["template"]["spec"]["containers"][0]["image"] == "tugboat/sample:latest"
+        })?;
+        (new["spec"]["replicas"] == 2
+            && old["spec"]["replicas"] == 0
+            && new["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "2")
+            .then_some(())
     })
     .await?;
     let pods = wait_for_pods(c, "default", "web", 2).await?;
-    assert!(pods.iter().all(|p| p["spec"]["containers"][0]["image"] == "tugboat/sample:v2"));
+    assert!(
+        pods.iter()
+            .all(|p| p["spec"]["containers"][0]["image"] == "tugboat/sample:v2")
+    );
     tc.stop().await
 }

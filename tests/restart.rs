@@ -17,9 +17,19 @@ async fn sigkill_loses_no_acknowledged_write_and_reconciling_resumes() -> anyhow
     let (mut controller, client) = spawn_controller(&data, &config).await?;
 
     client
-        .create(&NAMESPACES, None, &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "durable"}}))
+        .create(
+            &NAMESPACES,
+            None,
+            &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "durable"}}),
+        )
         .await?;
-    client.create(&DEPLOYMENTS, Some("durable"), &deployment("web", "durable", 3)).await?;
+    client
+        .create(
+            &DEPLOYMENTS,
+            Some("durable"),
+            &deployment("web", "durable", 3),
+        )
+        .await?;
 
     // Writers run flat out; the controller is killed while they do.
     let acknowledged = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
@@ -46,10 +56,15 @@ async fn sigkill_loses_no_acknowledged_write_and_reconciling_resumes() -> anyhow
     for w in writers {
         tokio::time::timeout(Duration::from_secs(20), w).await??;
     }
-    let acked: Vec<String> = acknowledged.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let acked: Vec<String> = acknowledged
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
 
     let (_controller, client) = spawn_controller(&data, &config).await?;
-    let list = client.list(&DEPLOYMENTS, Some("durable"), &ListParams::default()).await?;
+    let list = client
+        .list(&DEPLOYMENTS, Some("durable"), &ListParams::default())
+        .await?;
     let stored: std::collections::HashSet<String> = list["items"]
         .as_array()
         .into_iter()
@@ -57,16 +72,32 @@ async fn sigkill_loses_no_acknowledged_write_and_reconciling_resumes() -> anyhow
         .filter_map(|d| d["metadata"]["name"].as_str().map(str::to_string))
         .collect();
     let lost: Vec<&String> = acked.iter().filter(|n| !stored.contains(*n)).collect();
-    assert!(lost.is_empty(), "{} of {} acknowledged writes were lost: {:?}", lost.len(), acked.len(), &lost[..lost.len().min(5)]);
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged writes were lost: {:?}",
+        lost.len(),
+        acked.len(),
+        &lost[..lost.len().min(5)]
+    );
     assert!(stored.contains("web"));
 
     // The original Deployment is reconciled to exactly 3 pods, one ReplicaSet.
-    let params = ListParams { label_selector: Some("app=web".into()), ..Default::default() };
-    eventually("web has exactly 3 pods and one replica set after the restart", || async {
-        let pods = client.list(&PODS, Some("durable"), &params).await.ok()?;
-        let rs = client.list(&REPLICASETS, Some("durable"), &params).await.ok()?;
-        (pods["items"].as_array()?.len() == 3 && rs["items"].as_array()?.len() == 1).then_some(())
-    })
+    let params = ListParams {
+        label_selector: Some("app=web".into()),
+        ..Default::default()
+    };
+    eventually(
+        "web has exactly 3 pods and one replica set after the restart",
+        || async {
+            let pods = client.list(&PODS, Some("durable"), &params).await.ok()?;
+            let rs = client
+                .list(&REPLICASETS, Some("durable"), &params)
+                .await
+                .ok()?;
+            (pods["items"].as_array()?.len() == 3 && rs["items"].as_array()?.len() == 1)
+                .then_some(())
+        },
+    )
     .await?;
     // Nothing more appears after a moment (no duplicate creation after restart).
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -133,7 +133,11 @@ pub fn object_meta(meta: &ObjectMeta, namespaced: bool, rule: NameRule) -> Error
         && let Some(ns) = meta.namespace.as_deref()
         && let Some(why) = dns1123_label(ns)
     {
-        errs.push(FieldError::invalid("metadata.namespace", format!("\"{ns}\""), &why));
+        errs.push(FieldError::invalid(
+            "metadata.namespace",
+            format!("\"{ns}\""),
+            &why,
+        ));
     }
     errs.extend(labels(meta.labels.as_ref(), "metadata.labels"));
     if let Some(annotations) = &meta.annotations {

@@ -67,7 +67,14 @@ impl TestController {
             async move { c.get_text("/readyz").await.ok().filter(|s| s == "ok") }
         })
         .await?;
-        Ok(TestController { addr, url, client, shutdown, handle: Some(handle), data_dir })
+        Ok(TestController {
+            addr,
+            url,
+            client,
+            shutdown,
+            handle: Some(handle),
+            data_dir,
+        })
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -81,7 +88,9 @@ impl TestController {
     pub async fn stop(mut self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         if let Some(h) = self.handle.take() {
-            tokio::time::timeout(WAIT, h).await.map_err(|_| anyhow::anyhow!("the controller did not stop within {WAIT:?}"))??;
+            tokio::time::timeout(WAIT, h)
+                .await
+                .map_err(|_| anyhow::anyhow!("the controller did not stop within {WAIT:?}"))??;
         }
         Ok(())
     }
@@ -105,7 +114,11 @@ where
     eventually_within(WAIT, what, check).await
 }
 
-pub async fn eventually_within<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> anyhow::Result<T>
+pub async fn eventually_within<T, F, Fut>(
+    limit: Duration,
+    what: &str,
+    mut check: F,
+) -> anyhow::Result<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -157,7 +170,10 @@ pub fn deployment(name: &str, ns: &str, replicas: i64) -> serde_json::Value {
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
 }
 
 /// The `tug` binary of this workspace, built (or brought up to date) on first use
@@ -182,7 +198,11 @@ pub fn tug_binary() -> anyhow::Result<PathBuf> {
                 .and_then(Path::parent)
                 .ok_or_else(|| "cannot find the target directory".to_string())?;
             let tug = dir.join("tug");
-            if tug.exists() { Ok(tug) } else { Err(format!("{} was not built", tug.display())) }
+            if tug.exists() {
+                Ok(tug)
+            } else {
+                Err(format!("{} was not built", tug.display()))
+            }
         })
         .clone()
         .map_err(|e| anyhow::anyhow!(e))
@@ -199,7 +219,10 @@ impl TugProcess {
         let child = tokio::process::Command::new(tug_binary()?)
             .args(args)
             .env("TUG_CONFIG", config)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .kill_on_drop(true)
             .stdin(std::process::Stdio::null())
             .spawn()?;
@@ -216,15 +239,24 @@ impl TugProcess {
 
 /// Starts `tug controller` as its own process on a free port and waits until it
 /// answers; returns the process and a client for it.
-pub async fn spawn_controller(data_dir: &Path, config: &Path) -> anyhow::Result<(TugProcess, Client)> {
+pub async fn spawn_controller(
+    data_dir: &Path,
+    config: &Path,
+) -> anyhow::Result<(TugProcess, Client)> {
     let _ = std::fs::remove_file(config);
     let dir = data_dir.to_string_lossy().to_string();
-    let process = TugProcess::spawn(&["controller", "--listen", "127.0.0.1:0", "--data-dir", &dir], config)?;
-    let url = eventually("the controller writes its address to the client config", || async {
-        let text = std::fs::read_to_string(config).ok()?;
-        let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-        v["server"].as_str().map(str::to_string)
-    })
+    let process = TugProcess::spawn(
+        &["controller", "--listen", "127.0.0.1:0", "--data-dir", &dir],
+        config,
+    )?;
+    let url = eventually(
+        "the controller writes its address to the client config",
+        || async {
+            let text = std::fs::read_to_string(config).ok()?;
+            let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+            v["server"].as_str().map(str::to_string)
+        },
+    )
     .await?;
     let client = Client::new(&url)?;
     eventually("the controller answers /readyz", || {
@@ -242,17 +274,27 @@ pub async fn tug(server: &str, config_dir: &Path, args: &[&str]) -> anyhow::Resu
     use clap::Parser as _;
     let config = config_dir.join("config.json");
     let config = config.to_string_lossy();
-    let argv = ["tug", "--server", server, "--config", &config].into_iter().chain(args.iter().copied());
+    let argv = ["tug", "--server", server, "--config", &config]
+        .into_iter()
+        .chain(args.iter().copied());
     let cli = tugboat_cli::Cli::try_parse_from(argv)?;
     let mut out = Vec::new();
     let result = within(
         &format!("tug {}", args.join(" ")),
-        tugboat_cli::execute_with(cli, &mut out, tugboat_cli::Env::default(), CancellationToken::new()),
+        tugboat_cli::execute_with(
+            cli,
+            &mut out,
+            tugboat_cli::Env::default(),
+            CancellationToken::new(),
+        ),
     )
     .await?;
     let text = String::from_utf8(out)?;
     match result {
         Ok(()) => Ok(text),
-        Err(e) => Err(anyhow::anyhow!("{}\n(output so far: {text})", tugboat_cli::render_error(&e))),
+        Err(e) => Err(anyhow::anyhow!(
+            "{}\n(output so far: {text})",
+            tugboat_cli::render_error(&e)
+        )),
     }
 }
