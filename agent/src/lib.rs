@@ -1,1 +1,209 @@
+//! Tugboat's node agent: registers its Node, keeps it alive with a Lease, runs the
+//! pods bound to it through a [`runtime::ContainerRuntime`] (Docker via bollard, or
+//! the in-memory fake for hollow nodes), reports their status and serves their logs.
+//!
+//! Fail-static: stopping the agent never stops a workload. On start it first removes
+//! the containers whose pod is gone or bound elsewhere ([`fence`]), then adopts the
+//! rest: a pod's worker finds its containers by their labels.
 
+pub mod events;
+pub mod image;
+pub mod node;
+pub mod pods;
+pub mod runtime;
+pub mod server;
+pub mod worker;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tugboat_api::resource::PODS;
+use tugboat_api::{Client, ClientError, ListParams, meta};
+
+use crate::runtime::{ContainerRuntime, LABEL_NODE, LABEL_POD_UID, RuntimeError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid agent configuration: {0}")]
+    Config(String),
+    #[error("the container runtime failed: {0}")]
+    Runtime(#[from] RuntimeError),
+    #[error("cannot talk to the controller: {0}")]
+    Api(#[from] ClientError),
+    #[error("cannot listen for log requests on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How an agent runs. `Config::new(server, node)` gives the defaults.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The controller's URL.
+    pub server: String,
+    /// This node's name (a DNS-1123 subdomain).
+    pub node_name: String,
+    /// Where the agent serves logs to the controller.
+    pub listen: SocketAddr,
+    /// The address published as the node's InternalIP.
+    pub address: String,
+    /// How often the node's Lease is renewed.
+    pub heartbeat: Duration,
+    /// Crash-loop back-off: first delay (doubling)…
+    pub backoff_initial: Duration,
+    /// …up to this cap.
+    pub backoff_max: Duration,
+    /// Pods this node takes.
+    pub max_pods: i64,
+    /// Docker network for pod containers (`None`: the default bridge).
+    pub network: Option<String>,
+}
+
+impl Config {
+    pub fn new(server: &str, node_name: &str) -> Self {
+        Config {
+            server: server.to_string(),
+            node_name: node_name.to_string(),
+            listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+            address: "127.0.0.1".to_string(),
+            heartbeat: Duration::from_secs(1),
+            backoff_initial: Duration::from_secs(1),
+            backoff_max: Duration::from_secs(60),
+            max_pods: 110,
+            network: None,
+        }
+    }
+}
+
+/// What every part of a running agent shares.
+pub struct AgentCtx {
+    pub node: String,
+    pub address: String,
+    pub client: Client,
+    pub runtime: Arc<dyn ContainerRuntime>,
+    pub events: events::Recorder,
+    pub backoff_initial: Duration,
+    pub backoff_max: Duration,
+    pub network: Option<String>,
+}
+
+/// Runs the agent until `shutdown`; containers are left running when it stops.
+pub async fn run(
+    config: Config,
+    runtime: Arc<dyn ContainerRuntime>,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    if let Some(why) = tugboat_api::validation::dns1123_subdomain(&config.node_name) {
+        return Err(Error::Config(format!(
+            "node name {:?}: {why}",
+            config.node_name
+        )));
+    }
+    let client = Client::new(&config.server)?;
+    let host = runtime.host_info().await?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|source| Error::Listen {
+            addr: config.listen,
+            source,
+        })?;
+    let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    let ctx = Arc::new(AgentCtx {
+        node: config.node_name.clone(),
+        address: config.address.clone(),
+        client: client.clone(),
+        runtime: runtime.clone(),
+        events: events::Recorder::new(client.clone(), &config.node_name),
+        backoff_initial: config.backoff_initial,
+        backoff_max: config.backoff_max,
+        network: config.network.clone(),
+    });
+    let identity = node::NodeIdentity {
+        name: config.node_name.clone(),
+        address: config.address.clone(),
+        port,
+        host,
+        max_pods: config.max_pods,
+    };
+    // The controller may not be up yet (or be restarting): wait for it, with back-off,
+    // without touching any container.
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match node::register(&client, &identity).await {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!(node = %config.node_name, error = %e, "cannot register the node yet; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    fence(&ctx).await?;
+    tracing::info!(node = %config.node_name, server = %config.server, logs_port = port, "agent running");
+    let tracker = TaskTracker::new();
+    tracker.spawn(node::heartbeat(
+        client.clone(),
+        identity,
+        config.heartbeat,
+        shutdown.clone(),
+    ));
+    tracker.spawn(pods::run(ctx.clone(), shutdown.clone()));
+    let serve_ctx = ctx.clone();
+    let serve_shutdown = shutdown.clone();
+    tracker.spawn(async move {
+        if let Err(e) = server::serve(listener, serve_ctx, serve_shutdown).await {
+            tracing::error!(error = %e, "the agent's log server failed");
+        }
+    });
+    tracker.close();
+    tracker.wait().await;
+    tracing::info!(node = %config.node_name, "agent stopped; its containers keep running");
+    Ok(())
+}
+
+/// Before anything else: removes this node's containers whose pod no longer exists
+/// or is bound to another node (deleted or moved while the agent was away).
+pub async fn fence(ctx: &AgentCtx) -> Result<(), Error> {
+    let params = ListParams {
+        field_selector: Some(format!("spec.nodeName={}", ctx.node)),
+        ..Default::default()
+    };
+    let list = ctx.client.list(&PODS, None, &params).await?;
+    let bound: HashSet<String> = list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|p| meta::uid(p).map(str::to_string))
+        .collect();
+    let containers = ctx
+        .runtime
+        .list(&[(LABEL_NODE.to_string(), ctx.node.clone())])
+        .await?;
+    let mut removed = 0;
+    for c in containers {
+        let uid = c.labels.get(LABEL_POD_UID).cloned().unwrap_or_default();
+        if bound.contains(&uid) {
+            continue;
+        }
+        tracing::info!(node = %ctx.node, container = %c.name, "removing a container whose pod is gone or bound elsewhere");
+        if c.state.running {
+            let _ = ctx.runtime.stop(&c.id, Duration::from_secs(10)).await;
+        }
+        ctx.runtime.remove(&c.id).await?;
+        removed += 1;
+    }
+    if removed > 0 {
+        tracing::info!(node = %ctx.node, removed, "fenced stale containers");
+    }
+    Ok(())
+}

@@ -3,6 +3,7 @@
 //! every create and update through [`admit`], whoever sends it.
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -104,6 +105,9 @@ pub fn admit(
                 errs.push(FieldError::required("involvedObject.kind"));
             }
             errs
+        }),
+        "Lease" => run::<Lease>(info, object, old, validation, &name, |l, _| {
+            validation::object_meta(&l.metadata, true, NameRule::Subdomain)
         }),
         other => Err(ApiError::internal(format!(
             "no admission rules for kind {other}"

@@ -351,6 +351,40 @@ impl Client {
         self.json(self.http.delete(&url), &url).await
     }
 
+    /// DELETE with a grace period (`Some(0)`: at once, as an agent confirms a pod's
+    /// containers are gone).
+    pub async fn delete_with_grace(
+        &self,
+        r: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        grace_period_seconds: Option<i64>,
+    ) -> Result<Value, ClientError> {
+        let url = self.url(&r.object_path(ns, name));
+        let mut body = serde_json::json!({"kind": "DeleteOptions", "apiVersion": "v1"});
+        if let Some(g) = grace_period_seconds {
+            body["gracePeriodSeconds"] = g.into();
+        }
+        self.json(self.http.delete(&url).json(&body), &url).await
+    }
+
+    /// GET a path and stream its body (logs with `follow`).
+    pub async fn stream_path(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> Result<impl Stream<Item = Result<bytes::Bytes, ClientError>> + Send + use<>, ClientError>
+    {
+        let url = self.url(path);
+        let resp = self.send(self.http.get(&url).query(query), &url).await?;
+        Ok(resp
+            .bytes_stream()
+            .map_err(move |source| ClientError::Http {
+                url: url.clone(),
+                source,
+            }))
+    }
+
     /// GET `/scale` (an `autoscaling/v1` Scale).
     pub async fn get_scale(
         &self,

@@ -153,6 +153,20 @@ pub const NAMESPACES: ResourceInfo = ResourceInfo {
     has_spec: true,
 };
 
+/// Node heartbeats (`kube-node-lease` namespace, one per node), as kubelets renew them.
+pub const LEASES: ResourceInfo = ResourceInfo {
+    group: "coordination.k8s.io",
+    version: "v1",
+    kind: "Lease",
+    plural: "leases",
+    singular: "lease",
+    namespaced: true,
+    short_names: &[],
+    has_status: false,
+    has_scale: false,
+    has_spec: true,
+};
+
 /// Every resource the server serves, in discovery order.
 pub const ALL: &[&ResourceInfo] = &[
     &NAMESPACES,
@@ -161,6 +175,7 @@ pub const ALL: &[&ResourceInfo] = &[
     &EVENTS,
     &DEPLOYMENTS,
     &REPLICASETS,
+    &LEASES,
 ];
 
 /// The resource served at `group`/`version`/`plural`.

@@ -46,6 +46,101 @@ pub enum Command {
     Create(CreateArgs),
     /// Print the client and server versions.
     Version(VersionArgs),
+    /// Run a node agent: registers a Node and runs the pods bound to it on Docker.
+    Agent(AgentArgs),
+    /// A whole local cluster in one process: the controller plus N agents on the
+    /// local Docker (the quick start).
+    Up(UpArgs),
+    /// Print the logs of a pod's container.
+    Logs(LogsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// This node's name.
+    #[arg(long = "node", value_name = "NAME")]
+    pub node: String,
+
+    /// The Docker engine (`unix:///var/run/docker.sock`, `tcp://host:2375`); default:
+    /// DOCKER_HOST or the local socket.
+    #[arg(long, value_name = "URI")]
+    pub docker: Option<String>,
+
+    /// Where the agent serves logs to the controller.
+    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
+    pub listen: SocketAddr,
+
+    /// The address published as the node's InternalIP (how the controller reaches
+    /// this agent).
+    #[arg(long, default_value = "127.0.0.1", value_name = "IP")]
+    pub address: String,
+
+    /// Seconds between heartbeats (Lease renewals).
+    #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+    pub heartbeat: f64,
+
+    /// First crash-loop back-off delay in seconds (doubling from there).
+    #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+    pub backoff_initial: f64,
+
+    /// Longest crash-loop back-off delay in seconds.
+    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+    pub backoff_max: f64,
+
+    /// How many pods this node takes.
+    #[arg(long, default_value_t = 110, value_name = "N")]
+    pub max_pods: i64,
+}
+
+#[derive(Debug, Args)]
+pub struct UpArgs {
+    /// How many agents (nodes `node-1`..`node-N`).
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub agents: usize,
+
+    /// Address to serve the API on.
+    #[arg(long, default_value = "127.0.0.1:6443", value_name = "ADDR")]
+    pub listen: SocketAddr,
+
+    /// Where the store keeps its data (default: $XDG_DATA_HOME/tugboat or
+    /// ~/.local/share/tugboat).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// The Docker engine; default: DOCKER_HOST or the local socket.
+    #[arg(long, value_name = "URI")]
+    pub docker: Option<String>,
+
+    /// Rebuild the sample image even if it exists.
+    #[arg(long)]
+    pub rebuild_image: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// The pod (or `pod/NAME`).
+    #[arg(value_name = "POD")]
+    pub pod: String,
+
+    /// The container (needed when the pod has several).
+    #[arg(short = 'c', long, value_name = "NAME")]
+    pub container: Option<String>,
+
+    /// Keep streaming new output.
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+
+    /// Only the last N lines.
+    #[arg(long, value_name = "N")]
+    pub tail: Option<i64>,
+
+    /// The previous (dead) instance's output.
+    #[arg(short = 'p', long)]
+    pub previous: bool,
+
+    /// Prefix each line with its time.
+    #[arg(long)]
+    pub timestamps: bool,
 }
 
 #[derive(Debug, Args)]

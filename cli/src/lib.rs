@@ -59,6 +59,9 @@ pub async fn execute_with(
         Command::Delete(args) => commands::delete::run(args, &mut ctx).await,
         Command::Create(args) => commands::create::run(args, &mut ctx).await,
         Command::Version(args) => commands::version::run(args, &mut ctx).await,
+        Command::Agent(args) => commands::agent::run(args, &mut ctx).await,
+        Command::Up(args) => commands::up::run(args, &mut ctx).await,
+        Command::Logs(args) => commands::logs::run(args, &mut ctx).await,
     };
     let flushed = ctx.out.flush();
     let result = result.map_err(|e| error::explain_unreachable(e, ctx.server.as_ref()));

@@ -15,7 +15,7 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     // The controller tells what it does; a one-shot command only warns.
     let default_level = match cli.command {
-        Command::Controller(_) => "info",
+        Command::Controller(_) | Command::Agent(_) | Command::Up(_) => "info",
         _ => "warn",
     };
     tracing_subscriber::fmt()

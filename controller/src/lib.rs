@@ -87,7 +87,7 @@ pub async fn run_with_store(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let registry = Arc::new(Registry::new(store));
-    for ns in ["default", "kube-system"] {
+    for ns in ["default", "kube-system", "kube-node-lease"] {
         registry.ensure_namespace(ns).await?;
     }
     let tracker = TaskTracker::new();
@@ -95,6 +95,7 @@ pub async fn run_with_store(
     tracker.close();
     let state = Arc::new(server::AppState {
         registry,
+        http: reqwest::Client::new(),
         shutdown: shutdown.clone(),
     });
     let served = server::serve(listener, state).await;

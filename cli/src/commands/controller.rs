@@ -9,17 +9,43 @@ use crate::config::{self, ClientConfig};
 use crate::context::Context;
 
 pub async fn run(args: ControllerArgs, ctx: &mut Context<'_>) -> anyhow::Result<()> {
-    let data_dir = match args.data_dir {
-        Some(dir) => dir,
+    let data_dir = data_dir(args.data_dir, ctx)?;
+    let (listener, _url) = bind_and_record(args.listen, ctx).await?;
+    tracing::info!(data_dir = %data_dir.display(), "controller data directory");
+    let config = tugboat_controller::Config {
+        data_dir,
+        ..Default::default()
+    };
+    tugboat_controller::run(listener, config, ctx.shutdown.clone())
+        .await
+        .context("the controller stopped")
+}
+
+/// The data directory: the flag's, else the default under XDG_DATA_HOME or HOME.
+pub fn data_dir(
+    flag: Option<std::path::PathBuf>,
+    ctx: &Context<'_>,
+) -> anyhow::Result<std::path::PathBuf> {
+    match flag {
+        Some(dir) => Ok(dir),
         None => config::data_dir(&ctx.env).ok_or_else(|| {
             anyhow!(
                 "no data directory: pass --data-dir DIR (neither XDG_DATA_HOME nor HOME is set)"
             )
-        })?,
-    };
-    let listener = TcpListener::bind(args.listen)
+        }),
+    }
+}
+
+/// Binds the API address (warning when it is not loopback) and records the URL in
+/// the client config so later `tug` commands find the server. Returns the listener
+/// and the URL clients use.
+pub async fn bind_and_record(
+    listen: std::net::SocketAddr,
+    ctx: &mut Context<'_>,
+) -> anyhow::Result<(TcpListener, String)> {
+    let listener = TcpListener::bind(listen)
         .await
-        .with_context(|| format!("cannot listen on {}; is another controller running? Pick another address with --listen", args.listen))?;
+        .with_context(|| format!("cannot listen on {listen}; is another controller running? Pick another address with --listen"))?;
     let addr = listener
         .local_addr()
         .context("cannot read the address the controller listens on")?;
@@ -55,12 +81,6 @@ pub async fn run(args: ControllerArgs, ctx: &mut Context<'_>) -> anyhow::Result<
             "no client config written: neither TUG_CONFIG, XDG_CONFIG_HOME nor HOME is set"
         ),
     }
-    tracing::info!(%addr, data_dir = %data_dir.display(), "controller listening on {url}");
-    let config = tugboat_controller::Config {
-        data_dir,
-        ..Default::default()
-    };
-    tugboat_controller::run(listener, config, ctx.shutdown.clone())
-        .await
-        .context("the controller stopped")
+    tracing::info!(%addr, "controller listening on {url}");
+    Ok((listener, url))
 }

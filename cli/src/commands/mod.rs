@@ -1,10 +1,13 @@
 //! One module per verb, each with `run(args, ctx)`; `lib.rs` dispatches to them.
 
+pub mod agent;
 pub mod apply;
 pub mod controller;
 pub mod create;
 pub mod delete;
 pub mod describe;
 pub mod get;
+pub mod logs;
 pub mod scale;
+pub mod up;
 pub mod version;

@@ -1,10 +1,12 @@
-//! The reconcilers: Deployment → ReplicaSets, ReplicaSet → Pods, the garbage
-//! collector (dependents of deleted owners) and the namespace lifecycle.
+//! The reconcilers: Deployment → ReplicaSets, ReplicaSet → Pods, the scheduler
+//! (Pods → nodes), the garbage collector (dependents of deleted owners) and the
+//! namespace lifecycle.
 
 pub mod deployment;
 pub mod gc;
 pub mod namespace;
 pub mod replicaset;
+pub mod scheduler;
 
 use std::sync::Arc;
 
@@ -32,6 +34,7 @@ pub fn spawn_all(
         shutdown.clone(),
     ));
     tracker.spawn(gc::run(registry.clone(), shutdown.clone()));
+    tracker.spawn(scheduler::run(registry.clone(), shutdown.clone()));
     tracker.spawn(namespace::run(registry, shutdown));
 }
 

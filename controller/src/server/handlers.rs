@@ -22,7 +22,7 @@ use super::{ApiResponse, AppState, discovery, json_response};
 use crate::patch::Patch;
 use crate::registry::{DeleteOptions, Propagation, Subresource, WriteOptions};
 
-type Query = HashMap<String, String>;
+pub type Query = HashMap<String, String>;
 
 pub async fn dispatch(
     State(state): State<Arc<AppState>>,
@@ -173,6 +173,9 @@ async fn handle(
                         StatusCode::OK
                     };
                     Ok(json_response(code, &obj, &[]))
+                }
+                (Some("log"), Method::GET) if info.kind == "Pod" => {
+                    super::logs::pod_log(state, ns.unwrap_or("default"), &name, query).await
                 }
                 (Some("scale"), m) if info.has_scale => {
                     scale(state, info, ns, &name, &m, query, headers, body).await

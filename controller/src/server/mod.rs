@@ -4,6 +4,7 @@
 
 mod discovery;
 mod handlers;
+mod logs;
 mod path;
 
 use std::sync::Arc;
@@ -22,6 +23,8 @@ use crate::registry::Registry;
 /// What every handler shares.
 pub struct AppState {
     pub registry: Arc<Registry>,
+    /// For proxying pod logs from the agents.
+    pub http: reqwest::Client,
     /// Cancelled on shutdown: ends open watches so the server can stop.
     pub shutdown: CancellationToken,
 }

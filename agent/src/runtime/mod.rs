@@ -1,0 +1,195 @@
+//! The container runtime behind the agent: a trait with what a kubelet needs from
+//! Docker, implemented by [`docker::DockerRuntime`] (bollard, the real engine) and
+//! [`fake::FakeRuntime`] (in memory, for unit tests and hollow nodes). The caller
+//! chooses which; nothing here looks at `cfg!(test)`.
+
+pub mod docker;
+pub mod fake;
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::Stream;
+
+/// Labels every container Tugboat creates carries (the names Kubernetes' Docker
+/// integration used, so tools that know them keep working).
+pub const LABEL_POD_NAME: &str = "io.kubernetes.pod.name";
+pub const LABEL_POD_NAMESPACE: &str = "io.kubernetes.pod.namespace";
+pub const LABEL_POD_UID: &str = "io.kubernetes.pod.uid";
+pub const LABEL_CONTAINER_NAME: &str = "io.kubernetes.container.name";
+pub const LABEL_NODE: &str = "io.tugboat.node";
+/// How many times this container of this pod has been (re)created.
+pub const LABEL_ATTEMPT: &str = "io.tugboat.attempt";
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The image could not be pulled; the message is Docker's.
+    #[error("pulling image {image}: {message}")]
+    Pull { image: String, message: String },
+    #[error("no such container: {0}")]
+    NoSuchContainer(String),
+    /// Docker refused or failed the request; the message is Docker's.
+    #[error("{operation}: {message}")]
+    Engine { operation: String, message: String },
+    #[error("cannot reach the container engine: {0}")]
+    Connect(String),
+}
+
+/// A port to publish: `container_port` inside, on `host_port` of the host if set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PortMapping {
+    pub container_port: u16,
+    pub host_port: Option<u16>,
+    /// `tcp`, `udp` or `sctp`, lower case as Docker spells it.
+    pub protocol: String,
+    pub host_ip: Option<String>,
+}
+
+/// What to create.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ContainerSpec {
+    /// The container's name in Docker (`tug_<ns>_<pod>_<container>_<n>`).
+    pub name: String,
+    pub image: String,
+    /// Replaces the image's entrypoint (Kubernetes' `command`).
+    pub command: Option<Vec<String>>,
+    /// Replaces the image's cmd (Kubernetes' `args`).
+    pub args: Option<Vec<String>>,
+    pub env: Vec<(String, String)>,
+    pub working_dir: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub ports: Vec<PortMapping>,
+    pub memory_limit_bytes: Option<i64>,
+    /// CPU limit in billionths of a CPU (Docker's `NanoCpus`).
+    pub nano_cpus: Option<i64>,
+    /// Relative CPU weight from the CPU request (Docker's `CpuShares`).
+    pub cpu_shares: Option<i64>,
+    pub hostname: Option<String>,
+    /// Docker network to attach to (`None`: the default bridge).
+    pub network: Option<String>,
+}
+
+/// What Docker says about a container's state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContainerState {
+    /// Docker's word: `created`, `running`, `paused`, `restarting`, `removing`,
+    /// `exited`, `dead`.
+    pub status: String,
+    pub running: bool,
+    pub exit_code: Option<i64>,
+    pub oom_killed: bool,
+    /// RFC 3339, as Docker reports them; `None` when never started / not finished.
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContainerInfo {
+    pub id: String,
+    /// Without Docker's leading `/`.
+    pub name: String,
+    /// The image as asked for (`tugboat/sample:latest`).
+    pub image: String,
+    /// The image's ID (`sha256:…`).
+    pub image_id: String,
+    pub labels: BTreeMap<String, String>,
+    pub state: ContainerState,
+    /// The container's IP on its network, when running.
+    pub ip: Option<String>,
+    pub created: Option<String>,
+}
+
+/// One event from the engine's stream about a container.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuntimeEvent {
+    pub container_id: String,
+    /// Docker's action: `create`, `start`, `die`, `oom`, `kill`, `stop`, `destroy`…
+    pub action: String,
+    pub labels: BTreeMap<String, String>,
+    /// Unix time in nanoseconds (for resuming with `since` after a reconnect).
+    pub time_nanos: i64,
+}
+
+/// The machine the runtime runs on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HostInfo {
+    pub cpus: i64,
+    pub memory_bytes: i64,
+    pub os_image: String,
+    pub kernel_version: String,
+    pub architecture: String,
+    pub operating_system: String,
+    /// `docker://20.10.24`
+    pub runtime_version: String,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LogOptions {
+    pub follow: bool,
+    /// Only the last N lines.
+    pub tail: Option<u64>,
+    pub timestamps: bool,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExecOutput {
+    pub exit_code: i64,
+    pub output: String,
+}
+
+pub type EventStream = Pin<Box<dyn Stream<Item = Result<RuntimeEvent, RuntimeError>> + Send>>;
+pub type LogStream = Pin<Box<dyn Stream<Item = Result<Bytes, RuntimeError>> + Send>>;
+
+/// Everything the agent asks of a container engine.
+#[async_trait::async_trait]
+pub trait ContainerRuntime: Send + Sync + 'static {
+    async fn host_info(&self) -> Result<HostInfo, RuntimeError>;
+
+    /// The image's ID if it is present locally.
+    async fn image_id(&self, image: &str) -> Result<Option<String>, RuntimeError>;
+
+    /// Pulls `image`; `Pull` with Docker's message when that fails.
+    async fn pull_image(&self, image: &str) -> Result<(), RuntimeError>;
+
+    /// Creates (does not start) a container; returns its ID.
+    async fn create(&self, spec: &ContainerSpec) -> Result<String, RuntimeError>;
+
+    async fn start(&self, id: &str) -> Result<(), RuntimeError>;
+
+    /// SIGTERM, then SIGKILL after `grace`. Stopping a stopped container is fine.
+    async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError>;
+
+    /// Sends a signal (`SIGKILL`) without waiting.
+    async fn kill(&self, id: &str, signal: &str) -> Result<(), RuntimeError>;
+
+    /// Removes it, running or not. Removing a missing container is fine.
+    async fn remove(&self, id: &str) -> Result<(), RuntimeError>;
+
+    /// `None` when there is no such container.
+    async fn inspect(&self, id: &str) -> Result<Option<ContainerInfo>, RuntimeError>;
+
+    /// Every container (running or not) carrying all of `labels` (`key=value`).
+    async fn list(&self, labels: &[(String, String)]) -> Result<Vec<ContainerInfo>, RuntimeError>;
+
+    /// Container events for containers carrying all of `labels`, from `since_nanos`
+    /// (Unix nanoseconds; `None`: from now) on. The stream ends if the engine closes it.
+    async fn events(
+        &self,
+        labels: &[(String, String)],
+        since_nanos: Option<i64>,
+    ) -> Result<EventStream, RuntimeError>;
+
+    /// The container's output (stdout and stderr interleaved).
+    async fn logs(&self, id: &str, opts: &LogOptions) -> Result<LogStream, RuntimeError>;
+
+    /// Runs `cmd` inside the container and waits for it (for exec probes).
+    async fn exec(
+        &self,
+        id: &str,
+        cmd: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutput, RuntimeError>;
+}

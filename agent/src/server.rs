@@ -1,0 +1,94 @@
+//! The agent's own small HTTP server: container logs for the controller's
+//! `pods/{name}/log` proxy (`GET /containerLogs/{ns}/{pod}/{container}`), and
+//! `/healthz`. Listens on 127.0.0.1 unless told otherwise.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use futures::StreamExt;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::AgentCtx;
+use crate::runtime::{
+    LABEL_CONTAINER_NAME, LABEL_NODE, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LogOptions,
+};
+use crate::worker::attempt_of;
+
+pub async fn serve(
+    listener: TcpListener,
+    ctx: Arc<AgentCtx>,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/containerLogs/{ns}/{pod}/{container}", get(container_logs))
+        .with_state((ctx, shutdown.clone()));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { shutdown.cancelled().await })
+        .await
+}
+
+async fn container_logs(
+    State((ctx, shutdown)): State<(Arc<AgentCtx>, CancellationToken)>,
+    Path((ns, pod, container)): Path<(String, String, String)>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let labels = vec![
+        (LABEL_NODE.to_string(), ctx.node.clone()),
+        (LABEL_POD_NAMESPACE.to_string(), ns.clone()),
+        (LABEL_POD_NAME.to_string(), pod.clone()),
+        (LABEL_CONTAINER_NAME.to_string(), container.clone()),
+    ];
+    let mut found = match ctx.runtime.list(&labels).await {
+        Ok(found) => found,
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    };
+    found.sort_by_key(attempt_of);
+    let previous = q.get("previous").is_some_and(|p| p == "true");
+    let target = if previous {
+        found.iter().rev().nth(1)
+    } else {
+        found.last()
+    };
+    let Some(target) = target else {
+        let what = if previous {
+            "previous terminated container"
+        } else {
+            "container"
+        };
+        return (
+            StatusCode::NOT_FOUND,
+            format!(
+                "{what} \"{container}\" in pod \"{pod}\" not found on node {}",
+                ctx.node
+            ),
+        )
+            .into_response();
+    };
+    let opts = LogOptions {
+        follow: q.get("follow").is_some_and(|f| f == "true"),
+        tail: q.get("tailLines").and_then(|t| t.parse().ok()),
+        timestamps: q.get("timestamps").is_some_and(|t| t == "true"),
+    };
+    match ctx.runtime.logs(&target.id, &opts).await {
+        Ok(stream) => {
+            let body = stream
+                .map(|chunk| chunk.map_err(std::io::Error::other))
+                .take_until(async move { shutdown.cancelled().await });
+            let mut resp = Response::new(Body::from_stream(body));
+            resp.headers_mut().insert(
+                header::CONTENT_TYPE,
+                "text/plain".parse().expect("static header"),
+            );
+            resp
+        }
+        Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    }
+}
