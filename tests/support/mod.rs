@@ -1,5 +1,8 @@
 //! Shared helpers of the integration tests: a controller started in-process on
 //! port 0 with a temporary data directory, and waits that fail instead of hanging.
+//! [`docker`] adds agents on the real Docker engine.
+
+pub mod docker;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -184,7 +187,18 @@ pub fn tug_binary() -> anyhow::Result<PathBuf> {
         .get_or_init(|| {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
             let status = std::process::Command::new(cargo)
-                .args(["build", "--quiet", "-p", "tugboat-cli", "--bin", "tug"])
+                .args([
+                    "build",
+                    "--quiet",
+                    "-p",
+                    "tugboat-cli",
+                    "--bin",
+                    "tug",
+                    "-p",
+                    "tugboat-sample",
+                    "--bin",
+                    "tug-sample",
+                ])
                 .current_dir(env!("CARGO_MANIFEST_DIR"))
                 .status()
                 .map_err(|e| format!("cannot run cargo to build tug: {e}"))?;

@@ -771,6 +771,15 @@ mod tests {
 
         let selector = vec![("io.tugboat.selftest".to_owned(), name.to_owned())];
         let mut events = runtime.events(&selector, None).await.unwrap();
+        // bollard's request timeout covers only the wait for the answer's headers, which
+        // the engine sends at once: a quiet stream outlives it.
+        let impatient = DockerRuntime {
+            docker: runtime.docker.clone().with_timeout(Duration::from_secs(1)),
+        };
+        let mut quiet = impatient.events(&selector, None).await.unwrap();
+        let quiet_first =
+            tokio::spawn(async move { quiet.next().await.map(|e| e.map(|e| e.action)) });
+        tokio::time::sleep(Duration::from_secs(3)).await;
         let spec = ContainerSpec {
             name: name.to_owned(),
             image: tag.to_owned(),
@@ -790,6 +799,11 @@ mod tests {
             ..Default::default()
         };
         let id = runtime.create(&spec).await.unwrap();
+        let quiet_first = tokio::time::timeout(WAIT, quiet_first)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(quiet_first.unwrap().unwrap(), "create");
         let conflict = runtime.create(&spec).await.unwrap_err();
         eprintln!("conflict: {conflict}");
         assert!(conflict.to_string().contains("Conflict"), "{conflict}");

@@ -1,0 +1,284 @@
+//! A cluster on the real Docker engine for end-to-end tests: an in-process
+//! controller and `tug agent` processes with node names unique to the test, in a
+//! namespace of its own. Everything it started is removed on drop, containers by
+//! their labels, even when the test fails.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use serde_json::{Value, json};
+use tugboat_api::resource::{NAMESPACES, NODES, PODS};
+use tugboat_api::{Client, ListParams};
+
+use crate::{TestController, TugProcess, eventually, tug_binary};
+
+/// Builds `tugboat/sample:latest` from this workspace's `tug-sample` once per test
+/// binary (rebuilt, so it is always the current code).
+pub async fn sample_image() -> anyhow::Result<()> {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    if BUILT.get().is_some() {
+        return Ok(());
+    }
+    let tug = tug_binary()?;
+    let binary = tug.with_file_name("tug-sample");
+    let runtime = tugboat_agent::runtime::docker::DockerRuntime::connect(None).await?;
+    tugboat_agent::image::ensure_sample_image(
+        &runtime,
+        &binary,
+        tugboat_agent::image::SAMPLE_IMAGE,
+        true,
+    )
+    .await?;
+    let _ = BUILT.set(());
+    Ok(())
+}
+
+pub struct DockerCluster {
+    pub controller: TestController,
+    pub client: Client,
+    pub namespace: String,
+    pub nodes: Vec<String>,
+    agents: Vec<Option<TugProcess>>,
+    config_dir: tempfile::TempDir,
+}
+
+/// A short unique prefix for this test's node and namespace names.
+fn unique(test: &str) -> String {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    let mut name: String = test
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .take(20)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    name.push_str(&format!("-{:x}", (std::process::id() ^ n) & 0xffffff));
+    name
+}
+
+impl DockerCluster {
+    /// A controller, `agents` agent processes and a namespace named after `test`.
+    pub async fn start(test: &str, agents: usize) -> anyhow::Result<Self> {
+        sample_image().await?;
+        let controller = TestController::start().await?;
+        let client = controller.client.clone();
+        let id = unique(test);
+        let config_dir = tempfile::tempdir()?;
+        let mut cluster = DockerCluster {
+            client: client.clone(),
+            namespace: id.clone(),
+            nodes: (1..=agents).map(|i| format!("{id}-node-{i}")).collect(),
+            agents: Vec::new(),
+            controller,
+            config_dir,
+        };
+        client
+            .create(
+                &NAMESPACES,
+                None,
+                &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": id}}),
+            )
+            .await?;
+        for i in 0..agents {
+            let p = cluster.spawn_agent(i)?;
+            cluster.agents.push(Some(p));
+        }
+        let want = cluster.nodes.clone();
+        eventually("every agent's node is Ready", || async {
+            let list = client
+                .list(&NODES, None, &ListParams::default())
+                .await
+                .ok()?;
+            let ready: Vec<&str> = list["items"]
+                .as_array()?
+                .iter()
+                .filter(|n| {
+                    n["status"]["conditions"].as_array().is_some_and(|c| {
+                        c.iter()
+                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                    })
+                })
+                .filter_map(|n| n["metadata"]["name"].as_str())
+                .collect();
+            want.iter()
+                .all(|w| ready.contains(&w.as_str()))
+                .then_some(())
+        })
+        .await?;
+        Ok(cluster)
+    }
+
+    fn spawn_agent(&self, i: usize) -> anyhow::Result<TugProcess> {
+        let config = self.config_dir.path().join("config.json");
+        TugProcess::spawn(
+            &[
+                "agent",
+                "--server",
+                &self.controller.url,
+                "--node",
+                &self.nodes[i],
+                "--backoff-initial",
+                "0.5",
+                "--backoff-max",
+                "4",
+            ],
+            &config,
+        )
+    }
+
+    /// SIGKILLs agent `i` (its containers keep running).
+    pub async fn kill_agent(&mut self, i: usize) -> anyhow::Result<()> {
+        if let Some(mut p) = self.agents[i].take() {
+            p.kill9().await?;
+        }
+        Ok(())
+    }
+
+    /// Starts agent `i` again.
+    pub fn restart_agent(&mut self, i: usize) -> anyhow::Result<()> {
+        let p = self.spawn_agent(i)?;
+        self.agents[i] = Some(p);
+        Ok(())
+    }
+
+    pub async fn apply(&self, manifest: &Value) -> anyhow::Result<Value> {
+        let info = tugboat_api::resource::by_kind(
+            manifest["apiVersion"].as_str().unwrap_or(""),
+            manifest["kind"].as_str().unwrap_or(""),
+        )
+        .ok_or_else(|| anyhow::anyhow!("unknown kind in {manifest}"))?;
+        Ok(self
+            .client
+            .create(info, Some(&self.namespace), manifest)
+            .await?)
+    }
+
+    pub async fn pods(&self, selector: &str) -> anyhow::Result<Vec<Value>> {
+        let params = ListParams {
+            label_selector: Some(selector.to_string()),
+            ..Default::default()
+        };
+        let list = self
+            .client
+            .list(&PODS, Some(&self.namespace), &params)
+            .await?;
+        Ok(list["items"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// This test's containers as Docker lists them (`docker ps -a`).
+    pub fn containers(&self, running_only: bool) -> anyhow::Result<Vec<DockerContainer>> {
+        docker_ps(
+            &format!("label=io.kubernetes.pod.namespace={}", self.namespace),
+            running_only,
+        )
+    }
+
+    pub fn config_dir(&self) -> &Path {
+        self.config_dir.path()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct DockerContainer {
+    pub id: String,
+    pub name: String,
+    pub node: String,
+    pub pod: String,
+    pub running: bool,
+    pub started_at: String,
+}
+
+/// `docker ps` through the CLI, independently of our own Docker code.
+pub fn docker_ps(filter: &str, running_only: bool) -> anyhow::Result<Vec<DockerContainer>> {
+    let mut args = vec!["ps", "--no-trunc", "-q", "--filter", filter];
+    if !running_only {
+        args.push("-a");
+    }
+    let out = std::process::Command::new("docker").args(&args).output()?;
+    let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let out = std::process::Command::new("docker")
+        .arg("inspect")
+        .args(&ids)
+        .output()?;
+    let v: Value = serde_json::from_slice(&out.stdout)?;
+    Ok(v.as_array()
+        .into_iter()
+        .flatten()
+        .map(|c| DockerContainer {
+            id: c["Id"].as_str().unwrap_or("").to_string(),
+            name: c["Name"]
+                .as_str()
+                .unwrap_or("")
+                .trim_start_matches('/')
+                .to_string(),
+            node: c["Config"]["Labels"]["io.tugboat.node"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+            pod: c["Config"]["Labels"]["io.kubernetes.pod.name"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+            running: c["State"]["Running"].as_bool().unwrap_or(false),
+            started_at: c["State"]["StartedAt"].as_str().unwrap_or("").to_string(),
+        })
+        .collect())
+}
+
+impl Drop for DockerCluster {
+    fn drop(&mut self) {
+        for a in self.agents.iter_mut().flatten() {
+            let _ = a.child.start_kill();
+        }
+        // Only what this test created: containers labelled with its namespace.
+        let filter = format!("label=io.kubernetes.pod.namespace={}", self.namespace);
+        if let Ok(out) = std::process::Command::new("docker")
+            .args(["ps", "-aq", "--filter", &filter])
+            .output()
+        {
+            let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+                .split_whitespace()
+                .map(str::to_string)
+                .collect();
+            if !ids.is_empty() {
+                let _ = std::process::Command::new("docker")
+                    .args(["rm", "-f"])
+                    .args(&ids)
+                    .output();
+            }
+        }
+    }
+}
+
+/// A Deployment of the sample image that stops quickly.
+pub fn sample_deployment(name: &str, replicas: i64) -> Value {
+    json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": {"app": name}},
+            "template": {
+                "metadata": {"labels": {"app": name}},
+                "spec": {
+                    "terminationGracePeriodSeconds": 2,
+                    "containers": [{
+                        "name": "web",
+                        "image": "tugboat/sample:latest",
+                        "imagePullPolicy": "IfNotPresent",
+                        "ports": [{"containerPort": 8080}]
+                    }]
+                }
+            }
+        }
+    })
+}
