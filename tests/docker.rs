@@ -179,12 +179,13 @@ async fn a_missing_image_shows_err_image_pull_then_back_off_and_cleans_up() -> a
                 let pods = c.pods("app=ghost").await.ok()?;
                 let waiting =
                     pods.first()?["status"]["containerStatuses"][0]["state"]["waiting"].clone();
-                let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
-                if let Some(reason) = waiting["reason"].as_str() {
-                    seen.insert(reason.to_string());
-                }
-                let both = seen.contains("ImagePullBackOff");
-                drop(seen);
+                let both = {
+                    let mut seen = seen.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(reason) = waiting["reason"].as_str() {
+                        seen.insert(reason.to_string());
+                    }
+                    seen.contains("ImagePullBackOff")
+                };
                 let events = tug(
                     &c.controller.url,
                     c.config_dir(),

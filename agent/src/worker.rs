@@ -619,9 +619,7 @@ impl Worker {
             } else {
                 "Failed"
             }
-        } else if all_started && (any_running || !terminal_exits.is_empty() || total == 0) {
-            "Running"
-        } else if any_running {
+        } else if any_running || (all_started && (!terminal_exits.is_empty() || total == 0)) {
             "Running"
         } else {
             "Pending"

@@ -53,6 +53,25 @@ pub enum Command {
     Up(UpArgs),
     /// Print the logs of a pod's container.
     Logs(LogsArgs),
+    /// Remove what a local cluster left behind: every container Tugboat created on
+    /// this Docker engine, and the controller's data directory.
+    Down(DownArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DownArgs {
+    /// The data directory to remove (default: $XDG_DATA_HOME/tugboat or
+    /// ~/.local/share/tugboat).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// Keep the data directory; only remove the containers.
+    #[arg(long)]
+    pub keep_data: bool,
+
+    /// The Docker engine; default: DOCKER_HOST or the local socket.
+    #[arg(long, value_name = "URI")]
+    pub docker: Option<String>,
 }
 
 #[derive(Debug, Args)]

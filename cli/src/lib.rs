@@ -62,6 +62,7 @@ pub async fn execute_with(
         Command::Agent(args) => commands::agent::run(args, &mut ctx).await,
         Command::Up(args) => commands::up::run(args, &mut ctx).await,
         Command::Logs(args) => commands::logs::run(args, &mut ctx).await,
+        Command::Down(args) => commands::down::run(args, &mut ctx).await,
     };
     let flushed = ctx.out.flush();
     let result = result.map_err(|e| error::explain_unreachable(e, ctx.server.as_ref()));

@@ -8,7 +8,8 @@
 //! Signals: std cannot install a signal handler (and `unsafe` is forbidden), so as PID 1
 //! in a container the process ignores SIGTERM and a stop waits out the grace period
 //! before SIGKILL. A handler would start a thread here in `serve` that calls
-//! `process.exit(0)`; until then `POST /exit` or `--init` stop it fast.
+//! `process.exit(0)`; until then `POST /exit` or an init (`docker run --init`) stops it
+//! fast.
 
 use std::convert::Infallible;
 use std::io::{self, BufReader, Read as _, Write as _};
@@ -261,6 +262,7 @@ pub fn serve(args: ServeArgs) -> io::Result<Infallible> {
         "tug-sample listening on {address} ({})",
         state.identity.label()
     ));
+    exit_on_signals(process.clone());
     if let Some(after) = args.exit_after {
         let process = process.clone();
         let code = args.exit_code;
@@ -316,14 +318,12 @@ fn handle(stream: &TcpStream, peer: SocketAddr, state: &State, process: &dyn Pro
     let mut reader = BufReader::new(stream);
     let mut writer = stream;
 
-    let (response, with_body, after) = match read_request(&mut reader, &mut writer) {
+    let (response, with_body, after, request_line) = match read_request(&mut reader, &mut writer) {
         Ok(req) => {
             let (response, after) = route(state, &req, Instant::now());
-            process.log(&format!(
-                "{} {} {}",
-                req.method, req.target, response.status
-            ));
-            (response, req.method != "HEAD", after)
+            let request_line = format!("{} {}", req.method, req.target);
+            process.log(&format!("{request_line} {}", response.status));
+            (response, req.method != "HEAD", after, request_line)
         }
         // A TCP probe, or a client that gave up: nothing to answer or log.
         Err(RequestError::Closed) => return,
@@ -333,7 +333,8 @@ fn handle(stream: &TcpStream, peer: SocketAddr, state: &State, process: &dyn Pro
         }
         Err(RequestError::Invalid { status, reason }) => {
             process.log(&format!("bad request from {peer}: {status} {reason}"));
-            (Response::text(status, reason), true, After::KeepRunning)
+            let response = Response::text(status, reason);
+            (response, true, After::KeepRunning, String::new())
         }
     };
 
@@ -345,7 +346,9 @@ fn handle(stream: &TcpStream, peer: SocketAddr, state: &State, process: &dyn Pro
     }
     let _ = stream.shutdown(Shutdown::Write);
     if let After::Exit(code) = after {
-        process.log(&format!("tug-sample: exiting with status {code} as asked"));
+        process.log(&format!(
+            "tug-sample: exiting with status {code} as asked by {request_line}"
+        ));
         process.exit(code);
     }
     // Read until the client closes, so that bytes it sent and we did not read (after a
@@ -400,6 +403,37 @@ impl Drop for Slot {
     fn drop(&mut self) {
         *self.0.free.lock().unwrap_or_else(PoisonError::into_inner) += 1;
         self.0.freed.notify_one();
+    }
+}
+
+/// Exits at once on SIGTERM or SIGINT. As PID 1 in a container the process would
+/// otherwise ignore them, and every stop would wait out the grace period.
+fn exit_on_signals(process: Arc<dyn Process>) {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT]) {
+        Ok(s) => s,
+        Err(e) => {
+            process.log(&format!(
+                "tug-sample: cannot handle SIGTERM ({e}); stops will wait for SIGKILL"
+            ));
+            return;
+        }
+    };
+    let spawned = thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                let name = if signal == SIGTERM {
+                    "SIGTERM"
+                } else {
+                    "SIGINT"
+                };
+                process.log(&format!("tug-sample: exiting on {name}"));
+                process.exit(0);
+            }
+        });
+    if let Err(e) = spawned {
+        eprintln!("tug-sample: cannot start the signal thread: {e}");
     }
 }
 
@@ -770,6 +804,14 @@ mod tests {
             "{body}"
         );
         assert_eq!(server.exits.recv_timeout(TIMEOUT), Ok(3));
+        let lines = server.recorder.lines.lock().unwrap().clone();
+        assert_eq!(
+            lines,
+            [
+                "POST /exit?code=3 200",
+                "tug-sample: exiting with status 3 as asked by POST /exit?code=3"
+            ]
+        );
     }
 
     #[test]

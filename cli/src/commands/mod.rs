@@ -6,6 +6,7 @@ pub mod controller;
 pub mod create;
 pub mod delete;
 pub mod describe;
+pub mod down;
 pub mod get;
 pub mod logs;
 pub mod scale;
