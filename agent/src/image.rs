@@ -84,7 +84,8 @@ pub async fn ensure_sample_image(
     tag: &str,
     rebuild: bool,
 ) -> Result<String, ImageError> {
-    if !rebuild && let Some(id) = runtime.image_id(tag).await? {
+    let previous = runtime.image_id(tag).await?;
+    if !rebuild && let Some(id) = previous {
         return Ok(id);
     }
     if !tokio::fs::metadata(binary).await.is_ok_and(|m| m.is_file()) {
@@ -126,10 +127,19 @@ pub async fn ensure_sample_image(
             tracing::debug!(image = tag, "{line}");
         }
     }
-    runtime
+    let id = runtime
         .image_id(tag)
         .await?
-        .ok_or_else(|| build_error("the build finished but the image is not there".into()))
+        .ok_or_else(|| build_error("the build finished but the image is not there".into()))?;
+    // The image the tag pointed at before is ours and now untagged: remove it, unless
+    // a container still uses it (then Docker refuses, and it stays).
+    if let Some(old) = previous.filter(|old| *old != id) {
+        let options = bollard::query_parameters::RemoveImageOptionsBuilder::default().build();
+        if let Err(e) = runtime.docker().remove_image(&old, Some(options), None).await {
+            tracing::debug!(image = %old, error = %e, "previous sample image kept");
+        }
+    }
+    Ok(id)
 }
 
 /// The shared libraries `binary` needs, as `ldd` resolves them on this host; none for
