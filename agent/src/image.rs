@@ -135,7 +135,11 @@ pub async fn ensure_sample_image(
     // a container still uses it (then Docker refuses, and it stays).
     if let Some(old) = previous.filter(|old| *old != id) {
         let options = bollard::query_parameters::RemoveImageOptionsBuilder::default().build();
-        if let Err(e) = runtime.docker().remove_image(&old, Some(options), None).await {
+        if let Err(e) = runtime
+            .docker()
+            .remove_image(&old, Some(options), None)
+            .await
+        {
             tracing::debug!(image = %old, error = %e, "previous sample image kept");
         }
     }

@@ -10,6 +10,7 @@ pub mod events;
 pub mod image;
 pub mod node;
 pub mod pods;
+pub mod probe;
 pub mod runtime;
 pub mod server;
 pub mod worker;
@@ -92,6 +93,8 @@ pub struct AgentCtx {
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
     pub network: Option<String>,
+    /// For HTTP probes: no connection reuse, as each probe is a fresh request.
+    pub http: reqwest::Client,
 }
 
 /// Runs the agent until `shutdown`; containers are left running when it stops.
@@ -124,6 +127,11 @@ pub async fn run(
         backoff_initial: config.backoff_initial,
         backoff_max: config.backoff_max,
         network: config.network.clone(),
+        http: reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .redirect(reqwest::redirect::Policy::limited(10))
+            .build()
+            .map_err(|e| Error::Config(format!("cannot set up the HTTP client for probes: {e}")))?,
     });
     let identity = node::NodeIdentity {
         name: config.node_name.clone(),

@@ -161,8 +161,8 @@ async fn dispatch(
         }
     }
     let (tx, rx) = mpsc::channel(64);
-    workers.insert(uid, tx);
-    let worker = Worker::new(ctx.clone(), pod, rx);
+    workers.insert(uid, tx.clone());
+    let worker = Worker::new(ctx.clone(), pod, rx, tx);
     tracker.spawn(worker.run(shutdown.clone()));
 }
 

@@ -18,6 +18,7 @@ use tugboat_api::resource::PODS;
 use tugboat_api::{PatchType, meta, quantity};
 
 use crate::AgentCtx;
+use crate::probe::{self, ProbeState, Prober};
 use crate::runtime::{
     ContainerInfo, ContainerSpec, LABEL_ATTEMPT, LABEL_CONTAINER_NAME, LABEL_NODE, LABEL_POD_NAME,
     LABEL_POD_NAMESPACE, LABEL_POD_UID, PortMapping, RuntimeError,
@@ -86,6 +87,9 @@ struct ContainerMemo {
     image_problem: Option<(String, String)>,
     /// The exit of the last attempt we already counted for back-off.
     counted_exit: Option<String>,
+    /// The newest attempt seen, so a container removed from outside is recreated
+    /// as the next attempt (its restart counted) rather than as attempt 0.
+    last_attempt: Option<u32>,
 }
 
 pub struct Worker {
@@ -93,6 +97,10 @@ pub struct Worker {
     pod: Arc<Value>,
     rx: mpsc::Receiver<Msg>,
     memo: HashMap<String, ContainerMemo>,
+    /// Probes of the running containers, by container name.
+    probers: HashMap<String, Prober>,
+    /// The worker's own inbox, for probes to wake it.
+    poke: mpsc::Sender<Msg>,
     last_status: Option<Value>,
     start_time: String,
 }
@@ -103,7 +111,12 @@ const RESYNC: Duration = Duration::from_secs(10);
 const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(600);
 
 impl Worker {
-    pub fn new(ctx: Arc<AgentCtx>, pod: Arc<Value>, rx: mpsc::Receiver<Msg>) -> Self {
+    pub fn new(
+        ctx: Arc<AgentCtx>,
+        pod: Arc<Value>,
+        rx: mpsc::Receiver<Msg>,
+        poke: mpsc::Sender<Msg>,
+    ) -> Self {
         let start_time = pod
             .pointer("/status/startTime")
             .and_then(Value::as_str)
@@ -114,6 +127,8 @@ impl Worker {
             pod,
             rx,
             memo: HashMap::new(),
+            probers: HashMap::new(),
+            poke,
             last_status: None,
             start_time,
         }
@@ -202,6 +217,7 @@ impl Worker {
                     pull: Backoff::new(self.ctx.backoff_initial, self.ctx.backoff_max),
                     image_problem: None,
                     counted_exit: None,
+                    last_attempt: None,
                 });
             let mut attempts: Vec<&ContainerInfo> = existing
                 .iter()
@@ -209,12 +225,81 @@ impl Worker {
                 .collect();
             attempts.sort_by_key(|i| attempt_of(i));
             let latest = attempts.last().copied();
-            let next_attempt = latest.map(|l| attempt_of(l) + 1).unwrap_or(0);
+            let seen_before = memo.last_attempt;
+            if let Some(l) = latest {
+                memo.last_attempt = Some(
+                    memo.last_attempt
+                        .map_or(attempt_of(l), |a| a.max(attempt_of(l))),
+                );
+            }
+            let next_attempt = memo.last_attempt.map(|a| a + 1).unwrap_or(0);
+            if !latest.is_some_and(|l| l.state.running) {
+                self.probers.remove(&c.name);
+            }
             let start = match latest {
+                // Removed from outside (`docker rm -f`): recreate, counting a restart.
+                None if seen_before.is_some() => {
+                    let marker = format!("removed:{}", seen_before.unwrap_or(0));
+                    if memo.counted_exit.as_deref() != Some(&marker) {
+                        memo.counted_exit = Some(marker);
+                        memo.restart.fail(now);
+                    }
+                    if memo.restart.ready(now) {
+                        true
+                    } else {
+                        wake = wake.min(memo.restart.not_before.unwrap_or(wake));
+                        false
+                    }
+                }
                 None => true,
                 Some(info) if info.state.running => {
                     if ran_for(info) >= BACKOFF_RESET_AFTER {
                         memo.restart.reset();
+                    }
+                    if probe::has_probes(c) {
+                        let stale = self
+                            .probers
+                            .get(&c.name)
+                            .is_none_or(|p| p.container_id != info.id);
+                        if stale {
+                            let target = probe::Target {
+                                container: c.clone(),
+                                container_id: info.id.clone(),
+                                ip: info.ip.clone(),
+                                runtime: self.ctx.runtime.clone(),
+                                http: self.ctx.http.clone(),
+                            };
+                            self.probers
+                                .insert(c.name.clone(), Prober::start(target, self.poke.clone()));
+                        }
+                        if let Some(prober) = self.probers.get(&c.name) {
+                            for f in prober.take_failures() {
+                                self.ctx
+                                    .events
+                                    .warning(
+                                        &self.pod,
+                                        "Unhealthy",
+                                        &format!("{} probe failed: {}", f.kind.name(), f.message),
+                                    )
+                                    .await;
+                            }
+                            if let Some(why) = prober.state().kill {
+                                self.ctx.events.normal(&self.pod, "Killing", &why).await;
+                                let grace =
+                                    spec.termination_grace_period_seconds.unwrap_or(30).max(0)
+                                        as u64;
+                                self.probers.remove(&c.name);
+                                if let Err(e) = self
+                                    .ctx
+                                    .runtime
+                                    .stop(&info.id, Duration::from_secs(grace))
+                                    .await
+                                {
+                                    tracing::warn!(pod = %pod_label, container = %c.name, error = %e, "cannot stop an unhealthy container");
+                                }
+                                wake = Instant::now();
+                            }
+                        }
                     }
                     false
                 }
@@ -307,6 +392,12 @@ impl Worker {
                         .await;
                     continue;
                 }
+            }
+            // Say how the old one ended before the new one starts, so watchers see
+            // the crash (a status write: milliseconds).
+            if latest.is_some_and(|l| !l.state.running) {
+                let status = self.status(&spec, &existing, &policy);
+                self.post_status(status).await;
             }
             // Keep the previous attempt (for `lastState` and `logs --previous`), drop older ones.
             for old in attempts.iter().rev().skip(1) {
@@ -566,8 +657,30 @@ impl Worker {
                     if info.state.running {
                         any_running = true;
                         st["state"] = json!({"running": {"startedAt": docker_time(info.state.started_at.as_deref())}});
-                        st["ready"] = json!(true);
-                        st["started"] = json!(true);
+                        let probes = self
+                            .probers
+                            .get(&c.name)
+                            .filter(|p| p.container_id == info.id)
+                            .map(Prober::state)
+                            .unwrap_or(ProbeState {
+                                started: !probe::has_probes(c),
+                                ready: !probe::has_probes(c),
+                                kill: None,
+                            });
+                        let probes = if probe::has_probes(c) {
+                            probes
+                        } else {
+                            ProbeState {
+                                started: true,
+                                ready: true,
+                                kill: None,
+                            }
+                        };
+                        st["ready"] = json!(probes.ready && probes.started);
+                        st["started"] = json!(probes.started);
+                        if !(probes.ready && probes.started) {
+                            all_ready = false;
+                        }
                         if pod_ip.is_none() {
                             pod_ip = info.ip.clone();
                         }
@@ -584,14 +697,18 @@ impl Worker {
                             "OnFailure" => exit != 0,
                             _ => true,
                         };
-                        if will_restart {
-                            let waiting_for = memo
-                                .and_then(|m| m.restart.not_before)
-                                .map(|t| t.saturating_duration_since(Instant::now()));
+                        let waiting_for = memo
+                            .and_then(|m| m.restart.not_before)
+                            .map(|t| t.saturating_duration_since(Instant::now()))
+                            .unwrap_or_default();
+                        if will_restart && waiting_for.is_zero() {
+                            // Restarting right now: show how it ended (`Error`) meanwhile.
+                            st["state"] = json!({"terminated": terminated});
+                        } else if will_restart {
                             st["state"] = json!({"waiting": {
                                 "reason": "CrashLoopBackOff",
                                 "message": format!("back-off {} restarting failed container={} pod={}",
-                                    human(waiting_for.unwrap_or_default()), c.name, meta::name(&self.pod).unwrap_or("")),
+                                    human(waiting_for), c.name, meta::name(&self.pod).unwrap_or("")),
                             }});
                             st["lastState"] = json!({"terminated": terminated});
                         } else {
