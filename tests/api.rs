@@ -704,3 +704,23 @@ async fn changing_the_template_rolls_to_a_new_replica_set() -> anyhow::Result<()
     );
     tc.stop().await
 }
+
+#[tokio::test]
+async fn fields_accepted_but_not_acted_on_are_named_in_warnings() -> anyhow::Result<()> {
+    let tc = TestController::start().await?;
+    let mut d = deployment("web", "default", 0);
+    d["spec"]["template"]["spec"]["volumes"] = json!([{"name": "data", "emptyDir": {}}]);
+    d["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] =
+        json!([{"name": "data", "mountPath": "/data"}]);
+    tc.client.create(&DEPLOYMENTS, Some("default"), &d).await?;
+    let warnings = tc.client.take_warnings();
+    assert_eq!(
+        warnings,
+        vec![
+            "spec.template.spec.volumes: accepted but not acted on by Tugboat yet",
+            "spec.template.spec.containers[0].volumeMounts: accepted but not acted on by Tugboat yet",
+        ]
+    );
+    assert!(tc.client.take_warnings().is_empty(), "taken once");
+    tc.stop().await
+}

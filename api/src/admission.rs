@@ -54,6 +54,29 @@ pub fn admit(
     old: Option<&Value>,
     validation: FieldValidation,
 ) -> Result<Admitted, ApiError> {
+    let mut admitted = admit_kind(info, object, old, validation)?;
+    let (spec, path) = match info.kind {
+        "Deployment" | "ReplicaSet" => (
+            admitted.object.pointer("/spec/template/spec"),
+            "spec.template.spec",
+        ),
+        "Pod" => (admitted.object.get("spec"), "spec"),
+        _ => (None, ""),
+    };
+    if let Some(spec) = spec.and_then(|s| serde_json::from_value(s.clone()).ok()) {
+        admitted
+            .warnings
+            .extend(crate::unsupported::pod_spec(&spec, path));
+    }
+    Ok(admitted)
+}
+
+fn admit_kind(
+    info: &ResourceInfo,
+    object: Value,
+    old: Option<&Value>,
+    validation: FieldValidation,
+) -> Result<Admitted, ApiError> {
     let name = crate::meta::name(&object).unwrap_or("").to_string();
     match info.kind {
         "Deployment" => run::<Deployment>(info, object, old, validation, &name, |d, old| {

@@ -111,6 +111,8 @@ pub const DEFAULT_SERVER: &str = "http://127.0.0.1:6443";
 pub struct Client {
     http: reqwest::Client,
     base: String,
+    /// `Warning` headers the server sent, until taken.
+    warnings: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Client {
@@ -130,11 +132,44 @@ impl Client {
                 url: base.clone(),
                 source,
             })?;
-        Ok(Client { http, base })
+        Ok(Client {
+            http,
+            base,
+            warnings: Default::default(),
+        })
     }
 
     pub fn base_url(&self) -> &str {
         &self.base
+    }
+
+    /// The warnings servers sent (`Warning: 299 - "…"` headers) since the last call,
+    /// such as fields accepted but not acted on; kubectl prints them as `Warning: …`.
+    pub fn take_warnings(&self) -> Vec<String> {
+        std::mem::take(&mut *self.warnings.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    fn keep_warnings(&self, headers: &reqwest::header::HeaderMap) {
+        let found: Vec<String> = headers
+            .get_all("warning")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(|v| {
+                // `299 - "text"`: the agent and code, then the quoted text.
+                let text = v.split_once(" - ").map(|(_, t)| t).unwrap_or(v).trim();
+                text.strip_prefix('"')
+                    .and_then(|t| t.strip_suffix('"'))
+                    .unwrap_or(text)
+                    .replace("\\\"", "\"")
+                    .replace("\\\\", "\\")
+            })
+            .collect();
+        if !found.is_empty() {
+            self.warnings
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .extend(found);
+        }
     }
 
     fn url(&self, path: &str) -> String {
@@ -159,6 +194,7 @@ impl Client {
                 }
             }
         })?;
+        self.keep_warnings(resp.headers());
         if resp.status().is_success() {
             return Ok(resp);
         }

@@ -15,6 +15,7 @@ pub mod quantity;
 pub mod resource;
 pub mod selector;
 pub mod status;
+pub mod unsupported;
 pub mod validation;
 
 pub use client::{Client, ClientError, ListParams, PatchType, WatchEvent};

@@ -20,7 +20,12 @@ pub async fn run(args: ApplyArgs, ctx: &mut Context<'_>) -> anyhow::Result<()> {
     let default_ns = ctx.namespace().to_string();
     let mut errors = Vec::new();
     for doc in &docs {
-        match apply_one(&client, doc, &default_ns, ctx.namespace_flag.as_deref()).await {
+        let result = apply_one(&client, doc, &default_ns, ctx.namespace_flag.as_deref()).await;
+        // Like kubectl: the server's warnings go to stderr, before the result line.
+        for w in client.take_warnings() {
+            eprintln!("Warning: {w}");
+        }
+        match result {
             Ok(line) => writeln!(ctx.out, "{line}")?,
             // With no server there is nothing more to try.
             Err(e) if is_unreachable(&e) => return Err(e),
