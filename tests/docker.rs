@@ -296,3 +296,46 @@ async fn an_agent_killed_and_restarted_adopts_its_containers_and_removes_stale_o
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn a_controller_killed_mid_scale_finishes_the_scale_without_touching_running_containers()
+-> anyhow::Result<()> {
+    let mut c = DockerCluster::start_with_controller_process("ctlkill", 2).await?;
+    c.apply(&sample_deployment("web", 2)).await?;
+    wait_running(&c, "web", 2).await?;
+    let before: BTreeMap<String, String> = c
+        .containers(true)?
+        .into_iter()
+        .map(|k| (k.id, k.started_at))
+        .collect();
+    c.client
+        .scale(&DEPLOYMENTS, Some(&c.namespace), "web", 6)
+        .await?;
+    c.controller.kill9().await?;
+    c.controller.restart_process().await?;
+    wait_running(&c, "web", 6).await?;
+    // Settled: exactly six containers, the first two untouched.
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let after: BTreeMap<String, String> = c
+        .containers(false)?
+        .into_iter()
+        .map(|k| (k.id, k.started_at))
+        .collect();
+    assert_eq!(after.len(), 6, "no duplicates: {after:?}");
+    for (id, started) in &before {
+        assert_eq!(
+            after.get(id),
+            Some(started),
+            "container {id} kept running, not restarted"
+        );
+    }
+    let d = c
+        .client
+        .get(&DEPLOYMENTS, Some(&c.namespace), "web")
+        .await?;
+    assert_eq!(
+        d["spec"]["replicas"], 6,
+        "the acknowledged scale survived the kill"
+    );
+    Ok(())
+}

@@ -63,6 +63,22 @@ impl DockerCluster {
     pub async fn start(test: &str, agents: usize) -> anyhow::Result<Self> {
         sample_image().await?;
         let controller = TestController::start().await?;
+        Self::start_with(test, agents, controller).await
+    }
+
+    /// Like [`DockerCluster::start`], with the controller as a process of its own
+    /// (to kill it with SIGKILL).
+    pub async fn start_with_controller_process(test: &str, agents: usize) -> anyhow::Result<Self> {
+        sample_image().await?;
+        let controller = TestController::start_process().await?;
+        Self::start_with(test, agents, controller).await
+    }
+
+    async fn start_with(
+        test: &str,
+        agents: usize,
+        controller: TestController,
+    ) -> anyhow::Result<Self> {
         let client = controller.client.clone();
         let id = unique(test);
         let config_dir = tempfile::tempdir()?;

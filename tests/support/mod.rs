@@ -25,6 +25,8 @@ pub struct TestController {
     shutdown: CancellationToken,
     handle: Option<JoinHandle<()>>,
     data_dir: DataDir,
+    /// Set when the controller runs as its own `tug controller` process.
+    process: Option<TugProcess>,
 }
 
 enum DataDir {
@@ -77,7 +79,64 @@ impl TestController {
             shutdown,
             handle: Some(handle),
             data_dir,
+            process: None,
         })
+    }
+
+    /// A `tug controller` process on a fixed free port (so it can be killed and
+    /// restarted at the same address), with its own temporary data directory.
+    pub async fn start_process() -> anyhow::Result<Self> {
+        init_tracing();
+        let dir = tempfile::tempdir()?;
+        let addr = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+            l.local_addr()?
+        };
+        let url = format!("http://{addr}");
+        let mut tc = TestController {
+            addr,
+            client: Client::new(&url)?,
+            url,
+            shutdown: CancellationToken::new(),
+            handle: None,
+            data_dir: DataDir::Owned(dir),
+            process: None,
+        };
+        tc.restart_process().await?;
+        Ok(tc)
+    }
+
+    /// SIGKILLs the controller process.
+    pub async fn kill9(&mut self) -> anyhow::Result<()> {
+        match self.process.as_mut() {
+            Some(p) => p.kill9().await,
+            None => anyhow::bail!("kill9 needs a controller started with start_process"),
+        }
+    }
+
+    /// Starts the controller process (again) on the same address and data.
+    pub async fn restart_process(&mut self) -> anyhow::Result<()> {
+        let data = self.data_dir().join("data");
+        let config = self.data_dir().join("config.json");
+        let listen = self.addr.to_string();
+        let process = TugProcess::spawn(
+            &[
+                "controller",
+                "--listen",
+                &listen,
+                "--data-dir",
+                &data.to_string_lossy(),
+            ],
+            &config,
+        )?;
+        self.process = Some(process);
+        let probe = self.client.clone();
+        eventually("the controller process answers /readyz", || {
+            let c = probe.clone();
+            async move { c.get_text("/readyz").await.ok().filter(|s| s == "ok") }
+        })
+        .await?;
+        Ok(())
     }
 
     pub fn data_dir(&self) -> &Path {
