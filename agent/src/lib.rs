@@ -65,6 +65,13 @@ pub struct Config {
     pub max_pods: i64,
     /// Docker network for pod containers (`None`: the default bridge).
     pub network: Option<String>,
+    /// CPU (millicores) and memory (bytes) held back from pods.
+    pub reserved_cpu_millis: i64,
+    pub reserved_memory: i64,
+    /// Report this many CPUs / bytes instead of what Docker says (simulated nodes of
+    /// different sizes on one machine).
+    pub cpus_override: Option<i64>,
+    pub memory_override: Option<i64>,
 }
 
 impl Config {
@@ -79,6 +86,10 @@ impl Config {
             backoff_max: Duration::from_secs(60),
             max_pods: 110,
             network: None,
+            reserved_cpu_millis: 0,
+            reserved_memory: 0,
+            cpus_override: None,
+            memory_override: None,
         }
     }
 }
@@ -110,7 +121,13 @@ pub async fn run(
         )));
     }
     let client = Client::new(&config.server)?;
-    let host = runtime.host_info().await?;
+    let mut host = runtime.host_info().await?;
+    if let Some(cpus) = config.cpus_override {
+        host.cpus = cpus;
+    }
+    if let Some(memory) = config.memory_override {
+        host.memory_bytes = memory;
+    }
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|source| Error::Listen {
@@ -139,6 +156,8 @@ pub async fn run(
         port,
         host,
         max_pods: config.max_pods,
+        reserved_cpu_millis: config.reserved_cpu_millis,
+        reserved_memory: config.reserved_memory,
     };
     // The controller may not be up yet (or be restarting): wait for it, with back-off,
     // without touching any container.

@@ -26,6 +26,9 @@ pub struct NodeIdentity {
     pub port: u16,
     pub host: HostInfo,
     pub max_pods: i64,
+    /// Held back from pods (for the system): CPU in millicores, memory in bytes.
+    pub reserved_cpu_millis: i64,
+    pub reserved_memory: i64,
 }
 
 impl NodeIdentity {
@@ -37,11 +40,22 @@ impl NodeIdentity {
         })
     }
 
+    /// Capacity less what is reserved: what the scheduler may hand out.
+    fn allocatable(&self) -> Value {
+        let cpu = (self.host.cpus * 1000 - self.reserved_cpu_millis).max(0);
+        let memory = (self.host.memory_bytes - self.reserved_memory).max(0);
+        json!({
+            "cpu": format!("{cpu}m"),
+            "memory": format!("{}Ki", memory / 1024),
+            "pods": self.max_pods.to_string(),
+        })
+    }
+
     fn status(&self) -> Value {
         let now = meta::now_rfc3339();
         json!({
             "capacity": self.capacity(),
-            "allocatable": self.capacity(),
+            "allocatable": self.allocatable(),
             "addresses": [
                 {"type": "InternalIP", "address": self.address},
                 {"type": "Hostname", "address": self.name},
