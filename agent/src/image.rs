@@ -84,6 +84,47 @@ pub async fn ensure_sample_image(
     tag: &str,
     rebuild: bool,
 ) -> Result<String, ImageError> {
+    ensure_image(runtime, binary, tag, &SAMPLE, rebuild).await
+}
+
+/// How an image is made from one of our binaries.
+#[derive(Clone, Copy, Debug)]
+pub struct Recipe {
+    /// The binary's name inside the image (at `/`).
+    pub binary_name: &'static str,
+    pub cmd: &'static str,
+    pub expose: Option<u16>,
+    /// The value of the `io.tugboat.image` label.
+    pub label: &'static str,
+}
+
+/// The sample workload: `/tug-sample serve`.
+pub const SAMPLE: Recipe = Recipe {
+    binary_name: SAMPLE_BINARY,
+    cmd: "serve",
+    expose: Some(8080),
+    label: "sample",
+};
+
+/// Tugboat itself, to run agents as containers (multi-host tests): `/tug agent`.
+pub const AGENT: Recipe = Recipe {
+    binary_name: "tug",
+    cmd: "agent",
+    expose: None,
+    label: "agent",
+};
+
+/// The agent image's tag.
+pub const AGENT_IMAGE: &str = "tugboat/agent:latest";
+
+/// Like [`ensure_sample_image`], for any [`Recipe`].
+pub async fn ensure_image(
+    runtime: &DockerRuntime,
+    binary: &Path,
+    tag: &str,
+    recipe: &Recipe,
+    rebuild: bool,
+) -> Result<String, ImageError> {
     let previous = runtime.image_id(tag).await?;
     if !rebuild && let Some(id) = previous {
         return Ok(id);
@@ -96,8 +137,10 @@ pub async fn ensure_sample_image(
     let libraries = shared_libraries(binary).await?;
     let context = {
         let binary = binary.to_owned();
+        let recipe = *recipe;
         tokio::task::spawn_blocking(move || {
-            build_context(&binary, &libraries).map_err(|source| ImageError::Tar { binary, source })
+            build_context(&binary, &libraries, &recipe)
+                .map_err(|source| ImageError::Tar { binary, source })
         })
         .await
         .expect("packing the build context does not panic")?
@@ -195,14 +238,19 @@ fn parse_ldd(output: &str) -> Result<Vec<PathBuf>, String> {
     Ok(libraries.into_iter().collect())
 }
 
-fn dockerfile() -> String {
+fn dockerfile(recipe: &Recipe) -> String {
+    let expose = recipe
+        .expose
+        .map(|p| format!("EXPOSE {p}\n"))
+        .unwrap_or_default();
     format!(
         "FROM scratch\n\
          COPY rootfs/ /\n\
-         ENTRYPOINT [\"/{SAMPLE_BINARY}\"]\n\
-         CMD [\"serve\"]\n\
-         EXPOSE 8080\n\
-         LABEL {IMAGE_LABEL}=sample\n"
+         ENTRYPOINT [\"/{}\"]\n\
+         CMD [\"{}\"]\n\
+         {expose}\
+         LABEL {IMAGE_LABEL}={}\n",
+        recipe.binary_name, recipe.cmd, recipe.label
     )
 }
 
@@ -210,9 +258,13 @@ fn dockerfile() -> String {
 /// (the binary as `/tug-sample`, each library at its path). Symbolic links are
 /// followed: the image gets the files' contents. Times are zeroed so the same inputs
 /// give the same context, and the engine's build cache can answer.
-fn build_context(binary: &Path, libraries: &[PathBuf]) -> std::io::Result<Vec<u8>> {
+fn build_context(
+    binary: &Path,
+    libraries: &[PathBuf],
+    recipe: &Recipe,
+) -> std::io::Result<Vec<u8>> {
     let mut files = vec![(
-        PathBuf::from("rootfs").join(SAMPLE_BINARY),
+        PathBuf::from("rootfs").join(recipe.binary_name),
         binary.to_owned(),
     )];
     for library in libraries {
@@ -236,7 +288,7 @@ fn build_context(binary: &Path, libraries: &[PathBuf]) -> std::io::Result<Vec<u8
         .collect();
 
     let mut tar = tar::Builder::new(Vec::new());
-    let dockerfile = dockerfile();
+    let dockerfile = dockerfile(recipe);
     tar.append_data(
         &mut header(tar::EntryType::Regular, 0o644, dockerfile.len()),
         "Dockerfile",
@@ -318,7 +370,7 @@ mod tests {
         let lib = dir.path().join("libc.so.6");
         std::os::unix::fs::symlink(&real_lib, &lib).unwrap();
 
-        let context = build_context(&binary, std::slice::from_ref(&lib)).unwrap();
+        let context = build_context(&binary, std::slice::from_ref(&lib), &SAMPLE).unwrap();
         let mut archive = tar::Archive::new(context.as_slice());
         let mut entries = Vec::new();
         for entry in archive.entries().unwrap() {
@@ -383,6 +435,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let binary = dir.path().join("bin");
         std::fs::write(&binary, b"x").unwrap();
-        assert!(build_context(&binary, &[PathBuf::from("lib/libc.so.6")]).is_err());
+        assert!(build_context(&binary, &[PathBuf::from("lib/libc.so.6")], &SAMPLE).is_err());
     }
 }

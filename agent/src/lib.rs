@@ -121,6 +121,11 @@ pub async fn run(
         )));
     }
     let client = Client::new(&config.server)?;
+    let mut config = config;
+    if config.address == "auto" {
+        config.address = route_address(&config.server)?;
+        tracing::info!(address = %config.address, "published address chosen by the route to the controller");
+    }
     let mut host = runtime.host_info().await?;
     if let Some(cpus) = config.cpus_override {
         host.cpus = cpus;
@@ -196,6 +201,30 @@ pub async fn run(
     tracker.wait().await;
     tracing::info!(node = %config.node_name, "agent stopped; its containers keep running");
     Ok(())
+}
+
+/// The local address this host uses to reach the controller (what a node behind a
+/// network should publish as its InternalIP). A UDP "connect" sends nothing.
+fn route_address(server: &str) -> Result<String, Error> {
+    let rest = server.split_once("://").map(|(_, r)| r).unwrap_or(server);
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let target = if authority.contains(':') {
+        authority.to_string()
+    } else {
+        format!("{authority}:80")
+    };
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0")
+        .map_err(|e| Error::Config(format!("--address auto: {e}")))?;
+    socket.connect(&target).map_err(|e| {
+        Error::Config(format!(
+            "--address auto: no route to the controller at {target}: {e}"
+        ))
+    })?;
+    let ip = socket
+        .local_addr()
+        .map_err(|e| Error::Config(format!("--address auto: {e}")))?
+        .ip();
+    Ok(ip.to_string())
 }
 
 /// Before anything else: removes this node's containers whose pod no longer exists
