@@ -40,6 +40,9 @@ pub struct DockerCluster {
     pub nodes: Vec<String>,
     agents: Vec<Option<TugProcess>>,
     config_dir: tempfile::TempDir,
+    /// Set for a networked cluster: the private network and the agent containers.
+    network: Option<String>,
+    agent_containers: Vec<String>,
 }
 
 /// A short unique prefix for this test's node and namespace names.
@@ -89,6 +92,8 @@ impl DockerCluster {
             agents: Vec::new(),
             controller,
             config_dir,
+            network: None,
+            agent_containers: Vec::new(),
         };
         client
             .create(
@@ -142,6 +147,143 @@ impl DockerCluster {
             ],
             &config,
         )
+    }
+
+    /// Agents as containers of our own image (`tugboat/agent:latest`, built from this
+    /// workspace's `tug`) on a private Docker network, reaching an in-process
+    /// controller on the network's gateway: a node can be cut off with
+    /// [`DockerCluster::partition`] and healed with [`DockerCluster::heal`].
+    pub async fn start_networked(test: &str, agents: usize) -> anyhow::Result<Self> {
+        sample_image().await?;
+        let tug = tug_binary()?;
+        let runtime = tugboat_agent::runtime::docker::DockerRuntime::connect(None).await?;
+        tugboat_agent::image::ensure_image(
+            &runtime,
+            &tug,
+            tugboat_agent::image::AGENT_IMAGE,
+            &tugboat_agent::image::AGENT,
+            true,
+        )
+        .await?;
+        let id = unique(test);
+        let network = format!("tug-{id}");
+        docker(&[
+            "network",
+            "create",
+            "--label",
+            &format!("io.tugboat.test={id}"),
+            &network,
+        ])?;
+        // From here on, Drop cleans up the network even if setting up fails.
+        let gateway = match docker(&[
+            "network",
+            "inspect",
+            "-f",
+            "{{(index .IPAM.Config 0).Gateway}}",
+            &network,
+        ]) {
+            Ok(g) => g,
+            Err(e) => {
+                let _ = docker(&["network", "rm", &network]);
+                return Err(e);
+            }
+        };
+        let controller = match TestController::start_at(gateway.parse()?).await {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = docker(&["network", "rm", &network]);
+                return Err(e);
+            }
+        };
+        let client = controller.client.clone();
+        let mut cluster = DockerCluster {
+            client: client.clone(),
+            namespace: id.clone(),
+            nodes: (1..=agents).map(|i| format!("{id}-node-{i}")).collect(),
+            agents: Vec::new(),
+            controller,
+            config_dir: tempfile::tempdir()?,
+            network: Some(network.clone()),
+            agent_containers: Vec::new(),
+        };
+        client
+            .create(
+                &NAMESPACES,
+                None,
+                &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": id}}),
+            )
+            .await?;
+        for (i, node) in cluster.nodes.clone().iter().enumerate() {
+            let name = format!("tug-{id}-agent-{}", i + 1);
+            docker(&[
+                "run",
+                "-d",
+                "--name",
+                &name,
+                "--label",
+                &format!("io.tugboat.test={id}"),
+                "--network",
+                &network,
+                "-v",
+                "/var/run/docker.sock:/var/run/docker.sock",
+                "-e",
+                "RUST_LOG=info",
+                tugboat_agent::image::AGENT_IMAGE,
+                "agent",
+                "--server",
+                &cluster.controller.url,
+                "--node",
+                node,
+                "--address",
+                "auto",
+                "--listen",
+                "0.0.0.0:10250",
+                "--backoff-initial",
+                "0.5",
+                "--backoff-max",
+                "4",
+            ])?;
+            cluster.agent_containers.push(name);
+        }
+        let want = cluster.nodes.clone();
+        eventually("every agent container's node is Ready", || async {
+            let list = client
+                .list(&NODES, None, &ListParams::default())
+                .await
+                .ok()?;
+            let ready = list["items"]
+                .as_array()?
+                .iter()
+                .filter(|n| {
+                    n["status"]["conditions"].as_array().is_some_and(|c| {
+                        c.iter()
+                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                    })
+                })
+                .filter_map(|n| n["metadata"]["name"].as_str().map(str::to_string))
+                .collect::<Vec<_>>();
+            want.iter().all(|w| ready.contains(w)).then_some(())
+        })
+        .await?;
+        Ok(cluster)
+    }
+
+    /// Cuts agent container `i` off the network (its process keeps running).
+    pub fn partition(&self, i: usize) -> anyhow::Result<()> {
+        let network = self
+            .network
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("not a networked cluster"))?;
+        docker(&["network", "disconnect", network, &self.agent_containers[i]]).map(|_| ())
+    }
+
+    /// Reconnects agent container `i`.
+    pub fn heal(&self, i: usize) -> anyhow::Result<()> {
+        let network = self
+            .network
+            .as_deref()
+            .ok_or_else(|| anyhow::anyhow!("not a networked cluster"))?;
+        docker(&["network", "connect", network, &self.agent_containers[i]]).map(|_| ())
     }
 
     /// SIGKILLs agent `i` (its containers keep running).
@@ -254,6 +396,11 @@ impl Drop for DockerCluster {
         for a in self.agents.iter_mut().flatten() {
             let _ = a.child.start_kill();
         }
+        for name in &self.agent_containers {
+            let _ = std::process::Command::new("docker")
+                .args(["rm", "-f", name])
+                .output();
+        }
         // Only what this test created: containers labelled with its namespace.
         let filter = format!("label=io.kubernetes.pod.namespace={}", self.namespace);
         if let Ok(out) = std::process::Command::new("docker")
@@ -271,7 +418,24 @@ impl Drop for DockerCluster {
                     .output();
             }
         }
+        if let Some(network) = &self.network {
+            let _ = std::process::Command::new("docker")
+                .args(["network", "rm", network])
+                .output();
+        }
     }
+}
+
+/// Runs the docker CLI, failing with its stderr.
+pub fn docker(args: &[&str]) -> anyhow::Result<String> {
+    let out = std::process::Command::new("docker").args(args).output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "docker {}: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
 /// A Deployment of the sample image that stops quickly.

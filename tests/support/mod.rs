@@ -46,9 +46,20 @@ impl TestController {
         Self::start_with(DataDir::Borrowed(dir.to_path_buf())).await
     }
 
+    /// A fresh controller listening on `ip` (port 0): a network's gateway, so that
+    /// agents in containers on that network reach it.
+    pub async fn start_at(ip: std::net::IpAddr) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        Self::start_bound(DataDir::Owned(dir), SocketAddr::new(ip, 0)).await
+    }
+
     async fn start_with(data_dir: DataDir) -> anyhow::Result<Self> {
+        Self::start_bound(data_dir, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    async fn start_bound(data_dir: DataDir, bind: SocketAddr) -> anyhow::Result<Self> {
         init_tracing();
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let listener = TcpListener::bind(bind).await?;
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
         let config = tugboat_controller::Config {
