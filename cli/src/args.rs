@@ -44,6 +44,12 @@ pub enum Command {
     Delete(DeleteArgs),
     /// Create an object from arguments.
     Create(CreateArgs),
+    /// Mark a node unschedulable: new pods go elsewhere, running ones stay.
+    Cordon(CordonArgs),
+    /// Mark a node schedulable again.
+    Uncordon(CordonArgs),
+    /// Cordon a node, then evict its pods so their controllers run them elsewhere.
+    Drain(DrainArgs),
     /// Print the client and server versions.
     Version(VersionArgs),
     /// Run a node agent: registers a Node and runs the pods bound to it on Docker.
@@ -258,6 +264,29 @@ pub struct DeleteArgs {
     /// Treat objects that do not exist as deleted.
     #[arg(long)]
     pub ignore_not_found: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CordonArgs {
+    /// The node.
+    #[arg(value_name = "NODE")]
+    pub node: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DrainArgs {
+    /// The node.
+    #[arg(value_name = "NODE")]
+    pub node: String,
+
+    /// Also delete pods that no controller owns (they are not recreated anywhere).
+    #[arg(long)]
+    pub force: bool,
+
+    /// How long to wait for the node's pods to be gone (`60s`, `2m`, `1m30s`; `0`
+    /// waits as long as it takes).
+    #[arg(long, default_value = "60s", value_parser = crate::commands::drain::parse_timeout, value_name = "DURATION")]
+    pub timeout: std::time::Duration,
 }
 
 #[derive(Debug, Args)]

@@ -15,6 +15,7 @@ pub mod store;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -49,6 +50,13 @@ pub struct Config {
     pub history: usize,
     /// How many reconciles of one controller may run at once.
     pub concurrency: usize,
+    /// A node not heard from (Lease renewal or status heartbeat) for longer than
+    /// this, on two consecutive checks half a second apart, is NotReady. Agents
+    /// renew every second, so the default of 3 s is three missed heartbeats.
+    pub node_grace: Duration,
+    /// How long a node is NotReady before its pods are deleted so that their
+    /// ReplicaSets replace them elsewhere (Kubernetes' taint-based eviction).
+    pub eviction_delay: Duration,
 }
 
 impl Default for Config {
@@ -57,6 +65,8 @@ impl Default for Config {
             data_dir: PathBuf::from("tugboat-data"),
             history: store::redb::DEFAULT_HISTORY,
             concurrency: 8,
+            node_grace: Duration::from_secs(3),
+            eviction_delay: Duration::from_secs(1),
         }
     }
 }

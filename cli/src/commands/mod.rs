@@ -3,10 +3,12 @@
 pub mod agent;
 pub mod apply;
 pub mod controller;
+pub mod cordon;
 pub mod create;
 pub mod delete;
 pub mod describe;
 pub mod down;
+pub mod drain;
 pub mod get;
 pub mod logs;
 pub mod scale;

@@ -5,6 +5,7 @@
 pub mod deployment;
 pub mod gc;
 pub mod namespace;
+pub mod nodelifecycle;
 pub mod replicaset;
 pub mod scheduler;
 
@@ -35,6 +36,11 @@ pub fn spawn_all(
     ));
     tracker.spawn(gc::run(registry.clone(), shutdown.clone()));
     tracker.spawn(scheduler::run(registry.clone(), shutdown.clone()));
+    tracker.spawn(nodelifecycle::run(
+        registry.clone(),
+        config.into(),
+        shutdown.clone(),
+    ));
     tracker.spawn(namespace::run(registry, shutdown));
 }
 
