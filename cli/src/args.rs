@@ -59,9 +59,22 @@ pub enum Command {
     Up(UpArgs),
     /// Print the logs of a pod's container.
     Logs(LogsArgs),
+    /// Stream or list events (`tug get events`, with `-w` to watch).
+    Events(EventsArgs),
     /// Remove what a local cluster left behind: every container Tugboat created on
     /// this Docker engine, and the controller's data directory.
     Down(DownArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Events of every namespace.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+
+    /// Keep printing events as they happen.
+    #[arg(short = 'w', long)]
+    pub watch: bool,
 }
 
 #[derive(Debug, Args)]
@@ -115,6 +128,23 @@ pub struct AgentArgs {
     /// How many pods this node takes.
     #[arg(long, default_value_t = 110, value_name = "N")]
     pub max_pods: i64,
+
+    /// CPU held back from pods (a quantity: `500m`, `1`).
+    #[arg(long, value_name = "CPU")]
+    pub reserve_cpu: Option<String>,
+
+    /// Memory held back from pods (a quantity: `512Mi`, `1Gi`).
+    #[arg(long, value_name = "MEMORY")]
+    pub reserve_memory: Option<String>,
+
+    /// Report this many CPUs instead of the machine's (simulated nodes of different
+    /// sizes on one machine).
+    #[arg(long, value_name = "N")]
+    pub cpus: Option<i64>,
+
+    /// Report this much memory instead of the machine's (a quantity: `2Gi`).
+    #[arg(long, value_name = "MEMORY")]
+    pub memory: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -139,6 +169,9 @@ pub struct UpArgs {
     /// Rebuild the sample image even if it exists.
     #[arg(long)]
     pub rebuild_image: bool,
+
+    #[command(flatten)]
+    pub tuning: ControllerTuning,
 }
 
 #[derive(Debug, Args)]
@@ -179,6 +212,25 @@ pub struct ControllerArgs {
     /// ~/.local/share/tugboat).
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub tuning: ControllerTuning,
+}
+
+/// Timings of the controller's node lifecycle and event expiry.
+#[derive(Debug, Args, Clone)]
+pub struct ControllerTuning {
+    /// Seconds without a heartbeat before a node is NotReady.
+    #[arg(long, default_value_t = 3.0, value_name = "SECS")]
+    pub node_grace: f64,
+
+    /// Seconds a node is NotReady before its pods are replaced elsewhere.
+    #[arg(long, default_value_t = 1.0, value_name = "SECS")]
+    pub eviction_delay: f64,
+
+    /// Seconds an event is kept after it last happened.
+    #[arg(long, default_value_t = 3600.0, value_name = "SECS")]
+    pub event_ttl: f64,
 }
 
 #[derive(Debug, Args)]

@@ -54,6 +54,20 @@ pub async fn execute_with(
         Command::Controller(args) => commands::controller::run(args, &mut ctx).await,
         Command::Apply(args) => commands::apply::run(args, &mut ctx).await,
         Command::Get(args) => commands::get::run(args, &mut ctx).await,
+        // `tug events [-w] [-A]`: kubectl's `events` verb, as `get events`.
+        Command::Events(args) => {
+            let get = args::GetArgs {
+                targets: vec!["events".to_string()],
+                all_namespaces: args.all_namespaces,
+                selector: None,
+                field_selector: None,
+                output: None,
+                show_labels: false,
+                watch: args.watch,
+                watch_only: false,
+            };
+            commands::get::run(get, &mut ctx).await
+        }
         Command::Describe(args) => commands::describe::run(args, &mut ctx).await,
         Command::Scale(args) => commands::scale::run(args, &mut ctx).await,
         Command::Delete(args) => commands::delete::run(args, &mut ctx).await,

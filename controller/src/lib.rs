@@ -57,6 +57,8 @@ pub struct Config {
     /// How long a node is NotReady before its pods are deleted so that their
     /// ReplicaSets replace them elsewhere (Kubernetes' taint-based eviction).
     pub eviction_delay: Duration,
+    /// Events older than this are deleted (Kubernetes' default: one hour).
+    pub event_ttl: Duration,
 }
 
 impl Default for Config {
@@ -67,6 +69,7 @@ impl Default for Config {
             concurrency: 8,
             node_grace: Duration::from_secs(3),
             eviction_delay: Duration::from_secs(1),
+            event_ttl: Duration::from_secs(3600),
         }
     }
 }

@@ -38,6 +38,37 @@ pub async fn run(args: AgentArgs, ctx: &mut Context<'_>) -> anyhow::Result<()> {
         bail!("--max-pods: expected at least 1, got {}", args.max_pods);
     }
     config.max_pods = args.max_pods;
+    let quantity = |flag: &str,
+                    v: &Option<String>,
+                    parse: fn(&str) -> Option<i64>|
+     -> anyhow::Result<Option<i64>> {
+        match v {
+            None => Ok(None),
+            Some(text) => match parse(text) {
+                Some(n) if n >= 0 => Ok(Some(n)),
+                _ => bail!("--{flag}: expected a quantity such as 500m, 2 or 512Mi, got {text:?}"),
+            },
+        }
+    };
+    config.reserved_cpu_millis = quantity(
+        "reserve-cpu",
+        &args.reserve_cpu,
+        tugboat_api::quantity::cpu_millis,
+    )?
+    .unwrap_or(0);
+    config.reserved_memory = quantity(
+        "reserve-memory",
+        &args.reserve_memory,
+        tugboat_api::quantity::bytes,
+    )?
+    .unwrap_or(0);
+    config.memory_override = quantity("memory", &args.memory, tugboat_api::quantity::bytes)?;
+    if let Some(cpus) = args.cpus {
+        if cpus < 1 {
+            bail!("--cpus: expected at least 1, got {cpus}");
+        }
+        config.cpus_override = Some(cpus);
+    }
     let runtime = tugboat_agent::runtime::docker::DockerRuntime::connect(args.docker.as_deref())
         .await
         .context("cannot connect to Docker (is the daemon running? see --docker)")?;

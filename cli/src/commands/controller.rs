@@ -12,13 +12,30 @@ pub async fn run(args: ControllerArgs, ctx: &mut Context<'_>) -> anyhow::Result<
     let data_dir = data_dir(args.data_dir, ctx)?;
     let (listener, _url) = bind_and_record(args.listen, ctx).await?;
     tracing::info!(data_dir = %data_dir.display(), "controller data directory");
-    let config = tugboat_controller::Config {
-        data_dir,
-        ..Default::default()
-    };
+    let config = controller_config(data_dir, &args.tuning)?;
     tugboat_controller::run(listener, config, ctx.shutdown.clone())
         .await
         .context("the controller stopped")
+}
+
+/// The controller's configuration from the flags.
+pub fn controller_config(
+    data_dir: std::path::PathBuf,
+    tuning: &crate::args::ControllerTuning,
+) -> anyhow::Result<tugboat_controller::Config> {
+    let secs = |flag: &str, v: f64| -> anyhow::Result<std::time::Duration> {
+        if !v.is_finite() || v <= 0.0 {
+            anyhow::bail!("--{flag}: expected a positive number of seconds, got {v}");
+        }
+        Ok(std::time::Duration::from_secs_f64(v))
+    };
+    Ok(tugboat_controller::Config {
+        data_dir,
+        node_grace: secs("node-grace", tuning.node_grace)?,
+        eviction_delay: secs("eviction-delay", tuning.eviction_delay)?,
+        event_ttl: secs("event-ttl", tuning.event_ttl)?,
+        ..Default::default()
+    })
 }
 
 /// The data directory: the flag's, else the default under XDG_DATA_HOME or HOME.

@@ -11,7 +11,7 @@ use tugboat_agent::image::{self, SAMPLE_IMAGE};
 use tugboat_agent::runtime::docker::DockerRuntime;
 
 use crate::args::UpArgs;
-use crate::commands::controller::{bind_and_record, data_dir};
+use crate::commands::controller::{bind_and_record, controller_config, data_dir};
 use crate::context::Context;
 
 pub async fn run(args: UpArgs, ctx: &mut Context<'_>) -> anyhow::Result<()> {
@@ -37,14 +37,11 @@ pub async fn run(args: UpArgs, ctx: &mut Context<'_>) -> anyhow::Result<()> {
             "{SAMPLE_IMAGE} is missing and no tug-sample binary was found next to tug; build it with `cargo build --release` to use the example manifests"
         ),
     }
+    let config = controller_config(data_dir.clone(), &args.tuning)?;
     let (listener, url) = bind_and_record(args.listen, ctx).await?;
     let shutdown = ctx.shutdown.clone();
     let controller = tokio::spawn({
         let shutdown = shutdown.clone();
-        let config = tugboat_controller::Config {
-            data_dir: data_dir.clone(),
-            ..Default::default()
-        };
         async move { tugboat_controller::run(listener, config, shutdown).await }
     });
     let runtime = Arc::new(runtime);

@@ -25,17 +25,24 @@ pub async fn run(registry: Arc<Registry>, ttl: Duration, shutdown: CancellationT
         match sweep(&registry, ttl).await {
             Ok(0) => {}
             Ok(n) => tracing::debug!(expired = n, "expired events deleted"),
-            Err(e) => tracing::warn!(error = %e, "cannot expire events; retrying on the next sweep"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot expire events; retrying on the next sweep")
+            }
         }
     }
 }
 
 /// When the event last happened: `lastTimestamp`, else `eventTime`, else creation.
 fn last_seen(event: &Value) -> Option<jiff::Timestamp> {
-    ["/lastTimestamp", "/eventTime", "/firstTimestamp", "/metadata/creationTimestamp"]
-        .iter()
-        .filter_map(|p| event.pointer(p).and_then(Value::as_str))
-        .find_map(|t| t.parse().ok())
+    [
+        "/lastTimestamp",
+        "/eventTime",
+        "/firstTimestamp",
+        "/metadata/creationTimestamp",
+    ]
+    .iter()
+    .filter_map(|p| event.pointer(p).and_then(Value::as_str))
+    .find_map(|t| t.parse().ok())
 }
 
 pub fn expired(event: &Value, ttl: Duration, now: jiff::Timestamp) -> bool {
@@ -49,7 +56,14 @@ async fn sweep(registry: &Registry, ttl: Duration) -> Result<usize, tugboat_api:
         if !expired(&event, ttl, now) {
             continue;
         }
-        match registry.delete_now(&EVENTS, meta::namespace(&event), meta::name(&event).unwrap_or("")).await {
+        match registry
+            .delete_now(
+                &EVENTS,
+                meta::namespace(&event),
+                meta::name(&event).unwrap_or(""),
+            )
+            .await
+        {
             Ok(_) => n += 1,
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e),

@@ -3,6 +3,7 @@
 //! namespace lifecycle.
 
 pub mod deployment;
+pub mod eventttl;
 pub mod gc;
 pub mod namespace;
 pub mod nodelifecycle;
@@ -39,6 +40,11 @@ pub fn spawn_all(
     tracker.spawn(nodelifecycle::run(
         registry.clone(),
         config.into(),
+        shutdown.clone(),
+    ));
+    tracker.spawn(eventttl::run(
+        registry.clone(),
+        config.event_ttl,
         shutdown.clone(),
     ));
     tracker.spawn(namespace::run(registry, shutdown));
