@@ -72,6 +72,10 @@ pub struct Config {
     /// different sizes on one machine).
     pub cpus_override: Option<i64>,
     pub memory_override: Option<i64>,
+    /// The host address `hostPort`s are published on when a pod names none
+    /// (`None`: every interface, as Kubernetes does). Agents sharing one Docker
+    /// host as separate nodes each get their own.
+    pub host_port_ip: Option<String>,
 }
 
 impl Config {
@@ -90,6 +94,7 @@ impl Config {
             reserved_memory: 0,
             cpus_override: None,
             memory_override: None,
+            host_port_ip: None,
         }
     }
 }
@@ -104,6 +109,7 @@ pub struct AgentCtx {
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
     pub network: Option<String>,
+    pub host_port_ip: Option<String>,
     /// For HTTP probes: no connection reuse, as each probe is a fresh request.
     pub http: reqwest::Client,
 }
@@ -149,6 +155,7 @@ pub async fn run(
         backoff_initial: config.backoff_initial,
         backoff_max: config.backoff_max,
         network: config.network.clone(),
+        host_port_ip: config.host_port_ip.clone(),
         http: reqwest::Client::builder()
             .pool_max_idle_per_host(0)
             .redirect(reqwest::redirect::Policy::limited(10))

@@ -544,7 +544,7 @@ impl Worker {
                             .clone()
                             .unwrap_or_else(|| "TCP".into())
                             .to_ascii_lowercase(),
-                        host_ip: p.host_ip.clone(),
+                        host_ip: p.host_ip.clone().or_else(|| self.ctx.host_port_ip.clone()),
                     })
                 })
                 .collect(),

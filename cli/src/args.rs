@@ -145,6 +145,11 @@ pub struct AgentArgs {
     /// Report this much memory instead of the machine's (a quantity: `2Gi`).
     #[arg(long, value_name = "MEMORY")]
     pub memory: Option<String>,
+
+    /// Publish `hostPort`s on this address when a pod names none (default: every
+    /// interface). Lets several agents share one Docker host as separate nodes.
+    #[arg(long, value_name = "IP")]
+    pub host_port_ip: Option<String>,
 }
 
 #[derive(Debug, Args)]

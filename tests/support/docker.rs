@@ -40,6 +40,8 @@ pub struct DockerCluster {
     pub nodes: Vec<String>,
     agents: Vec<Option<TugProcess>>,
     config_dir: tempfile::TempDir,
+    /// Extra `tug agent` flags, per agent.
+    agent_args: Vec<Vec<String>>,
     /// Set for a networked cluster: the private network and the agent containers.
     network: Option<String>,
     agent_containers: Vec<String>,
@@ -66,7 +68,19 @@ impl DockerCluster {
     pub async fn start(test: &str, agents: usize) -> anyhow::Result<Self> {
         sample_image().await?;
         let controller = TestController::start().await?;
-        Self::start_with(test, agents, controller).await
+        Self::start_with(test, agents, controller, Vec::new()).await
+    }
+
+    /// Agents with extra flags each (`--cpus 1 --memory 1Gi`…): nodes of different
+    /// sizes on one machine.
+    pub async fn start_with_agent_args(
+        test: &str,
+        agent_args: Vec<Vec<String>>,
+    ) -> anyhow::Result<Self> {
+        sample_image().await?;
+        let controller = TestController::start().await?;
+        let n = agent_args.len();
+        Self::start_with(test, n, controller, agent_args).await
     }
 
     /// Like [`DockerCluster::start`], with the controller as a process of its own
@@ -74,13 +88,14 @@ impl DockerCluster {
     pub async fn start_with_controller_process(test: &str, agents: usize) -> anyhow::Result<Self> {
         sample_image().await?;
         let controller = TestController::start_process().await?;
-        Self::start_with(test, agents, controller).await
+        Self::start_with(test, agents, controller, Vec::new()).await
     }
 
     async fn start_with(
         test: &str,
         agents: usize,
         controller: TestController,
+        agent_args: Vec<Vec<String>>,
     ) -> anyhow::Result<Self> {
         let client = controller.client.clone();
         let id = unique(test);
@@ -94,6 +109,7 @@ impl DockerCluster {
             config_dir,
             network: None,
             agent_containers: Vec::new(),
+            agent_args: agent_args.clone(),
         };
         client
             .create(
@@ -133,20 +149,21 @@ impl DockerCluster {
 
     fn spawn_agent(&self, i: usize) -> anyhow::Result<TugProcess> {
         let config = self.config_dir.path().join("config.json");
-        TugProcess::spawn(
-            &[
-                "agent",
-                "--server",
-                &self.controller.url,
-                "--node",
-                &self.nodes[i],
-                "--backoff-initial",
-                "0.5",
-                "--backoff-max",
-                "4",
-            ],
-            &config,
-        )
+        let mut args: Vec<&str> = vec![
+            "agent",
+            "--server",
+            &self.controller.url,
+            "--node",
+            &self.nodes[i],
+            "--backoff-initial",
+            "0.5",
+            "--backoff-max",
+            "4",
+        ];
+        if let Some(extra) = self.agent_args.get(i) {
+            args.extend(extra.iter().map(String::as_str));
+        }
+        TugProcess::spawn(&args, &config)
     }
 
     /// Agents as containers of our own image (`tugboat/agent:latest`, built from this
@@ -205,6 +222,7 @@ impl DockerCluster {
             config_dir: tempfile::tempdir()?,
             network: Some(network.clone()),
             agent_containers: Vec::new(),
+            agent_args: Vec::new(),
         };
         client
             .create(

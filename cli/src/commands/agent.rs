@@ -38,6 +38,11 @@ pub async fn run(args: AgentArgs, ctx: &mut Context<'_>) -> anyhow::Result<()> {
         bail!("--max-pods: expected at least 1, got {}", args.max_pods);
     }
     config.max_pods = args.max_pods;
+    if let Some(ip) = &args.host_port_ip {
+        ip.parse::<std::net::IpAddr>()
+            .map_err(|_| anyhow::anyhow!("--host-port-ip: expected an IP address, got {ip:?}"))?;
+        config.host_port_ip = Some(ip.clone());
+    }
     let quantity = |flag: &str,
                     v: &Option<String>,
                     parse: fn(&str) -> Option<i64>|
