@@ -111,39 +111,12 @@ impl DockerCluster {
             agent_containers: Vec::new(),
             agent_args: agent_args.clone(),
         };
-        client
-            .create(
-                &NAMESPACES,
-                None,
-                &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": id}}),
-            )
-            .await?;
+        create_namespace(&client, &id).await?;
         for i in 0..agents {
             let p = cluster.spawn_agent(i)?;
             cluster.agents.push(Some(p));
         }
-        let want = cluster.nodes.clone();
-        eventually("every agent's node is Ready", || async {
-            let list = client
-                .list(&NODES, None, &ListParams::default())
-                .await
-                .ok()?;
-            let ready: Vec<&str> = list["items"]
-                .as_array()?
-                .iter()
-                .filter(|n| {
-                    n["status"]["conditions"].as_array().is_some_and(|c| {
-                        c.iter()
-                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                    })
-                })
-                .filter_map(|n| n["metadata"]["name"].as_str())
-                .collect();
-            want.iter()
-                .all(|w| ready.contains(&w.as_str()))
-                .then_some(())
-        })
-        .await?;
+        wait_nodes_ready(&client, &cluster.nodes).await?;
         Ok(cluster)
     }
 
@@ -224,13 +197,7 @@ impl DockerCluster {
             agent_containers: Vec::new(),
             agent_args: Vec::new(),
         };
-        client
-            .create(
-                &NAMESPACES,
-                None,
-                &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": id}}),
-            )
-            .await?;
+        create_namespace(&client, &id).await?;
         for (i, node) in cluster.nodes.clone().iter().enumerate() {
             let name = format!("tug-{id}-agent-{}", i + 1);
             docker(&[
@@ -263,26 +230,7 @@ impl DockerCluster {
             ])?;
             cluster.agent_containers.push(name);
         }
-        let want = cluster.nodes.clone();
-        eventually("every agent container's node is Ready", || async {
-            let list = client
-                .list(&NODES, None, &ListParams::default())
-                .await
-                .ok()?;
-            let ready = list["items"]
-                .as_array()?
-                .iter()
-                .filter(|n| {
-                    n["status"]["conditions"].as_array().is_some_and(|c| {
-                        c.iter()
-                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                    })
-                })
-                .filter_map(|n| n["metadata"]["name"].as_str().map(str::to_string))
-                .collect::<Vec<_>>();
-            want.iter().all(|w| ready.contains(w)).then_some(())
-        })
-        .await?;
+        wait_nodes_ready(&client, &cluster.nodes).await?;
         Ok(cluster)
     }
 
@@ -442,6 +390,38 @@ impl Drop for DockerCluster {
                 .output();
         }
     }
+}
+
+async fn create_namespace(client: &Client, name: &str) -> anyhow::Result<()> {
+    let ns = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+    client.create(&NAMESPACES, None, &ns).await?;
+    Ok(())
+}
+
+/// Waits until every one of `nodes` reports Ready=True.
+async fn wait_nodes_ready(client: &Client, nodes: &[String]) -> anyhow::Result<()> {
+    eventually("every agent's node is Ready", || async {
+        let list = client
+            .list(&NODES, None, &ListParams::default())
+            .await
+            .ok()?;
+        let ready: Vec<&str> = list["items"]
+            .as_array()?
+            .iter()
+            .filter(|n| {
+                n["status"]["conditions"].as_array().is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                })
+            })
+            .filter_map(|n| n["metadata"]["name"].as_str())
+            .collect();
+        nodes
+            .iter()
+            .all(|w| ready.contains(&w.as_str()))
+            .then_some(())
+    })
+    .await
 }
 
 /// Runs the docker CLI, failing with its stderr.

@@ -11,37 +11,8 @@ use super::{Writer, annotations, cell, events, labels, time};
 use crate::columns::node_roles;
 use crate::duration::since_time;
 
-/// A quantity in its base unit (cores, bytes); `None` when it cannot be read.
-pub fn parse_quantity(q: &str) -> Option<f64> {
-    let q = q.trim();
-    let split = q
-        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '+' || c == '-'))
-        .unwrap_or(q.len());
-    let (number, suffix) = q.split_at(split);
-    let n: f64 = number.parse().ok()?;
-    let binary = |p: i32| 1024f64.powi(p);
-    let factor = match suffix {
-        "" => 1.0,
-        "n" => 1e-9,
-        "u" => 1e-6,
-        "m" => 1e-3,
-        "k" => 1e3,
-        "M" => 1e6,
-        "G" => 1e9,
-        "T" => 1e12,
-        "P" => 1e15,
-        "E" => 1e18,
-        "Ki" => binary(1),
-        "Mi" => binary(2),
-        "Gi" => binary(3),
-        "Ti" => binary(4),
-        "Pi" => binary(5),
-        "Ei" => binary(6),
-        s if s.starts_with(['e', 'E']) => 10f64.powi(s[1..].parse().ok()?),
-        _ => return None,
-    };
-    Some(n * factor)
-}
+/// A Kubernetes quantity as a number (`250m` → 0.25, `64Mi` → 67108864).
+pub use tugboat_api::quantity::parse as parse_quantity;
 
 /// CPU as kubectl prints sums: `250m`, or whole cores.
 pub fn format_cpu(cores: f64) -> String {
