@@ -227,7 +227,12 @@ async fn a_missing_image_shows_err_image_pull_then_back_off_and_cleans_up() -> a
 #[tokio::test]
 async fn an_agent_killed_and_restarted_adopts_its_containers_and_removes_stale_ones()
 -> anyhow::Result<()> {
-    let mut c = DockerCluster::start("adopt", 1).await?;
+    // The agent is away on purpose: a long node grace keeps its pods from being
+    // evicted meanwhile (eviction has tests of its own).
+    let mut c = DockerCluster::start_tuned("adopt", 1, |cfg| {
+        cfg.node_grace = std::time::Duration::from_secs(120)
+    })
+    .await?;
     c.apply(&sample_deployment("keep", 2)).await?;
     let mut bare = sample_deployment("gone", 1);
     bare["metadata"]["name"] = json!("gone");

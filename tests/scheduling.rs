@@ -175,3 +175,72 @@ async fn host_ports_spread_pods_one_per_node() -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+#[tokio::test]
+async fn drain_moves_pods_off_a_node_and_uncordon_lets_them_back() -> anyhow::Result<()> {
+    let c = DockerCluster::start("drain", 2).await?;
+    let url = c.controller.url.clone();
+    let (a, b) = (c.nodes[0].clone(), c.nodes[1].clone());
+    c.apply(&sample_deployment("web", 4)).await?;
+    eventually("4 pods run on both nodes", || async {
+        let pods = c.pods("app=web").await.ok()?;
+        let nodes: BTreeSet<&str> = pods
+            .iter()
+            .filter_map(|p| p["spec"]["nodeName"].as_str())
+            .collect();
+        (pods.len() == 4 && pods.iter().all(running) && nodes.len() == 2).then_some(())
+    })
+    .await?;
+    let out = tugboat_tests::tug(&url, c.config_dir(), &["drain", &a, "--timeout", "60s"]).await?;
+    assert!(
+        out.contains(&format!("node/{a} cordoned")) && out.contains(&format!("node/{a} drained")),
+        "{out}"
+    );
+    eventually(
+        "all 4 pods run on the other node, and no container is left on the drained one",
+        || async {
+            let pods = c.pods("app=web").await.ok()?;
+            let live: Vec<&Value> = pods
+                .iter()
+                .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+                .collect();
+            let on_a = c
+                .containers(false)
+                .ok()?
+                .iter()
+                .filter(|k| k.node == a)
+                .count();
+            (live.len() == 4
+                && live
+                    .iter()
+                    .all(|p| running(p) && p["spec"]["nodeName"] == b.as_str())
+                && on_a == 0)
+                .then_some(())
+        },
+    )
+    .await?;
+    let nodes = tugboat_tests::tug(&url, c.config_dir(), &["get", "nodes"]).await?;
+    assert!(
+        nodes
+            .lines()
+            .any(|l| l.starts_with(&a) && l.contains("Ready,SchedulingDisabled")),
+        "{nodes}"
+    );
+    tugboat_tests::tug(&url, c.config_dir(), &["uncordon", &a]).await?;
+    c.client
+        .scale(
+            &tugboat_api::resource::DEPLOYMENTS,
+            Some(&c.namespace),
+            "web",
+            6,
+        )
+        .await?;
+    eventually("new pods land on the uncordoned node again", || async {
+        let pods = c.pods("app=web").await.ok()?;
+        (pods.iter().filter(|p| running(p)).count() == 6
+            && pods.iter().any(|p| p["spec"]["nodeName"] == a.as_str()))
+        .then_some(())
+    })
+    .await?;
+    Ok(())
+}

@@ -1,6 +1,9 @@
 //! Events the agent records about pods (`Pulling`, `Pulled`, `Created`, `Started`,
 //! `Killing`, `BackOff`, `Failed`…), through the API like a kubelet. Repeats of the
 //! same event bump its `count` instead of adding objects.
+//!
+//! Recording never delays the work it reports: events are queued and written, in
+//! order, by one background task (a restart does not wait for three API writes).
 
 use std::hash::{Hash, Hasher};
 
@@ -8,28 +11,66 @@ use serde_json::{Value, json};
 use tugboat_api::resource::EVENTS;
 use tugboat_api::{Client, PatchType, meta};
 
+/// Events waiting to be written; past this many, new ones are dropped (and logged).
+const QUEUE: usize = 1024;
+
+struct Pending {
+    pod: Value,
+    event_type: &'static str,
+    reason: String,
+    message: String,
+}
+
 #[derive(Clone)]
 pub struct Recorder {
+    tx: tokio::sync::mpsc::Sender<Pending>,
+}
+
+struct Writer {
     client: Client,
     node: String,
 }
 
 impl Recorder {
+    /// Starts the background writer (it stops when the last `Recorder` is dropped).
     pub fn new(client: Client, node: &str) -> Self {
-        Recorder {
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Pending>(QUEUE);
+        let writer = Writer {
             client,
             node: node.to_string(),
-        }
+        };
+        tokio::spawn(async move {
+            while let Some(p) = rx.recv().await {
+                writer
+                    .record(&p.pod, p.event_type, &p.reason, &p.message)
+                    .await;
+            }
+        });
+        Recorder { tx }
     }
 
     pub async fn normal(&self, pod: &Value, reason: &str, message: &str) {
-        self.record(pod, "Normal", reason, message).await;
+        self.enqueue(pod, "Normal", reason, message);
     }
 
     pub async fn warning(&self, pod: &Value, reason: &str, message: &str) {
-        self.record(pod, "Warning", reason, message).await;
+        self.enqueue(pod, "Warning", reason, message);
     }
 
+    fn enqueue(&self, pod: &Value, event_type: &'static str, reason: &str, message: &str) {
+        let pending = Pending {
+            pod: pod.clone(),
+            event_type,
+            reason: reason.to_string(),
+            message: message.to_string(),
+        };
+        if self.tx.try_send(pending).is_err() {
+            tracing::debug!(reason, "event queue full or closed; event dropped");
+        }
+    }
+}
+
+impl Writer {
     /// Failures are logged, not returned: an event is a report, not the work.
     async fn record(&self, pod: &Value, event_type: &str, reason: &str, message: &str) {
         let ns = meta::namespace(pod).unwrap_or("default");

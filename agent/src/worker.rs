@@ -399,14 +399,22 @@ impl Worker {
                 let status = self.status(&spec, &existing, &policy);
                 self.post_status(status).await;
             }
-            // Keep the previous attempt (for `lastState` and `logs --previous`), drop older ones.
-            for old in attempts.iter().rev().skip(1) {
-                let _ = self.ctx.runtime.remove(&old.id).await;
-            }
+            let stale: Vec<String> = attempts
+                .iter()
+                .rev()
+                .skip(1)
+                .map(|a| a.id.clone())
+                .collect();
             self.start_container(c, &spec, next_attempt).await?;
+            // The one that just ended stays (for `lastState` and `logs --previous`);
+            // older ones go, after the new one runs, off the healing path.
+            let runtime = self.ctx.runtime.clone();
+            tokio::spawn(async move {
+                for id in stale {
+                    let _ = runtime.remove(&id).await;
+                }
+            });
             wake = Instant::now();
-            // Look again at once: the new container's state goes into the status.
-            wake = wake.min(Instant::now() + Duration::from_millis(50));
         }
         let existing = self.containers().await?;
         let status = self.status(&spec, &existing, &policy);

@@ -71,6 +71,17 @@ impl DockerCluster {
         Self::start_with(test, agents, controller, Vec::new()).await
     }
 
+    /// Like [`DockerCluster::start`], with the controller's config adjusted.
+    pub async fn start_tuned(
+        test: &str,
+        agents: usize,
+        tune: impl FnOnce(&mut tugboat_controller::Config),
+    ) -> anyhow::Result<Self> {
+        sample_image().await?;
+        let controller = TestController::start_tuned(tune).await?;
+        Self::start_with(test, agents, controller, Vec::new()).await
+    }
+
     /// Agents with extra flags each (`--cpus 1 --memory 1Gi`…): nodes of different
     /// sizes on one machine.
     pub async fn start_with_agent_args(

@@ -53,22 +53,45 @@ impl TestController {
         Self::start_bound(DataDir::Owned(dir), SocketAddr::new(ip, 0)).await
     }
 
+    /// A fresh controller whose config `tune` adjusts (e.g. a longer node grace for
+    /// a test that stops an agent on purpose).
+    pub async fn start_tuned(
+        tune: impl FnOnce(&mut tugboat_controller::Config),
+    ) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        Self::start_bound_tuned(
+            DataDir::Owned(dir),
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            tune,
+        )
+        .await
+    }
+
     async fn start_with(data_dir: DataDir) -> anyhow::Result<Self> {
         Self::start_bound(data_dir, SocketAddr::from(([127, 0, 0, 1], 0))).await
     }
 
     async fn start_bound(data_dir: DataDir, bind: SocketAddr) -> anyhow::Result<Self> {
+        Self::start_bound_tuned(data_dir, bind, |_| {}).await
+    }
+
+    async fn start_bound_tuned(
+        data_dir: DataDir,
+        bind: SocketAddr,
+        tune: impl FnOnce(&mut tugboat_controller::Config),
+    ) -> anyhow::Result<Self> {
         init_tracing();
         let listener = TcpListener::bind(bind).await?;
         let addr = listener.local_addr()?;
         let shutdown = CancellationToken::new();
-        let config = tugboat_controller::Config {
+        let mut config = tugboat_controller::Config {
             data_dir: match &data_dir {
                 DataDir::Owned(d) => d.path().to_path_buf(),
                 DataDir::Borrowed(p) => p.clone(),
             },
             ..Default::default()
         };
+        tune(&mut config);
         let token = shutdown.clone();
         let handle = tokio::spawn(async move {
             if let Err(e) = tugboat_controller::run(listener, config, token).await {
