@@ -279,19 +279,31 @@ pub fn tug_binary() -> anyhow::Result<PathBuf> {
     BUILT
         .get_or_init(|| {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+            // Build the profile this test binary was built with (benches: release), so
+            // the `tug` found next to it is the one just built.
+            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+            let release = exe
+                .parent()
+                .and_then(Path::parent)
+                .and_then(Path::file_name)
+                .is_some_and(|n| n == "release");
+            let mut args = vec![
+                "build",
+                "--quiet",
+                "-p",
+                "tugboat-cli",
+                "--bin",
+                "tug",
+                "-p",
+                "tugboat-sample",
+                "--bin",
+                "tug-sample",
+            ];
+            if release {
+                args.push("--release");
+            }
             let status = std::process::Command::new(cargo)
-                .args([
-                    "build",
-                    "--quiet",
-                    "-p",
-                    "tugboat-cli",
-                    "--bin",
-                    "tug",
-                    "-p",
-                    "tugboat-sample",
-                    "--bin",
-                    "tug-sample",
-                ])
+                .args(&args)
                 .current_dir(env!("CARGO_MANIFEST_DIR"))
                 .status()
                 .map_err(|e| format!("cannot run cargo to build tug: {e}"))?;
@@ -299,7 +311,6 @@ pub fn tug_binary() -> anyhow::Result<PathBuf> {
                 return Err(format!("building tug failed: {status}"));
             }
             // Test binaries live in target/<profile>/deps; tug in target/<profile>.
-            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
             let dir = exe
                 .parent()
                 .and_then(Path::parent)
