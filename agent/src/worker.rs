@@ -393,19 +393,41 @@ impl Worker {
                     continue;
                 }
             }
-            // Say how the old one ended before the new one starts, so watchers see
-            // the crash (a status write: milliseconds).
-            if latest.is_some_and(|l| !l.state.running) {
-                let status = self.status(&spec, &existing, &policy);
-                self.post_status(status).await;
-            }
+            // Say how the old one ended while the new one starts, so watchers see the
+            // crash; the write runs alongside the restart, not before it.
+            let crash_status = latest
+                .filter(|l| !l.state.running)
+                .map(|_| self.status(&spec, &existing, &policy));
             let stale: Vec<String> = attempts
                 .iter()
                 .rev()
                 .skip(1)
                 .map(|a| a.id.clone())
                 .collect();
-            self.start_container(c, &spec, next_attempt).await?;
+            let report = {
+                let client = self.ctx.client.clone();
+                let ns = meta::namespace(&self.pod).unwrap_or("default").to_string();
+                let name = meta::name(&self.pod).unwrap_or("").to_string();
+                async move {
+                    let status = crash_status?;
+                    client
+                        .patch_status(
+                            &PODS,
+                            Some(&ns),
+                            &name,
+                            &json!({"status": status}),
+                            PatchType::Merge,
+                        )
+                        .await
+                        .ok()
+                }
+            };
+            let (reported, started) =
+                tokio::join!(report, self.start_container(c, &spec, next_attempt));
+            if let Some(updated) = reported {
+                self.pod = Arc::new(updated);
+            }
+            started?;
             // The one that just ended stays (for `lastState` and `logs --previous`);
             // older ones go, after the new one runs, off the healing path.
             let runtime = self.ctx.runtime.clone();
