@@ -165,27 +165,40 @@ pub async fn heartbeat(
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_status = tokio::time::Instant::now();
+    let mut last_ok = tokio::time::Instant::now();
     let mut failing = false;
+    // A beat that takes longer than this counts as failed: a cut network makes
+    // requests hang rather than fail, and the node must say Ready again at once
+    // when it is back.
+    let beat_limit = (every * 2).max(Duration::from_secs(1));
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let result = async {
+        // After a gap (a partition, a stall), post Ready with the first beat: the
+        // controller may have marked the node NotReady meanwhile.
+        let after_gap = last_ok.elapsed() > every * 2 + Duration::from_millis(500);
+        let beat = async {
             renew_lease(&client, &id.name, lease_seconds).await?;
-            if last_status.elapsed() >= STATUS_EVERY || failing {
+            if last_status.elapsed() >= STATUS_EVERY || failing || after_gap {
                 post_status(&client, &id).await?;
                 last_status = tokio::time::Instant::now();
             }
             Ok::<_, ClientError>(())
-        }
-        .await;
+        };
+        let result = match tokio::time::timeout(beat_limit, beat).await {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(_) => Err(format!("no answer within {beat_limit:?}")),
+        };
         match result {
-            Ok(()) if failing => {
-                tracing::info!(node = %id.name, "heartbeat restored");
-                failing = false;
+            Ok(()) => {
+                if failing {
+                    tracing::info!(node = %id.name, "heartbeat restored");
+                    failing = false;
+                }
+                last_ok = tokio::time::Instant::now();
             }
-            Ok(()) => {}
             Err(e) if !failing => {
                 tracing::warn!(node = %id.name, error = %e, "heartbeat failed; containers keep running, retrying");
                 failing = true;

@@ -85,6 +85,7 @@ async fn run(rounds: usize) -> anyhow::Result<()> {
     let runtime = DockerRuntime::connect(None).await?;
     let host = runtime.host_info().await?;
     let date = utc_now();
+    let code = git_describe();
     let load_before = loadavg();
     let defaults = tugboat_controller::Config::default();
     let logs = std::env::var("NODELOSS_AGENT_LOGS").is_ok_and(|v| !v.is_empty() && v != "0");
@@ -129,9 +130,8 @@ async fn run(rounds: usize) -> anyhow::Result<()> {
         secs(defaults.eviction_delay),
     );
     println!(
-        "code {}, engine {}, {} CPUs, load average {load_before} before, {} after; polled \
+        "code {code}, engine {}, {} CPUs, load average {load_before} before, {} after; polled \
          every {}",
-        git_describe(),
         host.runtime_version,
         host.cpus,
         loadavg(),
