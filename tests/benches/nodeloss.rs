@@ -47,6 +47,7 @@ use tugboat_agent::runtime::docker::DockerRuntime;
 use tugboat_agent::runtime::{ContainerRuntime, LABEL_NODE, LABEL_POD_NAME, LABEL_POD_NAMESPACE};
 use tugboat_api::resource::{LEASES, NODES, PODS};
 use tugboat_api::{Client, ListParams};
+use tugboat_tests::bench::{git_describe, loadavg, rounds_from_env, utc_now};
 use tugboat_tests::docker::{DockerCluster, sample_deployment};
 
 const AGENTS: usize = 3;
@@ -66,14 +67,7 @@ const LEASE_NAMESPACE: &str = "kube-node-lease";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let rounds = match std::env::var("NODELOSS_ROUNDS") {
-        Ok(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|n| *n > 0)
-            .with_context(|| format!("NODELOSS_ROUNDS={v:?}: expected a positive whole number"))?,
-        Err(_) => DEFAULT_ROUNDS,
-    };
+    let rounds = rounds_from_env("NODELOSS_ROUNDS", DEFAULT_ROUNDS)?;
     // On Ctrl-C the benchmark's future is dropped, and with it the round's cluster.
     tokio::select! {
         result = run(rounds) => result,
@@ -901,30 +895,4 @@ fn wall(t: SystemTime) -> String {
         s % 60,
         d.subsec_millis()
     )
-}
-
-/// The code measured: `git describe --always --dirty` of this workspace.
-fn git_describe() -> String {
-    Command::new("git")
-        .args(["describe", "--always", "--dirty"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "?".to_string())
-}
-
-fn utc_now() -> String {
-    Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|_| "?".to_string())
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".to_string())
 }

@@ -23,7 +23,6 @@
 //! already in a swarm stays in it. Only what the benchmark created is removed.
 
 use std::collections::BTreeSet;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -39,7 +38,8 @@ use tugboat_agent::runtime::{
 };
 use tugboat_api::resource::PODS;
 use tugboat_api::{Client, ListParams};
-use tugboat_tests::docker::{DockerCluster, sample_deployment};
+use tugboat_tests::bench::{loadavg, output_of, rounds_from_env, utc_now};
+use tugboat_tests::docker::{DockerCluster, docker, sample_deployment};
 use tugboat_tests::eventually_within;
 
 const REPLICAS: usize = 6;
@@ -60,14 +60,7 @@ const TARGET_P99: Duration = Duration::from_secs(1);
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let rounds = match std::env::var("SELFHEAL_ROUNDS") {
-        Ok(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|n| *n > 0)
-            .with_context(|| format!("SELFHEAL_ROUNDS={v:?}: expected a positive whole number"))?,
-        Err(_) => DEFAULT_ROUNDS,
-    };
+    let rounds = rounds_from_env("SELFHEAL_ROUNDS", DEFAULT_ROUNDS)?;
     // On Ctrl-C or SIGTERM the benchmark's future is dropped, and with it every guard
     // below, which removes what it created.
     let mut interrupt = signal(SignalKind::interrupt())?;
@@ -686,22 +679,6 @@ impl Drop for SwarmService {
     }
 }
 
-/// Runs `docker ARGS`; its stdout, trimmed, or an error with its stderr.
-fn docker(args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new("docker")
-        .args(args)
-        .output()
-        .context("cannot run the docker CLI")?;
-    if !out.status.success() {
-        bail!(
-            "docker {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
-}
-
 /// The `p`th percentile by nearest rank: the smallest sample with at least `p`% of
 /// the samples at or below it. `sorted` must be sorted.
 fn nearest_rank(sorted: &[Duration], p: usize) -> Option<Duration> {
@@ -753,26 +730,4 @@ fn unix_nanos() -> i64 {
         .ok()
         .and_then(|d| i64::try_from(d.as_nanos()).ok())
         .unwrap_or_default()
-}
-
-fn utc_now() -> String {
-    output_of("date", &["-u", "+%Y-%m-%d %H:%M UTC"])
-}
-
-/// What `program ARGS` printed, run in this crate's directory; `?` if it could not run.
-fn output_of(program: &str, args: &[&str]) -> String {
-    Command::new(program)
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "?".to_string())
-}
-
-fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "?".to_string())
 }

@@ -2,6 +2,7 @@
 //! port 0 with a temporary data directory, and waits that fail instead of hanging.
 //! [`docker`] adds agents on the real Docker engine.
 
+pub mod bench;
 pub mod docker;
 
 use std::future::Future;
