@@ -95,6 +95,15 @@ impl ListParams {
     }
 }
 
+/// A list read by [`Client::list_lenient`].
+#[derive(Clone, Debug, Default)]
+pub struct LenientList {
+    pub items: Vec<Value>,
+    /// Why each item that could not be decoded could not (`item 3: …`).
+    pub undecodable: Vec<String>,
+    pub resource_version: Option<String>,
+}
+
 /// One event of a watch stream: `ADDED`, `MODIFIED`, `DELETED`, `BOOKMARK` or `ERROR`
 /// (then `object` is a `Status`).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -278,6 +287,51 @@ impl Client {
         let url = self.url(&r.collection_path(ns));
         self.json(self.http.get(&url).query(&params.query()), &url)
             .await
+    }
+
+    /// A list read item by item: an item that cannot be decoded (nested deeper
+    /// than the decoder reads, say) is set aside with its error instead of failing
+    /// the whole list, so one bad object does not stop a caller from seeing the
+    /// rest.
+    pub async fn list_lenient(
+        &self,
+        r: &ResourceInfo,
+        ns: Option<&str>,
+        params: &ListParams,
+    ) -> Result<LenientList, ClientError> {
+        #[derive(serde::Deserialize)]
+        struct Raw {
+            #[serde(default)]
+            metadata: Value,
+            #[serde(default)]
+            items: Vec<Box<serde_json::value::RawValue>>,
+        }
+        let url = self.url(&r.collection_path(ns));
+        let resp = self
+            .send(self.http.get(&url).query(&params.query()), &url)
+            .await?;
+        let body = resp.bytes().await.map_err(|source| ClientError::Http {
+            url: url.clone(),
+            source,
+        })?;
+        // RawValue skips over each item without recursing, whatever its depth.
+        let raw: Raw = serde_json::from_slice(&body).map_err(|e| ClientError::Decode {
+            url: url.clone(),
+            message: e.to_string(),
+        })?;
+        let mut items = Vec::new();
+        let mut undecodable = Vec::new();
+        for (i, item) in raw.items.iter().enumerate() {
+            match serde_json::from_str::<Value>(item.get()) {
+                Ok(v) => items.push(v),
+                Err(e) => undecodable.push(format!("item {i}: {e}")),
+            }
+        }
+        Ok(LenientList {
+            resource_version: raw.metadata["resourceVersion"].as_str().map(str::to_string),
+            items,
+            undecodable,
+        })
     }
 
     /// The items of a list, decoded.

@@ -9,6 +9,8 @@
 pub mod admission;
 pub mod client;
 pub mod defaults;
+pub mod json;
+pub mod limits;
 pub mod manifest;
 pub mod meta;
 pub mod quantity;
@@ -18,7 +20,7 @@ pub mod status;
 pub mod unsupported;
 pub mod validation;
 
-pub use client::{Client, ClientError, ListParams, PatchType, WatchEvent};
+pub use client::{Client, ClientError, LenientList, ListParams, PatchType, WatchEvent};
 pub use k8s_openapi;
 pub use resource::ResourceInfo;
 pub use status::{ApiError, FieldError};

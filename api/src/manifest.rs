@@ -15,8 +15,8 @@ pub enum ManifestError {
 /// Every non-empty document of a multi-document YAML stream (JSON is YAML too),
 /// checked to carry `apiVersion` and `kind`. A `kind: List` is flattened into its items.
 pub fn parse_documents(text: &str) -> Result<Vec<Value>, ManifestError> {
-    let docs: Vec<Value> =
-        serde_saphyr::from_multiple(text).map_err(|e| ManifestError::Yaml(e.to_string()))?;
+    let docs: Vec<Value> = serde_saphyr::from_multiple_with_options(text, yaml_options())
+        .map_err(|e| ManifestError::Yaml(e.to_string()))?;
     let mut out = Vec::new();
     for (index, doc) in docs.into_iter().enumerate() {
         let index = index + 1;
@@ -47,6 +47,21 @@ pub fn parse_documents(text: &str) -> Result<Vec<Value>, ManifestError> {
         out.push(doc);
     }
     Ok(out)
+}
+
+/// The YAML reader's bounds: nesting no deeper than JSON bodies may
+/// ([`limits::MAX_DEPTH`]), duplicate keys refused, and serde-saphyr's budget for
+/// alias expansion ("billion laughs"), node and document counts left at its
+/// defaults (50,000 aliases, 250,000 nodes, 1,024 documents).
+///
+/// [`limits::MAX_DEPTH`]: crate::limits::MAX_DEPTH
+fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_depth: crate::limits::MAX_DEPTH,
+        },
+        duplicate_keys: serde_saphyr::options::DuplicateKeyPolicy::Error,
+    }
 }
 
 /// Serializes a value as YAML (for `-o yaml`).
@@ -83,6 +98,30 @@ mod tests {
         let err = parse_documents("apiVersion: v1\nkind: Pod\n---\napiVersion: v1\nmetadata: {}\n")
             .unwrap_err();
         assert_eq!(err.to_string(), "document 2: missing `kind`");
+    }
+
+    #[test]
+    fn deep_nesting_duplicate_keys_and_alias_bombs_are_refused() {
+        let deep = format!(
+            "apiVersion: v1\nkind: Pod\nx: {}1{}\n",
+            "[".repeat(70),
+            "]".repeat(70)
+        );
+        assert!(parse_documents(&deep).is_err());
+        let dup = "apiVersion: v1\nkind: Pod\nkind: Node\n";
+        assert!(parse_documents(dup).is_err());
+        let mut bomb =
+            String::from("apiVersion: v1\nkind: Pod\na0: &a0 [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..12 {
+            let prev = i - 1;
+            bomb.push_str(&format!(
+                "a{i}: &a{i} [*a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}, *a{prev}]\n"
+            ));
+        }
+        assert!(
+            parse_documents(&bomb).is_err(),
+            "a billion laughs was expanded"
+        );
     }
 
     #[test]

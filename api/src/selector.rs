@@ -70,17 +70,15 @@ impl Selector {
                 continue;
             }
             if let Some((k, v)) = part.split_once("!=") {
-                requirements.push(Requirement::NotEquals(
-                    valid_key(k.trim(), &err)?,
-                    v.trim().to_string(),
-                ));
+                let key = valid_key(k.trim(), &err)?;
+                let value = valid_value(&key, v.trim(), &err)?;
+                requirements.push(Requirement::NotEquals(key, value));
                 continue;
             }
             if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
-                requirements.push(Requirement::Equals(
-                    valid_key(k.trim(), &err)?,
-                    v.trim().to_string(),
-                ));
+                let key = valid_key(k.trim(), &err)?;
+                let value = valid_value(&key, v.trim(), &err)?;
+                requirements.push(Requirement::Equals(key, value));
                 continue;
             }
             let words: Vec<&str> = part.splitn(2, char::is_whitespace).collect();
@@ -101,9 +99,10 @@ impl Selector {
                     .ok_or_else(|| err("expected a parenthesised list of values, e.g. (a,b)"))?;
                 let values = inner
                     .split(',')
-                    .map(|v| v.trim().to_string())
+                    .map(str::trim)
                     .filter(|v| !v.is_empty())
-                    .collect();
+                    .map(|v| valid_value(&key, v, &err))
+                    .collect::<Result<Vec<_>, _>>()?;
                 requirements.push(if op == "in" {
                     Requirement::In(key, values)
                 } else {
@@ -166,11 +165,68 @@ impl Selector {
     }
 }
 
+/// A label key must be a qualified name (`app`, `example.com/tier`), as in
+/// Kubernetes, which refuses selectors on keys no label can have.
 fn valid_key(key: &str, err: &dyn Fn(&str) -> SelectorError) -> Result<String, SelectorError> {
-    if key.is_empty() || key.contains(char::is_whitespace) || key.contains(['(', ')', '!', '=']) {
-        return Err(err(&format!("{key:?} is not a valid label key")));
+    if let Some(why) = crate::validation::qualified_name(key) {
+        return Err(err(&format!("{key:?} is not a valid label key: {why}")));
     }
     Ok(key.to_string())
+}
+
+/// A value must be a label value (so `a=b=c` and non-ASCII values are refused).
+fn valid_value(
+    key: &str,
+    value: &str,
+    err: &dyn Fn(&str) -> SelectorError,
+) -> Result<String, SelectorError> {
+    if let Some(why) = crate::validation::label_value_problem(value, true) {
+        return Err(err(&format!(
+            "{value:?} is not a valid value for label key {key:?}: {why}"
+        )));
+    }
+    Ok(value.to_string())
+}
+
+/// Reads a field selector value with Kubernetes' escapes (`\\`, `\,`, `\=`);
+/// an unescaped `=` is an error, as there (`metadata.name=a=b`).
+fn unescape_field_value(v: &str) -> Result<String, String> {
+    let mut out = String::new();
+    let mut chars = v.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some(e @ ('\\' | ',' | '=')) => out.push(e),
+                Some(other) => {
+                    return Err(format!("invalid escape sequence \\{other} in {v:?}"));
+                }
+                None => return Err(format!("{v:?} ends in an unfinished escape")),
+            },
+            '=' => return Err(format!("invalid field selector value {v:?}: unescaped '='")),
+            c => out.push(c),
+        }
+    }
+    Ok(out)
+}
+
+/// Splits a field selector on the commas not escaped with a backslash.
+fn split_unescaped_commas(text: &str) -> Vec<&str> {
+    let mut parts = Vec::new();
+    let mut start = 0;
+    let mut escaped = false;
+    for (i, c) in text.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' => escaped = true,
+            ',' => {
+                parts.push(&text[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&text[start..]);
+    parts
 }
 
 /// Splits on commas that are not inside parentheses.
@@ -204,7 +260,7 @@ pub struct FieldSelector {
 impl FieldSelector {
     pub fn parse(text: &str) -> Result<FieldSelector, SelectorError> {
         let mut terms = Vec::new();
-        for part in text.split(',') {
+        for part in split_unescaped_commas(text) {
             let part = part.trim();
             if part.is_empty() {
                 continue;
@@ -226,9 +282,60 @@ impl FieldSelector {
                     message: format!("{path:?} is not a field path such as metadata.name"),
                 });
             }
-            terms.push((path.to_string(), equal, value.trim().to_string()));
+            let value = unescape_field_value(value.trim()).map_err(|message| SelectorError {
+                selector: text.to_string(),
+                message,
+            })?;
+            terms.push((path.to_string(), equal, value));
         }
         Ok(FieldSelector { terms })
+    }
+
+    /// Checks that every field is one Kubernetes can select `kind` by (its
+    /// `metadata.name` and `metadata.namespace`, plus a few per kind), as
+    /// kube-apiserver does: `field label not supported: spec.foo`.
+    pub fn check_supported(&self, kind: &str) -> Result<(), SelectorError> {
+        let per_kind: &[&str] = match kind {
+            "Pod" => &[
+                "spec.nodeName",
+                "spec.restartPolicy",
+                "spec.schedulerName",
+                "spec.serviceAccountName",
+                "spec.hostNetwork",
+                "status.phase",
+                "status.podIP",
+                "status.podIPs",
+                "status.nominatedNodeName",
+            ],
+            "Event" => &[
+                "involvedObject.kind",
+                "involvedObject.namespace",
+                "involvedObject.name",
+                "involvedObject.uid",
+                "involvedObject.apiVersion",
+                "involvedObject.resourceVersion",
+                "involvedObject.fieldPath",
+                "reason",
+                "reportingComponent",
+                "source",
+                "type",
+            ],
+            "Node" => &["spec.unschedulable"],
+            "Namespace" => &["status.phase"],
+            "ReplicaSet" => &["status.replicas"],
+            _ => &[],
+        };
+        for (path, _, _) in &self.terms {
+            let supported = matches!(path.as_str(), "metadata.name" | "metadata.namespace")
+                || per_kind.contains(&path.as_str());
+            if !supported {
+                return Err(SelectorError {
+                    selector: path.clone(),
+                    message: format!("field label not supported: {path}"),
+                });
+            }
+        }
+        Ok(())
     }
 
     pub fn is_empty(&self) -> bool {
@@ -247,6 +354,12 @@ impl FieldSelector {
     pub fn matches(&self, obj: &Value) -> bool {
         self.terms.iter().all(|(path, equal, want)| {
             let mut cur = Some(obj);
+            // An event's `source` selects by its component, as in Kubernetes.
+            let path = if path == "source" {
+                "source.component"
+            } else {
+                path.as_str()
+            };
             for part in path.split('.') {
                 cur = cur.and_then(|c| c.get(part));
             }
@@ -312,6 +425,45 @@ mod tests {
         assert!(Selector::parse("a b c").is_err());
         assert!(FieldSelector::parse("metadata.name").is_err());
         assert!(FieldSelector::parse("spec..x=1").is_err());
+    }
+
+    #[test]
+    fn keys_and_values_must_be_what_labels_can_hold() {
+        for bad in [
+            "a=b=c",
+            "ключ=1",
+            "app=веб",
+            "app in (a,b=c)",
+            "-x",
+            "a/b/c=1",
+            "!=x",
+        ] {
+            assert!(Selector::parse(bad).is_err(), "{bad}");
+        }
+        assert!(Selector::parse("example.com/tier=front,app=").is_ok());
+    }
+
+    #[test]
+    fn field_selector_values_take_escapes_and_refuse_a_bare_equals_sign() {
+        assert!(FieldSelector::parse("metadata.name=a=b").is_err());
+        assert!(FieldSelector::parse("metadata.name=a\\q").is_err());
+        let s = FieldSelector::parse("metadata.name=a\\=b\\,c,spec.nodeName=n").unwrap();
+        assert_eq!(s.required("metadata.name"), Some("a=b,c"));
+        assert_eq!(s.required("spec.nodeName"), Some("n"));
+    }
+
+    #[test]
+    fn only_the_fields_kubernetes_selects_by_are_supported() {
+        let s = FieldSelector::parse("spec.nodeName=n,metadata.name=x").unwrap();
+        assert!(s.check_supported("Pod").is_ok());
+        let err = s.check_supported("Deployment").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("field label not supported: spec.nodeName")
+        );
+        let e = FieldSelector::parse("source=kubelet").unwrap();
+        assert!(e.check_supported("Event").is_ok());
+        assert!(e.matches(&json!({"source": {"component": "kubelet"}})));
     }
 
     #[test]

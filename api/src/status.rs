@@ -72,6 +72,8 @@ pub struct ApiError {
     pub name: Option<String>,
     pub group: Option<String>,
     pub causes: Vec<FieldError>,
+    /// `details.retryAfterSeconds`: when the client may try again.
+    pub retry_after_seconds: Option<i32>,
 }
 
 impl ApiError {
@@ -84,6 +86,7 @@ impl ApiError {
             name: None,
             group: None,
             causes: Vec::new(),
+            retry_after_seconds: None,
         }
     }
 
@@ -157,7 +160,39 @@ impl ApiError {
             name: Some(name.to_string()),
             group: Some(group.to_string()),
             causes,
+            retry_after_seconds: None,
         }
+    }
+
+    /// 400 for a query parameter that cannot be read, with the parameter as the
+    /// cause's field: `labelSelector: Invalid value: "a=b=c": …`.
+    pub fn bad_parameter(param: &str, value: &str, detail: &str) -> Self {
+        let cause = FieldError::invalid(param, format!("{value:?}"), detail);
+        let mut e = ApiError::bad_request(format!("invalid query parameter {}", cause));
+        e.causes.push(cause);
+        e
+    }
+
+    /// 413, as kube-apiserver answers a body over its limit.
+    pub fn too_large(message: impl Into<String>) -> Self {
+        ApiError::new(413, "RequestEntityTooLarge", message)
+    }
+
+    /// 504 with a `ResourceVersionTooLarge` cause: a list or watch asked for a
+    /// revision the store has not reached (kube-apiserver's words).
+    pub fn resource_version_too_large(requested: u64, current: u64) -> Self {
+        let mut e = ApiError::new(
+            504,
+            "Timeout",
+            format!("Timeout: Too large resource version: {requested}, current: {current}"),
+        );
+        e.causes.push(FieldError {
+            reason: "ResourceVersionTooLarge",
+            field: String::new(),
+            message: "Too large resource version".to_string(),
+        });
+        e.retry_after_seconds = Some(1);
+        e
     }
 
     fn with_details(mut self, resource: &str, name: &str) -> Self {
@@ -173,7 +208,11 @@ impl ApiError {
 
     /// The `meta/v1` `Status` object for this error.
     pub fn to_status(&self) -> Status {
-        let details = if self.kind.is_some() || self.name.is_some() || !self.causes.is_empty() {
+        let details = if self.kind.is_some()
+            || self.name.is_some()
+            || !self.causes.is_empty()
+            || self.retry_after_seconds.is_some()
+        {
             Some(StatusDetails {
                 kind: self.kind.clone(),
                 name: self.name.clone(),
@@ -182,13 +221,13 @@ impl ApiError {
                     self.causes
                         .iter()
                         .map(|c| StatusCause {
-                            field: Some(c.field.clone()),
+                            field: (!c.field.is_empty()).then(|| c.field.clone()),
                             message: Some(c.message.clone()),
                             reason: Some(c.reason.to_string()),
                         })
                         .collect()
                 }),
-                retry_after_seconds: None,
+                retry_after_seconds: self.retry_after_seconds,
                 uid: None,
             })
         } else {
@@ -230,6 +269,7 @@ impl ApiError {
                         .collect()
                 })
                 .unwrap_or_default(),
+            retry_after_seconds: details.and_then(|d| d.retry_after_seconds),
         }
     }
 
@@ -250,6 +290,7 @@ fn static_reason(reason: &str) -> &'static str {
         "FieldValueDuplicate" => "FieldValueDuplicate",
         "FieldValueTooLong" => "FieldValueTooLong",
         "FieldValueNotFound" => "FieldValueNotFound",
+        "ResourceVersionTooLarge" => "ResourceVersionTooLarge",
         _ => "FieldValueInvalid",
     }
 }

@@ -68,7 +68,9 @@ pub fn dns1123_subdomain(name: &str) -> Option<String> {
     })
 }
 
-fn qualified_name(key: &str) -> Option<String> {
+/// Why `key` is not a qualified name (`app`, `example.com/app`), if it is not:
+/// the rule for label and annotation keys, and for label selector keys.
+pub fn qualified_name(key: &str) -> Option<String> {
     let (prefix, name) = match key.rsplit_once('/') {
         Some((p, n)) => (Some(p), n),
         None => (None, key),
@@ -81,7 +83,8 @@ fn qualified_name(key: &str) -> Option<String> {
     label_value_problem(name, false)
 }
 
-fn label_value_problem(v: &str, allow_empty: bool) -> Option<String> {
+/// Why `v` is not a label value (empty allowed when `allow_empty`), if it is not.
+pub fn label_value_problem(v: &str, allow_empty: bool) -> Option<String> {
     if v.is_empty() {
         return (!allow_empty).then(|| "name part must be non-empty".to_string());
     }
@@ -141,6 +144,17 @@ pub fn object_meta(meta: &ObjectMeta, namespaced: bool, rule: NameRule) -> Error
     }
     errs.extend(labels(meta.labels.as_ref(), "metadata.labels"));
     if let Some(annotations) = &meta.annotations {
+        let total: usize = annotations.iter().map(|(k, v)| k.len() + v.len()).sum();
+        if total > crate::limits::MAX_ANNOTATIONS_BYTES {
+            errs.push(FieldError {
+                reason: "FieldValueTooLong",
+                field: "metadata.annotations".into(),
+                message: format!(
+                    "Too long: must have at most {} bytes",
+                    crate::limits::MAX_ANNOTATIONS_BYTES
+                ),
+            });
+        }
         for k in annotations.keys() {
             if let Some(why) = qualified_name(k) {
                 errs.push(FieldError::invalid(
@@ -462,11 +476,36 @@ pub fn pod_spec(spec: &PodSpec, path: &str) -> Errors {
             &why,
         ));
     }
+    for (field, value) in [
+        ("hostname", spec.hostname.as_deref()),
+        ("subdomain", spec.subdomain.as_deref()),
+    ] {
+        if let Some(v) = value.filter(|v| !v.is_empty())
+            && let Some(why) = dns1123_label(v)
+        {
+            errs.push(FieldError::invalid(
+                format!("{path}.{field}"),
+                format!("\"{v}\""),
+                &why,
+            ));
+        }
+    }
     errs.extend(labels(
         spec.node_selector.as_ref(),
         &format!("{path}.nodeSelector"),
     ));
     errs
+}
+
+/// Why `name` is not an environment variable name Kubernetes accepts, if it is not.
+pub fn env_var_name(name: &str) -> Option<String> {
+    let ok = name.bytes().next().is_some_and(|b| !b.is_ascii_digit())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+    (!ok).then(|| {
+        "a valid environment variable name must consist of alphabetic characters, digits, '_', '-', or '.', and must not start with a digit (e.g. 'my.env-name',  or 'MY_ENV.NAME',  or 'MyEnvName1', regex used for validation is '[-._a-zA-Z][-._a-zA-Z0-9]*')".to_string()
+    })
 }
 
 fn container(c: &Container, path: &str, names: &mut HashSet<String>) -> Errors {
@@ -545,6 +584,12 @@ fn container(c: &Container, path: &str, names: &mut HashSet<String>) -> Errors {
     for (i, e) in c.env.iter().flatten().enumerate() {
         if e.name.is_empty() {
             errs.push(FieldError::required(format!("{path}.env[{i}].name")));
+        } else if let Some(why) = env_var_name(&e.name) {
+            errs.push(FieldError::invalid(
+                format!("{path}.env[{i}].name"),
+                format!("\"{}\"", e.name),
+                &why,
+            ));
         }
     }
     if let Some(res) = &c.resources {
@@ -682,8 +727,62 @@ fn port_ref(errs: &mut Errors, path: &str, port: &IntOrString) {
     }
 }
 
+/// The address types a Node may report (`NodeAddressType`).
+const NODE_ADDRESS_TYPES: &[&str] = &[
+    "Hostname",
+    "InternalIP",
+    "ExternalIP",
+    "InternalDNS",
+    "ExternalDNS",
+];
+
+/// A Node's name, and its status: addresses must be what their type says (an IP
+/// for the `*IP` types, a DNS name for the others), because the controller connects
+/// to them, and the agent's port must be a port.
 pub fn node(n: &Node) -> Errors {
-    object_meta(&n.metadata, false, NameRule::Subdomain)
+    let mut errs = object_meta(&n.metadata, false, NameRule::Subdomain);
+    let Some(status) = &n.status else {
+        return errs;
+    };
+    for (i, a) in status.addresses.iter().flatten().enumerate() {
+        let path = format!("status.addresses[{i}]");
+        if !NODE_ADDRESS_TYPES.contains(&a.type_.as_str()) {
+            errs.push(FieldError::not_supported(
+                format!("{path}.type"),
+                &a.type_,
+                NODE_ADDRESS_TYPES,
+            ));
+            continue;
+        }
+        let problem = if a.type_.ends_with("IP") {
+            a.address.parse::<std::net::IpAddr>().is_err().then(|| {
+                "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)".to_string()
+            })
+        } else {
+            dns1123_subdomain(&a.address)
+        };
+        if let Some(why) = problem {
+            errs.push(FieldError::invalid(
+                format!("{path}.address"),
+                format!("\"{}\"", a.address),
+                &why,
+            ));
+        }
+    }
+    if let Some(port) = status
+        .daemon_endpoints
+        .as_ref()
+        .and_then(|d| d.kubelet_endpoint.as_ref())
+        .map(|e| e.port)
+        && !(0..=65535).contains(&port)
+    {
+        errs.push(FieldError::invalid(
+            "status.daemonEndpoints.kubeletEndpoint.Port",
+            port,
+            "must be between 0 and 65535, inclusive",
+        ));
+    }
+    errs
 }
 
 /// Selectors of Deployments and ReplicaSets are immutable in `apps/v1`.
