@@ -59,6 +59,12 @@ pub struct Config {
     pub eviction_delay: Duration,
     /// Events older than this are deleted (Kubernetes' default: one hour).
     pub event_ttl: Duration,
+    /// How many bytes of past writes (encoded) the history keeps at most, beside
+    /// the `history` count.
+    pub history_bytes: usize,
+    /// Bounds on client connections (header and idle timeouts, connections per
+    /// client and in all).
+    pub connections: server::ConnLimits,
 }
 
 impl Default for Config {
@@ -70,6 +76,8 @@ impl Default for Config {
             node_grace: Duration::from_secs(3),
             eviction_delay: Duration::from_secs(1),
             event_ttl: Duration::from_secs(3600),
+            history_bytes: store::redb::DEFAULT_HISTORY_BYTES,
+            connections: server::ConnLimits::default(),
         }
     }
 }
@@ -86,10 +94,27 @@ pub async fn run(
         source,
     })?;
     let path = config.data_dir.join("tugboat.redb");
-    let store: Arc<dyn Store> = Arc::new(RedbStore::open(&path, config.history)?);
+    let store = Arc::new(RedbStore::open_with(
+        &path,
+        store::redb::History {
+            events: config.history,
+            bytes: config.history_bytes,
+        },
+    )?);
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(store = %path.display(), revision = store.revision(), ?addr, "controller starting");
-    run_with_store(listener, store, config, shutdown).await
+    let result = run_with_store(listener, store.clone(), config, shutdown).await;
+    // The file stays locked while anything holds the store: wait (a bounded time)
+    // for the last tasks to let go, so a controller started right after this one
+    // returns can open it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while Arc::strong_count(&store) > 1 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    if Arc::strong_count(&store) > 1 {
+        tracing::warn!("tasks still hold the store 5 s after shutdown");
+    }
+    result
 }
 
 /// Like [`run`], on a store the caller opened (an in-memory one in tests).
@@ -100,7 +125,7 @@ pub async fn run_with_store(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let registry = Arc::new(Registry::new(store));
-    for ns in ["default", "kube-system", "kube-node-lease"] {
+    for ns in registry::SYSTEM_NAMESPACES {
         registry.ensure_namespace(ns).await?;
     }
     let tracker = TaskTracker::new();
@@ -108,8 +133,21 @@ pub async fn run_with_store(
     tracker.close();
     let state = Arc::new(server::AppState {
         registry,
-        http: reqwest::Client::new(),
+        // No redirects: the agent never sends one, and following them would let
+        // whoever answers at a Node's address point the controller anywhere.
+        http: reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(Duration::from_secs(
+                tugboat_api::limits::AGENT_CONNECT_TIMEOUT_SECS,
+            ))
+            .build()
+            .map_err(|e| {
+                Error::Setup(tugboat_api::ApiError::internal(format!(
+                    "the HTTP client for agents: {e}"
+                )))
+            })?,
         shutdown: shutdown.clone(),
+        conn_limits: config.connections,
     });
     let served = server::serve(listener, state).await;
     shutdown.cancel();

@@ -4,7 +4,7 @@
 //! `kubectl patch` work on built-in kinds.
 
 use serde_json::{Map, Value};
-use tugboat_api::ApiError;
+use tugboat_api::{ApiError, limits};
 
 #[derive(Clone, Debug)]
 pub enum Patch {
@@ -14,19 +14,32 @@ pub enum Patch {
 }
 
 impl Patch {
-    /// Reads a body by its `Content-Type`.
+    /// Reads a body by its `Content-Type`. The body is read with the API's JSON
+    /// bounds ([`tugboat_api::json`]): nested no deeper than the store allows, a JSON
+    /// patch of at most [`limits::MAX_JSON_PATCH_OPERATIONS`] operations.
     pub fn parse(content_type: &str, body: &[u8]) -> Result<Patch, ApiError> {
         let media = content_type.split(';').next().unwrap_or("").trim();
-        let value = || -> Result<Value, ApiError> {
-            serde_json::from_slice(body)
-                .map_err(|e| ApiError::bad_request(format!("the patch is not valid JSON: {e}")))
+        let value = |what: &str| -> Result<Value, ApiError> {
+            tugboat_api::json::parse(body)
+                .map(|p| p.value)
+                .map_err(|e| ApiError::bad_request(format!("the {what} is not valid JSON: {e}")))
         };
         match media {
-            "application/merge-patch+json" => Ok(Patch::Merge(value()?)),
-            "application/strategic-merge-patch+json" => Ok(Patch::Strategic(value()?)),
-            "application/json-patch+json" => serde_json::from_slice(body)
-                .map(Patch::Json)
-                .map_err(|e| ApiError::bad_request(format!("the JSON patch is invalid: {e}"))),
+            "application/merge-patch+json" => Ok(Patch::Merge(value("patch")?)),
+            "application/strategic-merge-patch+json" => Ok(Patch::Strategic(value("patch")?)),
+            "application/json-patch+json" => {
+                let v = value("JSON patch")?;
+                let count = v.as_array().map(Vec::len).unwrap_or(0);
+                if count > limits::MAX_JSON_PATCH_OPERATIONS {
+                    return Err(ApiError::too_large(format!(
+                        "The allowed maximum operations in a JSON patch is {}, got {count}",
+                        limits::MAX_JSON_PATCH_OPERATIONS
+                    )));
+                }
+                serde_json::from_value(v)
+                    .map(Patch::Json)
+                    .map_err(|e| ApiError::bad_request(format!("the JSON patch is invalid: {e}")))
+            }
             "application/apply-patch+yaml" => Err(ApiError::new(
                 415,
                 "UnsupportedMediaType",
@@ -71,19 +84,151 @@ impl Patch {
                 }
                 Ok(strategic_merge(target, p, ""))
             }
-            Patch::Json(p) => {
-                let mut out = target.clone();
-                json_patch::patch(&mut out, p).map_err(|e| {
-                    ApiError::new(
-                        422,
-                        "Invalid",
-                        format!("the JSON patch could not be applied: {e}"),
-                    )
-                })?;
-                Ok(out)
-            }
+            Patch::Json(p) => apply_json_patch(target, p),
         }
     }
+}
+
+/// Applies a JSON patch one operation at a time, checking before each one what it
+/// would do to the object's size and depth, so that a patch of copies that double
+/// the object, or nest it into itself, is refused before it is built (each copy
+/// would otherwise double the memory it takes, and a deep enough result overflows
+/// the stack of whatever walks it next). Copies may add at most
+/// [`limits::MAX_OBJECT_BYTES`] in all, as kube-apiserver bounds them.
+fn apply_json_patch(target: &Value, patch: &json_patch::Patch) -> Result<Value, ApiError> {
+    let mut out = target.clone();
+    let mut copied: usize = 0;
+    for (i, op) in patch.0.iter().enumerate() {
+        let (verb, from, path, added) = match op {
+            json_patch::PatchOperation::Add(o) => ("add", None, o.path.as_str(), Some(&o.value)),
+            json_patch::PatchOperation::Replace(o) => {
+                ("replace", None, o.path.as_str(), Some(&o.value))
+            }
+            json_patch::PatchOperation::Copy(o) => {
+                ("copy", Some(o.from.as_str()), o.path.as_str(), None)
+            }
+            json_patch::PatchOperation::Move(o) => {
+                ("move", Some(o.from.as_str()), o.path.as_str(), None)
+            }
+            json_patch::PatchOperation::Remove(_) | json_patch::PatchOperation::Test(_) => {
+                ("", None, "", None)
+            }
+        };
+        let describe = || match from {
+            Some(f) => format!(
+                "the JSON patch operation {i} ({verb} from {} to {})",
+                field_path(f),
+                field_path(path)
+            ),
+            None => format!(
+                "the JSON patch operation {i} ({verb} at {})",
+                field_path(path)
+            ),
+        };
+        let moved = match (added, from) {
+            (Some(v), _) => Some(v),
+            // A missing source is reported by the patch itself below.
+            (None, Some(f)) => out.pointer(f),
+            (None, None) => None,
+        };
+        if let Some(v) = moved {
+            let at = path.matches('/').count();
+            let room = limits::MAX_DEPTH.saturating_sub(at);
+            if let Err(e) = limits::check_depth_within(v, room) {
+                let inner = match e.field() {
+                    "(root)" => String::new(),
+                    f => format!(".{f}"),
+                };
+                return Err(invalid_patch(
+                    path,
+                    format!(
+                        "{} would nest {}{inner} more than {} levels deep",
+                        describe(),
+                        field_path(path),
+                        limits::MAX_DEPTH
+                    ),
+                ));
+            }
+            if verb == "copy" {
+                let budget = limits::MAX_OBJECT_BYTES.saturating_sub(copied);
+                copied = copied.saturating_add(limits::encoded_len(v, budget));
+                if copied > limits::MAX_OBJECT_BYTES {
+                    return Err(invalid_patch(
+                        path,
+                        format!(
+                            "{} would make the copies of this patch add more than {} bytes in all",
+                            describe(),
+                            limits::MAX_OBJECT_BYTES
+                        ),
+                    ));
+                }
+            }
+        }
+        // Unsafe only in that a failed patch leaves `out` half-patched; `out` is a
+        // copy that is dropped on error.
+        json_patch::patch_unsafe(&mut out, std::slice::from_ref(op)).map_err(|e| {
+            let at = match op {
+                json_patch::PatchOperation::Copy(o)
+                    if matches!(e.kind, json_patch::PatchErrorKind::InvalidFromPointer) =>
+                {
+                    o.from.as_str().to_string()
+                }
+                json_patch::PatchOperation::Move(o)
+                    if matches!(e.kind, json_patch::PatchErrorKind::InvalidFromPointer) =>
+                {
+                    o.from.as_str().to_string()
+                }
+                _ => e.path.as_str().to_string(),
+            };
+            invalid_patch(
+                &at,
+                format!(
+                    "the JSON patch operation {i} could not be applied at {}: {}",
+                    field_path(&at),
+                    e.kind
+                ),
+            )
+        })?;
+    }
+    Ok(out)
+}
+
+/// A 422 for a patch operation, naming the field it is about.
+fn invalid_patch(pointer: &str, message: String) -> ApiError {
+    let mut e = ApiError::new(422, "Invalid", message.clone());
+    e.causes.push(tugboat_api::FieldError {
+        reason: "FieldValueInvalid",
+        field: field_path(pointer),
+        message,
+    });
+    e
+}
+
+/// A JSON pointer (`/metadata/managedFields/0/fieldsV1`) as the field path
+/// Kubernetes' messages use (`metadata.managedFields[0].fieldsV1`), shortened
+/// when very long.
+pub fn field_path(pointer: &str) -> String {
+    let mut out = String::new();
+    let mut tokens = pointer.split('/').skip(1).peekable();
+    if tokens.peek().is_none() {
+        return "(root)".to_string();
+    }
+    for (n, t) in tokens.enumerate() {
+        if n >= 16 {
+            out.push('…');
+            break;
+        }
+        let t = t.replace("~1", "/").replace("~0", "~");
+        if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) || t == "-" {
+            out.push_str(&format!("[{t}]"));
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(&t);
+        }
+    }
+    out
 }
 
 /// The key by which Kubernetes merges the elements of a list at this field.
@@ -261,5 +406,92 @@ mod tests {
                 .code,
             400
         );
+    }
+
+    fn json_patch(ops: &Value) -> Patch {
+        Patch::parse(
+            "application/json-patch+json",
+            &serde_json::to_vec(ops).unwrap(),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn copies_that_double_the_object_are_refused_before_they_are_made() {
+        let ops: Vec<Value> = (0..40)
+            .map(|i| json!({"op": "copy", "from": "/spec", "path": format!("/spec/x{i}")}))
+            .collect();
+        let err = json_patch(&json!(ops)).apply(&deployment()).unwrap_err();
+        assert_eq!(err.code, 422);
+        assert!(
+            err.message.contains("copy from spec to spec.x"),
+            "{}",
+            err.message
+        );
+        assert!(err.message.contains("1572864 bytes"), "{}", err.message);
+    }
+
+    #[test]
+    fn copies_that_nest_a_value_into_itself_stop_at_the_depth_limit() {
+        // Each copy lands at the deepest point so far, doubling the depth.
+        let mut doc = json!({"a": {"b": {}}});
+        let mut chain = 0usize;
+        let mut refused = None;
+        for i in 0..12 {
+            let path = format!("/a{}/x", "/x".repeat(chain));
+            let p = json_patch(&json!([{"op": "copy", "from": "/a", "path": path}]));
+            match p.apply(&doc) {
+                Ok(next) => {
+                    doc = next;
+                    chain = 2 * chain + 1;
+                }
+                Err(e) => {
+                    refused = Some((i, e));
+                    break;
+                }
+            }
+        }
+        let (i, err) = refused.expect("the nesting was refused");
+        assert!(i < 8, "refused only at operation {i}");
+        assert!(
+            err.message.contains("more than 64 levels deep"),
+            "{}",
+            err.message
+        );
+        assert_eq!(err.causes[0].field.split('.').next(), Some("a"));
+    }
+
+    #[test]
+    fn a_deep_value_added_at_a_deep_path_is_refused_naming_the_path() {
+        let mut deep = json!({});
+        for _ in 0..60 {
+            deep = json!({"n": deep});
+        }
+        let p =
+            json_patch(&json!([{"op": "add", "path": "/spec/template/spec/deep", "value": deep}]));
+        let err = p.apply(&deployment()).unwrap_err();
+        assert!(
+            err.message.contains("spec.template.spec.deep.n.n"),
+            "{}",
+            err.message
+        );
+        assert_eq!(err.causes[0].field, "spec.template.spec.deep");
+    }
+
+    #[test]
+    fn too_many_operations_are_413_and_failures_name_the_field() {
+        let ops: Vec<Value> = (0..10_001)
+            .map(|_| json!({"op": "test", "path": "/spec", "value": 1}))
+            .collect();
+        let err = Patch::parse(
+            "application/json-patch+json",
+            &serde_json::to_vec(&ops).unwrap(),
+        )
+        .unwrap_err();
+        assert_eq!(err.code, 413);
+        let p =
+            json_patch(&json!([{"op": "copy", "from": "/metadata/managedFields/0", "path": "/x"}]));
+        let err = p.apply(&deployment()).unwrap_err();
+        assert_eq!(err.causes[0].field, "metadata.managedFields[0]");
     }
 }

@@ -12,9 +12,15 @@ use serde_json::{Map, Value, json};
 use tugboat_api::admission::{self, FieldValidation};
 use tugboat_api::resource::{self, NAMESPACES, ResourceInfo};
 use tugboat_api::selector::{FieldSelector, Selector};
-use tugboat_api::{ApiError, meta};
+use tugboat_api::{ApiError, FieldError, limits, meta};
 
 use crate::store::{EventType, Key, Revision, Store, StoreError, StoreEvent, Stored};
+
+/// The namespaces that always exist and may not be deleted (as in Kubernetes,
+/// whose system namespaces controller keeps them): nodes' Leases live in
+/// `kube-node-lease`, so losing it would mark every node lost.
+pub const SYSTEM_NAMESPACES: [&str; 4] =
+    ["default", "kube-system", "kube-public", "kube-node-lease"];
 
 /// Which part of an object a write targets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,6 +56,8 @@ pub struct DeleteOptions {
     pub grace_period_seconds: Option<i64>,
     pub precondition_uid: Option<String>,
     pub precondition_resource_version: Option<String>,
+    /// `dryRun=All`: answer what the delete would do, change nothing.
+    pub dry_run: bool,
 }
 
 /// A written object and the warnings for the client.
@@ -64,6 +72,65 @@ pub struct Written {
 pub struct WatchItem {
     pub event_type: &'static str,
     pub object: Arc<Value>,
+}
+
+/// Which state a list shows (`resourceVersion` and `resourceVersionMatch`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RevisionMatch {
+    /// No resourceVersion (or `0`): the latest state.
+    #[default]
+    Latest,
+    /// The latest state, once the store has reached this revision.
+    NotOlderThan(Revision),
+    /// Exactly the state at this revision.
+    Exact(Revision),
+}
+
+/// How a client asked for a list.
+#[derive(Clone, Debug, Default)]
+pub struct ListOptions {
+    pub limit: Option<usize>,
+    pub continue_token: Option<String>,
+    pub resource_version: RevisionMatch,
+}
+
+/// One page of a list.
+#[derive(Debug)]
+pub struct ListPage {
+    pub items: Vec<Arc<Value>>,
+    /// The revision every page of this list shows.
+    pub revision: Revision,
+    /// Where the next page starts, when there is one.
+    pub continue_token: Option<String>,
+    /// How many items follow this page (only for unfiltered lists).
+    pub remaining: Option<i64>,
+}
+
+/// What a `continue` token carries: the list's revision and the last key served.
+/// Base64 of JSON, as kube-apiserver's own tokens are, so clients treat it as
+/// opaque.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct ContinueToken {
+    rv: Revision,
+    start: String,
+}
+
+impl ContinueToken {
+    fn encode(&self) -> String {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(serde_json::to_vec(self).unwrap_or_default())
+    }
+
+    fn decode(text: &str) -> Result<ContinueToken, ApiError> {
+        use base64::Engine as _;
+        let bad =
+            || ApiError::bad_parameter("continue", text, "not a continue token from this server");
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(text)
+            .map_err(|_| bad())?;
+        serde_json::from_slice(&bytes).map_err(|_| bad())
+    }
 }
 
 /// How many times a write without a resourceVersion is retried on conflict.
@@ -144,6 +211,131 @@ impl Registry {
         Ok((items, rev))
     }
 
+    /// A list as a client asked for it: at a resourceVersion, in pages of `limit`
+    /// with a `continue` token, as kube-apiserver serves them. Every page shows
+    /// the same moment: a later page whose range changed since the first one is
+    /// `410 Expired`, and the client lists again (client-go's pager does so).
+    pub async fn list_page(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        labels: &Selector,
+        fields: &FieldSelector,
+        opts: &ListOptions,
+    ) -> Result<ListPage, ApiError> {
+        let ns = if info.namespaced { ns } else { None };
+        let resource = info.store_name();
+        let (objects, revision) = match (&opts.continue_token, opts.resource_version) {
+            (Some(token), _) => {
+                let token = ContinueToken::decode(token)?;
+                let after = Key::decode(&token.start).ok_or_else(|| {
+                    ApiError::bad_parameter(
+                        "continue",
+                        &token.start,
+                        "not a continue token from this server",
+                    )
+                })?;
+                if after.resource != resource
+                    || ns.is_some_and(|n| after.namespace.as_deref() != Some(n))
+                {
+                    return Err(ApiError::bad_parameter(
+                        "continue",
+                        &token.start,
+                        "the continue token is for another list",
+                    ));
+                }
+                let items = self
+                    .store
+                    .list_at(&resource, ns, token.rv, Some(&after))
+                    .await
+                    .map_err(|e| match e {
+                        StoreError::Gone { .. } => ApiError::gone(
+                            "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter.",
+                        ),
+                        other => store_error(other),
+                    })?;
+                (items, token.rv)
+            }
+            (None, RevisionMatch::Exact(rv)) => {
+                self.wait_for_revision(rv).await?;
+                let items =
+                    self.store
+                        .list_at(&resource, ns, rv, None)
+                        .await
+                        .map_err(|e| match e {
+                            StoreError::Gone { compacted, .. } => ApiError::gone(format!(
+                                "too old resource version: {rv} ({compacted})"
+                            )),
+                            other => store_error(other),
+                        })?;
+                (items, rv)
+            }
+            (None, RevisionMatch::NotOlderThan(rv)) => {
+                self.wait_for_revision(rv).await?;
+                self.store.list(&resource, ns).await.map_err(store_error)?
+            }
+            (None, RevisionMatch::Latest) => {
+                self.store.list(&resource, ns).await.map_err(store_error)?
+            }
+        };
+        let limit = opts.limit.map(|l| l.min(limits::MAX_LIST_LIMIT));
+        let mut items = Vec::new();
+        let mut last_key = None;
+        let mut more = false;
+        let mut remaining = 0i64;
+        for stored in objects {
+            let o = &stored.object;
+            if !(labels.matches_object(o) && fields.matches(o)) {
+                continue;
+            }
+            if limit.is_some_and(|l| items.len() >= l) {
+                more = true;
+                remaining += 1;
+                continue;
+            }
+            last_key = Some(Self::key(
+                info,
+                meta::namespace(o),
+                meta::name(o).unwrap_or(""),
+            ));
+            items.push(stored.object);
+        }
+        let continue_token = match (more, last_key) {
+            (true, Some(k)) => Some(
+                ContinueToken {
+                    rv: revision,
+                    start: k.encode(),
+                }
+                .encode(),
+            ),
+            _ => None,
+        };
+        Ok(ListPage {
+            items,
+            revision,
+            // Kubernetes counts the rest only when no selector narrows the list.
+            remaining: (continue_token.is_some() && labels.is_empty() && fields.is_empty())
+                .then_some(remaining),
+            continue_token,
+        })
+    }
+
+    /// Waits (a bounded time) until the store reaches `rv`; a revision it does not
+    /// reach in time is "Too large resource version", as kube-apiserver answers.
+    pub async fn wait_for_revision(&self, rv: Revision) -> Result<(), ApiError> {
+        if rv <= self.store.revision() {
+            return Ok(());
+        }
+        let wait = std::time::Duration::from_secs(limits::FUTURE_REVISION_WAIT_SECS);
+        if self.store.wait_for(rv, wait).await {
+            return Ok(());
+        }
+        Err(ApiError::resource_version_too_large(
+            rv,
+            self.store.revision(),
+        ))
+    }
+
     /// Everything of `info` in `ns`, unfiltered.
     pub async fn list_all(
         &self,
@@ -180,7 +372,9 @@ impl Registry {
         opts: WriteOptions,
     ) -> Result<Written, ApiError> {
         admission::check_type(info, &body)?;
+        check_depth(info, &body)?;
         let ns = namespace_for(info, ns, &body)?;
+        let mut warnings = managed_fields_warning(&body, None);
         {
             let m = meta::metadata_mut(&mut body);
             if let Some(ns) = &ns {
@@ -229,10 +423,12 @@ impl Registry {
         }
         let admitted = admission::admit(info, body, None, opts.field_validation)?;
         let name = meta::name(&admitted.object).unwrap_or("").to_string();
+        check_limits(info, &name, &admitted.object)?;
+        warnings.extend(admitted.warnings);
         if opts.dry_run {
             return Ok(Written {
                 object: admitted.object,
-                warnings: admitted.warnings,
+                warnings,
             });
         }
         let stored = self
@@ -245,7 +441,7 @@ impl Registry {
             })?;
         Ok(Written {
             object: (*stored.object).clone(),
-            warnings: admitted.warnings,
+            warnings,
         })
     }
 
@@ -365,19 +561,25 @@ impl Registry {
             }
             let old = &*current.object;
             let incoming = make(old)?;
+            // Before anything walks it recursively (merging, decoding): a patch
+            // can build what no body could carry.
+            check_depth(info, &incoming)?;
+            let mut warnings = managed_fields_warning(&incoming, Some(old));
             let merged = merge_for_write(info, old, incoming, sub)?;
             if merged == *old {
                 return Ok(Written {
                     object: old.clone(),
-                    warnings: Vec::new(),
+                    warnings,
                 });
             }
             let admitted = admission::admit(info, merged, Some(old), opts.field_validation)?;
+            warnings.extend(admitted.warnings);
             let mut object = admitted.object;
+            check_limits(info, name, &object)?;
             if admitted_equal(&object, old) {
                 return Ok(Written {
                     object: old.clone(),
-                    warnings: admitted.warnings,
+                    warnings,
                 });
             }
             if sub == Subresource::Main && info.has_spec && object.get("spec") != old.get("spec") {
@@ -389,10 +591,7 @@ impl Registry {
                 meta::metadata_mut(&mut object).insert("generation".into(), json!(generation));
             }
             if opts.dry_run {
-                return Ok(Written {
-                    object,
-                    warnings: admitted.warnings,
-                });
+                return Ok(Written { object, warnings });
             }
             // A deleting object whose last finalizer was removed goes away now.
             let finalized = meta::is_deleting(old)
@@ -415,7 +614,7 @@ impl Registry {
                 Ok(stored) => {
                     return Ok(Written {
                         object: (*stored.object).clone(),
-                        warnings: admitted.warnings,
+                        warnings,
                     });
                 }
                 Err(StoreError::Conflict { .. }) if expected.is_none() => continue,
@@ -440,6 +639,14 @@ impl Registry {
         opts: &DeleteOptions,
     ) -> Result<Value, ApiError> {
         let key = Self::key(info, ns, name);
+        if info.kind == "Namespace" && SYSTEM_NAMESPACES.contains(&name) {
+            let mut e = ApiError::forbidden(format!(
+                "namespaces \"{name}\" is forbidden: this namespace may not be deleted"
+            ));
+            e.kind = Some("namespaces".into());
+            e.name = Some(name.to_string());
+            return Err(e);
+        }
         for _ in 0..CONFLICT_RETRIES {
             let Some(current) = self.store.get(&key).await.map_err(store_error)? else {
                 return Err(ApiError::not_found(&info.store_name(), name));
@@ -462,7 +669,7 @@ impl Registry {
             {
                 return Err(conflict(info, name));
             }
-            if opts.propagation == Propagation::Orphan {
+            if opts.propagation == Propagation::Orphan && !opts.dry_run {
                 self.orphan_dependents(obj).await?;
             }
             let graceful_pod = info.kind == "Pod"
@@ -506,6 +713,9 @@ impl Registry {
                 if info.kind == "Namespace" {
                     marked["status"]["phase"] = json!("Terminating");
                 }
+                if opts.dry_run {
+                    return Ok(marked);
+                }
                 match self
                     .store
                     .update(&key, marked, Some(current.revision))
@@ -515,6 +725,9 @@ impl Registry {
                     Err(StoreError::Conflict { .. }) => continue,
                     Err(e) => return Err(store_error(e)),
                 }
+            }
+            if opts.dry_run {
+                return Ok(obj.clone());
             }
             match self.store.delete(&key, Some(current.revision)).await {
                 Ok(stored) => return Ok((*stored.object).clone()),
@@ -590,7 +803,10 @@ impl Registry {
     ) -> Result<impl Stream<Item = Result<WatchItem, ApiError>> + Send + use<>, ApiError> {
         let ns = if info.namespaced { ns } else { None };
         let (initial, from) = match resource_version {
-            Some(rv) => (Vec::new(), rv),
+            Some(rv) => {
+                self.wait_for_revision(rv).await?;
+                (Vec::new(), rv)
+            }
             None => {
                 let (items, rev) = self.list(info, ns, &labels, &fields).await?;
                 (items, rev)
@@ -740,6 +956,10 @@ fn merge_for_write(
         "generation",
         "namespace",
         "name",
+        // Tugboat tracks no field managers yet (no server-side apply), so what a
+        // client sends here is not kept: storing arbitrary JSON that nothing reads
+        // is how a client could nest an object too deep to load again.
+        "managedFields",
     ] {
         match old_meta.get(server_owned) {
             Some(v) => {
@@ -818,7 +1038,55 @@ pub fn store_error(e: StoreError) -> ApiError {
             &key.name,
             "the object has been modified; please apply your changes to the latest version and try again",
         ),
+        StoreError::Limit(key, e) => limit_error(&key.resource, &key.name, &e),
         StoreError::Backend(msg) => ApiError::internal(format!("storage error: {msg}")),
+    }
+}
+
+/// An object outside the bounds, answered as kube-apiserver would: 413 for its
+/// size, 422 naming the field for its depth.
+pub fn limit_error(resource: &str, name: &str, e: &limits::LimitError) -> ApiError {
+    match e {
+        limits::LimitError::TooLarge { .. } => ApiError::too_large(format!(
+            "Request entity too large: {resource} \"{name}\": {e}"
+        )),
+        limits::LimitError::TooDeep { path } => {
+            let mut err = ApiError::new(
+                422,
+                "Invalid",
+                format!("{resource} \"{name}\" is invalid: {e}"),
+            );
+            err.causes.push(FieldError {
+                reason: "FieldValueInvalid",
+                field: path.clone(),
+                message: format!(
+                    "Invalid value: nested more than {} levels deep",
+                    limits::MAX_DEPTH
+                ),
+            });
+            err
+        }
+    }
+}
+
+fn check_depth(info: &ResourceInfo, obj: &Value) -> Result<(), ApiError> {
+    limits::check_depth(obj)
+        .map_err(|e| limit_error(&info.store_name(), meta::name(obj).unwrap_or(""), &e))
+}
+
+fn check_limits(info: &ResourceInfo, name: &str, obj: &Value) -> Result<(), ApiError> {
+    limits::check_object(obj).map_err(|e| limit_error(&info.store_name(), name, &e))
+}
+
+/// The warning for `managedFields` a client sent that are not kept.
+fn managed_fields_warning(incoming: &Value, old: Option<&Value>) -> Vec<String> {
+    let sent = incoming.pointer("/metadata/managedFields");
+    let had = old.and_then(|o| o.pointer("/metadata/managedFields"));
+    match sent {
+        Some(Value::Array(a)) if !a.is_empty() && sent != had => vec![
+            "metadata.managedFields: ignored: Tugboat does not track field managers yet (server-side apply is not supported)".to_string(),
+        ],
+        _ => Vec::new(),
     }
 }
 

@@ -57,5 +57,10 @@ pub async fn reconcile(ns: Arc<Namespace>, registry: Arc<Registry>) -> Result<Ac
         }
     }
     tracing::info!(namespace = %name, "namespace deleted");
+    // A system namespace marked for deletion by an older version, before they
+    // were protected, comes straight back.
+    if crate::registry::SYSTEM_NAMESPACES.contains(&name.as_str()) {
+        registry.ensure_namespace(&name).await?;
+    }
     Ok(Action::await_change())
 }

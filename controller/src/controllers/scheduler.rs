@@ -128,10 +128,20 @@ pub fn pod_request(pod: &Value) -> Request {
                 .and_then(Value::as_str)
                 .map(str::to_string)
         };
-        r.cpu_millis += get("cpu")
-            .and_then(|q| quantity::cpu_millis(&q))
-            .unwrap_or(0);
-        r.memory += get("memory").and_then(|q| quantity::bytes(&q)).unwrap_or(0);
+        // Saturating: quantities are capped at i64::MAX, and two such requests
+        // must add up to "more than any node has", not wrap to a negative.
+        r.cpu_millis = r.cpu_millis.saturating_add(
+            get("cpu")
+                .and_then(|q| quantity::cpu_millis(&q))
+                .unwrap_or(0)
+                .max(0),
+        );
+        r.memory = r.memory.saturating_add(
+            get("memory")
+                .and_then(|q| quantity::bytes(&q))
+                .unwrap_or(0)
+                .max(0),
+        );
         for p in c
             .get("ports")
             .and_then(Value::as_array)
@@ -217,9 +227,9 @@ impl NodeState {
     }
 
     pub fn add(&mut self, pod: &Value, req: &Request) {
-        self.used_cpu += req.cpu_millis;
-        self.used_memory += req.memory;
-        self.pods += 1;
+        self.used_cpu = self.used_cpu.saturating_add(req.cpu_millis);
+        self.used_memory = self.used_memory.saturating_add(req.memory);
+        self.pods = self.pods.saturating_add(1);
         self.host_ports.extend(req.host_ports.iter().cloned());
         if let Some((_, _, uid)) = meta::controller_of(pod) {
             *self.per_owner.entry(uid.to_string()).or_default() += 1;
@@ -247,7 +257,7 @@ impl NodeState {
             why.push("node(s) didn't match Pod's node affinity/selector");
             return why;
         }
-        if self.pods + 1 > self.max_pods {
+        if self.pods.saturating_add(1) > self.max_pods {
             why.push("Too many pods");
         }
         if req.cpu_millis > 0 && self.used_cpu.saturating_add(req.cpu_millis) > self.cpu_millis {
@@ -274,10 +284,16 @@ impl NodeState {
                 (used as f64 / cap as f64).min(1.0)
             }
         };
-        let cpu = frac(self.used_cpu + req.cpu_millis, self.cpu_millis);
-        let mem = frac(self.used_memory + req.memory, self.memory);
+        let cpu = frac(
+            self.used_cpu.saturating_add(req.cpu_millis),
+            self.cpu_millis,
+        );
+        let mem = frac(self.used_memory.saturating_add(req.memory), self.memory);
         let least_allocated = ((2.0 - cpu - mem) / 2.0 * 100.0) as i64;
-        -same_owner * 1000 + least_allocated - self.pods
+        same_owner
+            .saturating_mul(-1000)
+            .saturating_add(least_allocated)
+            .saturating_sub(self.pods)
     }
 }
 
@@ -517,6 +533,17 @@ mod tests {
     fn pod(cpu: &str, mem: &str) -> Value {
         json!({"metadata": {"name": "p", "ownerReferences": [{"kind": "ReplicaSet", "name": "rs", "uid": "u1", "controller": true}]},
             "spec": {"containers": [{"name": "c", "resources": {"requests": {"cpu": cpu, "memory": mem}}}]}})
+    }
+
+    #[test]
+    fn requests_too_large_to_add_up_saturate_and_fit_no_node() {
+        let huge = "9223372036854775807m";
+        let pod = json!({"spec": {"containers": [
+            {"name": "a", "resources": {"requests": {"cpu": huge, "memory": "8Ei"}}},
+            {"name": "b", "resources": {"requests": {"cpu": huge, "memory": "8Ei"}}}
+        ]}});
+        let r = pod_request(&pod);
+        assert_eq!((r.cpu_millis, r.memory), (i64::MAX, i64::MAX));
     }
 
     #[test]

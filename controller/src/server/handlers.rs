@@ -2,49 +2,40 @@
 //! `status` and `scale` subresources, answered the way the Kubernetes API server
 //! answers them.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::State;
-use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
+use axum::extract::{Request, State};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tugboat_api::admission::FieldValidation;
+use tugboat_api::limits;
 use tugboat_api::resource::ResourceInfo;
-use tugboat_api::selector::{FieldSelector, Selector};
-use tugboat_api::{ApiError, meta};
+use tugboat_api::{ApiError, FieldError, meta};
 
 use super::path::{self, Target};
+pub use super::query::Query;
 use super::{ApiResponse, AppState, discovery, json_response};
 use crate::patch::Patch;
-use crate::registry::{DeleteOptions, Propagation, Subresource, WriteOptions};
+use crate::registry::{DeleteOptions, ListOptions, Propagation, Subresource, WriteOptions};
 
-pub type Query = HashMap<String, String>;
-
-pub async fn dispatch(
-    State(state): State<Arc<AppState>>,
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    let query: Query = uri
-        .query()
-        .map(|q| {
-            q.split('&')
-                .filter_map(|kv| {
-                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                    Some((decode(k)?, decode(v)?))
-                })
-                .collect()
-        })
-        .unwrap_or_default();
+pub async fn dispatch(State(state): State<Arc<AppState>>, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    let method = parts.method;
+    let uri = parts.uri;
+    let headers = parts.headers;
     let span = tracing::debug_span!("request", %method, path = uri.path());
     let _enter = span.enter();
-    match handle(&state, &method, uri.path(), &query, &headers, &body).await {
+    let result = async {
+        let query = Query::parse(uri.query())?;
+        let body = read_body(&headers, body).await?;
+        handle(&state, &method, uri.path(), &query, &headers, &body).await
+    }
+    .await;
+    match result {
         Ok(resp) => resp,
         Err(e) => {
             tracing::debug!(code = e.code, reason = %e.reason, message = %e.message, "request failed");
@@ -53,12 +44,48 @@ pub async fn dispatch(
     }
 }
 
-fn decode(s: &str) -> Option<String> {
-    let s = s.replace('+', " ");
-    percent_encoding::percent_decode_str(&s)
-        .decode_utf8()
-        .ok()
-        .map(|c| c.into_owned())
+/// Reads the whole body, at most [`limits::MAX_REQUEST_BYTES`] of it and within
+/// [`limits::BODY_READ_TIMEOUT_SECS`]; a larger one is a 413 `Status`, as
+/// kube-apiserver answers, before it is read into memory.
+async fn read_body(headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::too_large(format!(
+            "Request entity too large: limit is {}",
+            limits::MAX_REQUEST_BYTES
+        ))
+    };
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limits::MAX_REQUEST_BYTES as u64) {
+        return Err(too_large());
+    }
+    let read = async {
+        let mut out = Vec::new();
+        let mut stream = body.into_data_stream();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk
+                .map_err(|e| ApiError::bad_request(format!("cannot read the request body: {e}")))?;
+            if out.len() + chunk.len() > limits::MAX_REQUEST_BYTES {
+                return Err(too_large());
+            }
+            out.extend_from_slice(&chunk);
+        }
+        Ok(Bytes::from(out))
+    };
+    tokio::time::timeout(Duration::from_secs(limits::BODY_READ_TIMEOUT_SECS), read)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                408,
+                "Timeout",
+                format!(
+                    "the request body did not arrive within {} s",
+                    limits::BODY_READ_TIMEOUT_SECS
+                ),
+            )
+        })?
 }
 
 async fn handle(
@@ -92,7 +119,7 @@ async fn handle(
         Target::Collection { info, namespace } => {
             let ns = namespace.as_deref();
             match *method {
-                Method::GET if is_true(query.get("watch")) => watch(state, info, ns, query).await,
+                Method::GET if query.flag("watch")? => watch(state, info, ns, query).await,
                 Method::GET => list(state, info, ns, query).await,
                 Method::POST => {
                     if namespace.is_none() && info.namespaced {
@@ -102,14 +129,14 @@ async fn handle(
                             info.collection_path(Some("NAMESPACE"))
                         )));
                     }
-                    let obj = parse_body(body, headers)?;
-                    let written = registry
-                        .create(info, ns, obj, write_options(query)?)
-                        .await?;
+                    let opts = write_options(query)?;
+                    let (obj, mut warnings) = parse_body(info, body, headers, opts)?;
+                    let written = registry.create(info, ns, obj, opts).await?;
+                    warnings.extend(written.warnings);
                     Ok(json_response(
                         StatusCode::CREATED,
                         &written.object,
-                        &written.warnings,
+                        &warnings,
                     ))
                 }
                 _ => Err(not_allowed(method, path)),
@@ -129,22 +156,13 @@ async fn handle(
                     Ok(json_response(StatusCode::OK, &obj, &[]))
                 }
                 (None | Some("status"), Method::PUT) => {
-                    let obj = parse_body(body, headers)?;
+                    let opts = write_options(query)?;
+                    let (obj, mut warnings) = parse_body(info, body, headers, opts)?;
                     let written = registry
-                        .update(
-                            info,
-                            ns,
-                            &name,
-                            obj,
-                            subresource_of(info, sub)?,
-                            write_options(query)?,
-                        )
+                        .update(info, ns, &name, obj, subresource_of(info, sub)?, opts)
                         .await?;
-                    Ok(json_response(
-                        StatusCode::OK,
-                        &written.object,
-                        &written.warnings,
-                    ))
+                    warnings.extend(written.warnings);
+                    Ok(json_response(StatusCode::OK, &written.object, &warnings))
                 }
                 (None | Some("status"), Method::PATCH) => {
                     let patch = Patch::parse(content_type(headers), body)?;
@@ -212,10 +230,6 @@ fn not_allowed(method: &Method, path: &str) -> ApiError {
     ))
 }
 
-fn is_true(v: Option<&String>) -> bool {
-    matches!(v.map(String::as_str), Some("true" | "1"))
-}
-
 fn content_type(headers: &HeaderMap) -> &str {
     headers
         .get(header::CONTENT_TYPE)
@@ -223,54 +237,88 @@ fn content_type(headers: &HeaderMap) -> &str {
         .unwrap_or("")
 }
 
-fn parse_body(body: &Bytes, headers: &HeaderMap) -> Result<Value, ApiError> {
+/// Reads a JSON or YAML body as one object. Keys repeated in one object are
+/// treated as kube-apiserver's strict decoding treats them: refused under
+/// `fieldValidation=Strict` (the default), named in a warning under `Warn`.
+fn parse_body(
+    info: &ResourceInfo,
+    body: &Bytes,
+    headers: &HeaderMap,
+    opts: WriteOptions,
+) -> Result<(Value, Vec<String>), ApiError> {
     let ct = content_type(headers);
     if ct.contains("yaml") {
         let text = std::str::from_utf8(body)
             .map_err(|_| ApiError::bad_request("the body is not UTF-8"))?;
+        // The YAML reader refuses duplicate keys itself.
         let mut docs = tugboat_api::manifest::parse_documents(text)
             .map_err(|e| ApiError::bad_request(e.to_string()))?;
         return match docs.len() {
-            1 => Ok(docs.remove(0)),
+            1 => Ok((docs.remove(0), Vec::new())),
             n => Err(ApiError::bad_request(format!(
                 "expected one object in the body, got {n}"
             ))),
         };
     }
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("the body is not a valid JSON object: {e}")))
+    let parsed = tugboat_api::json::parse(body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "{} in version \"{}\" cannot be handled as a {}: {e}",
+            info.kind,
+            info.api_version(),
+            info.kind
+        ))
+    })?;
+    let duplicates: Vec<String> = parsed
+        .duplicates
+        .iter()
+        .map(|f| format!("duplicate field \"{f}\""))
+        .collect();
+    match opts.field_validation {
+        FieldValidation::Strict if !duplicates.is_empty() => Err(ApiError::bad_request(format!(
+            "{} in version \"{}\" cannot be handled as a {}: strict decoding error: {}",
+            info.kind,
+            info.api_version(),
+            info.kind,
+            duplicates.join(", ")
+        ))),
+        FieldValidation::Warn => Ok((parsed.value, duplicates)),
+        _ => Ok((parsed.value, Vec::new())),
+    }
 }
 
 fn write_options(query: &Query) -> Result<WriteOptions, ApiError> {
     Ok(WriteOptions {
-        field_validation: FieldValidation::parse(
-            query
-                .get("fieldValidation")
-                .map(String::as_str)
-                .unwrap_or(""),
-        )?,
-        dry_run: match query.get("dryRun").map(String::as_str) {
-            None | Some("") => false,
-            Some("All") => true,
-            Some(other) => {
-                return Err(ApiError::bad_request(format!(
-                    "dryRun: Unsupported value: \"{other}\": supported values: \"All\""
-                )));
-            }
-        },
+        field_validation: FieldValidation::parse(query.get("fieldValidation").unwrap_or(""))?,
+        dry_run: dry_run(query.get("dryRun"))?,
     })
+}
+
+fn dry_run(value: Option<&str>) -> Result<bool, ApiError> {
+    match value {
+        None | Some("") => Ok(false),
+        Some("All") => Ok(true),
+        Some(other) => {
+            let mut e = ApiError::bad_request(format!(
+                "dryRun: Unsupported value: \"{other}\": supported values: \"All\""
+            ));
+            e.causes
+                .push(FieldError::not_supported("dryRun", other, &["All"]));
+            Err(e)
+        }
+    }
 }
 
 fn delete_options(query: &Query, body: &Bytes) -> Result<DeleteOptions, ApiError> {
     let body: Value = if body.is_empty() {
         Value::Null
     } else {
-        serde_json::from_slice(body)
+        tugboat_api::json::parse(body)
+            .map(|p| p.value)
             .map_err(|e| ApiError::bad_request(format!("DeleteOptions: {e}")))?
     };
     let policy = query
         .get("propagationPolicy")
-        .cloned()
+        .map(str::to_string)
         .or_else(|| {
             body.get("propagationPolicy")
                 .and_then(Value::as_str)
@@ -287,16 +335,16 @@ fn delete_options(query: &Query, body: &Bytes) -> Result<DeleteOptions, ApiError
         Some("Foreground") => Propagation::Foreground,
         Some("Orphan") => Propagation::Orphan,
         Some(other) => {
-            return Err(ApiError::bad_request(format!(
-                "propagationPolicy: Unsupported value: \"{other}\": supported values: \"Background\", \"Foreground\", \"Orphan\""
-            )));
+            return Err(ApiError::bad_parameter(
+                "propagationPolicy",
+                other,
+                "supported values: \"Background\", \"Foreground\", \"Orphan\"",
+            ));
         }
     };
     let grace = match query.get("gracePeriodSeconds") {
         Some(g) => Some(g.parse::<i64>().map_err(|_| {
-            ApiError::bad_request(format!(
-                "gracePeriodSeconds: Invalid value: \"{g}\": must be a whole number of seconds"
-            ))
+            ApiError::bad_parameter("gracePeriodSeconds", g, "must be a whole number of seconds")
         })?),
         None => body.get("gracePeriodSeconds").and_then(Value::as_i64),
     };
@@ -304,6 +352,21 @@ fn delete_options(query: &Query, body: &Bytes) -> Result<DeleteOptions, ApiError
         return Err(ApiError::bad_request(
             "gracePeriodSeconds: must be greater than or equal to 0",
         ));
+    }
+    // `dryRun` comes as a query parameter or as DeleteOptions' list (`["All"]`).
+    let mut dry = dry_run(query.get("dryRun"))?;
+    match body.get("dryRun") {
+        None | Some(Value::Null) => {}
+        Some(Value::Array(list)) => {
+            for v in list {
+                dry |= dry_run(Some(v.as_str().unwrap_or("?")))?;
+            }
+        }
+        Some(other) => {
+            return Err(ApiError::bad_request(format!(
+                "DeleteOptions: dryRun: expected a list such as [\"All\"], got {other}"
+            )));
+        }
     }
     Ok(DeleteOptions {
         propagation,
@@ -316,19 +379,8 @@ fn delete_options(query: &Query, body: &Bytes) -> Result<DeleteOptions, ApiError
             .pointer("/preconditions/resourceVersion")
             .and_then(Value::as_str)
             .map(str::to_string),
+        dry_run: dry,
     })
-}
-
-fn selectors(query: &Query) -> Result<(Selector, FieldSelector), ApiError> {
-    let labels = match query.get("labelSelector") {
-        Some(s) => Selector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?,
-        None => Selector::everything(),
-    };
-    let fields = match query.get("fieldSelector") {
-        Some(s) => FieldSelector::parse(s).map_err(|e| ApiError::bad_request(e.to_string()))?,
-        None => FieldSelector::default(),
-    };
-    Ok((labels, fields))
 }
 
 async fn list(
@@ -337,13 +389,39 @@ async fn list(
     ns: Option<&str>,
     query: &Query,
 ) -> Result<Response, ApiError> {
-    let (labels, fields) = selectors(query)?;
-    let (items, rev) = state.registry.list(info, ns, &labels, &fields).await?;
-    let items: Vec<&Value> = items.iter().map(|i| &**i).collect();
+    let (labels, fields) = query.selectors(info.kind)?;
+    let limit = query.count("limit")?.filter(|l| *l > 0);
+    let continue_token = query.get("continue").filter(|c| !c.is_empty());
+    let resource_version = query.revision_match()?;
+    if continue_token.is_some() && query.resource_version()?.is_some() {
+        return Err(ApiError::bad_parameter(
+            "resourceVersion",
+            query.get("resourceVersion").unwrap_or(""),
+            "specifying resource version is not allowed when using continue",
+        ));
+    }
+    query.count("timeoutSeconds")?;
+    let opts = ListOptions {
+        limit: limit.map(|l| usize::try_from(l).unwrap_or(usize::MAX)),
+        continue_token: continue_token.map(str::to_string),
+        resource_version,
+    };
+    let page = state
+        .registry
+        .list_page(info, ns, &labels, &fields, &opts)
+        .await?;
+    let items: Vec<&Value> = page.items.iter().map(|i| &**i).collect();
+    let mut metadata = json!({"resourceVersion": page.revision.to_string()});
+    if let Some(c) = &page.continue_token {
+        metadata["continue"] = json!(c);
+    }
+    if let Some(r) = page.remaining {
+        metadata["remainingItemCount"] = json!(r);
+    }
     let body = json!({
         "kind": info.list_kind(),
         "apiVersion": info.api_version(),
-        "metadata": {"resourceVersion": rev.to_string()},
+        "metadata": metadata,
         "items": items,
     });
     Ok(json_response(StatusCode::OK, &body, &[]))
@@ -355,19 +433,10 @@ async fn watch(
     ns: Option<&str>,
     query: &Query,
 ) -> Result<Response, ApiError> {
-    let (labels, fields) = selectors(query)?;
-    let from = match query.get("resourceVersion").map(String::as_str) {
-        None | Some("") | Some("0") => None,
-        Some(rv) => Some(rv.parse::<u64>().map_err(|_| {
-            ApiError::bad_request(format!(
-                "resourceVersion: Invalid value: \"{rv}\": must be a decimal revision"
-            ))
-        })?),
-    };
-    let timeout = query
-        .get("timeoutSeconds")
-        .and_then(|t| t.parse::<u64>().ok())
-        .map(Duration::from_secs);
+    let (labels, fields) = query.selectors(info.kind)?;
+    let from = query.resource_version()?;
+    query.flag("allowWatchBookmarks")?;
+    let timeout = query.count("timeoutSeconds")?.map(Duration::from_secs);
     let events = state.registry.watch(info, ns, labels, fields, from).await?;
     let shutdown = state.shutdown.clone();
     let lines = events
@@ -461,7 +530,37 @@ async fn scale(
     let current = registry.get(info, ns, name).await?;
     let new_scale = match *method {
         Method::GET => return Ok(json_response(StatusCode::OK, &scale_of(&current), &[])),
-        Method::PUT => parse_body(body, headers)?,
+        Method::PUT => {
+            let parsed = tugboat_api::json::parse(body).map_err(|e| {
+                ApiError::bad_request(format!(
+                    "Scale in version \"v1\" cannot be handled as a Scale: {e}"
+                ))
+            })?;
+            if !parsed.duplicates.is_empty()
+                && write_options(query)?.field_validation == FieldValidation::Strict
+            {
+                return Err(ApiError::bad_request(format!(
+                    "Scale in version \"v1\" cannot be handled as a Scale: strict decoding error: duplicate field \"{}\"",
+                    parsed.duplicates[0]
+                )));
+            }
+            let v = parsed.value;
+            if let Some(kind) = v.get("kind").and_then(Value::as_str)
+                && kind != "Scale"
+            {
+                return Err(ApiError::bad_request(format!(
+                    "expected a Scale (autoscaling/v1), got a {kind}"
+                )));
+            }
+            if let Some(body_name) = v.pointer("/metadata/name").and_then(Value::as_str)
+                && body_name != name
+            {
+                return Err(ApiError::bad_request(format!(
+                    "the name of the object ({body_name}) does not match the name on the URL ({name})"
+                )));
+            }
+            v
+        }
         Method::PATCH => {
             // The patch applies to the Scale as it is; only a resourceVersion the
             // patch itself sets is a precondition.
@@ -488,7 +587,16 @@ async fn scale(
                     )
                 })?
         }
-        None | Some(Value::Null) => 0,
+        // Kubernetes' Scale defaults a missing count to 0; scaling a workload to
+        // nothing because a client sent `{}` is never what was meant.
+        None | Some(Value::Null) => {
+            return Err(ApiError::invalid(
+                "Scale",
+                "autoscaling",
+                name,
+                vec![tugboat_api::FieldError::required("spec.replicas")],
+            ));
+        }
         Some(other) => {
             return Err(ApiError::bad_request(format!(
                 "Scale in version \"v1\" cannot be handled as a Scale: spec.replicas: expected an integer, got {other}"

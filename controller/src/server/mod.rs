@@ -2,10 +2,12 @@
 //! and the official client libraries work against it. Routing by URL shape lives in
 //! [`path`], resource verbs in [`handlers`], discovery documents in [`discovery`].
 
+mod conn;
 mod discovery;
 mod handlers;
 mod logs;
 mod path;
+mod query;
 
 use std::sync::Arc;
 
@@ -20,6 +22,8 @@ use tugboat_api::ApiError;
 
 use crate::registry::Registry;
 
+pub use conn::ConnLimits;
+
 /// What every handler shares.
 pub struct AppState {
     pub registry: Arc<Registry>,
@@ -27,6 +31,8 @@ pub struct AppState {
     pub http: reqwest::Client,
     /// Cancelled on shutdown: ends open watches so the server can stop.
     pub shutdown: CancellationToken,
+    /// Bounds on client connections.
+    pub conn_limits: ConnLimits,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -48,9 +54,8 @@ async fn ok() -> &'static str {
 /// Serves the API on `listener` until `shutdown` is cancelled.
 pub async fn serve(listener: TcpListener, state: Arc<AppState>) -> std::io::Result<()> {
     let shutdown = state.shutdown.clone();
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    let limits = state.conn_limits;
+    conn::serve(listener, router(state), limits, shutdown).await
 }
 
 /// An `ApiError` answered as a Kubernetes `Status` object.

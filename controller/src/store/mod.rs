@@ -116,6 +116,10 @@ pub enum StoreError {
         requested: Revision,
         compacted: Revision,
     },
+    /// The object is outside the bounds of [`tugboat_api::limits`]: writing it
+    /// would store what cannot be read back.
+    #[error("cannot store {0}: {1}")]
+    Limit(Key, tugboat_api::limits::LimitError),
     #[error("store backend: {0}")]
     Backend(String),
 }
@@ -163,6 +167,23 @@ pub trait Store: Send + Sync + 'static {
         namespace: Option<&str>,
         after: Revision,
     ) -> Result<WatchStream, StoreError>;
+
+    /// The objects of `resource` (in `namespace`) with keys after `after_key`, as
+    /// they were at `revision`, in key order: for the later pages of a paginated
+    /// list, which must all show one moment. `Gone` when that moment can no longer
+    /// be shown (compacted, or, for a backend that keeps only the latest state,
+    /// changed since).
+    async fn list_at(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        revision: Revision,
+        after_key: Option<&Key>,
+    ) -> Result<Vec<Stored>, StoreError>;
+
+    /// Waits until the store has reached `revision`, at most `timeout`; whether it
+    /// did.
+    async fn wait_for(&self, revision: Revision, timeout: std::time::Duration) -> bool;
 
     /// The revision of the latest write.
     fn revision(&self) -> Revision;

@@ -10,12 +10,22 @@
 //! Reads never touch the file: an in-memory mirror of all objects and of the
 //! history serves `get`, `list` and the replay part of `watch`. The file is read
 //! once, on open.
+//!
+//! Bounds: no object is written that is deeper or larger than
+//! [`tugboat_api::limits`] allows, so every one reads back on the next open; the
+//! history is bounded by its number of events and by its encoded bytes; and the
+//! file is compacted (on open, and whenever enough of it has been freed) so that
+//! space given back by deletes and overwrites returns to the disk. An object that
+//! cannot be read on open (written by an older version without these bounds) is
+//! moved to a quarantine table, kept byte for byte, and the store opens without
+//! it instead of refusing to start.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use ::redb::backends::InMemoryBackend;
 use ::redb::{Database, Durability, ReadableDatabase, TableDefinition};
@@ -23,12 +33,22 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
+use tugboat_api::limits;
 
 use super::{EventType, Key, Revision, Store, StoreError, StoreEvent, Stored, WatchStream};
 
 /// How many events a store keeps for watches that resume from an old revision,
 /// unless told otherwise. Clients that fall further behind must relist.
 pub const DEFAULT_HISTORY: usize = 10_000;
+
+/// How many bytes of events (encoded) the history keeps at most, unless told
+/// otherwise: whichever of the two bounds is reached first compacts it.
+pub const DEFAULT_HISTORY_BYTES: usize = 64 * 1024 * 1024;
+
+/// Once this many bytes of the file have been freed (objects overwritten or
+/// deleted, history compacted) since the last compaction, and at least as many as
+/// are live, the file is compacted so the space goes back to the disk.
+const COMPACT_AFTER_FREED: usize = 16 * 1024 * 1024;
 
 /// How many live events a watcher may fall behind before its stream ends with
 /// `Gone`. Larger than the default history so that a watcher busy with a full
@@ -41,8 +61,29 @@ const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
 const HISTORY: TableDefinition<u64, &[u8]> = TableDefinition::new("history");
 /// Counters that must survive restarts together with the data they describe.
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+/// Rows that could not be read on open (`objects/KEY`, `history/REVISION`), kept
+/// as they were so nothing is lost; the store runs without them.
+const QUARANTINE: TableDefinition<&str, &[u8]> = TableDefinition::new("quarantine");
 const META_REVISION: &str = "revision";
 const META_COMPACTED: &str = "compacted";
+
+/// The bounds of the history a store keeps for watches.
+#[derive(Clone, Copy, Debug)]
+pub struct History {
+    /// At most this many events…
+    pub events: usize,
+    /// …and at most this many bytes of them, encoded.
+    pub bytes: usize,
+}
+
+impl Default for History {
+    fn default() -> Self {
+        History {
+            events: DEFAULT_HISTORY,
+            bytes: DEFAULT_HISTORY_BYTES,
+        }
+    }
+}
 
 /// The [`Store`] backed by a redb database (a file, or memory for tests).
 pub struct RedbStore {
@@ -50,29 +91,44 @@ pub struct RedbStore {
 }
 
 struct Inner {
-    db: Database,
     /// Names the database in error messages: the file path, or "in-memory database".
     location: String,
-    history_limit: usize,
-    /// Serialises writers across the whole check–commit–apply sequence, so that
-    /// the mirror they check preconditions against cannot change under them and
-    /// revisions are handed out in commit order. It is separate from `state` so
-    /// that `get`, `list` and `watch` never wait for an fsync.
-    writer: Mutex<()>,
+    history_limit: History,
+    /// The database, behind the lock that serialises writers across the whole
+    /// check–commit–apply sequence, so that the mirror they check preconditions
+    /// against cannot change under them and revisions are handed out in commit
+    /// order (and so that compaction, which needs the database to itself, can run
+    /// between two writes). It is separate from `state` so that `get`, `list` and
+    /// `watch` never wait for an fsync.
+    writer: Mutex<Writer>,
     /// The mirror. Every change to it and the broadcast of the matching event
     /// happen under this one lock, and `watch` subscribes and reads its replay
     /// under it too: that is what makes replay + live gap-free and duplicate-free.
     state: Mutex<State>,
     events: broadcast::Sender<StoreEvent>,
+    /// The latest revision, for callers waiting until the store reaches one.
+    revisions: tokio::sync::watch::Sender<Revision>,
     /// The compacted revision, shared with watch streams so that they can report
     /// it in `Gone` without keeping the database (and its file lock) alive.
     compacted: Arc<AtomicU64>,
 }
 
+struct Writer {
+    db: Database,
+    /// Bytes freed in the file since it was last compacted.
+    freed: usize,
+}
+
 struct State {
     objects: BTreeMap<String, Stored>,
-    /// Events compacted+1 ..= revision, oldest first.
-    history: VecDeque<StoreEvent>,
+    /// Encoded size of each object, by key (what its row takes in the file).
+    sizes: HashMap<String, usize>,
+    /// Events compacted+1 ..= revision, oldest first, with their encoded sizes.
+    history: VecDeque<(StoreEvent, usize)>,
+    /// The sum of the sizes in `history`.
+    history_bytes: usize,
+    /// The sum of the sizes in `sizes`.
+    object_bytes: usize,
     revision: Revision,
     compacted: Revision,
 }
@@ -211,36 +267,93 @@ fn as_revisions(n: usize) -> u64 {
     u64::try_from(n).unwrap_or(u64::MAX)
 }
 
+/// How many of the oldest events must go so that `history` plus one more event
+/// of `incoming` bytes fits `limit` (the newest event is always kept).
+fn events_to_drop(
+    history: &VecDeque<(StoreEvent, usize)>,
+    history_bytes: usize,
+    incoming: usize,
+    limit: History,
+) -> usize {
+    let mut len = history.len() + 1;
+    let mut bytes = history_bytes.saturating_add(incoming);
+    let mut drop = 0;
+    while drop < history.len() && (len > limit.events || bytes > limit.bytes) {
+        bytes -= history[drop].1;
+        len -= 1;
+        drop += 1;
+    }
+    drop
+}
+
+/// One row read on open that the store cannot use.
+struct Quarantined {
+    row: String,
+    bytes: Vec<u8>,
+    why: String,
+}
+
 impl RedbStore {
     /// Opens the database at `path`, creating it if missing, and loads all of it.
     pub fn open(path: &Path, history_limit: usize) -> Result<RedbStore, StoreError> {
+        Self::open_with(
+            path,
+            History {
+                events: history_limit,
+                ..History::default()
+            },
+        )
+    }
+
+    /// Like [`RedbStore::open`], with both bounds of the history given.
+    pub fn open_with(path: &Path, history: History) -> Result<RedbStore, StoreError> {
         let location = path.display().to_string();
         let db = Database::create(path)
             .map_err(|e| backend(format_args!("open database {location}"), e))?;
-        Self::load(db, location, history_limit, BROADCAST_CAPACITY)
+        Self::load(db, location, history, BROADCAST_CAPACITY)
     }
 
     /// A store that lives only as long as it does: for unit tests and simulated
     /// scale tests, where the same code paths should run without disk I/O.
     pub fn in_memory(history_limit: usize) -> Result<RedbStore, StoreError> {
-        Self::in_memory_with_capacity(history_limit, BROADCAST_CAPACITY)
+        Self::in_memory_with(
+            History {
+                events: history_limit,
+                ..History::default()
+            },
+            BROADCAST_CAPACITY,
+        )
     }
 
+    #[cfg(test)]
     fn in_memory_with_capacity(
         history_limit: usize,
+        broadcast_capacity: usize,
+    ) -> Result<RedbStore, StoreError> {
+        Self::in_memory_with(
+            History {
+                events: history_limit,
+                ..History::default()
+            },
+            broadcast_capacity,
+        )
+    }
+
+    fn in_memory_with(
+        history: History,
         broadcast_capacity: usize,
     ) -> Result<RedbStore, StoreError> {
         let location = "in-memory database".to_string();
         let db = Database::builder()
             .create_with_backend(InMemoryBackend::new())
             .map_err(|e| backend(format_args!("create {location}"), e))?;
-        Self::load(db, location, history_limit, broadcast_capacity)
+        Self::load(db, location, history, broadcast_capacity)
     }
 
     fn load(
-        db: Database,
+        mut db: Database,
         location: String,
-        history_limit: usize,
+        history_limit: History,
         broadcast_capacity: usize,
     ) -> Result<RedbStore, StoreError> {
         // Creating the tables up front means a read never has to tell "missing
@@ -254,6 +367,8 @@ impl RedbStore {
             .map_err(|e| backend(format_args!("create history table in {location}"), e))?;
         txn.open_table(META)
             .map_err(|e| backend(format_args!("create meta table in {location}"), e))?;
+        txn.open_table(QUARANTINE)
+            .map_err(|e| backend(format_args!("create quarantine table in {location}"), e))?;
         txn.commit()
             .map_err(|e| backend(format_args!("commit table creation to {location}"), e))?;
 
@@ -273,11 +388,13 @@ impl RedbStore {
         };
         let revision = read_counter(META_REVISION)?;
         let mut compacted = read_counter(META_COMPACTED)?;
+        let mut quarantine: Vec<Quarantined> = Vec::new();
 
         let table = txn
             .open_table(OBJECTS)
             .map_err(|e| backend(format_args!("open objects table in {location}"), e))?;
         let mut objects = BTreeMap::new();
+        let mut sizes = HashMap::new();
         for entry in table
             .range::<&str>(..)
             .map_err(|e| backend(format_args!("read objects from {location}"), e))?
@@ -285,26 +402,40 @@ impl RedbStore {
             let (key, value) =
                 entry.map_err(|e| backend(format_args!("read objects from {location}"), e))?;
             let key = key.value();
-            let object: Value = serde_json::from_slice(value.value())
-                .map_err(|e| backend(format_args!("decode object {key} in {location}"), e))?;
-            let Some(object_revision) = resource_version(&object) else {
-                return Err(StoreError::Backend(format!(
-                    "object {key} in {location} has no numeric metadata.resourceVersion"
-                )));
-            };
-            objects.insert(
-                key.to_string(),
-                Stored {
-                    object: Arc::new(object),
-                    revision: object_revision,
-                },
-            );
+            let bytes = value.value();
+            let decoded = serde_json::from_slice::<Value>(bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|object| match resource_version(&object) {
+                    Some(rv) => Ok((object, rv)),
+                    None => Err("it has no numeric metadata.resourceVersion".to_string()),
+                });
+            match decoded {
+                Ok((object, object_revision)) => {
+                    sizes.insert(key.to_string(), bytes.len());
+                    objects.insert(
+                        key.to_string(),
+                        Stored {
+                            object: Arc::new(object),
+                            revision: object_revision,
+                        },
+                    );
+                }
+                Err(why) => quarantine.push(Quarantined {
+                    row: format!("objects/{key}"),
+                    bytes: bytes.to_vec(),
+                    why,
+                }),
+            }
         }
 
+        // Shadowing does not drop: the objects table must go before the file can
+        // be compacted below.
+        drop(table);
         let table = txn
             .open_table(HISTORY)
             .map_err(|e| backend(format_args!("open history table in {location}"), e))?;
         let mut history = VecDeque::new();
+        let mut history_bytes = 0usize;
         for entry in table
             .range::<u64>(..)
             .map_err(|e| backend(format_args!("read history from {location}"), e))?
@@ -312,30 +443,54 @@ impl RedbStore {
             let (event_revision, value) =
                 entry.map_err(|e| backend(format_args!("read history from {location}"), e))?;
             let event_revision = event_revision.value();
-            let record: EventRecord = serde_json::from_slice(value.value()).map_err(|e| {
-                backend(
-                    format_args!("decode history entry {event_revision} in {location}"),
-                    e,
-                )
-            })?;
-            let (Some(event_type), Some(key)) = (
-                parse_event_type(&record.event_type),
-                Key::decode(&record.key),
-            ) else {
-                return Err(StoreError::Backend(format!(
-                    "history entry {event_revision} in {location} has an unknown type or key"
-                )));
-            };
-            history.push_back(StoreEvent {
-                revision: event_revision,
-                event_type,
-                key,
-                object: Arc::new(record.object),
-            });
+            let bytes = value.value();
+            let event = serde_json::from_slice::<EventRecord>(bytes)
+                .map_err(|e| e.to_string())
+                .and_then(|record| {
+                    match (
+                        parse_event_type(&record.event_type),
+                        Key::decode(&record.key),
+                    ) {
+                        (Some(event_type), Some(key)) => Ok(StoreEvent {
+                            revision: event_revision,
+                            event_type,
+                            key,
+                            object: Arc::new(record.object),
+                        }),
+                        _ => Err("it has an unknown type or key".to_string()),
+                    }
+                });
+            match event {
+                Ok(event) => {
+                    history_bytes += bytes.len();
+                    history.push_back((event, bytes.len()));
+                }
+                Err(why) => {
+                    // Watches cannot replay across an event they cannot read: the
+                    // history starts after it, and a watch from before gets 410
+                    // and relists.
+                    quarantine.push(Quarantined {
+                        row: format!("history/{event_revision}"),
+                        bytes: bytes.to_vec(),
+                        why,
+                    });
+                    compacted = compacted.max(event_revision);
+                    history.clear();
+                    history_bytes = 0;
+                }
+            }
         }
         drop(table);
         drop(meta);
         drop(txn);
+        while history
+            .front()
+            .is_some_and(|(e, _): &(StoreEvent, usize)| e.revision <= compacted)
+        {
+            if let Some((_, size)) = history.pop_front() {
+                history_bytes -= size;
+            }
+        }
 
         // Watches rely on the history holding exactly compacted+1 ..= revision;
         // refuse to serve from a file where that does not hold rather than
@@ -343,7 +498,7 @@ impl RedbStore {
         let contiguous = history
             .iter()
             .zip(compacted + 1..)
-            .all(|(event, expected)| event.revision == expected);
+            .all(|((event, _), expected)| event.revision == expected);
         if !contiguous || as_revisions(history.len()) != revision.saturating_sub(compacted) {
             return Err(StoreError::Backend(format!(
                 "history in {location} does not cover revisions {} to {revision}",
@@ -351,10 +506,23 @@ impl RedbStore {
             )));
         }
 
-        // Opened with a smaller bound than it was written with: compact now, so
+        // Opened with smaller bounds than it was written with: compact now, so
         // the file and the mirror agree on what the history holds.
-        let bound = revision.saturating_sub(as_revisions(history_limit));
-        if bound > compacted {
+        let mut bound = compacted;
+        {
+            let mut len = history.len();
+            let mut bytes = history_bytes;
+            for (event, size) in history.iter() {
+                if len <= history_limit.events && bytes <= history_limit.bytes {
+                    break;
+                }
+                bound = event.revision;
+                len -= 1;
+                bytes -= size;
+            }
+        }
+        let stored_compacted = read_compacted(&db, &location)?;
+        if bound > stored_compacted || !quarantine.is_empty() {
             let txn = db
                 .begin_write()
                 .map_err(|e| backend(format_args!("begin write to {location}"), e))?;
@@ -362,10 +530,33 @@ impl RedbStore {
                 let mut table = txn
                     .open_table(HISTORY)
                     .map_err(|e| backend(format_args!("open history table in {location}"), e))?;
-                for old in compacted + 1..=bound {
+                for old in stored_compacted + 1..=bound {
                     table
                         .remove(old)
                         .map_err(|e| backend(format_args!("compact history in {location}"), e))?;
+                }
+                let mut objects = txn
+                    .open_table(OBJECTS)
+                    .map_err(|e| backend(format_args!("open objects table in {location}"), e))?;
+                let mut kept = txn
+                    .open_table(QUARANTINE)
+                    .map_err(|e| backend(format_args!("open quarantine table in {location}"), e))?;
+                for q in &quarantine {
+                    tracing::error!(
+                        location = %location,
+                        row = %q.row,
+                        why = %q.why,
+                        "a stored row cannot be read; it is moved to the quarantine table, unchanged, and the store opens without it"
+                    );
+                    kept.insert(q.row.as_str(), q.bytes.as_slice())
+                        .map_err(|e| {
+                            backend(format_args!("quarantine {} in {location}", q.row), e)
+                        })?;
+                    if let Some(key) = q.row.strip_prefix("objects/") {
+                        objects.remove(key).map_err(|e| {
+                            backend(format_args!("quarantine {} in {location}", q.row), e)
+                        })?;
+                    }
                 }
                 let mut meta = txn
                     .open_table(META)
@@ -375,34 +566,48 @@ impl RedbStore {
             }
             txn.commit()
                 .map_err(|e| backend(format_args!("commit compaction to {location}"), e))?;
-            while history.front().is_some_and(|e| e.revision <= bound) {
-                history.pop_front();
+            while history.front().is_some_and(|(e, _)| e.revision <= bound) {
+                if let Some((_, size)) = history.pop_front() {
+                    history_bytes -= size;
+                }
             }
             compacted = bound;
         }
+        // Space freed by deletes before the last stop goes back to the disk.
+        let compacted_file = db
+            .compact()
+            .map_err(|e| backend(format_args!("compact {location}"), e))?;
 
+        let object_bytes = sizes.values().sum();
         tracing::info!(
             location = %location,
             objects = objects.len(),
             revision,
             compacted,
+            history_bytes,
+            quarantined = quarantine.len(),
+            compacted_file,
             "store opened"
         );
 
         let (events, _) = broadcast::channel(broadcast_capacity);
+        let (revisions, _) = tokio::sync::watch::channel(revision);
         Ok(RedbStore {
             inner: Arc::new(Inner {
-                db,
                 location,
                 history_limit,
-                writer: Mutex::new(()),
+                writer: Mutex::new(Writer { db, freed: 0 }),
                 state: Mutex::new(State {
                     objects,
+                    sizes,
                     history,
+                    history_bytes,
+                    object_bytes,
                     revision,
                     compacted,
                 }),
                 events,
+                revisions,
                 compacted: Arc::new(AtomicU64::new(compacted)),
             }),
         })
@@ -417,19 +622,59 @@ impl RedbStore {
             .await
             .map_err(|e| backend(format_args!("write of {key}"), e))?
     }
+
+    /// The rows moved aside on open because they could not be read, with their
+    /// bytes (for an operator to inspect or repair).
+    pub fn quarantined(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        let writer = lock(&self.inner.writer);
+        let location = &self.inner.location;
+        let txn = writer
+            .db
+            .begin_read()
+            .map_err(|e| backend(format_args!("begin read of {location}"), e))?;
+        let table = txn
+            .open_table(QUARANTINE)
+            .map_err(|e| backend(format_args!("open quarantine table in {location}"), e))?;
+        let mut out = Vec::new();
+        for entry in table
+            .range::<&str>(..)
+            .map_err(|e| backend(format_args!("read quarantine of {location}"), e))?
+        {
+            let (k, v) =
+                entry.map_err(|e| backend(format_args!("read quarantine of {location}"), e))?;
+            out.push((k.value().to_string(), v.value().to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// What the history holds now: (events, encoded bytes).
+    pub fn history_size(&self) -> (usize, usize) {
+        let state = lock(&self.inner.state);
+        (state.history.len(), state.history_bytes)
+    }
+}
+
+fn read_compacted(db: &Database, location: &str) -> Result<Revision, StoreError> {
+    let txn = db
+        .begin_read()
+        .map_err(|e| backend(format_args!("begin read of {location}"), e))?;
+    let meta = txn
+        .open_table(META)
+        .map_err(|e| backend(format_args!("open meta table in {location}"), e))?;
+    Ok(meta
+        .get(META_COMPACTED)
+        .map_err(|e| backend(format_args!("read compacted from {location}"), e))?
+        .map(|g| g.value())
+        .unwrap_or(0))
 }
 
 impl Inner {
     fn write(&self, key: &Key, op: Write) -> Result<Stored, StoreError> {
-        let _writer = lock(&self.writer);
+        let mut writer = lock(&self.writer);
         let encoded = key.encode();
-        let (current, revision, compacted) = {
+        let (current, revision) = {
             let state = lock(&self.state);
-            (
-                state.objects.get(&encoded).cloned(),
-                state.revision,
-                state.compacted,
-            )
+            (state.objects.get(&encoded).cloned(), state.revision)
         };
         let Some(next) = revision.checked_add(1) else {
             return Err(StoreError::Backend(format!(
@@ -460,14 +705,56 @@ impl Inner {
                 (EventType::Deleted, object)
             }
         };
-        // `max` rather than a plain subtraction: after reopening with a larger
-        // bound, the history grows until it reaches it instead of shrinking.
-        let new_compacted = compacted.max(next.saturating_sub(as_revisions(self.history_limit)));
+        // Whatever the caller checked: nothing goes into the file that the next
+        // open could not read back.
+        if event_type != EventType::Deleted {
+            limits::check_depth(&object).map_err(|e| StoreError::Limit(key.clone(), e))?;
+        }
+        let object_bytes = serde_json::to_vec(&object)
+            .map_err(|e| backend(format_args!("encode object {encoded}"), e))?;
+        if event_type != EventType::Deleted && object_bytes.len() > limits::MAX_OBJECT_BYTES {
+            return Err(StoreError::Limit(
+                key.clone(),
+                limits::LimitError::TooLarge {
+                    size: object_bytes.len(),
+                },
+            ));
+        }
+        let event_bytes = serde_json::to_vec(&EventRecordRef {
+            event_type: event_type_name(event_type),
+            key: &encoded,
+            object: &object,
+        })
+        .map_err(|e| backend(format_args!("encode event {next} for {encoded}"), e))?;
+
+        let (compacted, new_compacted, dropping, old_size) = {
+            let state = lock(&self.state);
+            let dropping = events_to_drop(
+                &state.history,
+                state.history_bytes,
+                event_bytes.len(),
+                self.history_limit,
+            );
+            let new_compacted = match dropping {
+                0 => state.compacted,
+                n => state.history[n - 1].0.revision,
+            };
+            let dropped_bytes: usize = state.history.iter().take(dropping).map(|(_, s)| s).sum();
+            let old_size = state.sizes.get(&encoded).copied().unwrap_or(0);
+            (
+                state.compacted,
+                new_compacted,
+                dropping,
+                old_size + dropped_bytes,
+            )
+        };
 
         self.commit(
+            &writer.db,
             &encoded,
             event_type,
-            &object,
+            &object_bytes,
+            &event_bytes,
             next,
             compacted,
             new_compacted,
@@ -485,50 +772,66 @@ impl Inner {
             object,
         };
         let mut state = lock(&self.state);
+        let previous = state.sizes.remove(&encoded).unwrap_or(0);
+        state.object_bytes -= previous;
         match event_type {
             EventType::Deleted => {
                 state.objects.remove(&encoded);
             }
             EventType::Added | EventType::Modified => {
-                state.objects.insert(encoded, stored.clone());
+                state.objects.insert(encoded.clone(), stored.clone());
+                state.sizes.insert(encoded, object_bytes.len());
+                state.object_bytes += object_bytes.len();
             }
         }
-        state.history.push_back(event.clone());
-        while state.history.len() > self.history_limit {
-            state.history.pop_front();
+        for _ in 0..dropping {
+            if let Some((_, size)) = state.history.pop_front() {
+                state.history_bytes -= size;
+            }
         }
+        state.history.push_back((event.clone(), event_bytes.len()));
+        state.history_bytes += event_bytes.len();
         state.revision = next;
         state.compacted = new_compacted;
         self.compacted.store(new_compacted, Ordering::Relaxed);
         // An error only means that nobody is watching right now.
         let _ = self.events.send(event);
+        let live = state.object_bytes + state.history_bytes;
         drop(state);
+        self.revisions.send_replace(next);
+
+        writer.freed = writer.freed.saturating_add(old_size);
+        if writer.freed >= COMPACT_AFTER_FREED.max(live) {
+            match writer.db.compact() {
+                Ok(_) => {
+                    tracing::debug!(location = %self.location, freed = writer.freed, "store file compacted")
+                }
+                // Not fatal: the space is reused by later writes; try again later.
+                Err(e) => {
+                    tracing::warn!(location = %self.location, error = %e, "cannot compact the store file")
+                }
+            }
+            writer.freed = 0;
+        }
         Ok(stored)
     }
 
     /// One transaction for the object, its history entry and the counters, so a
     /// crash leaves either all of them or none.
+    #[allow(clippy::too_many_arguments)]
     fn commit(
         &self,
+        db: &Database,
         encoded: &str,
         event_type: EventType,
-        object: &Value,
+        object_bytes: &[u8],
+        event_bytes: &[u8],
         revision: Revision,
         compacted: Revision,
         new_compacted: Revision,
     ) -> Result<(), StoreError> {
         let location = &self.location;
-        let object_bytes = serde_json::to_vec(object)
-            .map_err(|e| backend(format_args!("encode object {encoded}"), e))?;
-        let event_bytes = serde_json::to_vec(&EventRecordRef {
-            event_type: event_type_name(event_type),
-            key: encoded,
-            object,
-        })
-        .map_err(|e| backend(format_args!("encode event {revision} for {encoded}"), e))?;
-
-        let mut txn = self
-            .db
+        let mut txn = db
             .begin_write()
             .map_err(|e| backend(format_args!("begin write to {location}"), e))?;
         // Already redb's default; stated so that nobody "optimises" it away: the
@@ -547,7 +850,7 @@ impl Inner {
                 }
                 EventType::Added | EventType::Modified => {
                     objects
-                        .insert(encoded, object_bytes.as_slice())
+                        .insert(encoded, object_bytes)
                         .map_err(|e| backend(format_args!("write {encoded} to {location}"), e))?;
                 }
             }
@@ -555,14 +858,12 @@ impl Inner {
             let mut history = txn
                 .open_table(HISTORY)
                 .map_err(|e| backend(format_args!("open history table in {location}"), e))?;
-            history
-                .insert(revision, event_bytes.as_slice())
-                .map_err(|e| {
-                    backend(
-                        format_args!("write history entry {revision} to {location}"),
-                        e,
-                    )
-                })?;
+            history.insert(revision, event_bytes).map_err(|e| {
+                backend(
+                    format_args!("write history entry {revision} to {location}"),
+                    e,
+                )
+            })?;
             for old in compacted + 1..=new_compacted {
                 history
                     .remove(old)
@@ -655,10 +956,11 @@ impl Store for RedbStore {
                 });
             }
             let receiver = self.inner.events.subscribe();
-            let start = state.history.partition_point(|e| e.revision <= after);
+            let start = state.history.partition_point(|(e, _)| e.revision <= after);
             let replay: Vec<StoreEvent> = state
                 .history
                 .range(start..)
+                .map(|(e, _)| e)
                 .filter(|e| filter.matches(&e.key))
                 .cloned()
                 .collect();
@@ -705,6 +1007,59 @@ impl Store for RedbStore {
 
         let replay = futures::stream::iter(replay.into_iter().map(Ok));
         Ok(Box::pin(futures::StreamExt::chain(replay, live)))
+    }
+
+    async fn list_at(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        revision: Revision,
+        after_key: Option<&Key>,
+    ) -> Result<Vec<Stored>, StoreError> {
+        // The mirror holds only the latest state, so the list as of `revision` is
+        // the current one when nothing in its range changed since; otherwise the
+        // caller is told it is gone and lists afresh, as after a compaction.
+        let filter = Filter {
+            resource: resource.to_string(),
+            namespace: namespace.map(str::to_string),
+        };
+        let prefix = match namespace {
+            Some(ns) => format!("{resource}/{ns}/"),
+            None => format!("{resource}/"),
+        };
+        let after = after_key.map(Key::encode);
+        let state = lock(&self.inner.state);
+        let gone = StoreError::Gone {
+            requested: revision,
+            compacted: state.compacted,
+        };
+        if revision < state.compacted || revision > state.revision {
+            return Err(gone);
+        }
+        let start = state
+            .history
+            .partition_point(|(e, _)| e.revision <= revision);
+        let changed = state.history.range(start..).any(|(e, _)| {
+            filter.matches(&e.key) && after.as_ref().is_none_or(|a| e.key.encode() > *a)
+        });
+        if changed {
+            return Err(gone);
+        }
+        let from = after.unwrap_or_else(|| prefix.clone());
+        Ok(state
+            .objects
+            .range::<String, _>((std::ops::Bound::Excluded(&from), std::ops::Bound::Unbounded))
+            .take_while(|(key, _)| key.starts_with(&prefix))
+            .map(|(_, stored)| stored.clone())
+            .collect())
+    }
+
+    async fn wait_for(&self, revision: Revision, timeout: Duration) -> bool {
+        let mut rx = self.inner.revisions.subscribe();
+        matches!(
+            tokio::time::timeout(timeout, rx.wait_for(|r| *r >= revision)).await,
+            Ok(Ok(_))
+        )
     }
 
     fn revision(&self) -> Revision {
@@ -1204,5 +1559,251 @@ mod tests {
         let (nodes, _) = store.list("nodes", None).await.unwrap();
         assert_eq!(nodes.len(), 1);
         assert!(store.list("pods", Some("c")).await.unwrap().0.is_empty());
+    }
+
+    fn deep(depth: usize) -> Value {
+        let mut v = json!(1);
+        for _ in 0..depth {
+            v = json!({ "a": v });
+        }
+        v
+    }
+
+    #[tokio::test]
+    async fn objects_too_deep_or_too_large_to_read_back_are_never_written() {
+        let store = RedbStore::in_memory(DEFAULT_HISTORY).unwrap();
+        let key = pod_key("default", "deep");
+        let err = store
+            .create(
+                &key,
+                json!({"metadata": {"name": "deep"}, "spec": deep(200)}),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::Limit(_, limits::LimitError::TooDeep { .. })
+            ),
+            "{err}"
+        );
+        let err = store
+            .create(&key, json!({"spec": "x".repeat(limits::MAX_OBJECT_BYTES)}))
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                StoreError::Limit(_, limits::LimitError::TooLarge { .. })
+            ),
+            "{err}"
+        );
+        assert_eq!(store.revision(), 0);
+        assert!(store.get(&key).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn the_history_is_bounded_by_bytes_as_well_as_by_count() {
+        let history = History {
+            events: DEFAULT_HISTORY,
+            bytes: 1 << 20,
+        };
+        let store = RedbStore::in_memory_with(history, BROADCAST_CAPACITY).unwrap();
+        let key = pod_key("default", "big");
+        store.create(&key, json!({"spec": ""})).await.unwrap();
+        for i in 0..40 {
+            store
+                .update(
+                    &key,
+                    json!({"spec": format!("{i}{}", "x".repeat(100 << 10))}),
+                    None,
+                )
+                .await
+                .unwrap();
+        }
+        let (events, bytes) = store.history_size();
+        assert!(bytes <= 1 << 20, "{bytes} bytes of history kept");
+        assert!(events < 12, "{events} events kept");
+        // A watch from before what is kept is told to relist.
+        assert!(matches!(
+            store.watch("pods", None, 1).await.err(),
+            Some(StoreError::Gone { .. })
+        ));
+        // The newest events replay.
+        let mut w = store
+            .watch("pods", None, store.revision() - 2)
+            .await
+            .unwrap();
+        assert_eq!(next_event(&mut w).await.revision, store.revision() - 1);
+    }
+
+    #[tokio::test]
+    async fn the_file_gives_back_what_deletes_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tugboat.redb");
+        let history = History {
+            events: 100,
+            bytes: 4 << 20,
+        };
+        let store = RedbStore::open_with(&path, history).unwrap();
+        let blob = "z".repeat(1 << 20);
+        for i in 0..40 {
+            store
+                .create(&pod_key("default", &format!("p{i}")), json!({"spec": blob}))
+                .await
+                .unwrap();
+        }
+        let full = std::fs::metadata(&path).unwrap().len();
+        for i in 0..40 {
+            store
+                .delete(&pod_key("default", &format!("p{i}")), None)
+                .await
+                .unwrap();
+        }
+        drop(store);
+        // Reopening compacts whatever the running store had not yet.
+        let store = RedbStore::open_with(&path, history).unwrap();
+        let after = std::fs::metadata(&path).unwrap().len();
+        assert!(
+            after < full / 3,
+            "the file was {full} bytes full and {after} bytes after deleting everything"
+        );
+        assert_eq!(store.list("pods", None).await.unwrap().0.len(), 0);
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_object_is_quarantined_and_the_store_still_opens() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tugboat.redb");
+        {
+            let store = RedbStore::open(&path, DEFAULT_HISTORY).unwrap();
+            store
+                .create(&pod_key("default", "good"), pod("good", "a"))
+                .await
+                .unwrap(); // 1
+            store
+                .create(&pod_key("default", "bad"), pod("bad", "b"))
+                .await
+                .unwrap(); // 2
+        }
+        // What an older version without depth bounds could have written.
+        let poison = serde_json::to_vec(&json!({
+            "metadata": {"name": "bad", "resourceVersion": "2"}, "spec": deep(300)
+        }))
+        .unwrap();
+        {
+            let db = Database::create(&path).unwrap();
+            let txn = db.begin_write().unwrap();
+            {
+                let mut t = txn.open_table(OBJECTS).unwrap();
+                t.insert(
+                    pod_key("default", "bad").encode().as_str(),
+                    poison.as_slice(),
+                )
+                .unwrap();
+                let record = format!(
+                    r#"{{"type":"ADDED","key":"pods/default/bad","object":{}}}"#,
+                    String::from_utf8(poison.clone()).unwrap()
+                );
+                let mut h = txn.open_table(HISTORY).unwrap();
+                h.insert(2, record.as_bytes()).unwrap();
+            }
+            txn.commit().unwrap();
+        }
+        let store = RedbStore::open(&path, DEFAULT_HISTORY).unwrap();
+        assert_eq!(store.revision(), 2);
+        assert!(
+            store
+                .get(&pod_key("default", "good"))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert!(
+            store
+                .get(&pod_key("default", "bad"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let kept = store.quarantined().unwrap();
+        let rows: Vec<&str> = kept.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(rows, ["history/2", "objects/pods/default/bad"]);
+        assert_eq!(kept[1].1, poison, "kept byte for byte");
+        // Watches from before the unreadable event relist; later ones work.
+        assert!(matches!(
+            store.watch("pods", None, 1).await.err(),
+            Some(StoreError::Gone { .. })
+        ));
+        store
+            .create(&pod_key("default", "next"), pod("next", "c"))
+            .await
+            .unwrap();
+        drop(store);
+        let store = RedbStore::open(&path, DEFAULT_HISTORY).unwrap();
+        assert_eq!(store.revision(), 3);
+        assert_eq!(store.quarantined().unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_list_at_a_revision_is_served_until_its_range_changes() {
+        let store = RedbStore::in_memory(DEFAULT_HISTORY).unwrap();
+        for name in ["a", "b", "c", "d"] {
+            store
+                .create(&pod_key("default", name), pod(name, "x"))
+                .await
+                .unwrap();
+        }
+        let rev = store.revision();
+        let after_b = pod_key("default", "b");
+        let names = |v: Vec<Stored>| -> Vec<String> {
+            v.iter()
+                .map(|s| s.object["metadata"]["name"].as_str().unwrap().to_string())
+                .collect()
+        };
+        let page = store
+            .list_at("pods", None, rev, Some(&after_b))
+            .await
+            .unwrap();
+        assert_eq!(names(page), ["c", "d"]);
+        // A change before the page's start does not matter; one after it does.
+        store.delete(&pod_key("default", "a"), None).await.unwrap();
+        let page = store
+            .list_at("pods", None, rev, Some(&after_b))
+            .await
+            .unwrap();
+        assert_eq!(names(page), ["c", "d"]);
+        store
+            .create(&Key::new("nodes", None, "n"), json!({}))
+            .await
+            .unwrap();
+        assert!(
+            store
+                .list_at("pods", None, rev, Some(&after_b))
+                .await
+                .is_ok()
+        );
+        store.delete(&pod_key("default", "d"), None).await.unwrap();
+        assert!(matches!(
+            store.list_at("pods", None, rev, Some(&after_b)).await,
+            Err(StoreError::Gone { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn waiting_for_a_revision_returns_when_it_is_written_or_times_out() {
+        let store = Arc::new(RedbStore::in_memory(DEFAULT_HISTORY).unwrap());
+        assert!(store.wait_for(0, Duration::from_millis(1)).await);
+        assert!(!store.wait_for(1, Duration::from_millis(50)).await);
+        let writer = store.clone();
+        let write = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            writer
+                .create(&pod_key("default", "a"), json!({}))
+                .await
+                .unwrap();
+        });
+        assert!(store.wait_for(1, WAIT).await);
+        write.await.unwrap();
     }
 }

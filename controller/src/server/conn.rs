@@ -1,0 +1,257 @@
+//! Accepting connections with bounds, which `axum::serve` does not set: a client
+//! must send its request headers within a time limit (a client dribbling one byte
+//! every few seconds is cut off instead of held for ever), a connection with no
+//! request in flight is closed after an idle time, and one client address may
+//! hold only so many connections (so one client cannot use up the server's file
+//! descriptors). Connections are served by hyper directly, with the same axum
+//! router.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::{Body, HttpBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
+use tugboat_api::limits;
+
+/// The bounds on connections. `Default` holds [`limits`]' values.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnLimits {
+    /// How long a client may take to send a request's headers.
+    pub header_read_timeout: Duration,
+    /// How long a connection with no request in flight stays open.
+    pub idle_timeout: Duration,
+    /// Connections one client address may hold at once.
+    pub per_client: usize,
+    /// Connections in all.
+    pub total: usize,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        ConnLimits {
+            header_read_timeout: Duration::from_secs(limits::HEADER_READ_TIMEOUT_SECS),
+            idle_timeout: Duration::from_secs(limits::IDLE_TIMEOUT_SECS),
+            per_client: limits::MAX_CONNECTIONS_PER_CLIENT,
+            total: limits::MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// Open connections, by client address and in all.
+#[derive(Default)]
+struct Counts {
+    by_client: Mutex<HashMap<IpAddr, usize>>,
+    total: AtomicUsize,
+}
+
+/// One admitted connection; gives its place back when dropped.
+struct Slot {
+    counts: Arc<Counts>,
+    client: IpAddr,
+}
+
+impl Slot {
+    fn take(counts: &Arc<Counts>, client: IpAddr, limits: &ConnLimits) -> Option<Slot> {
+        let mut by_client = counts.by_client.lock().unwrap_or_else(|e| e.into_inner());
+        let mine = by_client.entry(client).or_insert(0);
+        if *mine >= limits.per_client || counts.total.load(Ordering::Relaxed) >= limits.total {
+            if *mine == 0 {
+                by_client.remove(&client);
+            }
+            return None;
+        }
+        *mine += 1;
+        counts.total.fetch_add(1, Ordering::Relaxed);
+        Some(Slot {
+            counts: counts.clone(),
+            client,
+        })
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut by_client = self
+            .counts
+            .by_client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = by_client.get_mut(&self.client) {
+            *n -= 1;
+            if *n == 0 {
+                by_client.remove(&self.client);
+            }
+        }
+        self.counts.total.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What a connection is doing: requests in flight (counted until their response
+/// body is fully sent, so a long watch is not "idle") and when it last finished one.
+struct Activity {
+    in_flight: AtomicUsize,
+    last: Mutex<Instant>,
+}
+
+impl Activity {
+    fn idle_for(&self) -> Option<Duration> {
+        (self.in_flight.load(Ordering::Acquire) == 0).then(|| {
+            self.last
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .elapsed()
+        })
+    }
+}
+
+/// Marks a request in flight until dropped (with its response body).
+struct InFlight(Arc<Activity>);
+
+impl InFlight {
+    fn start(a: &Arc<Activity>) -> InFlight {
+        a.in_flight.fetch_add(1, Ordering::AcqRel);
+        InFlight(a.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        *self.0.last.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A response body that keeps its request counted as in flight until it is done.
+struct TrackedBody {
+    inner: Body,
+    _in_flight: InFlight,
+}
+
+impl HttpBody for TrackedBody {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Serves `app` on `listener` until `shutdown`, within `limits`; then lets open
+/// requests finish for a short while.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnLimits,
+    shutdown: CancellationToken,
+) -> std::io::Result<()> {
+    let counts = Arc::new(Counts::default());
+    let tracker = TaskTracker::new();
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of file descriptors, say: wait a little instead of spinning.
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Some(slot) = Slot::take(&counts, peer.ip(), &limits) else {
+            tracing::debug!(client = %peer, "too many connections from this client; closing the new one");
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let shutdown = shutdown.clone();
+        tracker.spawn(async move {
+            let _slot = slot;
+            let activity = Arc::new(Activity {
+                in_flight: AtomicUsize::new(0),
+                last: Mutex::new(Instant::now()),
+            });
+            let per_request = activity.clone();
+            let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                let in_flight = InFlight::start(&per_request);
+                let app = app.clone();
+                async move {
+                    let resp = app.oneshot(req.map(Body::new)).await?;
+                    Ok::<_, std::convert::Infallible>(resp.map(|inner| {
+                        Body::new(TrackedBody {
+                            inner,
+                            _in_flight: in_flight,
+                        })
+                    }))
+                }
+            });
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout)
+                .keep_alive(true);
+            let conn = builder
+                .serve_connection(TokioIo::new(stream), service)
+                .with_upgrades();
+            tokio::pin!(conn);
+            let mut check = tokio::time::interval(idle_check_period(limits.idle_timeout));
+            loop {
+                tokio::select! {
+                    result = conn.as_mut() => {
+                        if let Err(e) = result {
+                            tracing::debug!(client = %peer, error = %e, "connection ended");
+                        }
+                        return;
+                    }
+                    _ = shutdown.cancelled() => break,
+                    _ = check.tick() => {
+                        if activity.idle_for().is_some_and(|d| d >= limits.idle_timeout) {
+                            tracing::debug!(client = %peer, "closing an idle connection");
+                            break;
+                        }
+                    }
+                }
+            }
+            // Finishes the request in flight, if any, then closes.
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        });
+    }
+    tracker.close();
+    if tokio::time::timeout(Duration::from_secs(5), tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("connections still open 5 s after shutdown; leaving them");
+    }
+    Ok(())
+}
+
+fn idle_check_period(idle: Duration) -> Duration {
+    (idle / 4).clamp(Duration::from_millis(50), Duration::from_secs(5))
+}
