@@ -187,8 +187,8 @@ pub async fn run(
             }
         }
     }
-    fence(&ctx).await?;
-    tracing::info!(node = %config.node_name, server = %config.server, logs_port = port, "agent running");
+    // Heartbeats first: fencing can take as long as its slowest container stop,
+    // and a node silent for that long would be found lost and its pods evicted.
     let tracker = TaskTracker::new();
     tracker.spawn(node::heartbeat(
         client.clone(),
@@ -196,6 +196,25 @@ pub async fn run(
         config.heartbeat,
         shutdown.clone(),
     ));
+    let mut delay = Duration::from_millis(200);
+    loop {
+        match fence(&ctx).await {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!(node = %config.node_name, error = %e, "cannot check this node's containers against its pods yet; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => {
+                        tracker.close();
+                        tracker.wait().await;
+                        return Ok(());
+                    }
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+    tracing::info!(node = %config.node_name, server = %config.server, logs_port = port, "agent running");
     tracker.spawn(pods::run(ctx.clone(), shutdown.clone()));
     let serve_ctx = ctx.clone();
     let serve_shutdown = shutdown.clone();
@@ -241,11 +260,21 @@ pub async fn fence(ctx: &AgentCtx) -> Result<(), Error> {
         field_selector: Some(format!("spec.nodeName={}", ctx.node)),
         ..Default::default()
     };
-    let list = ctx.client.list(&PODS, None, &params).await?;
-    let bound: HashSet<String> = list["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
+    let list = ctx.client.list_lenient(&PODS, None, &params).await?;
+    if !list.undecodable.is_empty() {
+        // A pod that cannot be read cannot be told apart from one that is gone:
+        // remove nothing rather than a container that may still be wanted.
+        tracing::warn!(
+            node = %ctx.node,
+            unreadable = list.undecodable.len(),
+            first = %list.undecodable[0],
+            "some of this node's pods cannot be read; not removing any container at start"
+        );
+        return Ok(());
+    }
+    let bound: HashSet<String> = list
+        .items
+        .iter()
         .filter_map(|p| meta::uid(p).map(str::to_string))
         .collect();
     let containers = ctx

@@ -3,7 +3,7 @@
 //! one [`Worker`] per pod. Docker's event stream (die, oom, destroy…) pokes the
 //! worker of the pod a container belongs to, so a crash is seen at once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tugboat_api::resource::PODS;
-use tugboat_api::{ListParams, meta};
+use tugboat_api::{ClientError, ListParams, meta};
 
 use crate::AgentCtx;
 use crate::runtime::{LABEL_NODE, LABEL_POD_UID};
@@ -33,13 +33,24 @@ pub async fn run(ctx: Arc<AgentCtx>, shutdown: CancellationToken) {
     };
     let mut resource_version: Option<String> = None;
     let mut delay = Duration::from_millis(200);
+    // Problems already reported, so a bad object is logged once, not on every relist.
+    let mut reported: HashSet<String> = HashSet::new();
     loop {
-        // List (first time, or after the history is gone), then watch from there.
+        // List (first time, after the history is gone, or after an event that
+        // could not be read), then watch from there.
         if resource_version.is_none() {
-            match ctx.client.list(&PODS, None, &params).await {
+            if reported.len() > 1000 {
+                reported.clear();
+            }
+            match ctx.client.list_lenient(&PODS, None, &params).await {
                 Ok(list) => {
-                    let pods: Vec<Value> = list["items"].as_array().cloned().unwrap_or_default();
-                    let live: std::collections::HashSet<String> = pods
+                    for problem in &list.undecodable {
+                        if reported.insert(problem.clone()) {
+                            tracing::error!(node = %ctx.node, problem = %problem, "a pod bound to this node cannot be read; it is skipped, the others run");
+                        }
+                    }
+                    let pods = list.items;
+                    let live: HashSet<String> = pods
                         .iter()
                         .filter_map(|p| meta::uid(p).map(str::to_string))
                         .collect();
@@ -52,10 +63,10 @@ pub async fn run(ctx: Arc<AgentCtx>, shutdown: CancellationToken) {
                     for pod in pods {
                         dispatch(&ctx, &tracker, &mut workers, pod, &shutdown).await;
                     }
-                    resource_version = list["metadata"]["resourceVersion"]
-                        .as_str()
-                        .map(str::to_string);
-                    delay = Duration::from_millis(200);
+                    resource_version = list.resource_version;
+                    if list.undecodable.is_empty() {
+                        delay = Duration::from_millis(200);
+                    }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot list this node's pods; containers keep running, retrying");
@@ -120,6 +131,22 @@ pub async fn run(ctx: Arc<AgentCtx>, shutdown: CancellationToken) {
                             }
                             _ => {}
                         }
+                    }
+                    Some(Err(ClientError::Decode { message, .. })) => {
+                        // Resuming from the same resourceVersion would replay the same
+                        // event for ever: relist instead, which sets the bad object
+                        // aside and goes on from there (with back-off, so an object
+                        // that keeps changing cannot make a hot loop of it).
+                        if reported.insert(message.clone()) {
+                            tracing::error!(node = %ctx.node, problem = %message, "a pod event from the controller cannot be read; relisting without it");
+                        }
+                        resource_version = None;
+                        tokio::select! {
+                            _ = shutdown.cancelled() => break,
+                            _ = tokio::time::sleep(delay) => {}
+                        }
+                        delay = (delay * 2).min(Duration::from_secs(5));
+                        break;
                     }
                     Some(Err(e)) => {
                         tracing::info!(error = %e, "pod watch broke; resuming");

@@ -26,10 +26,23 @@ pub async fn serve(
     ctx: Arc<AgentCtx>,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
+    let node = header::HeaderValue::from_str(&ctx.node).ok();
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/containerLogs/{ns}/{pod}/{container}", get(container_logs))
-        .with_state((ctx, shutdown.clone()));
+        .with_state((ctx, shutdown.clone()))
+        // Names this node on every answer: the controller relays only answers
+        // that carry it (see the controller's logs proxy).
+        .layer(axum::middleware::map_response(move |mut resp: Response| {
+            let node = node.clone();
+            async move {
+                if let Some(n) = node {
+                    resp.headers_mut()
+                        .insert(tugboat_api::limits::AGENT_HEADER, n);
+                }
+                resp
+            }
+        }));
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await

@@ -582,12 +582,12 @@ impl Worker {
             nano_cpus: limits
                 .get("cpu")
                 .and_then(|q| quantity::cpu_millis(&q.0))
-                .map(|m| m * 1_000_000),
+                .map(|m| m.saturating_mul(1_000_000)),
             cpu_shares: requests
                 .get("cpu")
                 .and_then(|q| quantity::cpu_millis(&q.0))
-                .map(|m| (m * 1024 / 1000).max(2)),
-            hostname: Some(spec.hostname.clone().unwrap_or_else(|| name.to_string())),
+                .map(|m| (m.saturating_mul(1024) / 1000).clamp(2, 262_144)),
+            hostname: Some(pod_hostname(spec.hostname.as_deref(), name)),
             network: self.ctx.network.clone(),
         };
         let id = match self.ctx.runtime.create(&container_spec).await {
@@ -1043,5 +1043,35 @@ mod tests {
         );
         assert_eq!(docker_time(Some("0001-01-01T00:00:00Z")), Value::Null);
         assert_eq!(docker_time(None), Value::Null);
+    }
+}
+
+/// The container's hostname: `spec.hostname`, else the pod's name cut to the 63
+/// characters a hostname may have (runc refuses longer ones), without a trailing
+/// `-` or `.`, as the kubelet's `truncatePodHostnameIfNeeded` does.
+pub fn pod_hostname(hostname: Option<&str>, pod_name: &str) -> String {
+    if let Some(h) = hostname.filter(|h| !h.is_empty()) {
+        return h.to_string();
+    }
+    const MAX: usize = 63;
+    if pod_name.len() <= MAX {
+        return pod_name.to_string();
+    }
+    // Pod names are ASCII (DNS-1123 subdomains), so a byte cut is a char cut.
+    let cut = pod_name.get(..MAX).unwrap_or(pod_name);
+    cut.trim_end_matches(['-', '.']).to_string()
+}
+
+#[cfg(test)]
+mod hostname_tests {
+    use super::pod_hostname;
+
+    #[test]
+    fn long_pod_names_are_cut_to_a_valid_hostname() {
+        assert_eq!(pod_hostname(None, "web-1"), "web-1");
+        assert_eq!(pod_hostname(Some("h"), "web-1"), "h");
+        let long = format!("{}-{}", "a".repeat(62), "b".repeat(20));
+        assert_eq!(pod_hostname(None, &long), "a".repeat(62));
+        assert_eq!(pod_hostname(None, &"c".repeat(100)).len(), 63);
     }
 }
