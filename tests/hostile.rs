@@ -1,0 +1,990 @@
+//! Hostile and careless input over real HTTP, one test per defect found by trying
+//! the controller as an attacker would (issue 8). Each test sends the input and
+//! checks that the answer is a Kubernetes `Status` naming the field or parameter,
+//! that the store did not move (its revision is unchanged), that the server still
+//! answers other clients, and that the controller restarts cleanly on the same
+//! data afterwards.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tugboat_agent::runtime::fake::FakeRuntime;
+use tugboat_api::resource::{DEPLOYMENTS, NAMESPACES, NODES, PODS};
+use tugboat_tests::{TestController, deployment, eventually, within};
+
+/// A controller on a data directory the test owns, so it can be restarted on it.
+struct Cluster {
+    dir: tempfile::TempDir,
+    tc: Option<TestController>,
+    http: reqwest::Client,
+}
+
+/// What the server answered.
+struct Answer {
+    code: u16,
+    body: Value,
+    text: String,
+    headers: reqwest::header::HeaderMap,
+}
+
+impl Cluster {
+    async fn start() -> anyhow::Result<Cluster> {
+        let dir = tempfile::tempdir()?;
+        let tc = TestController::start_in(dir.path()).await?;
+        Ok(Cluster {
+            dir,
+            tc: Some(tc),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()?,
+        })
+    }
+
+    fn tc(&self) -> &TestController {
+        self.tc.as_ref().expect("the controller is running")
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.tc().url)
+    }
+
+    async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> anyhow::Result<Answer> {
+        let resp = self
+            .http
+            .request(method, self.url(path))
+            .header("content-type", content_type)
+            .body(body)
+            .send()
+            .await?;
+        let code = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let text = resp.text().await?;
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Ok(Answer {
+            code,
+            body,
+            text,
+            headers,
+        })
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Answer> {
+        self.send(reqwest::Method::GET, path, "application/json", "")
+            .await
+    }
+
+    /// The store's revision once the controllers have stopped writing (the same
+    /// for 400 ms), as the baseline a refused request must not move.
+    async fn settled_revision(&self) -> anyhow::Result<u64> {
+        let mut last = self.revision().await?;
+        let mut stable_since = tokio::time::Instant::now();
+        let deadline = stable_since + tugboat_tests::WAIT;
+        loop {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let now = self.revision().await?;
+            if now != last {
+                last = now;
+                stable_since = tokio::time::Instant::now();
+            } else if stable_since.elapsed() >= Duration::from_millis(400) {
+                return Ok(now);
+            }
+            anyhow::ensure!(
+                tokio::time::Instant::now() < deadline,
+                "the store never settled"
+            );
+        }
+    }
+
+    /// The store's revision: any list answers it as its resourceVersion.
+    async fn revision(&self) -> anyhow::Result<u64> {
+        let a = self.get("/api/v1/namespaces").await?;
+        Ok(a.body["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or("")
+            .parse()?)
+    }
+
+    /// Another client is still served: discovery and a list both answer.
+    async fn still_serves(&self) -> anyhow::Result<()> {
+        let a = within("the server to answer /readyz", self.get("/readyz")).await??;
+        anyhow::ensure!(a.code == 200, "readyz answered {}", a.code);
+        let a = self.get("/api/v1/namespaces/default/pods").await?;
+        anyhow::ensure!(
+            a.code == 200,
+            "a pod list answered {}: {}",
+            a.code,
+            short(&a.text)
+        );
+        Ok(())
+    }
+
+    /// Stops the controller and starts it again on the same data; it must come up
+    /// with the same revision.
+    async fn restarts_cleanly(&mut self) -> anyhow::Result<()> {
+        let before = self.revision().await?;
+        if let Some(tc) = self.tc.take() {
+            tc.stop().await?;
+        }
+        let tc = TestController::start_in(self.dir.path()).await?;
+        self.tc = Some(tc);
+        let after = self.revision().await?;
+        anyhow::ensure!(
+            after >= before,
+            "the revision went back from {before} to {after} over a restart"
+        );
+        self.still_serves().await
+    }
+}
+
+/// At most the first 600 characters of a body, for assertion messages.
+fn short(text: &str) -> String {
+    text.chars().take(600).collect()
+}
+
+/// Checks that `a` is a Kubernetes `Status` with `code` whose message mentions
+/// every one of `needles`.
+fn assert_status(a: &Answer, code: u16, needles: &[&str]) {
+    assert_eq!(
+        a.code,
+        code,
+        "expected HTTP {code}, got {}: {}",
+        a.code,
+        short(&a.text)
+    );
+    assert_eq!(a.body["kind"], "Status", "not a Status: {}", short(&a.text));
+    assert_eq!(a.body["code"], code, "{}", short(&a.text));
+    let message = a.body["message"].as_str().unwrap_or("");
+    for n in needles {
+        assert!(
+            message.contains(n),
+            "the message does not name {n:?}: {message}"
+        );
+    }
+}
+
+fn nested(depth: usize) -> Value {
+    let mut v = json!({});
+    for _ in 0..depth {
+        v = json!({ "f:a": v });
+    }
+    v
+}
+
+async fn create_deployment(c: &Cluster, name: &str) -> anyhow::Result<()> {
+    c.tc()
+        .client
+        .create(
+            &DEPLOYMENTS,
+            Some("default"),
+            &deployment(name, "default", 0),
+        )
+        .await?;
+    Ok(())
+}
+
+const DEPLOY_PATH: &str = "/apis/apps/v1/namespaces/default/deployments";
+
+// ---------------------------------------------------------------------------
+// 1. Crash from one request: a JSON patch whose copy operations double the object.
+
+#[tokio::test]
+async fn a_json_patch_of_copies_that_double_the_object_is_refused() -> anyhow::Result<()> {
+    let mut c = Cluster::start().await?;
+    create_deployment(&c, "web").await?;
+    let rev = c.settled_revision().await?;
+    // Each copy doubles /spec: 40 of them would need 2^40 times its size.
+    let ops: Vec<Value> = (0..40)
+        .map(|i| json!({"op": "copy", "from": "/spec", "path": format!("/spec/x{i}")}))
+        .collect();
+    let a = c
+        .send(
+            reqwest::Method::PATCH,
+            &format!("{DEPLOY_PATH}/web"),
+            "application/json-patch+json",
+            serde_json::to_vec(&ops)?,
+        )
+        .await?;
+    assert_status(&a, 422, &["copy from spec to spec.x", "1572864 bytes"]);
+    assert_eq!(c.revision().await?, rev, "nothing was written");
+    c.still_serves().await?;
+    c.restarts_cleanly().await
+}
+
+#[tokio::test]
+async fn copies_that_nest_managed_fields_into_themselves_do_not_crash_the_server()
+-> anyhow::Result<()> {
+    let mut c = Cluster::start().await?;
+    create_deployment(&c, "web").await?;
+    let rev = c.settled_revision().await?;
+    // managedFields are added, then copied into their own deepest point again and
+    // again: every copy doubles the depth (2^11 levels after eleven of them).
+    let field = "/metadata/managedFields/0/fieldsV1";
+    let mut ops = vec![
+        json!({"op": "add", "path": "/metadata/managedFields", "value": [{
+            "manager": "m", "operation": "Update", "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {}}
+        }]}),
+    ];
+    let mut chain = 0usize;
+    for _ in 0..11 {
+        ops.push(json!({"op": "copy", "from": field,
+                        "path": format!("{field}{}/f:x", "/f:x".repeat(chain))}));
+        chain = 2 * chain + 1;
+    }
+    let a = c
+        .send(
+            reqwest::Method::PATCH,
+            &format!("{DEPLOY_PATH}/web"),
+            "application/json-patch+json",
+            serde_json::to_vec(&ops)?,
+        )
+        .await?;
+    assert_status(&a, 422, &["metadata.managedFields[0].fieldsV1", "levels"]);
+    assert_eq!(c.revision().await?, rev, "nothing was written");
+    c.still_serves().await?;
+    c.restarts_cleanly().await
+}
+
+// ---------------------------------------------------------------------------
+// 2. Store poisoning: an object nested deeper than the decoder reads back.
+
+#[tokio::test]
+async fn an_object_nested_deeper_than_the_decoder_reads_is_refused_and_the_store_reopens()
+-> anyhow::Result<()> {
+    let mut c = Cluster::start().await?;
+    create_deployment(&c, "web").await?;
+    let rev = c.settled_revision().await?;
+    // Adds of 50 levels each, one inside the other: no body is deep, the object
+    // they build would be.
+    let ops = vec![
+        json!({"op": "add", "path": "/spec/deep", "value": nested(50)}),
+        json!({"op": "add", "path": format!("/spec/deep{}/f:b", "/f:a".repeat(50)), "value": nested(50)}),
+    ];
+    let a = c
+        .send(
+            reqwest::Method::PATCH,
+            &format!("{DEPLOY_PATH}/web?fieldValidation=Ignore"),
+            "application/json-patch+json",
+            serde_json::to_vec(&ops)?,
+        )
+        .await?;
+    assert_status(&a, 422, &["spec.deep", "levels"]);
+    // The same through managedFields, which updates used to keep.
+    let ops = vec![
+        json!({"op": "add", "path": "/metadata/managedFields", "value": [{
+            "manager": "m", "operation": "Update", "fieldsType": "FieldsV1", "fieldsV1": nested(50)
+        }]}),
+        json!({"op": "add", "path": format!("/metadata/managedFields/0/fieldsV1{}/f:b", "/f:a".repeat(50)), "value": nested(50)}),
+    ];
+    let a = c
+        .send(
+            reqwest::Method::PATCH,
+            &format!("{DEPLOY_PATH}/web"),
+            "application/json-patch+json",
+            serde_json::to_vec(&ops)?,
+        )
+        .await?;
+    assert_status(&a, 422, &["metadata.managedFields", "levels"]);
+    // A body just below serde_json's own limit is refused for its depth too.
+    let mut body = deployment("deep", "default", 0);
+    body["spec"]["template"]["metadata"]["annotations"] = json!({});
+    body["metadata"]["labels"] = json!({"a": "b"});
+    body["spec"]["x"] = nested(110);
+    let a = c
+        .send(
+            reqwest::Method::POST,
+            DEPLOY_PATH,
+            "application/json",
+            serde_json::to_vec(&body)?,
+        )
+        .await?;
+    assert_status(&a, 400, &["levels"]);
+    assert_eq!(c.revision().await?, rev, "nothing was written");
+    c.still_serves().await?;
+    c.restarts_cleanly().await
+}
+
+// ---------------------------------------------------------------------------
+// 3. SSRF through the logs proxy.
+
+/// A plain TCP server that records the request lines it gets and answers each with
+/// `response`.
+struct Recorder {
+    port: u16,
+    seen: Arc<std::sync::Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Recorder {
+    async fn start(response: String) -> anyhow::Result<Recorder> {
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let port = listener.local_addr()?.port();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let log = log.clone();
+                let response = response.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+                        .await
+                        .ok()
+                        .and_then(Result::ok)
+                        .unwrap_or(0);
+                    let head = String::from_utf8_lossy(&buf[..n]).to_string();
+                    log.lock()
+                        .unwrap()
+                        .push(head.lines().next().unwrap_or("").to_string());
+                    let _ = s.write_all(response.as_bytes()).await;
+                    let _ = s.shutdown().await;
+                });
+            }
+        });
+        Ok(Recorder { port, seen, task })
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn ok_response(body: &str) -> String {
+    format!(
+        "HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+fn node(name: &str, address: &str, port: u16) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Node",
+        "metadata": {"name": name},
+        "status": {
+            "addresses": [{"type": "InternalIP", "address": address}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": port}},
+        }
+    })
+}
+
+fn bound_pod(name: &str, node: &str) -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"nodeName": node, "containers": [{"name": "c", "image": "tugboat/sample:latest"}]}
+    })
+}
+
+#[tokio::test]
+async fn the_logs_proxy_cannot_be_pointed_at_another_url() -> anyhow::Result<()> {
+    let mut c = Cluster::start().await?;
+    let secret = Recorder::start(ok_response("SECRET")).await?;
+    let client = &c.tc().client;
+
+    // An address that smuggles a path into the URL is refused as a Node address.
+    let rev = c.settled_revision().await?;
+    let bad = node(
+        "evil",
+        &format!("127.0.0.1:{}/secret?x=", secret.port),
+        10250,
+    );
+    let a = c
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/nodes",
+            "application/json",
+            serde_json::to_vec(&bad)?,
+        )
+        .await?;
+    assert_status(&a, 422, &["status.addresses[0].address"]);
+    assert_eq!(c.revision().await?, rev);
+
+    // A node whose "agent" is some other server: its answer is not relayed.
+    client
+        .create(&NODES, None, &node("other", "127.0.0.1", secret.port))
+        .await?;
+    client
+        .create(&PODS, Some("default"), &bound_pod("p1", "other"))
+        .await?;
+    let a = c.get("/api/v1/namespaces/default/pods/p1/log").await?;
+    assert!(a.code >= 500, "{} {}", a.code, short(&a.text));
+    assert!(!a.text.contains("SECRET"), "relayed: {}", short(&a.text));
+    assert_eq!(a.body["kind"], "Status", "{}", short(&a.text));
+
+    // An "agent" answering with a redirect is not followed.
+    let target = Recorder::start(ok_response("SECRET2")).await?;
+    let redirect = Recorder::start(format!(
+        "HTTP/1.1 302 Found\r\nlocation: http://127.0.0.1:{}/secret\r\nx-tugboat-agent: redirector\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+        target.port
+    ))
+    .await?;
+    client
+        .create(
+            &NODES,
+            None,
+            &node("redirector", "127.0.0.1", redirect.port),
+        )
+        .await?;
+    client
+        .create(&PODS, Some("default"), &bound_pod("p2", "redirector"))
+        .await?;
+    let a = c.get("/api/v1/namespaces/default/pods/p2/log").await?;
+    assert!(a.code >= 400, "{} {}", a.code, short(&a.text));
+    assert!(!a.text.contains("SECRET2"), "followed: {}", short(&a.text));
+    assert!(target.seen().is_empty(), "followed to {:?}", target.seen());
+    assert_eq!(
+        redirect.seen().len(),
+        1,
+        "the agent was asked once: {:?}",
+        redirect.seen()
+    );
+    assert!(
+        redirect.seen()[0].starts_with("GET /containerLogs/default/p2/c"),
+        "{:?}",
+        redirect.seen()
+    );
+    c.still_serves().await?;
+    c.restarts_cleanly().await
+}
+
+// ---------------------------------------------------------------------------
+// 4. dryRun=All on DELETE.
+
+#[tokio::test]
+async fn a_dry_run_delete_deletes_nothing() -> anyhow::Result<()> {
+    let mut c = Cluster::start().await?;
+    let client = &c.tc().client;
+    client
+        .create(&PODS, Some("default"), &bound_pod("p", "nowhere"))
+        .await?;
+    client
+        .create(
+            &NAMESPACES,
+            None,
+            &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team"}}),
+        )
+        .await?;
+    create_deployment(&c, "web").await?;
+    let rev = c.settled_revision().await?;
+    for path in [
+        "/api/v1/namespaces/default/pods/p?dryRun=All".to_string(),
+        "/api/v1/namespaces/team?dryRun=All".to_string(),
+        format!("{DEPLOY_PATH}/web?dryRun=All"),
+    ] {
+        let a = c
+            .send(reqwest::Method::DELETE, &path, "application/json", "")
+            .await?;
+        assert!(
+            a.code == 200 || a.code == 202,
+            "{path}: {} {}",
+            a.code,
+            short(&a.text)
+        );
+    }
+    // The same through DeleteOptions in the body.
+    let a = c
+        .send(
+            reqwest::Method::DELETE,
+            "/api/v1/namespaces/default/pods/p",
+            "application/json",
+            serde_json::to_vec(&json!({"kind": "DeleteOptions", "apiVersion": "v1", "dryRun": ["All"], "gracePeriodSeconds": 0}))?,
+        )
+        .await?;
+    assert!(
+        a.code == 200 || a.code == 202,
+        "{} {}",
+        a.code,
+        short(&a.text)
+    );
+    assert_eq!(c.revision().await?, rev, "a dry run wrote something");
+    let pod = client.get(&PODS, Some("default"), "p").await?;
+    assert!(pod["metadata"].get("deletionTimestamp").is_none());
+    let ns = client.get(&NAMESPACES, None, "team").await?;
+    assert_eq!(ns["status"]["phase"], "Active");
+    client.get(&DEPLOYMENTS, Some("default"), "web").await?;
+    let a = c
+        .send(
+            reqwest::Method::DELETE,
+            "/api/v1/namespaces/default/pods/p?dryRun=Some",
+            "application/json",
+            "",
+        )
+        .await?;
+    assert_status(&a, 400, &["dryRun"]);
+    c.still_serves().await?;
+    c.restarts_cleanly().await
+}
+
+// ---------------------------------------------------------------------------
+// 5. System namespaces.
+
+#[tokio::test]
+async fn system_namespaces_cannot_be_deleted() -> anyhow::Result<()> {
+    let mut c = Cluster::start().await?;
+    eventually("kube-public exists", || async {
+        c.tc()
+            .client
+            .get(&NAMESPACES, None, "kube-public")
+            .await
+            .ok()
+    })
+    .await?;
+    let rev = c.settled_revision().await?;
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let a = c
+            .send(
+                reqwest::Method::DELETE,
+                &format!("/api/v1/namespaces/{ns}"),
+                "application/json",
+                "",
+            )
+            .await?;
+        assert_status(&a, 403, &[ns, "may not be deleted"]);
+    }
+    assert_eq!(c.revision().await?, rev);
+    for ns in ["default", "kube-system", "kube-public", "kube-node-lease"] {
+        let got = c.tc().client.get(&NAMESPACES, None, ns).await?;
+        assert_eq!(got["status"]["phase"], "Active", "{ns}");
+    }
+    c.still_serves().await?;
+    c.restarts_cleanly().await
+}
+
+// ---------------------------------------------------------------------------
+// 6. A watch (or list) from a future resourceVersion.
+
+#[tokio::test]
+async fn a_watch_or_list_from_a_future_resource_version_is_too_large() -> anyhow::Result<()> {
+    let mut c = Cluster::start().await?;
+    let rev = c.settled_revision().await?;
+    let future = rev + 1000;
+    for path in [
+        format!("/api/v1/namespaces/default/pods?watch=true&resourceVersion={future}"),
+        format!("/api/v1/namespaces/default/pods?resourceVersion={future}"),
+    ] {
+        let a = within(
+            "the server to answer a future resourceVersion",
+            c.get(&path),
+        )
+        .await??;
+        assert_status(&a, 504, &["Too large resource version"]);
+        assert_eq!(
+            a.body["details"]["causes"][0]["reason"],
+            "ResourceVersionTooLarge",
+            "{}",
+            short(&a.text)
+        );
+        assert!(a.body["details"]["retryAfterSeconds"].as_i64().is_some());
+    }
+    assert_eq!(c.revision().await?, rev);
+    c.still_serves().await?;
+    c.restarts_cleanly().await
+}
+
+// ---------------------------------------------------------------------------
+// 7. The scale subresource with no replicas.
+
+#[tokio::test]
+async fn a_scale_without_replicas_is_invalid_and_changes_nothing() -> anyhow::Result<()> {
+    let mut c = Cluster::start().await?;
+    c.tc()
+        .client
+        .create(
+            &DEPLOYMENTS,
+            Some("default"),
+            &deployment("web", "default", 2),
+        )
+        .await?;
+    // Let the controllers settle so that the revision stays put.
+    eventually("the deployment settles", || async {
+        let d = c
+            .tc()
+            .client
+            .get(&DEPLOYMENTS, Some("default"), "web")
+            .await
+            .ok()?;
+        (d["status"]["replicas"] == 2).then_some(())
+    })
+    .await?;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rev = c.settled_revision().await?;
+    let scale = format!("{DEPLOY_PATH}/web/scale");
+    for (method, ct, body) in [
+        (reqwest::Method::PUT, "application/json", "{}"),
+        (reqwest::Method::PUT, "application/json", "[]"),
+        (
+            reqwest::Method::PUT,
+            "application/json",
+            r#"{"spec":{"replicas":null}}"#,
+        ),
+        (
+            reqwest::Method::PATCH,
+            "application/merge-patch+json",
+            r#"{"spec":{"replicas":null}}"#,
+        ),
+        (
+            reqwest::Method::PATCH,
+            "application/json-patch+json",
+            r#"[{"op":"remove","path":"/spec/replicas"}]"#,
+        ),
+        (
+            reqwest::Method::PATCH,
+            "application/merge-patch+json",
+            r#"{"spec":null}"#,
+        ),
+    ] {
+        let a = c.send(method.clone(), &scale, ct, body).await?;
+        assert_status(&a, 422, &["spec.replicas"]);
+        assert_eq!(
+            a.body["details"]["causes"][0]["field"],
+            "spec.replicas",
+            "{method} {body}: {}",
+            short(&a.text)
+        );
+    }
+    let d = c
+        .tc()
+        .client
+        .get(&DEPLOYMENTS, Some("default"), "web")
+        .await?;
+    assert_eq!(d["spec"]["replicas"], 2);
+    assert_eq!(c.revision().await?, rev);
+    c.still_serves().await?;
+    c.restarts_cleanly().await
+}
+
+// ---------------------------------------------------------------------------
+// 8. Query parameters that cannot be read.
+
+#[tokio::test]
+async fn every_unreadable_query_parameter_is_a_bad_request_naming_it() -> anyhow::Result<()> {
+    let mut c = Cluster::start().await?;
+    let rev = c.settled_revision().await?;
+    for (query, param) in [
+        ("labelSelector=app%3Dweb%ff", "labelSelector"),
+        ("fieldSelector=%zz", "fieldSelector"),
+        ("watch=%ff", "watch"),
+        ("watch=maybe", "watch"),
+        ("labelSelector=a%3Db%3Dc", "labelSelector"),
+        (
+            "labelSelector=%D0%BA%D0%BB%D1%8E%D1%87%3D1",
+            "labelSelector",
+        ),
+        ("labelSelector=app%3D%D0%B2%D0%B5%D0%B1", "labelSelector"),
+        ("timeoutSeconds=soon", "timeoutSeconds"),
+        ("limit=-1", "limit"),
+        ("limit=ten", "limit"),
+        ("resourceVersion=abc", "resourceVersion"),
+        ("%ff=1", "query"),
+    ] {
+        let a = c
+            .get(&format!("/api/v1/namespaces/default/pods?{query}"))
+            .await?;
+        assert_status(&a, 400, &[param]);
+    }
+    assert_eq!(c.revision().await?, rev);
+    c.still_serves().await?;
+    c.restarts_cleanly().await
+}
+
+// ---------------------------------------------------------------------------
+// 9. Sizes: bodies, objects, annotations, history and the file.
+
+#[tokio::test]
+async fn oversized_bodies_objects_and_annotations_are_refused_and_the_file_stays_small()
+-> anyhow::Result<()> {
+    let mut c = Cluster::start().await?;
+    create_deployment(&c, "web").await?;
+    let rev = c.settled_revision().await?;
+
+    // A body over 3 MiB: 413, as a Status.
+    let mut big = deployment("big", "default", 0);
+    big["metadata"]["annotations"] = json!({"a": "x".repeat(4 << 20)});
+    let a = c
+        .send(
+            reqwest::Method::POST,
+            DEPLOY_PATH,
+            "application/json",
+            serde_json::to_vec(&big)?,
+        )
+        .await?;
+    assert_status(&a, 413, &["3145728"]);
+
+    // Annotations over 256 KiB in all.
+    let mut ann = deployment("ann", "default", 0);
+    ann["metadata"]["annotations"] =
+        json!({"a": "x".repeat(200 << 10), "b": "y".repeat(100 << 10)});
+    let a = c
+        .send(
+            reqwest::Method::POST,
+            DEPLOY_PATH,
+            "application/json",
+            serde_json::to_vec(&ann)?,
+        )
+        .await?;
+    assert_status(&a, 422, &["metadata.annotations", "262144"]);
+
+    // An object over 1.5 MiB (here: environment values in a template).
+    let mut huge = deployment("huge", "default", 0);
+    huge["spec"]["template"]["spec"]["containers"][0]["env"] = json!(
+        (0..8)
+            .map(|i| json!({"name": format!("V{i}"), "value": "v".repeat(250 << 10)}))
+            .collect::<Vec<_>>()
+    );
+    let a = c
+        .send(
+            reqwest::Method::POST,
+            DEPLOY_PATH,
+            "application/json",
+            serde_json::to_vec(&huge)?,
+        )
+        .await?;
+    assert_status(&a, 413, &["1572864"]);
+
+    // The defect's own load: 100 patches of a 1.9 MB annotation.
+    let patch =
+        serde_json::to_vec(&json!({"metadata": {"annotations": {"blob": "z".repeat(1_900_000)}}}))?;
+    for _ in 0..100 {
+        let a = c
+            .send(
+                reqwest::Method::PATCH,
+                &format!("{DEPLOY_PATH}/web"),
+                "application/merge-patch+json",
+                patch.clone(),
+            )
+            .await?;
+        assert_status(&a, 422, &["metadata.annotations"]);
+    }
+    assert_eq!(c.revision().await?, rev, "nothing was written");
+    let file = c.dir.path().join("tugboat.redb");
+    let size = std::fs::metadata(&file)?.len();
+    assert!(size < 16 << 20, "the store file grew to {size} bytes");
+    c.still_serves().await?;
+    c.restarts_cleanly().await
+}
+
+// ---------------------------------------------------------------------------
+// 10. Integer overflow in the scheduler.
+
+#[tokio::test]
+async fn requests_that_overflow_when_summed_do_not_fit_any_node() -> anyhow::Result<()> {
+    let mut c = Cluster::start().await?;
+    let client = &c.tc().client;
+    // A live node of 2 CPUs, on the in-memory runtime.
+    let mut config = tugboat_agent::Config::new(&c.tc().url, "small");
+    config.cpus_override = Some(2);
+    let agent = Agent::start(config);
+    eventually("the node is Ready", || async {
+        let n = client.get(&NODES, None, "small").await.ok()?;
+        n["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            .then_some(())
+    })
+    .await?;
+    let huge = "9223372036854775807m";
+    let pod = json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": "greedy", "namespace": "default"},
+        "spec": {"containers": [
+            {"name": "a", "image": "tugboat/sample:latest", "resources": {"requests": {"cpu": huge}}},
+            {"name": "b", "image": "tugboat/sample:latest", "resources": {"requests": {"cpu": huge}}}
+        ]}
+    });
+    client.create(&PODS, Some("default"), &pod).await?;
+    let p = eventually("the pod is found unschedulable", || async {
+        let p = client.get(&PODS, Some("default"), "greedy").await.ok()?;
+        let conds = p["status"]["conditions"].as_array()?.clone();
+        conds
+            .iter()
+            .any(|c| c["type"] == "PodScheduled" && c["status"] == "False")
+            .then_some(p)
+    })
+    .await?;
+    assert!(p["spec"].get("nodeName").is_none(), "scheduled: {p}");
+    let message = p["status"]["conditions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["type"] == "PodScheduled")
+        .and_then(|c| c["message"].as_str())
+        .unwrap_or("")
+        .to_string();
+    assert!(message.contains("Insufficient cpu"), "{message}");
+    c.still_serves().await?;
+    agent.stop().await?;
+    c.restarts_cleanly().await
+}
+
+/// An agent in this process on the in-memory runtime, stopped on drop.
+struct Agent {
+    token: tokio_util::sync::CancellationToken,
+    handle: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Agent {
+    fn start(config: tugboat_agent::Config) -> Agent {
+        Agent::start_on(
+            config,
+            Arc::new(FakeRuntime::new().with_images(&["tugboat/sample:latest"])),
+        )
+    }
+
+    fn start_on(config: tugboat_agent::Config, runtime: Arc<FakeRuntime>) -> Agent {
+        let token = tokio_util::sync::CancellationToken::new();
+        let shutdown = token.clone();
+        let handle = tokio::spawn(async move {
+            if let Err(e) = tugboat_agent::run(config, runtime, shutdown).await {
+                eprintln!("test agent failed: {e}");
+            }
+        });
+        Agent {
+            token,
+            handle: Some(handle),
+        }
+    }
+
+    async fn stop(mut self) -> anyhow::Result<()> {
+        self.token.cancel();
+        if let Some(h) = self.handle.take() {
+            within("the agent to stop", h).await??;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.token.cancel();
+        if let Some(h) = self.handle.take() {
+            h.abort();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// 11. Slow clients.
+
+#[tokio::test]
+async fn a_client_sending_its_headers_a_byte_at_a_time_is_cut_off() -> anyhow::Result<()> {
+    let c = Cluster::start().await?;
+    let mut s = TcpStream::connect(c.tc().addr).await?;
+    let started = tokio::time::Instant::now();
+    let request = b"GET /api/v1/namespaces HTTP/1.1\r\nHost: x\r\n";
+    let mut closed = false;
+    for b in request.iter().cycle().take(60) {
+        if s.write_all(&[*b]).await.is_err() {
+            closed = true;
+            break;
+        }
+        let mut buf = [0u8; 256];
+        match tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => {
+                closed = true;
+                break;
+            }
+            Ok(Ok(_)) => {
+                // A 408 answer before the close is fine.
+            }
+            Err(_) => {}
+        }
+    }
+    assert!(
+        closed,
+        "the connection was still open after {:?}",
+        started.elapsed()
+    );
+    c.still_serves().await
+}
+
+// ---------------------------------------------------------------------------
+// 12. Smaller ones.
+
+#[tokio::test]
+async fn hostnames_subdomains_and_env_names_are_validated() -> anyhow::Result<()> {
+    let mut c = Cluster::start().await?;
+    let rev = c.settled_revision().await?;
+    for (field, spec) in [
+        (
+            "spec.hostname",
+            json!({"hostname": "Not_A_Label", "containers": [{"name": "c", "image": "i"}]}),
+        ),
+        (
+            "spec.subdomain",
+            json!({"subdomain": "a.b", "containers": [{"name": "c", "image": "i"}]}),
+        ),
+        (
+            "spec.containers[0].env[0].name",
+            json!({"containers": [{"name": "c", "image": "i", "env": [{"name": "1BAD=X", "value": "v"}]}]}),
+        ),
+    ] {
+        let pod =
+            json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": spec});
+        let a = c
+            .send(
+                reqwest::Method::POST,
+                "/api/v1/namespaces/default/pods",
+                "application/json",
+                serde_json::to_vec(&pod)?,
+            )
+            .await?;
+        assert_status(&a, 422, &[field]);
+    }
+    assert_eq!(c.revision().await?, rev);
+    c.still_serves().await?;
+    c.restarts_cleanly().await
+}
+
+#[tokio::test]
+async fn duplicate_json_keys_are_refused_in_strict_mode_and_warned_otherwise() -> anyhow::Result<()>
+{
+    let mut c = Cluster::start().await?;
+    let rev = c.settled_revision().await?;
+    let body = r#"{"apiVersion":"v1","kind":"Namespace","metadata":{"name":"a","name":"b"}}"#;
+    let a = c
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/namespaces",
+            "application/json",
+            body,
+        )
+        .await?;
+    assert_status(&a, 400, &["duplicate field", "metadata.name"]);
+    assert_eq!(c.revision().await?, rev);
+    let a = c
+        .send(
+            reqwest::Method::POST,
+            "/api/v1/namespaces?fieldValidation=Warn",
+            "application/json",
+            body,
+        )
+        .await?;
+    assert_eq!(a.code, 201, "{}", short(&a.text));
+    let warnings: Vec<&str> = a
+        .headers
+        .get_all("warning")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect();
+    assert!(
+        warnings.iter().any(|w| w.contains("duplicate field")),
+        "{warnings:?}"
+    );
+    c.still_serves().await?;
+    c.restarts_cleanly().await
+}
