@@ -344,3 +344,20 @@ async fn a_controller_killed_mid_scale_finishes_the_scale_without_touching_runni
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn a_pod_whose_name_is_too_long_for_a_hostname_still_runs() -> anyhow::Result<()> {
+    // Pod names of this Deployment are 67 characters; runc refuses hostnames over
+    // 63, so the agent cuts them as the kubelet does.
+    let name = "a-deployment-whose-name-is-long-enough-to-overflow";
+    let c = DockerCluster::start("longname", 1).await?;
+    c.apply(&sample_deployment(name, 1)).await?;
+    let pods = wait_running(&c, name, 1).await?;
+    let pod = pods[0]["metadata"]["name"].as_str().unwrap_or("");
+    assert!(pod.len() > 63, "{pod}");
+    let id = c.containers(true)?[0].id.clone();
+    let hostname =
+        tugboat_tests::docker::docker(&["inspect", "--format", "{{.Config.Hostname}}", &id])?;
+    assert_eq!(hostname.trim(), pod[..63].trim_end_matches(['-', '.']));
+    Ok(())
+}

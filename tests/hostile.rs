@@ -988,3 +988,412 @@ async fn duplicate_json_keys_are_refused_in_strict_mode_and_warned_otherwise() -
     c.still_serves().await?;
     c.restarts_cleanly().await
 }
+
+// ---------------------------------------------------------------------------
+// 2 (agent side): an object the agent cannot read on its watch.
+
+use tugboat_controller::store::redb::{DEFAULT_HISTORY, RedbStore};
+use tugboat_controller::store::{
+    Key, Revision, Store, StoreError, StoreEvent, Stored, WatchStream,
+};
+
+/// A store that serves every object labelled `poison=true` with a field nested
+/// 200 levels deep, past what any JSON decoder reads by default: what an agent
+/// would get from a store an older version had poisoned. It counts the lists and
+/// watches of pods, to tell a relist from a hot loop.
+struct PoisonStore {
+    inner: RedbStore,
+    pod_reads: std::sync::atomic::AtomicUsize,
+}
+
+impl PoisonStore {
+    fn poison(object: Arc<Value>) -> Arc<Value> {
+        if object["metadata"]["labels"]["poison"] != "true" {
+            return object;
+        }
+        let mut o = (*object).clone();
+        o["poison"] = nested(200);
+        Arc::new(o)
+    }
+
+    fn poison_stored(s: Stored) -> Stored {
+        Stored {
+            object: Self::poison(s.object),
+            revision: s.revision,
+        }
+    }
+
+    fn count(&self, resource: &str) {
+        if resource == "pods" {
+            self.pod_reads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for PoisonStore {
+    async fn get(&self, key: &Key) -> Result<Option<Stored>, StoreError> {
+        Ok(self.inner.get(key).await?.map(Self::poison_stored))
+    }
+
+    async fn list(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+    ) -> Result<(Vec<Stored>, Revision), StoreError> {
+        self.count(resource);
+        let (items, rev) = self.inner.list(resource, namespace).await?;
+        Ok((items.into_iter().map(Self::poison_stored).collect(), rev))
+    }
+
+    async fn create(&self, key: &Key, object: Value) -> Result<Stored, StoreError> {
+        self.inner.create(key, object).await
+    }
+
+    async fn update(
+        &self,
+        key: &Key,
+        object: Value,
+        expected: Option<Revision>,
+    ) -> Result<Stored, StoreError> {
+        self.inner.update(key, object, expected).await
+    }
+
+    async fn delete(&self, key: &Key, expected: Option<Revision>) -> Result<Stored, StoreError> {
+        self.inner.delete(key, expected).await
+    }
+
+    async fn watch(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        after: Revision,
+    ) -> Result<WatchStream, StoreError> {
+        use futures::StreamExt;
+        self.count(resource);
+        let stream = self.inner.watch(resource, namespace, after).await?;
+        Ok(Box::pin(stream.map(|e| {
+            e.map(|e| StoreEvent {
+                object: Self::poison(e.object),
+                ..e
+            })
+        })))
+    }
+
+    async fn list_at(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        revision: Revision,
+        after_key: Option<&Key>,
+    ) -> Result<Vec<Stored>, StoreError> {
+        self.count(resource);
+        let items = self
+            .inner
+            .list_at(resource, namespace, revision, after_key)
+            .await?;
+        Ok(items.into_iter().map(Self::poison_stored).collect())
+    }
+
+    async fn wait_for(&self, revision: Revision, timeout: Duration) -> bool {
+        self.inner.wait_for(revision, timeout).await
+    }
+
+    fn revision(&self) -> Revision {
+        self.inner.revision()
+    }
+}
+
+async fn pod_phase(client: &tugboat_api::Client, name: &str) -> Option<String> {
+    let p = client.get(&PODS, Some("default"), name).await.ok()?;
+    p["status"]["phase"].as_str().map(str::to_string)
+}
+
+async fn node_ready(client: &tugboat_api::Client, node: &str) -> Option<String> {
+    let n = client.get(&NODES, None, node).await.ok()?;
+    n["status"]["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")
+        .and_then(|c| c["status"].as_str())
+        .map(str::to_string)
+}
+
+#[tokio::test]
+async fn the_agent_sets_an_unreadable_pod_aside_and_runs_the_others() -> anyhow::Result<()> {
+    tugboat_tests::init_tracing();
+    let store = Arc::new(PoisonStore {
+        inner: RedbStore::in_memory(DEFAULT_HISTORY)?,
+        pod_reads: Default::default(),
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let token = tokio_util::sync::CancellationToken::new();
+    let shutdown = token.clone();
+    let served = store.clone();
+    let controller = tokio::spawn(async move {
+        let config = tugboat_controller::Config::default();
+        if let Err(e) = tugboat_controller::run_with_store(listener, served, config, shutdown).await
+        {
+            eprintln!("test controller failed: {e}");
+        }
+    });
+    let _stop = token.clone().drop_guard();
+    let client = tugboat_api::Client::new(&url)?;
+    eventually("the controller answers", || async {
+        client.get_text("/readyz").await.ok()
+    })
+    .await?;
+    let agent = Agent::start(tugboat_agent::Config::new(&url, "n1"));
+    eventually("the node is Ready", || async {
+        (node_ready(&client, "n1").await? == "True").then_some(())
+    })
+    .await?;
+
+    // On the watch: the poisoned pod first, then a good one.
+    let mut bad = bound_pod("bad", "n1");
+    bad["metadata"]["labels"] = json!({"poison": "true"});
+    client.create(&PODS, Some("default"), &bad).await?;
+    client
+        .create(&PODS, Some("default"), &bound_pod("good", "n1"))
+        .await?;
+    eventually("the good pod runs", || async {
+        (pod_phase(&client, "good").await? == "Running").then_some(())
+    })
+    .await?;
+    // The agent relisted and went on: no request loop.
+    let before = store.pod_reads.load(std::sync::atomic::Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let reads = store.pod_reads.load(std::sync::atomic::Ordering::Relaxed) - before;
+    assert!(reads <= 4, "{reads} pod lists and watches in 3 s");
+    // The agent never touched it (clients cannot read it either: ask the store).
+    let stored = store
+        .inner
+        .get(&Key::new("pods", Some("default"), "bad"))
+        .await?
+        .expect("the bad pod is stored");
+    assert_eq!(stored.object["status"]["phase"], "Pending");
+
+    // After a restart, the first list holds the poisoned pod: the rest still run.
+    agent.stop().await?;
+    let agent = Agent::start(tugboat_agent::Config::new(&url, "n1"));
+    client
+        .create(&PODS, Some("default"), &bound_pod("good2", "n1"))
+        .await?;
+    eventually("a pod created after the restart runs", || async {
+        (pod_phase(&client, "good2").await? == "Running").then_some(())
+    })
+    .await?;
+    agent.stop().await?;
+    token.cancel();
+    within("the controller to stop", controller).await??;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_restarted_agent_heartbeats_while_it_fences_slow_containers() -> anyhow::Result<()> {
+    use tugboat_agent::runtime::{
+        ContainerRuntime, ContainerSpec, LABEL_CONTAINER_NAME, LABEL_NODE, LABEL_POD_NAME,
+        LABEL_POD_NAMESPACE, LABEL_POD_UID,
+    };
+    let c = Cluster::start().await?;
+    let client = &c.tc().client;
+    // A container left from a pod that is gone, whose stop takes longer than the
+    // node's grace (3 s).
+    let runtime = Arc::new(
+        FakeRuntime::new()
+            .with_images(&["tugboat/sample:latest"])
+            .with_stop_delay(Duration::from_secs(6)),
+    );
+    let labels = [
+        (LABEL_NODE, "slow"),
+        (LABEL_POD_UID, "ghost-uid"),
+        (LABEL_POD_NAME, "ghost"),
+        (LABEL_POD_NAMESPACE, "default"),
+        (LABEL_CONTAINER_NAME, "c"),
+    ];
+    let id = runtime
+        .create(&ContainerSpec {
+            name: "tug_default_ghost_c_0".into(),
+            image: "tugboat/sample:latest".into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Default::default()
+        })
+        .await?;
+    runtime.start(&id).await?;
+    let agent = Agent::start_on(
+        tugboat_agent::Config::new(&c.tc().url, "slow"),
+        runtime.clone(),
+    );
+    let mut seen_ready = false;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    while runtime.container_count() > 0 {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the stale container was not removed"
+        );
+        match node_ready(client, "slow").await.as_deref() {
+            Some("True") => seen_ready = true,
+            Some(other) if seen_ready => {
+                anyhow::bail!("the node went {other} while its agent fenced")
+            }
+            _ => {}
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seen_ready, "the node was never Ready");
+    assert_eq!(node_ready(client, "slow").await.as_deref(), Some("True"));
+    agent.stop().await
+}
+
+// ---------------------------------------------------------------------------
+// 11 (continued): idle connections and connections per client.
+
+async fn tuned(limits: tugboat_controller::server::ConnLimits) -> anyhow::Result<TestController> {
+    TestController::start_tuned(move |c| c.connections = limits).await
+}
+
+/// Whether the server closes `s` within `limit` (reads return 0 or fail).
+async fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() -> anyhow::Result<()> {
+    let tc = tuned(tugboat_controller::server::ConnLimits {
+        header_read_timeout: Duration::from_secs(30),
+        idle_timeout: Duration::from_secs(1),
+        ..Default::default()
+    })
+    .await?;
+    let mut s = TcpStream::connect(tc.addr).await?;
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await?;
+    let mut buf = [0u8; 1024];
+    let n = within("the answer", s.read(&mut buf)).await??;
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let started = tokio::time::Instant::now();
+    assert!(
+        closed_within(&mut s, Duration::from_secs(5)).await,
+        "an idle connection was kept open"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(900));
+    // A watch with nothing to say is not idle: it stays open past the timeout.
+    let mut w = TcpStream::connect(tc.addr).await?;
+    w.write_all(b"GET /api/v1/namespaces/default/pods?watch=true HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await?;
+    assert!(
+        !closed_within(&mut w, Duration::from_secs(3)).await,
+        "a quiet watch was cut as idle"
+    );
+    tc.stop().await
+}
+
+#[tokio::test]
+async fn one_client_cannot_hold_more_connections_than_its_share() -> anyhow::Result<()> {
+    let tc = tuned(tugboat_controller::server::ConnLimits {
+        per_client: 4,
+        ..Default::default()
+    })
+    .await?;
+    // The test's own client may hold a pooled connection too: count what is
+    // served out of ten.
+    let mut held = Vec::new();
+    let mut refused = 0;
+    for _ in 0..10 {
+        let mut s = TcpStream::connect(tc.addr).await?;
+        let _ = s
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await;
+        let mut buf = [0u8; 512];
+        match within("an answer or a close", s.read(&mut buf)).await? {
+            Ok(n) if n > 0 => held.push(s),
+            _ => refused += 1,
+        }
+    }
+    assert!(
+        (3..=4).contains(&held.len()),
+        "{} connections of one client were served",
+        held.len()
+    );
+    assert!(refused >= 6, "only {refused} were refused");
+    // Giving one back makes room again.
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut again = TcpStream::connect(tc.addr).await?;
+    again
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut text = String::new();
+    within("an answer", again.read_to_string(&mut text)).await??;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    drop(held);
+    tc.stop().await
+}
+
+// ---------------------------------------------------------------------------
+// Bounds: list pagination.
+
+#[tokio::test]
+async fn lists_come_in_pages_that_all_show_one_moment() -> anyhow::Result<()> {
+    let c = Cluster::start().await?;
+    let client = &c.tc().client;
+    for i in 0..7 {
+        client
+            .create(
+                &PODS,
+                Some("default"),
+                &bound_pod(&format!("p{i}"), "nowhere"),
+            )
+            .await?;
+    }
+    let path = "/api/v1/namespaces/default/pods?limit=3";
+    let first = c.get(path).await?;
+    assert_eq!(first.code, 200, "{}", short(&first.text));
+    let names = |a: &Answer| -> Vec<String> {
+        a.body["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| p["metadata"]["name"].as_str().unwrap_or("").to_string())
+            .collect()
+    };
+    assert_eq!(names(&first), ["p0", "p1", "p2"]);
+    assert_eq!(first.body["metadata"]["remainingItemCount"], 4);
+    let token = first.body["metadata"]["continue"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let second = c.get(&format!("{path}&continue={token}")).await?;
+    assert_eq!(names(&second), ["p3", "p4", "p5"]);
+    assert_eq!(
+        second.body["metadata"]["resourceVersion"],
+        first.body["metadata"]["resourceVersion"]
+    );
+    let token2 = second.body["metadata"]["continue"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let third = c.get(&format!("{path}&continue={token2}")).await?;
+    assert_eq!(names(&third), ["p6"]);
+    assert!(third.body["metadata"].get("continue").is_none());
+    // A change in what is left to list: that moment is gone, list again.
+    client.delete(&PODS, Some("default"), "p6").await?;
+    let stale = c.get(&format!("{path}&continue={token2}")).await?;
+    assert_status(&stale, 410, &["continue"]);
+    let bad = c.get(&format!("{path}&continue=garbage")).await?;
+    assert_status(&bad, 400, &["continue"]);
+    Ok(())
+}

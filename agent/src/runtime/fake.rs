@@ -69,6 +69,8 @@ struct State {
     last_event_nanos: i64,
     host: HostInfo,
     stop_exit_code: i64,
+    /// How long `stop` takes (a workload slow to shut down).
+    stop_delay: Duration,
     exec: ExecHandler,
     failures: HashMap<FakeOp, VecDeque<String>>,
 }
@@ -125,6 +127,7 @@ impl FakeRuntime {
                     runtime_version: "fake://0.1.0".into(),
                 },
                 stop_exit_code: 143,
+                stop_delay: Duration::ZERO,
                 exec: Arc::new(|_, _| Ok(ExecOutput::default())),
                 failures: HashMap::new(),
             }),
@@ -156,6 +159,12 @@ impl FakeRuntime {
     /// meant to shut down cleanly (0).
     pub fn with_stop_exit_code(self, code: i64) -> Self {
         self.lock().stop_exit_code = code;
+        self
+    }
+
+    /// `stop` takes this long, as a workload that shuts down slowly.
+    pub fn with_stop_delay(self, delay: Duration) -> Self {
+        self.lock().stop_delay = delay;
         self
     }
 
@@ -564,13 +573,20 @@ impl ContainerRuntime for FakeRuntime {
 
     /// Stops at once (nothing runs to take the grace period), with the stop exit code.
     async fn stop(&self, id: &str, _grace: Duration) -> Result<(), RuntimeError> {
-        let mut state = self.lock();
-        if let Some(message) = self.injected(&mut state, FakeOp::Stop) {
-            return Err(RuntimeError::Engine {
-                operation: format!("stop container {id}"),
-                message,
-            });
+        let delay = {
+            let mut state = self.lock();
+            if let Some(message) = self.injected(&mut state, FakeOp::Stop) {
+                return Err(RuntimeError::Engine {
+                    operation: format!("stop container {id}"),
+                    message,
+                });
+            }
+            state.stop_delay
+        };
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
         }
+        let mut state = self.lock();
         let Some(key) = resolve(&state, id) else {
             return Ok(());
         };
