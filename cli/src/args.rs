@@ -236,6 +236,18 @@ pub struct ControllerTuning {
     /// Seconds an event is kept after it last happened.
     #[arg(long, default_value_t = 3600.0, value_name = "SECS")]
     pub event_ttl: f64,
+
+    /// Seconds a client may take to send a request's headers.
+    #[arg(long, default_value_t = tugboat_api::limits::HEADER_READ_TIMEOUT_SECS as f64, value_name = "SECS")]
+    pub header_timeout: f64,
+
+    /// Seconds a keep-alive connection with no request in flight stays open.
+    #[arg(long, default_value_t = tugboat_api::limits::IDLE_TIMEOUT_SECS as f64, value_name = "SECS")]
+    pub idle_timeout: f64,
+
+    /// Connections one client address may hold open at once.
+    #[arg(long, default_value_t = tugboat_api::limits::MAX_CONNECTIONS_PER_CLIENT, value_name = "N")]
+    pub max_connections_per_client: usize,
 }
 
 #[derive(Debug, Args)]

@@ -34,6 +34,15 @@ pub fn controller_config(
         node_grace: secs("node-grace", tuning.node_grace)?,
         eviction_delay: secs("eviction-delay", tuning.eviction_delay)?,
         event_ttl: secs("event-ttl", tuning.event_ttl)?,
+        connections: tugboat_controller::server::ConnLimits {
+            header_read_timeout: secs("header-timeout", tuning.header_timeout)?,
+            idle_timeout: secs("idle-timeout", tuning.idle_timeout)?,
+            per_client: match tuning.max_connections_per_client {
+                0 => anyhow::bail!("--max-connections-per-client: expected at least 1"),
+                n => n,
+            },
+            ..Default::default()
+        },
         ..Default::default()
     })
 }
