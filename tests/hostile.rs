@@ -213,7 +213,7 @@ async fn a_json_patch_of_copies_that_double_the_object_is_refused() -> anyhow::R
             serde_json::to_vec(&ops)?,
         )
         .await?;
-    assert_status(&a, 422, &["copy from spec to spec.x", "1572864 bytes"]);
+    assert_status(&a, 422, &["copy from spec to spec.x", "262144 bytes"]);
     assert_eq!(c.revision().await?, rev, "nothing was written");
     c.still_serves().await?;
     c.restarts_cleanly().await

@@ -26,6 +26,12 @@ pub const MAX_DEPTH: usize = 64;
 /// The most operations one JSON patch may carry (kube-apiserver: 10,000).
 pub const MAX_JSON_PATCH_OPERATIONS: usize = 10_000;
 
+/// How much a JSON patch's `copy` operations may add in all, encoded. Tighter
+/// than kube-apiserver's (the whole object size): copying is the one operation
+/// whose cost a small body does not bound, and 1.5 MiB of copied small objects
+/// takes tens of milliseconds to build; no patch a client means needs more.
+pub const MAX_JSON_PATCH_COPY_BYTES: usize = 256 * 1024;
+
 /// The longest a client may take to send its request headers (kube-apiserver:
 /// 32 s; shorter here, as Tugboat's clients are on the same network).
 pub const HEADER_READ_TIMEOUT_SECS: u64 = 10;
@@ -90,10 +96,13 @@ pub fn check_depth(value: &Value) -> Result<(), LimitError> {
 /// Like [`check_depth`] against `max` levels (for a value that will sit `MAX_DEPTH
 /// - max` levels down in an object).
 pub fn check_depth_within(value: &Value, max: usize) -> Result<(), LimitError> {
-    match deepest(value, max) {
-        None => Ok(()),
-        Some(path) => Err(LimitError::TooDeep { path }),
+    // The cheap walk first; the path is only worked out for the error.
+    if depth(value, max) <= max {
+        return Ok(());
     }
+    Err(LimitError::TooDeep {
+        path: deepest(value, max).unwrap_or_else(|| "(root)".to_string()),
+    })
 }
 
 /// The depth of `value`: 0 for a scalar, 1 for `{}` or `[]`, and so on; at most
@@ -102,17 +111,29 @@ pub fn depth(value: &Value, cap: usize) -> usize {
     let mut max = 0;
     let mut stack: Vec<(&Value, usize)> = vec![(value, 0)];
     while let Some((v, d)) = stack.pop() {
-        let children: Box<dyn Iterator<Item = &Value>> = match v {
-            Value::Object(m) => Box::new(m.values()),
-            Value::Array(a) => Box::new(a.iter()),
-            _ => continue,
-        };
         let d = d + 1;
-        max = max.max(d);
+        match v {
+            Value::Object(m) => {
+                max = max.max(d);
+                stack.extend(
+                    m.values()
+                        .filter(|c| matches!(c, Value::Object(_) | Value::Array(_)))
+                        .map(|c| (c, d)),
+                );
+            }
+            Value::Array(a) => {
+                max = max.max(d);
+                stack.extend(
+                    a.iter()
+                        .filter(|c| matches!(c, Value::Object(_) | Value::Array(_)))
+                        .map(|c| (c, d)),
+                );
+            }
+            _ => continue,
+        }
         if max > cap {
             return max;
         }
-        stack.extend(children.map(|c| (c, d)));
     }
     max
 }

@@ -94,7 +94,8 @@ impl Patch {
 /// the object, or nest it into itself, is refused before it is built (each copy
 /// would otherwise double the memory it takes, and a deep enough result overflows
 /// the stack of whatever walks it next). Copies may add at most
-/// [`limits::MAX_OBJECT_BYTES`] in all, as kube-apiserver bounds them.
+/// [`limits::MAX_JSON_PATCH_COPY_BYTES`] in all (kube-apiserver bounds them the
+/// same way, by the object limit).
 fn apply_json_patch(target: &Value, patch: &json_patch::Patch) -> Result<Value, ApiError> {
     let mut out = target.clone();
     let mut copied: usize = 0;
@@ -150,15 +151,15 @@ fn apply_json_patch(target: &Value, patch: &json_patch::Patch) -> Result<Value, 
                 ));
             }
             if verb == "copy" {
-                let budget = limits::MAX_OBJECT_BYTES.saturating_sub(copied);
+                let budget = limits::MAX_JSON_PATCH_COPY_BYTES.saturating_sub(copied);
                 copied = copied.saturating_add(limits::encoded_len(v, budget));
-                if copied > limits::MAX_OBJECT_BYTES {
+                if copied > limits::MAX_JSON_PATCH_COPY_BYTES {
                     return Err(invalid_patch(
                         path,
                         format!(
                             "{} would make the copies of this patch add more than {} bytes in all",
                             describe(),
-                            limits::MAX_OBJECT_BYTES
+                            limits::MAX_JSON_PATCH_COPY_BYTES
                         ),
                     ));
                 }
@@ -428,7 +429,7 @@ mod tests {
             "{}",
             err.message
         );
-        assert!(err.message.contains("1572864 bytes"), "{}", err.message);
+        assert!(err.message.contains("262144 bytes"), "{}", err.message);
     }
 
     #[test]

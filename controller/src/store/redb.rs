@@ -43,7 +43,7 @@ pub const DEFAULT_HISTORY: usize = 10_000;
 
 /// How many bytes of events (encoded) the history keeps at most, unless told
 /// otherwise: whichever of the two bounds is reached first compacts it.
-pub const DEFAULT_HISTORY_BYTES: usize = 64 * 1024 * 1024;
+pub const DEFAULT_HISTORY_BYTES: usize = 16 * 1024 * 1024;
 
 /// Once this many bytes of the file have been freed (objects overwritten or
 /// deleted, history compacted) since the last compaction, and at least as many as
