@@ -13,6 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tugboat_agent::runtime::fake::FakeRuntime;
 use tugboat_api::resource::{DEPLOYMENTS, NAMESPACES, NODES, PODS};
+use tugboat_tests::fake_agent::FakeAgent;
 use tugboat_tests::{TestController, deployment, eventually, within};
 
 /// A controller on a data directory the test owns, so it can be restarted on it.
@@ -77,6 +78,18 @@ impl Cluster {
         })
     }
 
+    /// `send` with `body` as JSON.
+    async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        content_type: &str,
+        body: &impl serde::Serialize,
+    ) -> anyhow::Result<Answer> {
+        self.send(method, path, content_type, serde_json::to_vec(body)?)
+            .await
+    }
+
     async fn get(&self, path: &str) -> anyhow::Result<Answer> {
         self.send(reqwest::Method::GET, path, "application/json", "")
             .await
@@ -111,6 +124,30 @@ impl Cluster {
             .as_str()
             .unwrap_or("")
             .parse()?)
+    }
+
+    /// PATCH the test's Deployment `web`, with `query` (`""` or `?…`).
+    async fn patch_web(
+        &self,
+        query: &str,
+        content_type: &str,
+        body: &impl serde::Serialize,
+    ) -> anyhow::Result<Answer> {
+        self.send_json(
+            reqwest::Method::PATCH,
+            &format!("{DEPLOY_PATH}/web{query}"),
+            content_type,
+            body,
+        )
+        .await
+    }
+
+    /// How every refused request ends: the store did not move from `rev`, other
+    /// clients are still served, and the controller restarts cleanly.
+    async fn changed_nothing_since(&mut self, rev: u64) -> anyhow::Result<()> {
+        assert_eq!(self.revision().await?, rev, "a refused request wrote");
+        self.still_serves().await?;
+        self.restarts_cleanly().await
     }
 
     /// Another client is still served: discovery and a list both answer.
@@ -205,18 +242,9 @@ async fn a_json_patch_of_copies_that_double_the_object_is_refused() -> anyhow::R
     let ops: Vec<Value> = (0..40)
         .map(|i| json!({"op": "copy", "from": "/spec", "path": format!("/spec/x{i}")}))
         .collect();
-    let a = c
-        .send(
-            reqwest::Method::PATCH,
-            &format!("{DEPLOY_PATH}/web"),
-            "application/json-patch+json",
-            serde_json::to_vec(&ops)?,
-        )
-        .await?;
+    let a = c.patch_web("", "application/json-patch+json", &ops).await?;
     assert_status(&a, 422, &["copy from spec to spec.x", "262144 bytes"]);
-    assert_eq!(c.revision().await?, rev, "nothing was written");
-    c.still_serves().await?;
-    c.restarts_cleanly().await
+    c.changed_nothing_since(rev).await
 }
 
 #[tokio::test]
@@ -239,18 +267,9 @@ async fn copies_that_nest_managed_fields_into_themselves_do_not_crash_the_server
                         "path": format!("{field}{}/f:x", "/f:x".repeat(chain))}));
         chain = 2 * chain + 1;
     }
-    let a = c
-        .send(
-            reqwest::Method::PATCH,
-            &format!("{DEPLOY_PATH}/web"),
-            "application/json-patch+json",
-            serde_json::to_vec(&ops)?,
-        )
-        .await?;
+    let a = c.patch_web("", "application/json-patch+json", &ops).await?;
     assert_status(&a, 422, &["metadata.managedFields[0].fieldsV1", "levels"]);
-    assert_eq!(c.revision().await?, rev, "nothing was written");
-    c.still_serves().await?;
-    c.restarts_cleanly().await
+    c.changed_nothing_since(rev).await
 }
 
 // ---------------------------------------------------------------------------
@@ -269,11 +288,10 @@ async fn an_object_nested_deeper_than_the_decoder_reads_is_refused_and_the_store
         json!({"op": "add", "path": format!("/spec/deep{}/f:b", "/f:a".repeat(50)), "value": nested(50)}),
     ];
     let a = c
-        .send(
-            reqwest::Method::PATCH,
-            &format!("{DEPLOY_PATH}/web?fieldValidation=Ignore"),
+        .patch_web(
+            "?fieldValidation=Ignore",
             "application/json-patch+json",
-            serde_json::to_vec(&ops)?,
+            &ops,
         )
         .await?;
     assert_status(&a, 422, &["spec.deep", "levels"]);
@@ -284,14 +302,7 @@ async fn an_object_nested_deeper_than_the_decoder_reads_is_refused_and_the_store
         }]}),
         json!({"op": "add", "path": format!("/metadata/managedFields/0/fieldsV1{}/f:b", "/f:a".repeat(50)), "value": nested(50)}),
     ];
-    let a = c
-        .send(
-            reqwest::Method::PATCH,
-            &format!("{DEPLOY_PATH}/web"),
-            "application/json-patch+json",
-            serde_json::to_vec(&ops)?,
-        )
-        .await?;
+    let a = c.patch_web("", "application/json-patch+json", &ops).await?;
     assert_status(&a, 422, &["metadata.managedFields", "levels"]);
     // A body just below serde_json's own limit is refused for its depth too.
     let mut body = deployment("deep", "default", 0);
@@ -299,17 +310,15 @@ async fn an_object_nested_deeper_than_the_decoder_reads_is_refused_and_the_store
     body["metadata"]["labels"] = json!({"a": "b"});
     body["spec"]["x"] = nested(110);
     let a = c
-        .send(
+        .send_json(
             reqwest::Method::POST,
             DEPLOY_PATH,
             "application/json",
-            serde_json::to_vec(&body)?,
+            &body,
         )
         .await?;
     assert_status(&a, 400, &["levels"]);
-    assert_eq!(c.revision().await?, rev, "nothing was written");
-    c.still_serves().await?;
-    c.restarts_cleanly().await
+    c.changed_nothing_since(rev).await
 }
 
 // ---------------------------------------------------------------------------
@@ -403,11 +412,11 @@ async fn the_logs_proxy_cannot_be_pointed_at_another_url() -> anyhow::Result<()>
         10250,
     );
     let a = c
-        .send(
+        .send_json(
             reqwest::Method::POST,
             "/api/v1/nodes",
             "application/json",
-            serde_json::to_vec(&bad)?,
+            &bad,
         )
         .await?;
     assert_status(&a, 422, &["status.addresses[0].address"]);
@@ -497,12 +506,7 @@ async fn a_dry_run_delete_deletes_nothing() -> anyhow::Result<()> {
     }
     // The same through DeleteOptions in the body.
     let a = c
-        .send(
-            reqwest::Method::DELETE,
-            "/api/v1/namespaces/default/pods/p",
-            "application/json",
-            serde_json::to_vec(&json!({"kind": "DeleteOptions", "apiVersion": "v1", "dryRun": ["All"], "gracePeriodSeconds": 0}))?,
-        )
+        .send_json(reqwest::Method::DELETE, "/api/v1/namespaces/default/pods/p", "application/json", &json!({"kind": "DeleteOptions", "apiVersion": "v1", "dryRun": ["All"], "gracePeriodSeconds": 0}))
         .await?;
     assert!(
         a.code == 200 || a.code == 202,
@@ -590,9 +594,7 @@ async fn a_watch_or_list_from_a_future_resource_version_is_too_large() -> anyhow
         );
         assert!(a.body["details"]["retryAfterSeconds"].as_i64().is_some());
     }
-    assert_eq!(c.revision().await?, rev);
-    c.still_serves().await?;
-    c.restarts_cleanly().await
+    c.changed_nothing_since(rev).await
 }
 
 // ---------------------------------------------------------------------------
@@ -662,9 +664,7 @@ async fn a_scale_without_replicas_is_invalid_and_changes_nothing() -> anyhow::Re
         .get(&DEPLOYMENTS, Some("default"), "web")
         .await?;
     assert_eq!(d["spec"]["replicas"], 2);
-    assert_eq!(c.revision().await?, rev);
-    c.still_serves().await?;
-    c.restarts_cleanly().await
+    c.changed_nothing_since(rev).await
 }
 
 // ---------------------------------------------------------------------------
@@ -696,9 +696,7 @@ async fn every_unreadable_query_parameter_is_a_bad_request_naming_it() -> anyhow
             .await?;
         assert_status(&a, 400, &[param]);
     }
-    assert_eq!(c.revision().await?, rev);
-    c.still_serves().await?;
-    c.restarts_cleanly().await
+    c.changed_nothing_since(rev).await
 }
 
 // ---------------------------------------------------------------------------
@@ -715,12 +713,7 @@ async fn oversized_bodies_objects_and_annotations_are_refused_and_the_file_stays
     let mut big = deployment("big", "default", 0);
     big["metadata"]["annotations"] = json!({"a": "x".repeat(4 << 20)});
     let a = c
-        .send(
-            reqwest::Method::POST,
-            DEPLOY_PATH,
-            "application/json",
-            serde_json::to_vec(&big)?,
-        )
+        .send_json(reqwest::Method::POST, DEPLOY_PATH, "application/json", &big)
         .await?;
     assert_status(&a, 413, &["3145728"]);
 
@@ -729,12 +722,7 @@ async fn oversized_bodies_objects_and_annotations_are_refused_and_the_file_stays
     ann["metadata"]["annotations"] =
         json!({"a": "x".repeat(200 << 10), "b": "y".repeat(100 << 10)});
     let a = c
-        .send(
-            reqwest::Method::POST,
-            DEPLOY_PATH,
-            "application/json",
-            serde_json::to_vec(&ann)?,
-        )
+        .send_json(reqwest::Method::POST, DEPLOY_PATH, "application/json", &ann)
         .await?;
     assert_status(&a, 422, &["metadata.annotations", "262144"]);
 
@@ -746,11 +734,11 @@ async fn oversized_bodies_objects_and_annotations_are_refused_and_the_file_stays
             .collect::<Vec<_>>()
     );
     let a = c
-        .send(
+        .send_json(
             reqwest::Method::POST,
             DEPLOY_PATH,
             "application/json",
-            serde_json::to_vec(&huge)?,
+            &huge,
         )
         .await?;
     assert_status(&a, 413, &["1572864"]);
@@ -787,7 +775,7 @@ async fn requests_that_overflow_when_summed_do_not_fit_any_node() -> anyhow::Res
     // A live node of 2 CPUs, on the in-memory runtime.
     let mut config = tugboat_agent::Config::new(&c.tc().url, "small");
     config.cpus_override = Some(2);
-    let agent = Agent::start(config);
+    let agent = FakeAgent::start_with(config);
     eventually("the node is Ready", || async {
         let n = client.get(&NODES, None, "small").await.ok()?;
         n["status"]["conditions"]
@@ -829,52 +817,6 @@ async fn requests_that_overflow_when_summed_do_not_fit_any_node() -> anyhow::Res
     c.still_serves().await?;
     agent.stop().await?;
     c.restarts_cleanly().await
-}
-
-/// An agent in this process on the in-memory runtime, stopped on drop.
-struct Agent {
-    token: tokio_util::sync::CancellationToken,
-    handle: Option<tokio::task::JoinHandle<()>>,
-}
-
-impl Agent {
-    fn start(config: tugboat_agent::Config) -> Agent {
-        Agent::start_on(
-            config,
-            Arc::new(FakeRuntime::new().with_images(&["tugboat/sample:latest"])),
-        )
-    }
-
-    fn start_on(config: tugboat_agent::Config, runtime: Arc<FakeRuntime>) -> Agent {
-        let token = tokio_util::sync::CancellationToken::new();
-        let shutdown = token.clone();
-        let handle = tokio::spawn(async move {
-            if let Err(e) = tugboat_agent::run(config, runtime, shutdown).await {
-                eprintln!("test agent failed: {e}");
-            }
-        });
-        Agent {
-            token,
-            handle: Some(handle),
-        }
-    }
-
-    async fn stop(mut self) -> anyhow::Result<()> {
-        self.token.cancel();
-        if let Some(h) = self.handle.take() {
-            within("the agent to stop", h).await??;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.token.cancel();
-        if let Some(h) = self.handle.take() {
-            h.abort();
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------
@@ -936,18 +878,16 @@ async fn hostnames_subdomains_and_env_names_are_validated() -> anyhow::Result<()
         let pod =
             json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "p"}, "spec": spec});
         let a = c
-            .send(
+            .send_json(
                 reqwest::Method::POST,
                 "/api/v1/namespaces/default/pods",
                 "application/json",
-                serde_json::to_vec(&pod)?,
+                &pod,
             )
             .await?;
         assert_status(&a, 422, &[field]);
     }
-    assert_eq!(c.revision().await?, rev);
-    c.still_serves().await?;
-    c.restarts_cleanly().await
+    c.changed_nothing_since(rev).await
 }
 
 #[tokio::test]
@@ -1145,7 +1085,7 @@ async fn the_agent_sets_an_unreadable_pod_aside_and_runs_the_others() -> anyhow:
         client.get_text("/readyz").await.ok()
     })
     .await?;
-    let agent = Agent::start(tugboat_agent::Config::new(&url, "n1"));
+    let agent = FakeAgent::start_with(tugboat_agent::Config::new(&url, "n1"));
     eventually("the node is Ready", || async {
         (node_ready(&client, "n1").await? == "True").then_some(())
     })
@@ -1177,7 +1117,7 @@ async fn the_agent_sets_an_unreadable_pod_aside_and_runs_the_others() -> anyhow:
 
     // After a restart, the first list holds the poisoned pod: the rest still run.
     agent.stop().await?;
-    let agent = Agent::start(tugboat_agent::Config::new(&url, "n1"));
+    let agent = FakeAgent::start_with(tugboat_agent::Config::new(&url, "n1"));
     client
         .create(&PODS, Some("default"), &bound_pod("good2", "n1"))
         .await?;
@@ -1225,7 +1165,7 @@ async fn a_restarted_agent_heartbeats_while_it_fences_slow_containers() -> anyho
         })
         .await?;
     runtime.start(&id).await?;
-    let agent = Agent::start_on(
+    let agent = FakeAgent::start_on(
         tugboat_agent::Config::new(&c.tc().url, "slow"),
         runtime.clone(),
     );

@@ -5,66 +5,21 @@
 //! pods like kubectl. An agent "dies" when its task is cancelled: its heartbeats stop.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
-use tugboat_agent::runtime::fake::FakeRuntime;
 use tugboat_api::resource::{DEPLOYMENTS, EVENTS, NODES, PODS};
 use tugboat_api::{Client, ListParams, meta};
+use tugboat_tests::fake_agent::FakeAgent;
 use tugboat_tests::{TestController, deployment, eventually, tug, within};
 
 const IMAGE: &str = "tugboat/sample:latest";
 const NS: &str = "default";
 
-/// An agent running in this process on its own fake container engine.
-struct Agent {
-    token: CancellationToken,
-    handle: Option<JoinHandle<()>>,
-}
-
-impl Agent {
-    fn start(url: &str, node: &str) -> Agent {
-        Agent::start_with(tugboat_agent::Config::new(url, node))
-    }
-
-    fn start_with(config: tugboat_agent::Config) -> Agent {
-        let token = CancellationToken::new();
-        let runtime = Arc::new(FakeRuntime::new().with_images(&[IMAGE]));
-        let shutdown = token.clone();
-        let handle = tokio::spawn(async move {
-            if let Err(e) = tugboat_agent::run(config, runtime, shutdown).await {
-                eprintln!("test agent failed: {e}");
-            }
-        });
-        Agent {
-            token,
-            handle: Some(handle),
-        }
-    }
-
-    /// The agent dies: its heartbeats stop and nobody looks after its pods.
-    async fn kill(mut self) -> anyhow::Result<()> {
-        self.token.cancel();
-        if let Some(h) = self.handle.take() {
-            within("the agent to stop", h).await??;
-        }
-        Ok(())
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        self.token.cancel();
-    }
-}
-
-async fn kill_all(agents: Vec<Agent>) -> anyhow::Result<()> {
+async fn kill_all(agents: Vec<FakeAgent>) -> anyhow::Result<()> {
     for a in agents {
-        a.kill().await?;
+        a.stop().await?;
     }
     Ok(())
 }
@@ -164,8 +119,8 @@ where
     .await
 }
 
-async fn start_agents(tc: &TestController, names: &[&str]) -> anyhow::Result<Vec<Agent>> {
-    let agents = names.iter().map(|n| Agent::start(&tc.url, n)).collect();
+async fn start_agents(tc: &TestController, names: &[&str]) -> anyhow::Result<Vec<FakeAgent>> {
+    let agents = names.iter().map(|n| FakeAgent::start(&tc.url, n)).collect();
     for n in names {
         wait_ready_status(&tc.client, n, "True").await?;
     }
@@ -194,7 +149,7 @@ async fn a_lost_node_goes_not_ready_and_its_pods_run_on_the_others() -> anyhow::
         .collect();
 
     let died = Instant::now();
-    agents.pop().expect("three agents").kill().await?;
+    agents.pop().expect("three agents").stop().await?;
     let lost = timed("node-3 is Ready=Unknown", || async {
         node(&tc.client, "node-3")
             .await
@@ -256,7 +211,7 @@ async fn a_lost_node_goes_not_ready_and_its_pods_run_on_the_others() -> anyhow::
     );
 
     // The agent comes back (same node, a fresh engine): Ready again, nothing returns to it.
-    agents.push(Agent::start(&tc.url, "node-3"));
+    agents.push(FakeAgent::start(&tc.url, "node-3"));
     wait_ready_status(&tc.client, "node-3", "True").await?;
     eventually("a NodeReady event for node-3", || async {
         has_event(
@@ -281,7 +236,7 @@ async fn a_slow_but_alive_agent_keeps_its_node_ready() -> anyhow::Result<()> {
     // Beats every 2 s, against a grace of 3 s.
     let mut config = tugboat_agent::Config::new(&tc.url, "slow");
     config.heartbeat = Duration::from_secs(2);
-    let agent = Agent::start_with(config);
+    let agent = FakeAgent::start_with(config);
     wait_ready_status(&tc.client, "slow", "True").await?;
     let watched = Instant::now();
     let mut samples = 0;
@@ -303,7 +258,7 @@ async fn a_slow_but_alive_agent_keeps_its_node_ready() -> anyhow::Result<()> {
         "{evs:?}"
     );
 
-    agent.kill().await?;
+    agent.stop().await?;
     tc.stop().await
 }
 

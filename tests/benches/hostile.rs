@@ -63,6 +63,37 @@ impl Controller {
     }
 }
 
+impl Controller {
+    /// Sends `n` patches (the body of the i-th from `body(i)`) and says how many
+    /// were answered `expect`, with their latencies.
+    async fn patches(
+        &self,
+        n: usize,
+        path: &str,
+        content_type: &str,
+        expect: u16,
+        what: &str,
+        body: impl Fn(usize) -> Vec<u8>,
+    ) -> anyhow::Result<String> {
+        let mut hits = 0;
+        let mut times = Vec::new();
+        for i in 0..n {
+            let b = body(i);
+            let t = Instant::now();
+            if self.patch(path, content_type, b).await? == expect {
+                hits += 1;
+            }
+            times.push(t.elapsed());
+        }
+        times.sort();
+        Ok(format!(
+            "{hits}/{n} {what}, p50 {:.1} ms, p99 {:.1} ms",
+            percentile(&times, 0.5),
+            percentile(&times, 0.99)
+        ))
+    }
+}
+
 fn row(what: &str, c: &Controller, note: &str) {
     println!(
         "| {what:<44} | {:>8.1} | {:>8.1} | {note} |",
@@ -133,51 +164,38 @@ async fn main() -> anyhow::Result<()> {
     // The defect's own load.
     let big =
         serde_json::to_vec(&json!({"metadata": {"annotations": {"blob": "z".repeat(1_900_000)}}}))?;
-    let mut refused = 0;
-    let mut times = Vec::new();
-    for _ in 0..100 {
-        let t = Instant::now();
-        if c.patch(path, "application/merge-patch+json", big.clone())
-            .await?
-            == 422
-        {
-            refused += 1;
-        }
-        times.push(t.elapsed());
-    }
-    times.sort();
-    row(
-        "100 patches of a 1.9 MB annotation",
-        &c,
-        &format!(
-            "{refused}/100 refused, p50 {:.1} ms, p99 {:.1} ms",
-            percentile(&times, 0.5),
-            percentile(&times, 0.99)
-        ),
-    );
+    let note = c
+        .patches(
+            100,
+            path,
+            "application/merge-patch+json",
+            422,
+            "refused",
+            |_| big.clone(),
+        )
+        .await?;
+    row("100 patches of a 1.9 MB annotation", &c, &note);
 
     // The largest allowed.
-    let mut ok = 0;
-    let mut times = Vec::new();
-    for i in 0..patches {
-        let body = serde_json::to_vec(&json!({"metadata": {"annotations": {
-            "blob": format!("{i:06}{}", "y".repeat(250 * 1024 - 6))
-        }}}))?;
-        let t = Instant::now();
-        if c.patch(path, "application/merge-patch+json", body).await? == 200 {
-            ok += 1;
-        }
-        times.push(t.elapsed());
-    }
-    times.sort();
+    let note = c
+        .patches(
+            patches,
+            path,
+            "application/merge-patch+json",
+            200,
+            "stored",
+            |i| {
+                serde_json::to_vec(&json!({"metadata": {"annotations": {
+                    "blob": format!("{i:06}{}", "y".repeat(250 * 1024 - 6))
+                }}}))
+                .unwrap_or_default()
+            },
+        )
+        .await?;
     row(
         &format!("{patches} patches of a 250 KiB annotation"),
         &c,
-        &format!(
-            "{ok}/{patches} stored, p50 {:.1} ms, p99 {:.1} ms",
-            percentile(&times, 0.5),
-            percentile(&times, 0.99)
-        ),
+        &note,
     );
     client
         .delete(&tugboat_api::resource::DEPLOYMENTS, Some("default"), "web")
@@ -197,28 +215,17 @@ async fn main() -> anyhow::Result<()> {
         .map(|i| json!({"op": "copy", "from": "/spec", "path": format!("/spec/x{i}")}))
         .collect();
     let bomb = serde_json::to_vec(&ops)?;
-    let mut times = Vec::new();
-    let mut refused = 0;
-    for _ in 0..100 {
-        let t = Instant::now();
-        if c.patch(path, "application/json-patch+json", bomb.clone())
-            .await?
-            == 422
-        {
-            refused += 1;
-        }
-        times.push(t.elapsed());
-    }
-    times.sort();
-    row(
-        "100 JSON patches of 40 doubling copies",
-        &c,
-        &format!(
-            "{refused}/100 refused, p50 {:.1} ms, p99 {:.1} ms",
-            percentile(&times, 0.5),
-            percentile(&times, 0.99)
-        ),
-    );
+    let note = c
+        .patches(
+            100,
+            path,
+            "application/json-patch+json",
+            422,
+            "refused",
+            |_| bomb.clone(),
+        )
+        .await?;
+    row("100 JSON patches of 40 doubling copies", &c, &note);
 
     // Slow clients: 200 connections dribbling header bytes, bounded at 15 s.
     let started = Instant::now();

@@ -4,6 +4,7 @@
 
 pub mod bench;
 pub mod docker;
+pub mod fake_agent;
 
 use std::future::Future;
 use std::net::SocketAddr;
