@@ -822,36 +822,70 @@ async fn requests_that_overflow_when_summed_do_not_fit_any_node() -> anyhow::Res
 // ---------------------------------------------------------------------------
 // 11. Slow clients.
 
-#[tokio::test]
-async fn a_client_sending_its_headers_a_byte_at_a_time_is_cut_off() -> anyhow::Result<()> {
-    let c = Cluster::start().await?;
-    let mut s = TcpStream::connect(c.tc().addr).await?;
-    let started = tokio::time::Instant::now();
-    let request = b"GET /api/v1/namespaces HTTP/1.1\r\nHost: x\r\n";
-    let mut closed = false;
+/// Sends a request's headers one byte every half second or so (what the server
+/// reads of them); whether the server closes the connection before 60 bytes.
+async fn dribbled_headers_are_cut_off(addr: std::net::SocketAddr) -> anyhow::Result<bool> {
+    let mut s = TcpStream::connect(addr).await?;
+    let request = b"GET /healthz HTTP/1.1\r\nHost: x\r\n";
     for b in request.iter().cycle().take(60) {
         if s.write_all(&[*b]).await.is_err() {
-            closed = true;
-            break;
+            return Ok(true);
         }
         let mut buf = [0u8; 256];
         match tokio::time::timeout(Duration::from_millis(500), s.read(&mut buf)).await {
-            Ok(Ok(0)) | Ok(Err(_)) => {
-                closed = true;
-                break;
-            }
-            Ok(Ok(_)) => {
-                // A 408 answer before the close is fine.
-            }
-            Err(_) => {}
+            Ok(Ok(0)) | Ok(Err(_)) => return Ok(true),
+            // A 408 answer before the close is fine.
+            Ok(Ok(_)) | Err(_) => {}
         }
     }
+    Ok(false)
+}
+
+#[tokio::test]
+async fn a_client_sending_its_headers_a_byte_at_a_time_is_cut_off() -> anyhow::Result<()> {
+    let c = Cluster::start().await?;
+    let started = tokio::time::Instant::now();
     assert!(
-        closed,
+        dribbled_headers_are_cut_off(c.tc().addr).await?,
         "the connection was still open after {:?}",
         started.elapsed()
     );
     c.still_serves().await
+}
+
+/// The agent's log server is reachable from anything on the node's network
+/// (pods included): it has the same bounds as the API.
+#[tokio::test]
+async fn the_agents_log_server_cuts_off_slow_clients_too() -> anyhow::Result<()> {
+    let tc = TestController::start().await?;
+    let mut config = tugboat_agent::Config::new(&tc.url, "n1");
+    config.connections = tugboat_controller::server::ConnLimits {
+        header_read_timeout: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let agent = FakeAgent::start_with(config);
+    let client = tugboat_api::Client::new(&tc.url)?;
+    let port = eventually("the node publishes its log port", || async {
+        let n = client.get(&NODES, None, "n1").await.ok()?;
+        n["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"].as_u64()
+    })
+    .await?;
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], u16::try_from(port)?));
+    let started = tokio::time::Instant::now();
+    assert!(
+        dribbled_headers_are_cut_off(addr).await?,
+        "the agent kept a dribbling client for {:?}",
+        started.elapsed()
+    );
+    // Others are still answered.
+    let mut s = TcpStream::connect(addr).await?;
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut text = String::new();
+    within("an answer", s.read_to_string(&mut text)).await??;
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    agent.stop().await?;
+    tc.stop().await
 }
 
 // ---------------------------------------------------------------------------

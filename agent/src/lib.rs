@@ -76,6 +76,9 @@ pub struct Config {
     /// (`None`: every interface, as Kubernetes does). Agents sharing one Docker
     /// host as separate nodes each get their own.
     pub host_port_ip: Option<String>,
+    /// Bounds on the log server's connections (header and idle timeouts,
+    /// connections per client): anything on the node's network can reach it.
+    pub connections: tugboat_serve::ConnLimits,
 }
 
 impl Config {
@@ -95,6 +98,7 @@ impl Config {
             cpus_override: None,
             memory_override: None,
             host_port_ip: None,
+            connections: tugboat_serve::ConnLimits::default(),
         }
     }
 }
@@ -218,8 +222,9 @@ pub async fn run(
     tracker.spawn(pods::run(ctx.clone(), shutdown.clone()));
     let serve_ctx = ctx.clone();
     let serve_shutdown = shutdown.clone();
+    let connections = config.connections;
     tracker.spawn(async move {
-        if let Err(e) = server::serve(listener, serve_ctx, serve_shutdown).await {
+        if let Err(e) = server::serve(listener, serve_ctx, connections, serve_shutdown).await {
             tracing::error!(error = %e, "the agent's log server failed");
         }
     });

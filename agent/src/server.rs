@@ -24,6 +24,7 @@ use crate::worker::attempt_of;
 pub async fn serve(
     listener: TcpListener,
     ctx: Arc<AgentCtx>,
+    limits: tugboat_serve::ConnLimits,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let node = header::HeaderValue::from_str(&ctx.node).ok();
@@ -43,9 +44,7 @@ pub async fn serve(
                 resp
             }
         }));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { shutdown.cancelled().await })
-        .await
+    tugboat_serve::serve(listener, app, limits, shutdown).await
 }
 
 async fn container_logs(

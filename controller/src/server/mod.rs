@@ -2,7 +2,6 @@
 //! and the official client libraries work against it. Routing by URL shape lives in
 //! [`path`], resource verbs in [`handlers`], discovery documents in [`discovery`].
 
-mod conn;
 mod discovery;
 mod handlers;
 mod logs;
@@ -22,7 +21,7 @@ use tugboat_api::ApiError;
 
 use crate::registry::Registry;
 
-pub use conn::ConnLimits;
+pub use tugboat_serve::ConnLimits;
 
 /// What every handler shares.
 pub struct AppState {
@@ -55,7 +54,7 @@ async fn ok() -> &'static str {
 pub async fn serve(listener: TcpListener, state: Arc<AppState>) -> std::io::Result<()> {
     let shutdown = state.shutdown.clone();
     let limits = state.conn_limits;
-    conn::serve(listener, router(state), limits, shutdown).await
+    tugboat_serve::serve(listener, router(state), limits, shutdown).await
 }
 
 /// An `ApiError` answered as a Kubernetes `Status` object.

@@ -1,4 +1,5 @@
-//! Accepting connections with bounds, which `axum::serve` does not set: a client
+//! Serving an axum router with connection bounds, which `axum::serve` does not
+//! set, for the controller's API and the agent's log server alike: a client
 //! must send its request headers within a time limit (a client dribbling one byte
 //! every few seconds is cut off instead of held for ever), a connection with no
 //! request in flight is closed after an idle time, and one client address may
