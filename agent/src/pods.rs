@@ -1,6 +1,6 @@
-//! The pod manager: watches the pods bound to this node (`spec.nodeName=NODE`),
-//! resuming from the last resourceVersion and relisting on `410 Gone`, and keeps
-//! one [`Worker`] per pod. Docker's event stream (die, oom, destroy…) pokes the
+//! The pod manager: watches the pods bound to this node (`spec.nodeName=NODE`)
+//! through the shared [`watcher`] (resume, relist on `410 Gone`, back-off), and
+//! keeps one [`Worker`] per pod. Docker's event stream (die, oom, destroy…) pokes the
 //! worker of the pod a container belongs to, so a crash is seen at once.
 
 use std::collections::{HashMap, HashSet};
@@ -12,8 +12,9 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tugboat_api::meta;
 use tugboat_api::resource::PODS;
-use tugboat_api::{ClientError, ListParams, meta};
+use tugboat_runtime::{Event, WatchParams, watcher};
 
 use crate::AgentCtx;
 use crate::runtime::{LABEL_NODE, LABEL_POD_UID};
@@ -27,138 +28,52 @@ pub async fn run(ctx: Arc<AgentCtx>, shutdown: CancellationToken) {
     let (poke_tx, mut poke_rx) = mpsc::channel::<String>(1024);
     tracker.spawn(follow_docker(ctx.clone(), poke_tx, shutdown.clone()));
     let mut workers: Workers = HashMap::new();
-    let params = ListParams {
-        field_selector: Some(format!("spec.nodeName={}", ctx.node)),
-        ..Default::default()
-    };
-    let mut resource_version: Option<String> = None;
-    let mut delay = Duration::from_millis(200);
-    // Problems already reported, so a bad object is logged once, not on every relist.
-    let mut reported: HashSet<String> = HashSet::new();
+    // A pod that cannot be read is reported once by the watcher and left out;
+    // the others run.
+    let config = watcher::Config::new(format!("agent {}", ctx.node))
+        .params(WatchParams::fields(format!("spec.nodeName={}", ctx.node)))
+        .backoff(Duration::from_millis(200), Duration::from_secs(5));
+    let mut events = std::pin::pin!(watcher::watch_raw(
+        Arc::new(ctx.client.clone()),
+        &PODS,
+        config
+    ));
+    // The uids of a list being received: workers of pods not in it are stopped
+    // when it is complete.
+    let mut listed: HashSet<String> = HashSet::new();
     loop {
-        // List (first time, after the history is gone, or after an event that
-        // could not be read), then watch from there.
-        if resource_version.is_none() {
-            if reported.len() > 1000 {
-                reported.clear();
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            uid = poke_rx.recv() => {
+                if let Some(tx) = uid.and_then(|u| workers.get(&u).cloned()) {
+                    let _ = tx.try_send(Msg::Poke);
+                }
             }
-            match ctx.client.list_lenient(&PODS, None, &params).await {
-                Ok(list) => {
-                    for problem in &list.undecodable {
-                        if reported.insert(problem.clone()) {
-                            tracing::error!(node = %ctx.node, problem = %problem, "a pod bound to this node cannot be read; it is skipped, the others run");
-                        }
+            ev = events.next() => match ev {
+                Some(Event::Init) => listed.clear(),
+                Some(Event::InitApply(pod)) => {
+                    if let Some(uid) = meta::uid(&pod) {
+                        listed.insert(uid.to_string());
                     }
-                    let pods = list.items;
-                    let live: HashSet<String> = pods
-                        .iter()
-                        .filter_map(|p| meta::uid(p).map(str::to_string))
-                        .collect();
+                    dispatch(&ctx, &tracker, &mut workers, pod, &shutdown).await;
+                }
+                Some(Event::InitDone) => {
+                    let live = std::mem::take(&mut listed);
                     for (uid, tx) in workers.iter() {
                         if !live.contains(uid) {
                             let _ = tx.send(Msg::Gone).await;
                         }
                     }
                     workers.retain(|uid, _| live.contains(uid));
-                    for pod in pods {
-                        dispatch(&ctx, &tracker, &mut workers, pod, &shutdown).await;
-                    }
-                    resource_version = list.resource_version;
-                    if list.undecodable.is_empty() {
-                        delay = Duration::from_millis(200);
+                }
+                Some(Event::Apply(pod)) => dispatch(&ctx, &tracker, &mut workers, pod, &shutdown).await,
+                Some(Event::Delete(pod)) => {
+                    if let Some(tx) = meta::uid(&pod).and_then(|u| workers.remove(u)) {
+                        let _ = tx.send(Msg::Gone).await;
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot list this node's pods; containers keep running, retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                    continue;
-                }
+                None => break,
             }
-        }
-        let stream = ctx
-            .client
-            .watch(&PODS, None, &params, resource_version.as_deref())
-            .await;
-        let mut stream = match stream {
-            Ok(s) => Box::pin(s),
-            Err(e) => {
-                if e.api().is_some_and(|a| a.code == 410) {
-                    resource_version = None;
-                } else {
-                    tracing::warn!(error = %e, "cannot watch this node's pods; retrying");
-                    tokio::select! {
-                        _ = shutdown.cancelled() => break,
-                        _ = tokio::time::sleep(delay) => {}
-                    }
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-                continue;
-            }
-        };
-        loop {
-            tokio::select! {
-                _ = shutdown.cancelled() => {
-                    tracker.close();
-                    tracker.wait().await;
-                    return;
-                }
-                uid = poke_rx.recv() => {
-                    if let Some(tx) = uid.and_then(|u| workers.get(&u).cloned()) {
-                        let _ = tx.try_send(Msg::Poke);
-                    }
-                }
-                ev = stream.next() => match ev {
-                    Some(Ok(ev)) => {
-                        if let Some(rv) = meta::resource_version(&ev.object) {
-                            resource_version = Some(rv.to_string());
-                        }
-                        match ev.event_type.as_str() {
-                            "ADDED" | "MODIFIED" => dispatch(&ctx, &tracker, &mut workers, ev.object, &shutdown).await,
-                            "DELETED" => {
-                                if let Some(tx) = meta::uid(&ev.object).and_then(|u| workers.remove(u)) {
-                                    let _ = tx.send(Msg::Gone).await;
-                                }
-                            }
-                            "ERROR" => {
-                                if ev.object["code"] == 410 {
-                                    resource_version = None;
-                                }
-                                break;
-                            }
-                            _ => {}
-                        }
-                    }
-                    Some(Err(ClientError::Decode { message, .. })) => {
-                        // Resuming from the same resourceVersion would replay the same
-                        // event for ever: relist instead, which sets the bad object
-                        // aside and goes on from there (with back-off, so an object
-                        // that keeps changing cannot make a hot loop of it).
-                        if reported.insert(message.clone()) {
-                            tracing::error!(node = %ctx.node, problem = %message, "a pod event from the controller cannot be read; relisting without it");
-                        }
-                        resource_version = None;
-                        tokio::select! {
-                            _ = shutdown.cancelled() => break,
-                            _ = tokio::time::sleep(delay) => {}
-                        }
-                        delay = (delay * 2).min(Duration::from_secs(5));
-                        break;
-                    }
-                    Some(Err(e)) => {
-                        tracing::info!(error = %e, "pod watch broke; resuming");
-                        break;
-                    }
-                    None => break,
-                }
-            }
-        }
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
         }
     }
     tracker.close();
@@ -170,13 +85,12 @@ async fn dispatch(
     ctx: &Arc<AgentCtx>,
     tracker: &TaskTracker,
     workers: &mut Workers,
-    pod: Value,
+    pod: Arc<Value>,
     shutdown: &CancellationToken,
 ) {
     let Some(uid) = meta::uid(&pod).map(str::to_string) else {
         return;
     };
-    let pod = Arc::new(pod);
     if let Some(tx) = workers.get(&uid) {
         if tx.send(Msg::Update(pod.clone())).await.is_ok() {
             return;

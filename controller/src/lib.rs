@@ -10,6 +10,7 @@ pub mod patch;
 pub mod registry;
 pub mod runtime;
 pub mod server;
+mod source;
 pub mod store;
 
 use std::net::SocketAddr;

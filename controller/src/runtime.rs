@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 use tugboat_api::meta;
 use tugboat_api::resource::ResourceInfo;
-use tugboat_api::selector::{FieldSelector, Selector};
+use tugboat_runtime::{Backoff, watcher};
 
 use crate::registry::Registry;
 
@@ -47,30 +47,7 @@ impl Action {
     }
 }
 
-/// Which object a trigger is about.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ObjectRef {
-    pub namespace: Option<String>,
-    pub name: String,
-}
-
-impl std::fmt::Display for ObjectRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match &self.namespace {
-            Some(ns) => write!(f, "{ns}/{}", self.name),
-            None => f.write_str(&self.name),
-        }
-    }
-}
-
-impl ObjectRef {
-    pub fn of(obj: &Value) -> Option<ObjectRef> {
-        Some(ObjectRef {
-            namespace: meta::namespace(obj).map(str::to_string),
-            name: meta::name(obj)?.to_string(),
-        })
-    }
-}
+pub use tugboat_runtime::ObjectRef;
 
 /// Maps an event on a watched object to the primary objects to reconcile.
 pub type Mapper = Arc<dyn Fn(&Value) -> Vec<ObjectRef> + Send + Sync>;
@@ -83,8 +60,11 @@ struct Source {
 
 /// Back-off after failed reconciles of one key: 100 ms doubling to 5 minutes.
 fn error_backoff(failures: u32) -> Duration {
-    let ms = 100u64.saturating_mul(1u64 << failures.min(12));
-    Duration::from_millis(ms).min(Duration::from_secs(300))
+    Backoff::nth(
+        Duration::from_millis(100),
+        Duration::from_secs(300),
+        failures,
+    )
 }
 
 pub struct Controller {
@@ -304,50 +284,22 @@ impl Queue {
     }
 }
 
-/// Lists then watches one source, sending the mapped keys; relists when the watch
-/// ends or its history is gone.
+/// Watches one source, sending the mapped keys of every object it sees.
 async fn feed(
     registry: Arc<Registry>,
     source: Source,
     tx: mpsc::Sender<(ObjectRef, &'static str)>,
     controller: &'static str,
 ) {
-    let mut delay = Duration::from_millis(100);
-    loop {
-        let stream = registry
-            .watch(
-                source.info,
-                None,
-                Selector::everything(),
-                FieldSelector::default(),
-                None,
-            )
-            .await;
-        match stream {
-            Ok(mut stream) => {
-                delay = Duration::from_millis(100);
-                while let Some(item) = stream.next().await {
-                    match item {
-                        Ok(item) => {
-                            for key in (source.mapper)(&item.object) {
-                                if tx.send((key, source.reason)).await.is_err() {
-                                    return;
-                                }
-                            }
-                        }
-                        Err(e) => {
-                            tracing::info!(controller, resource = source.info.plural, error = %e, "watch ended; relisting");
-                            break;
-                        }
-                    }
-                }
-            }
-            Err(e) => {
-                tracing::warn!(controller, resource = source.info.plural, error = %e, "cannot watch; retrying")
+    let config = watcher::Config::new(controller);
+    let mut events = std::pin::pin!(watcher::watch_raw(registry, source.info, config));
+    while let Some(ev) = events.next().await {
+        let Some(object) = ev.object() else { continue };
+        for key in (source.mapper)(object) {
+            if tx.send((key, source.reason)).await.is_err() {
+                return;
             }
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
 

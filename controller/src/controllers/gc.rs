@@ -10,8 +10,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use tokio_util::sync::CancellationToken;
 use tugboat_api::resource::{self, NAMESPACES, ResourceInfo};
-use tugboat_api::selector::{FieldSelector, Selector};
 use tugboat_api::{ApiError, meta};
+
+use tugboat_runtime::{Event, watcher};
 
 use crate::registry::{DeleteOptions, Registry};
 
@@ -59,39 +60,21 @@ async fn watch_deletions(
     info: &'static ResourceInfo,
     tx: tokio::sync::mpsc::Sender<Option<String>>,
 ) {
-    loop {
-        let from = Some(registry.revision());
-        match registry
-            .watch(
-                info,
-                None,
-                Selector::everything(),
-                FieldSelector::default(),
-                from,
-            )
-            .await
-        {
-            Ok(mut stream) => {
-                while let Some(item) = stream.next().await {
-                    match item {
-                        Ok(item) if item.event_type == "DELETED" => {
-                            let ns = meta::namespace(&item.object).map(str::to_string);
-                            if tx.send(ns).await.is_err() {
-                                return;
-                            }
-                        }
-                        Ok(_) => {}
-                        Err(_) => break,
-                    }
-                }
-                // Missed events are caught by a full sweep.
-                if tx.send(None).await.is_err() {
-                    return;
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "garbage collector cannot watch {}", info.plural),
+    let config = watcher::Config::new("garbage collector")
+        .backoff(Duration::from_millis(500), Duration::from_secs(5));
+    let mut events = std::pin::pin!(watcher::watch_raw(registry, info, config));
+    let mut first_list = true;
+    while let Some(ev) = events.next().await {
+        let msg = match ev {
+            Event::Delete(object) => meta::namespace(&object).map(str::to_string),
+            // A relist: deletions may have been missed while the watch was down,
+            // so a full sweep (the start's own sweep covers the first list).
+            Event::InitDone if !std::mem::take(&mut first_list) => None,
+            _ => continue,
+        };
+        if tx.send(msg).await.is_err() {
+            return;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 

@@ -30,12 +30,12 @@ use serde_json::{Value, json};
 use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tugboat_api::resource::{LEASES, NODES, PODS, ResourceInfo};
-use tugboat_api::selector::{FieldSelector, Selector};
 use tugboat_api::{ApiError, meta};
+use tugboat_runtime::{Event, WatchParams, watcher};
 
 use crate::Config;
 use crate::events::{EventType, Recorder};
-use crate::registry::{DeleteOptions, Registry, Subresource, WatchItem};
+use crate::registry::{DeleteOptions, Registry, Subresource};
 
 /// How often heartbeats are checked.
 pub const CHECK_EVERY: Duration = Duration::from_millis(500);
@@ -237,13 +237,7 @@ async fn sleep_until(at: Option<Instant>) {
 /// happens rather than at the next check. The checks list them too, so a watch that
 /// is down for a while costs precision, never a false alarm.
 struct Writes {
-    registry: Arc<Registry>,
-    info: &'static ResourceInfo,
-    namespace: Option<&'static str>,
-    stream: Option<BoxStream<'static, Result<WatchItem, ApiError>>>,
-    /// When to open the watch again after it failed or ended (kept here, so a
-    /// cancelled `next` does not shorten the wait).
-    reopen_at: Option<Instant>,
+    events: BoxStream<'static, Event<Arc<Value>>>,
 }
 
 impl Writes {
@@ -252,56 +246,25 @@ impl Writes {
         info: &'static ResourceInfo,
         namespace: Option<&'static str>,
     ) -> Self {
+        let config = watcher::Config::new("node lifecycle")
+            .params(WatchParams {
+                namespace: namespace.map(str::to_string),
+                ..Default::default()
+            })
+            .backoff(Duration::from_secs(1), Duration::from_secs(5));
         Writes {
-            registry,
-            info,
-            namespace,
-            stream: None,
-            reopen_at: None,
+            events: watcher::watch_raw(registry, info, config).boxed(),
         }
     }
 
-    /// The next object written; reopens the watch when it ends. Cancel-safe.
+    /// The next object written (or listed). Cancel-safe: the watch keeps its
+    /// place when a `next` is dropped.
     async fn next(&mut self) -> Arc<Value> {
         loop {
-            if self.stream.is_none() {
-                if let Some(at) = self.reopen_at {
-                    tokio::time::sleep_until(at).await;
-                }
-                let opened = self
-                    .registry
-                    .watch(
-                        self.info,
-                        self.namespace,
-                        Selector::everything(),
-                        FieldSelector::default(),
-                        None,
-                    )
-                    .await;
-                match opened {
-                    Ok(stream) => self.stream = Some(stream.boxed()),
-                    Err(e) => {
-                        tracing::warn!(error = %e, resource = self.info.plural, "cannot watch heartbeats; the checks still read them");
-                        self.reopen_at = Some(Instant::now() + Duration::from_secs(1));
-                        continue;
-                    }
-                }
-            }
-            let Some(stream) = self.stream.as_mut() else {
-                continue;
-            };
-            match stream.next().await {
-                Some(Ok(item)) if item.event_type != "DELETED" => return item.object,
-                Some(Ok(_)) => {}
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, resource = self.info.plural, "heartbeat watch ended; reopening");
-                    self.stream = None;
-                    self.reopen_at = Some(Instant::now() + Duration::from_millis(100));
-                }
-                None => {
-                    self.stream = None;
-                    self.reopen_at = Some(Instant::now() + Duration::from_millis(100));
-                }
+            match self.events.next().await {
+                Some(Event::InitApply(o) | Event::Apply(o)) => return o,
+                Some(_) => {}
+                None => futures::future::pending::<()>().await,
             }
         }
     }

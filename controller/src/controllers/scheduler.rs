@@ -15,8 +15,9 @@ use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tugboat_api::resource::{NODES, PODS, ResourceInfo};
-use tugboat_api::selector::{FieldSelector, Selector};
 use tugboat_api::{ApiError, meta, quantity};
+
+use tugboat_runtime::{Event, watcher};
 
 use crate::events::{EventType, Recorder};
 use crate::registry::{Registry, Subresource, pod_is_active};
@@ -63,44 +64,27 @@ async fn trigger_on_changes(
     info: &'static ResourceInfo,
     wake: Arc<Notify>,
 ) {
-    loop {
-        match registry
-            .watch(
-                info,
-                None,
-                Selector::everything(),
-                FieldSelector::default(),
-                None,
-            )
-            .await
-        {
-            Ok(mut stream) => {
-                while let Some(item) = stream.next().await {
-                    match item {
-                        Ok(item) => {
-                            // A pod that is already bound changes nothing for pending
-                            // ones unless it went away (freeing room).
-                            let bound = item
-                                .object
-                                .pointer("/spec/nodeName")
-                                .and_then(Value::as_str)
-                                .is_some_and(|n| !n.is_empty());
-                            if info.kind == "Pod"
-                                && bound
-                                && item.event_type == "MODIFIED"
-                                && pod_is_active(&item.object)
-                            {
-                                continue;
-                            }
-                            wake.notify_one();
-                        }
-                        Err(_) => break,
-                    }
+    let config = watcher::Config::new("scheduler")
+        .backoff(Duration::from_millis(200), Duration::from_secs(5));
+    let mut events = std::pin::pin!(watcher::watch_raw(registry, info, config));
+    while let Some(ev) = events.next().await {
+        match &ev {
+            // The list's objects are looked at together, at its end.
+            Event::Init | Event::InitApply(_) => continue,
+            // A pod that is already bound changes nothing for pending ones
+            // unless it went away (freeing room).
+            Event::Apply(object) => {
+                let bound = object
+                    .pointer("/spec/nodeName")
+                    .and_then(Value::as_str)
+                    .is_some_and(|n| !n.is_empty());
+                if info.kind == "Pod" && bound && pod_is_active(object) {
+                    continue;
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "scheduler cannot watch {}", info.plural),
+            Event::InitDone | Event::Delete(_) => {}
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        wake.notify_one();
     }
 }
 
