@@ -25,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tugboat_api::resource::PODS;
 use tugboat_api::{Client, ClientError, ListParams, meta};
+use tugboat_runtime::Backoff;
 
 use crate::runtime::{ContainerRuntime, LABEL_NODE, LABEL_POD_UID, RuntimeError};
 
@@ -177,17 +178,15 @@ pub async fn run(
     };
     // The controller may not be up yet (or be restarting): wait for it, with back-off,
     // without touching any container.
-    let mut delay = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         match node::register(&client, &identity).await {
             Ok(()) => break,
             Err(e) => {
                 tracing::warn!(node = %config.node_name, error = %e, "cannot register the node yet; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return Ok(()),
-                    _ = tokio::time::sleep(delay) => {}
+                if !backoff.wait(&shutdown).await {
+                    return Ok(());
                 }
-                delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
     }
@@ -200,21 +199,17 @@ pub async fn run(
         config.heartbeat,
         shutdown.clone(),
     ));
-    let mut delay = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
     loop {
         match fence(&ctx).await {
             Ok(()) => break,
             Err(e) => {
                 tracing::warn!(node = %config.node_name, error = %e, "cannot check this node's containers against its pods yet; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => {
-                        tracker.close();
-                        tracker.wait().await;
-                        return Ok(());
-                    }
-                    _ = tokio::time::sleep(delay) => {}
+                if !backoff.wait(&shutdown).await {
+                    tracker.close();
+                    tracker.wait().await;
+                    return Ok(());
                 }
-                delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
     }

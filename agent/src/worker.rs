@@ -35,18 +35,20 @@ pub enum Msg {
     Poke,
 }
 
-/// Exponential back-off with a cap, reset after a long enough good run.
+/// When a failed container (or image pull) may be retried: the first failure at
+/// once, then the shared [`tugboat_runtime::Backoff`] sequence (doubling from
+/// `initial` to `max`), reset after a long enough good run.
 #[derive(Clone, Debug)]
-pub struct Backoff {
+pub struct RetryGate {
     pub initial: Duration,
     pub max: Duration,
     failures: u32,
     pub not_before: Option<Instant>,
 }
 
-impl Backoff {
+impl RetryGate {
     pub fn new(initial: Duration, max: Duration) -> Self {
-        Backoff {
+        RetryGate {
             initial,
             max,
             failures: 0,
@@ -59,11 +61,9 @@ impl Backoff {
         let delay = if self.failures == 0 {
             Duration::ZERO
         } else {
-            self.initial
-                .saturating_mul(1u32 << (self.failures - 1).min(20))
-                .min(self.max)
+            tugboat_runtime::Backoff::nth(self.initial, self.max, self.failures - 1)
         };
-        self.failures += 1;
+        self.failures = self.failures.saturating_add(1);
         self.not_before = Some(now + delay);
         delay
     }
@@ -81,8 +81,8 @@ impl Backoff {
 /// What the worker remembers about one container between syncs.
 #[derive(Debug)]
 struct ContainerMemo {
-    restart: Backoff,
-    pull: Backoff,
+    restart: RetryGate,
+    pull: RetryGate,
     /// The last image problem: (reason, message).
     image_problem: Option<(String, String)>,
     /// The exit of the last attempt we already counted for back-off.
@@ -213,8 +213,8 @@ impl Worker {
                 .memo
                 .entry(c.name.clone())
                 .or_insert_with(|| ContainerMemo {
-                    restart: Backoff::new(self.ctx.backoff_initial, self.ctx.backoff_max),
-                    pull: Backoff::new(self.ctx.backoff_initial, self.ctx.backoff_max),
+                    restart: RetryGate::new(self.ctx.backoff_initial, self.ctx.backoff_max),
+                    pull: RetryGate::new(self.ctx.backoff_initial, self.ctx.backoff_max),
                     image_problem: None,
                     counted_exit: None,
                     last_attempt: None,
@@ -1026,7 +1026,7 @@ mod tests {
 
     #[test]
     fn back_off_retries_at_once_then_doubles_to_the_cap() {
-        let mut b = Backoff::new(Duration::from_secs(1), Duration::from_secs(4));
+        let mut b = RetryGate::new(Duration::from_secs(1), Duration::from_secs(4));
         let now = Instant::now();
         let delays: Vec<u64> = (0..5).map(|_| b.fail(now).as_secs()).collect();
         assert_eq!(delays, vec![0, 1, 2, 4, 4]);
