@@ -6,7 +6,6 @@
 //! the containers whose pod is gone or bound elsewhere ([`fence`]), then adopts the
 //! rest: a pod's worker finds its containers by their labels.
 
-pub mod events;
 pub mod image;
 pub mod node;
 pub mod pods;
@@ -110,7 +109,7 @@ pub struct AgentCtx {
     pub address: String,
     pub client: Client,
     pub runtime: Arc<dyn ContainerRuntime>,
-    pub events: events::Recorder,
+    pub events: tugboat_runtime::events::Recorder,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
     pub network: Option<String>,
@@ -156,7 +155,11 @@ pub async fn run(
         address: config.address.clone(),
         client: client.clone(),
         runtime: runtime.clone(),
-        events: events::Recorder::new(client.clone(), &config.node_name),
+        events: tugboat_runtime::events::Recorder::new(
+            Arc::new(client.clone()),
+            tugboat_runtime::events::Reporter::agent(&config.node_name),
+        )
+        .queued(),
         backoff_initial: config.backoff_initial,
         backoff_max: config.backoff_max,
         network: config.network.clone(),

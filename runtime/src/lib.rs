@@ -9,8 +9,10 @@
 //! - [`reflector`]: a map of shared objects kept from a watcher, one writer and
 //!   cheap readers.
 //! - [`backoff`]: the one back-off every retry uses.
+//! - [`events`]: the one event recorder, over the registry or HTTP.
 
 pub mod backoff;
+pub mod events;
 pub mod object;
 pub mod reflector;
 pub mod source;

@@ -13,7 +13,7 @@ use tugboat_api::meta;
 use tugboat_api::resource::{DEPLOYMENTS, REPLICASETS};
 
 use super::{Error, controller_ref};
-use crate::events::{EventType, Recorder, fnv1a};
+use crate::events::{self, EventType, Recorder, fnv1a};
 use crate::registry::{DeleteOptions, Registry, Subresource, WriteOptions};
 use crate::runtime::{Action, Controller, backoff_policy};
 
@@ -28,7 +28,7 @@ pub struct Ctx {
 pub async fn run(registry: Arc<Registry>, concurrency: usize, shutdown: CancellationToken) {
     let ctx = Arc::new(Ctx {
         registry: registry.clone(),
-        recorder: Recorder::new(registry.clone(), "deployment-controller"),
+        recorder: events::recorder(registry.clone(), "deployment-controller"),
     });
     Controller::new("deployment", registry, &DEPLOYMENTS)
         .owns(&REPLICASETS)

@@ -34,7 +34,7 @@ use tugboat_api::{ApiError, meta};
 use tugboat_runtime::{Event, WatchParams, watcher};
 
 use crate::Config;
-use crate::events::{EventType, Recorder};
+use crate::events::{self, EventType, Recorder};
 use crate::registry::{DeleteOptions, Registry, Subresource};
 
 /// How often heartbeats are checked.
@@ -190,7 +190,7 @@ impl Health {
 /// Runs until `shutdown`.
 pub async fn run(registry: Arc<Registry>, settings: Settings, shutdown: CancellationToken) {
     let mut controller = NodeLifecycle {
-        recorder: Recorder::new(registry.clone(), COMPONENT),
+        recorder: events::recorder(registry.clone(), COMPONENT),
         registry,
         settings,
         nodes: HashMap::new(),

@@ -13,7 +13,7 @@ use tugboat_api::resource::{PODS, REPLICASETS};
 use tugboat_api::selector::Selector;
 
 use super::{Error, controller_ref, pod_ready_since};
-use crate::events::{EventType, Recorder};
+use crate::events::{self, EventType, Recorder};
 use crate::registry::{DeleteOptions, Registry, Subresource, WriteOptions, pod_is_active};
 use crate::runtime::{Action, Controller, backoff_policy};
 
@@ -28,7 +28,7 @@ pub struct Ctx {
 pub async fn run(registry: Arc<Registry>, concurrency: usize, shutdown: CancellationToken) {
     let ctx = Arc::new(Ctx {
         registry: registry.clone(),
-        recorder: Recorder::new(registry.clone(), "replicaset-controller"),
+        recorder: events::recorder(registry.clone(), "replicaset-controller"),
     });
     Controller::new("replicaset", registry, &REPLICASETS)
         .owns(&PODS)

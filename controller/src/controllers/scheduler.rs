@@ -19,7 +19,7 @@ use tugboat_api::{ApiError, meta, quantity};
 
 use tugboat_runtime::{Event, watcher};
 
-use crate::events::{EventType, Recorder};
+use crate::events::{self, EventType, Recorder};
 use crate::registry::{Registry, Subresource, pod_is_active};
 
 /// How many bindings are written at once.
@@ -40,7 +40,7 @@ pub async fn run(registry: Arc<Registry>, shutdown: CancellationToken) {
             }
         });
     }
-    let recorder = Recorder::new(registry.clone(), "default-scheduler");
+    let recorder = events::recorder(registry.clone(), "default-scheduler");
     let mut last_failure: HashMap<String, String> = HashMap::new();
     loop {
         tokio::select! {
