@@ -150,6 +150,8 @@ pub async fn run(
             source,
         })?;
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    // Every task of the agent runs on this tracker, and the agent waits for them.
+    let tracker = TaskTracker::new();
     let ctx = Arc::new(AgentCtx {
         node: config.node_name.clone(),
         address: config.address.clone(),
@@ -159,7 +161,7 @@ pub async fn run(
             Arc::new(client.clone()),
             tugboat_runtime::events::Reporter::agent(&config.node_name),
         )
-        .queued(),
+        .queued(&tracker, shutdown.clone()),
         backoff_initial: config.backoff_initial,
         backoff_max: config.backoff_max,
         network: config.network.clone(),
@@ -195,7 +197,6 @@ pub async fn run(
     }
     // Heartbeats first: fencing can take as long as its slowest container stop,
     // and a node silent for that long would be found lost and its pods evicted.
-    let tracker = TaskTracker::new();
     tracker.spawn(node::heartbeat(
         client.clone(),
         identity,

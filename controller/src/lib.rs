@@ -1,14 +1,13 @@
 //! Tugboat's controller: the only writer of desired state. It holds the store
 //! ([`store`]), serves the Kubernetes-style API ([`server`], through the
 //! [`registry`]), and runs the reconcilers ([`controllers`]) on the shared
-//! [`runtime`]. Everything it knows is in the store, so it can be killed at any
+//! [`tugboat_runtime`] layer. Everything it knows is in the store, so it can be killed at any
 //! moment and restarted with nothing lost.
 
 pub mod controllers;
 pub mod events;
 pub mod patch;
 pub mod registry;
-pub mod runtime;
 pub mod server;
 mod source;
 pub mod store;

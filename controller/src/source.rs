@@ -1,7 +1,10 @@
 //! The registry as a [`Source`] of lists and watches, so the controllers run on
 //! the same watcher as the agent (which reads the API over HTTP).
 
+use std::sync::Arc;
+
 use futures::StreamExt;
+use serde_json::Value;
 use tugboat_api::ApiError;
 use tugboat_api::resource::ResourceInfo;
 use tugboat_api::selector::{FieldSelector, Selector};
@@ -34,6 +37,17 @@ fn selectors(p: &WatchParams) -> Result<(Selector, FieldSelector), SourceError> 
 
 #[async_trait::async_trait]
 impl Source for Registry {
+    async fn get(
+        &self,
+        resource: &'static ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Option<Arc<Value>>, SourceError> {
+        self.try_get(resource, namespace, name)
+            .await
+            .map_err(source_error)
+    }
+
     async fn list(
         &self,
         resource: &'static ResourceInfo,

@@ -7,8 +7,11 @@
 
 use std::sync::Arc;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tugboat_api::meta;
 use tugboat_api::resource::EVENTS;
 use tugboat_api::{Client, PatchType};
@@ -127,6 +130,24 @@ pub fn event_name(
     )
 }
 
+/// What an event needs of a typed object: its kind and identity, as JSON.
+pub fn reference<K>(object: &K) -> Value
+where
+    K: k8s_openapi::Resource + k8s_openapi::Metadata<Ty = ObjectMeta>,
+{
+    let m = object.metadata();
+    json!({
+        "apiVersion": K::API_VERSION,
+        "kind": K::KIND,
+        "metadata": {
+            "name": m.name,
+            "namespace": m.namespace,
+            "uid": m.uid,
+            "resourceVersion": m.resource_version,
+        },
+    })
+}
+
 /// A new Event (`count` 1) about `object`.
 pub fn new_event(
     reporter: &Reporter,
@@ -199,24 +220,40 @@ impl Recorder {
     /// This recorder, writing in order from one background task instead, so the
     /// work never waits on an event (a restart does not wait for three API
     /// writes). The task ends when the last clone of the returned recorder is
-    /// dropped.
-    pub fn queued(self) -> Recorder {
+    /// dropped, or when `shutdown` is cancelled (what is still queued then is
+    /// dropped); it runs on `tracker`, so the process waits for it.
+    pub fn queued(self, tracker: &TaskTracker, shutdown: CancellationToken) -> Recorder {
         let (tx, mut rx) = mpsc::channel::<Pending>(QUEUE);
         let writer = Recorder {
             queue: None,
             ..self.clone()
         };
-        tokio::spawn(async move {
-            while let Some(p) = rx.recv().await {
-                writer
-                    .write(&p.object, p.event_type, &p.reason, &p.message)
-                    .await;
+        tracker.spawn(async move {
+            let drain = async {
+                while let Some(p) = rx.recv().await {
+                    writer
+                        .write(&p.object, p.event_type, &p.reason, &p.message)
+                        .await;
+                }
+            };
+            tokio::select! {
+                _ = drain => {}
+                _ = shutdown.cancelled() => {}
             }
         });
         Recorder {
             queue: Some(tx),
             ..self
         }
+    }
+
+    /// Records an event about a typed object.
+    pub async fn publish<K>(&self, object: &K, event_type: EventType, reason: &str, message: &str)
+    where
+        K: k8s_openapi::Resource + k8s_openapi::Metadata<Ty = ObjectMeta>,
+    {
+        self.record(&reference(object), event_type, reason, message)
+            .await
     }
 
     pub async fn record(&self, object: &Value, event_type: EventType, reason: &str, message: &str) {
@@ -336,7 +373,8 @@ mod tests {
     #[tokio::test]
     async fn a_queued_recorder_writes_in_the_background() {
         let sink = Arc::new(Memory::default());
-        let r = Recorder::new(sink.clone(), Reporter::controller("default-scheduler")).queued();
+        let r = Recorder::new(sink.clone(), Reporter::controller("default-scheduler"))
+            .queued(&TaskTracker::new(), CancellationToken::new());
         r.warning(&pod("u1"), "FailedScheduling", "0/1 nodes are available")
             .await;
         tokio::time::timeout(std::time::Duration::from_secs(5), async {

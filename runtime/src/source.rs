@@ -81,6 +81,14 @@ pub trait Source: Send + Sync + 'static {
         params: &WatchParams,
         resource_version: &str,
     ) -> Result<EventStream, SourceError>;
+
+    /// One object as it is now; `None` when there is no such object.
+    async fn get(
+        &self,
+        resource: &'static ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Option<Arc<Value>>, SourceError>;
 }
 
 fn client_error(e: ClientError) -> SourceError {
@@ -101,6 +109,19 @@ fn list_params(p: &WatchParams) -> ListParams {
 /// The API over HTTP (what the agent reads).
 #[async_trait::async_trait]
 impl Source for Client {
+    async fn get(
+        &self,
+        resource: &'static ResourceInfo,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Option<Arc<Value>>, SourceError> {
+        match Client::get(self, resource, namespace, name).await {
+            Ok(v) => Ok(Some(Arc::new(v))),
+            Err(e) if e.api().is_some_and(|a| a.code == 404) => Ok(None),
+            Err(e) => Err(client_error(e)),
+        }
+    }
+
     async fn list(
         &self,
         resource: &'static ResourceInfo,

@@ -149,6 +149,15 @@ impl MemorySource {
 
 #[async_trait::async_trait]
 impl Source for MemorySource {
+    async fn get(
+        &self,
+        _resource: &'static ResourceInfo,
+        _namespace: Option<&str>,
+        name: &str,
+    ) -> Result<Option<Arc<Value>>, SourceError> {
+        Ok(self.lock().objects.get(name).cloned())
+    }
+
     async fn list(
         &self,
         _resource: &'static ResourceInfo,

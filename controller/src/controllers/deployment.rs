@@ -3,22 +3,27 @@
 //! (`RollingUpdate` within `maxSurge`/`maxUnavailable`, or `Recreate`), old ones
 //! kept up to `revisionHistoryLimit`, and the Deployment's status summed from them.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
+use k8s_openapi::api::apps::v1::{
+    Deployment, DeploymentCondition, DeploymentSpec, DeploymentStatus, ReplicaSet, ReplicaSetSpec,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
-use tugboat_api::meta;
 use tugboat_api::resource::{DEPLOYMENTS, REPLICASETS};
+use tugboat_runtime::controller::{Action, Controller, backoff_policy};
 
-use super::{Error, controller_ref};
+use super::{Error, controller_ref, controller_uid};
 use crate::events::{self, EventType, Recorder, fnv1a};
-use crate::registry::{DeleteOptions, Registry, Subresource, WriteOptions};
-use crate::runtime::{Action, Controller, backoff_policy};
+use crate::registry::typed::encode;
+use crate::registry::{DeleteOptions, Registry, Subresource};
 
 pub const HASH_LABEL: &str = "pod-template-hash";
 const REVISION: &str = "deployment.kubernetes.io/revision";
+const DESIRED_REPLICAS: &str = "deployment.kubernetes.io/desired-replicas";
 
 pub struct Ctx {
     registry: Arc<Registry>,
@@ -33,12 +38,13 @@ pub async fn run(registry: Arc<Registry>, concurrency: usize, shutdown: Cancella
     Controller::new("deployment", registry, &DEPLOYMENTS)
         .owns(&REPLICASETS)
         .concurrency(concurrency)
-        .run(reconcile, backoff_policy::<Error>, ctx, shutdown)
+        .run(reconcile, backoff_policy, ctx, shutdown)
         .await;
 }
 
 /// Kubernetes' pod-template-hash: a 32-bit FNV hash of the template, spelled in an
-/// alphabet without vowels.
+/// alphabet without vowels. Hashed from the JSON value (keys sorted), as it always
+/// was, so existing ReplicaSets keep their names.
 pub fn template_hash(template: &Value) -> String {
     let bytes = serde_json::to_vec(template).unwrap_or_default();
     let h = fnv1a(&bytes) as u32;
@@ -49,24 +55,33 @@ pub fn template_hash(template: &Value) -> String {
         .collect()
 }
 
-fn replicas_of(rs: &Value) -> i64 {
-    rs.pointer("/spec/replicas")
-        .and_then(Value::as_i64)
-        .unwrap_or(0)
+fn replicas_of(rs: &ReplicaSet) -> i64 {
+    i64::from(rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0))
 }
 
-fn status_i64(rs: &Value, field: &str) -> i64 {
-    rs.pointer(&format!("/status/{field}"))
-        .and_then(Value::as_i64)
-        .unwrap_or(0)
+/// One of the ReplicaSet's status counts (0 when unset).
+fn count(
+    rs: &ReplicaSet,
+    field: impl Fn(&k8s_openapi::api::apps::v1::ReplicaSetStatus) -> Option<i32>,
+) -> i64 {
+    i64::from(rs.status.as_ref().and_then(field).unwrap_or(0))
 }
 
-fn revision_of(rs: &Value) -> i64 {
-    rs.pointer("/metadata/annotations")
+fn status_replicas(rs: &ReplicaSet) -> i64 {
+    count(rs, |s| Some(s.replicas))
+}
+
+fn revision_of(rs: &ReplicaSet) -> i64 {
+    rs.metadata
+        .annotations
+        .as_ref()
         .and_then(|a| a.get(REVISION))
-        .and_then(Value::as_str)
         .and_then(|r| r.parse().ok())
         .unwrap_or(0)
+}
+
+fn name_of(m: &ObjectMeta) -> &str {
+    m.name.as_deref().unwrap_or("")
 }
 
 /// Resolves an int-or-percent against `total`, rounding up or down.
@@ -86,45 +101,63 @@ fn resolve(v: Option<&IntOrString>, total: i64, round_up: bool, default_pct: i64
     }
 }
 
+fn is_recreate(spec: &DeploymentSpec) -> bool {
+    spec.strategy.as_ref().and_then(|s| s.type_.as_deref()) == Some("Recreate")
+}
+
+fn max_surge(spec: &DeploymentSpec, replicas: i64) -> i64 {
+    let ru = spec
+        .strategy
+        .as_ref()
+        .and_then(|s| s.rolling_update.as_ref());
+    resolve(ru.and_then(|r| r.max_surge.as_ref()), replicas, true, 25)
+}
+
+fn max_unavailable(spec: &DeploymentSpec, replicas: i64) -> i64 {
+    let ru = spec
+        .strategy
+        .as_ref()
+        .and_then(|s| s.rolling_update.as_ref());
+    resolve(
+        ru.and_then(|r| r.max_unavailable.as_ref()),
+        replicas,
+        false,
+        25,
+    )
+}
+
 pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    let dv = serde_json::to_value(&*d).map_err(|source| Error::Encode {
-        what: "deployment",
-        source,
-    })?;
-    if meta::is_deleting(&dv) {
+    if d.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
     let Some(spec) = d.spec.as_ref() else {
         return Ok(Action::await_change());
     };
-    let ns = meta::namespace(&dv).unwrap_or("default").to_string();
-    let uid = meta::uid(&dv).unwrap_or("").to_string();
+    let ns = d.metadata.namespace.as_deref().unwrap_or("default");
+    let uid = d.metadata.uid.as_deref().unwrap_or("");
     let replicas = i64::from(spec.replicas.unwrap_or(1).max(0));
 
-    let template = serde_json::to_value(&spec.template).map_err(|source| Error::Encode {
-        what: "pod template",
-        source,
-    })?;
-    let hash = template_hash(&template);
-    let mut owned: Vec<Value> = ctx
+    let hash = template_hash(&encode(&DEPLOYMENTS, &spec.template)?);
+    let mut owned: Vec<ReplicaSet> = ctx
         .registry
-        .list_all(&REPLICASETS, Some(&ns))
+        .list_typed::<ReplicaSet>(&REPLICASETS, Some(ns))
         .await?
         .into_iter()
-        .filter(|rs| meta::controller_of(rs).is_some_and(|(_, _, u)| u == uid))
-        .map(|rs| (*rs).clone())
+        .filter(|rs| controller_uid(&rs.metadata) == Some(uid))
         .collect();
     owned.sort_by_key(revision_of);
     let new_index = owned.iter().position(|rs| {
-        rs.pointer("/metadata/labels")
+        rs.metadata
+            .labels
+            .as_ref()
             .and_then(|l| l.get(HASH_LABEL))
-            .and_then(Value::as_str)
+            .map(String::as_str)
             == Some(hash.as_str())
     });
     let mut new_rs = new_index.map(|i| owned.remove(i));
-    let old: Vec<Value> = owned;
+    let old: Vec<ReplicaSet> = owned;
     let old_total: i64 = old.iter().map(replicas_of).sum();
-    let recreate = spec.strategy.as_ref().and_then(|s| s.type_.as_deref()) == Some("Recreate");
+    let recreate = is_recreate(spec);
     let paused = spec.paused == Some(true);
 
     if new_rs.is_none() && !paused {
@@ -133,28 +166,19 @@ pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Erro
         } else if recreate {
             0
         } else {
-            let surge = resolve(
-                spec.strategy
-                    .as_ref()
-                    .and_then(|s| s.rolling_update.as_ref())
-                    .and_then(|r| r.max_surge.as_ref()),
-                replicas,
-                true,
-                25,
-            );
-            (replicas + surge - old_total).clamp(0, replicas)
+            (replicas + max_surge(spec, replicas) - old_total).clamp(0, replicas)
         };
         let revision = old.iter().map(revision_of).max().unwrap_or(0) + 1;
-        let created = create_replica_set(&ctx, &dv, &template, &hash, initial, revision).await?;
+        let created = create_replica_set(&ctx, &d, spec, &hash, initial, revision).await?;
         if initial > 0 {
             ctx.recorder
-                .record(
-                    &dv,
+                .publish(
+                    &*d,
                     EventType::Normal,
                     "ScalingReplicaSet",
                     &format!(
                         "Scaled up replica set {} from 0 to {initial}",
-                        meta::name(&created).unwrap_or("")
+                        name_of(&created.metadata)
                     ),
                 )
                 .await;
@@ -165,120 +189,130 @@ pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Erro
     if !paused && let Some(new) = new_rs.as_ref() {
         if recreate {
             for rs in &old {
-                scale(&ctx, &dv, rs, 0).await?;
+                scale(&ctx, &d, rs, 0).await?;
             }
-            let old_pods: i64 = old.iter().map(|rs| status_i64(rs, "replicas")).sum();
+            let old_pods: i64 = old.iter().map(status_replicas).sum();
             if old_pods == 0 && replicas_of(new) != replicas {
-                scale(&ctx, &dv, new, replicas).await?;
+                scale(&ctx, &d, new, replicas).await?;
             }
         } else {
-            rolling(&ctx, &dv, spec, new, &old, replicas).await?;
+            rolling(&ctx, &d, spec, new, &old, replicas).await?;
         }
         // Bring the new ReplicaSet's revision forward if it is an old template come back.
         let top = old.iter().map(revision_of).max().unwrap_or(0);
         if revision_of(new) <= top {
-            let rs_name = meta::name(new).unwrap_or("").to_string();
             ctx.registry
-                .update_with(&REPLICASETS, Some(&ns), &rs_name, Subresource::Main, |o| {
-                    o["metadata"]["annotations"][REVISION] = json!((top + 1).to_string());
-                    true
-                })
+                .update_typed::<ReplicaSet>(
+                    &REPLICASETS,
+                    Some(ns),
+                    name_of(&new.metadata),
+                    Subresource::Main,
+                    |rs| {
+                        rs.metadata
+                            .annotations
+                            .get_or_insert_default()
+                            .insert(REVISION.to_string(), (top + 1).to_string());
+                        true
+                    },
+                )
                 .await?;
         }
     }
     cleanup(&ctx, &d, &old).await?;
-    update_status(&ctx, &dv, spec, new_rs.as_ref(), &old, replicas).await?;
+    update_status(&ctx, &d, spec, new_rs.as_ref(), &old, replicas).await?;
     Ok(Action::await_change())
 }
 
 async fn create_replica_set(
     ctx: &Ctx,
-    d: &Value,
-    template: &Value,
+    d: &Deployment,
+    spec: &DeploymentSpec,
     hash: &str,
     replicas: i64,
     revision: i64,
-) -> Result<Value, Error> {
-    let name = format!("{}-{hash}", meta::name(d).unwrap_or(""));
-    let mut template = template.clone();
-    template["metadata"]["labels"][HASH_LABEL] = json!(hash);
-    let mut selector = d.pointer("/spec/selector").cloned().unwrap_or(json!({}));
-    selector["matchLabels"][HASH_LABEL] = json!(hash);
-    let labels = template["metadata"]["labels"].clone();
-    let body = json!({
-        "apiVersion": "apps/v1",
-        "kind": "ReplicaSet",
-        "metadata": {
-            "name": name,
-            "namespace": meta::namespace(d),
-            "labels": labels,
-            "annotations": {
-                REVISION: revision.to_string(),
-                "deployment.kubernetes.io/desired-replicas": d.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(1).to_string(),
-            },
-            "ownerReferences": [controller_ref(d)],
+) -> Result<ReplicaSet, Error> {
+    let ns = d.metadata.namespace.as_deref();
+    let name = format!("{}-{hash}", name_of(&d.metadata));
+    let mut template = spec.template.clone();
+    let labels = template
+        .metadata
+        .get_or_insert_default()
+        .labels
+        .get_or_insert_default();
+    labels.insert(HASH_LABEL.to_string(), hash.to_string());
+    let labels = labels.clone();
+    let mut selector = spec.selector.clone();
+    selector
+        .match_labels
+        .get_or_insert_default()
+        .insert(HASH_LABEL.to_string(), hash.to_string());
+    let body = ReplicaSet {
+        metadata: ObjectMeta {
+            name: Some(name.clone()),
+            namespace: ns.map(str::to_string),
+            labels: Some(labels),
+            annotations: Some(BTreeMap::from([
+                (REVISION.to_string(), revision.to_string()),
+                (
+                    DESIRED_REPLICAS.to_string(),
+                    spec.replicas.unwrap_or(1).to_string(),
+                ),
+            ])),
+            owner_references: Some(vec![controller_ref(d)]),
+            ..Default::default()
         },
-        "spec": {
-            "replicas": replicas,
-            "minReadySeconds": d.pointer("/spec/minReadySeconds").and_then(Value::as_i64).unwrap_or(0),
-            "selector": selector,
-            "template": template,
-        },
-    });
-    match ctx
-        .registry
-        .create(
-            &REPLICASETS,
-            meta::namespace(d),
-            body,
-            WriteOptions::default(),
-        )
-        .await
-    {
-        Ok(w) => Ok(w.object),
+        spec: Some(ReplicaSetSpec {
+            replicas: Some(i32::try_from(replicas).unwrap_or(i32::MAX)),
+            min_ready_seconds: Some(spec.min_ready_seconds.unwrap_or(0)),
+            selector,
+            template: Some(template),
+        }),
+        status: None,
+    };
+    match ctx.registry.create_typed(&REPLICASETS, ns, &body).await {
+        Ok(rs) => Ok(rs),
         Err(e) if e.reason == "AlreadyExists" => {
             // Created by an earlier reconcile whose result we did not see: adopt it if ours.
             let existing = ctx
                 .registry
-                .get(&REPLICASETS, meta::namespace(d), &name)
+                .get_typed::<ReplicaSet>(&REPLICASETS, ns, &name)
                 .await?;
-            if meta::controller_of(&existing).map(|(_, _, u)| u) == meta::uid(d) {
-                Ok((*existing).clone())
-            } else {
-                Err(e.into())
+            match existing {
+                Some(rs) if controller_uid(&rs.metadata) == d.metadata.uid.as_deref() => Ok(rs),
+                _ => Err(e.into()),
             }
         }
         Err(e) => Err(e.into()),
     }
 }
 
-async fn scale(ctx: &Ctx, d: &Value, rs: &Value, to: i64) -> Result<(), Error> {
+async fn scale(ctx: &Ctx, d: &Deployment, rs: &ReplicaSet, to: i64) -> Result<(), Error> {
     let from = replicas_of(rs);
     if from == to {
         return Ok(());
     }
-    let rs_name = meta::name(rs).unwrap_or("").to_string();
-    let desired = d
-        .pointer("/spec/replicas")
-        .and_then(Value::as_i64)
-        .unwrap_or(1);
+    let rs_name = name_of(&rs.metadata);
+    let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     ctx.registry
-        .update_with(
+        .update_typed::<ReplicaSet>(
             &REPLICASETS,
-            meta::namespace(rs),
-            &rs_name,
+            rs.metadata.namespace.as_deref(),
+            rs_name,
             Subresource::Main,
             |o| {
-                o["spec"]["replicas"] = json!(to);
-                o["metadata"]["annotations"]["deployment.kubernetes.io/desired-replicas"] =
-                    json!(desired.to_string());
+                o.spec.get_or_insert_default().replicas =
+                    Some(i32::try_from(to).unwrap_or(i32::MAX));
+                o.metadata
+                    .annotations
+                    .get_or_insert_default()
+                    .insert(DESIRED_REPLICAS.to_string(), desired.to_string());
                 true
             },
         )
         .await?;
     let verb = if to > from { "up" } else { "down" };
     ctx.recorder
-        .record(
+        .publish(
             d,
             EventType::Normal,
             "ScalingReplicaSet",
@@ -292,27 +326,18 @@ async fn scale(ctx: &Ctx, d: &Value, rs: &Value, to: i64) -> Result<(), Error> {
 /// shrink old ones as far as `maxUnavailable` allows.
 async fn rolling(
     ctx: &Ctx,
-    d: &Value,
+    d: &Deployment,
     spec: &DeploymentSpec,
-    new: &Value,
-    old: &[Value],
+    new: &ReplicaSet,
+    old: &[ReplicaSet],
     replicas: i64,
 ) -> Result<(), Error> {
-    let ru = spec
-        .strategy
-        .as_ref()
-        .and_then(|s| s.rolling_update.as_ref());
-    let max_surge = resolve(ru.and_then(|r| r.max_surge.as_ref()), replicas, true, 25);
-    let mut max_unavailable = resolve(
-        ru.and_then(|r| r.max_unavailable.as_ref()),
-        replicas,
-        false,
-        25,
-    );
+    let max_surge = max_surge(spec, replicas);
+    let mut max_unavailable = max_unavailable(spec, replicas);
     if max_surge == 0 && max_unavailable == 0 {
         max_unavailable = 1;
     }
-    let active_old: Vec<&Value> = old.iter().filter(|rs| replicas_of(rs) > 0).collect();
+    let active_old: Vec<&ReplicaSet> = old.iter().filter(|rs| replicas_of(rs) > 0).collect();
     if active_old.is_empty() {
         return scale(ctx, d, new, replicas).await;
     }
@@ -329,7 +354,7 @@ async fn rolling(
         scale(ctx, d, new, new_target).await?;
     }
     let min_available = replicas - max_unavailable;
-    let new_unavailable = (new_target - status_i64(new, "availableReplicas")).max(0);
+    let new_unavailable = (new_target - count(new, |s| s.available_replicas)).max(0);
     let all_pods = new_target + old_total;
     let mut can_scale_down = all_pods - min_available - new_unavailable;
     // Replicas above the desired total can always go (after a scale down mid-rollout).
@@ -350,30 +375,31 @@ async fn rolling(
 }
 
 /// Deletes old, empty ReplicaSets beyond `revisionHistoryLimit`, oldest first.
-async fn cleanup(ctx: &Ctx, d: &Deployment, old: &[Value]) -> Result<(), Error> {
+async fn cleanup(ctx: &Ctx, d: &Deployment, old: &[ReplicaSet]) -> Result<(), Error> {
     let limit = d
         .spec
         .as_ref()
         .and_then(|s| s.revision_history_limit)
         .unwrap_or(10)
         .max(0) as usize;
-    let empty: Vec<&Value> = old
+    let empty: Vec<&ReplicaSet> = old
         .iter()
         .filter(|rs| {
-            replicas_of(rs) == 0 && status_i64(rs, "replicas") == 0 && !meta::is_deleting(rs)
+            replicas_of(rs) == 0
+                && status_replicas(rs) == 0
+                && rs.metadata.deletion_timestamp.is_none()
         })
         .collect();
     if empty.len() <= limit {
         return Ok(());
     }
     for rs in &empty[..empty.len() - limit] {
-        let rs_name = meta::name(rs).unwrap_or("");
         match ctx
             .registry
             .delete(
                 &REPLICASETS,
-                meta::namespace(rs),
-                rs_name,
+                rs.metadata.namespace.as_deref(),
+                name_of(&rs.metadata),
                 &DeleteOptions::default(),
             )
             .await
@@ -386,121 +412,156 @@ async fn cleanup(ctx: &Ctx, d: &Deployment, old: &[Value]) -> Result<(), Error> 
     Ok(())
 }
 
+/// A condition as Kubernetes keeps it: its transition time moves only when its
+/// status does, its update time when its status or reason does.
+fn condition(
+    previous: Option<&DeploymentCondition>,
+    type_: &str,
+    (status, reason, message): (&str, &str, String),
+    now: &Time,
+) -> DeploymentCondition {
+    let same_status = previous.is_some_and(|p| p.status == status);
+    let same_reason = previous.is_some_and(|p| p.reason.as_deref() == Some(reason));
+    let kept = |t: Option<&Time>| t.cloned().unwrap_or_else(|| now.clone());
+    DeploymentCondition {
+        type_: type_.to_string(),
+        status: status.to_string(),
+        reason: Some(reason.to_string()),
+        message: Some(message),
+        last_transition_time: Some(if same_status {
+            kept(previous.and_then(|p| p.last_transition_time.as_ref()))
+        } else {
+            now.clone()
+        }),
+        last_update_time: Some(if same_status && same_reason {
+            kept(previous.and_then(|p| p.last_update_time.as_ref()))
+        } else {
+            now.clone()
+        }),
+    }
+}
+
 async fn update_status(
     ctx: &Ctx,
-    d: &Value,
+    d: &Deployment,
     spec: &DeploymentSpec,
-    new: Option<&Value>,
-    old: &[Value],
+    new: Option<&ReplicaSet>,
+    old: &[ReplicaSet],
     replicas: i64,
 ) -> Result<(), Error> {
-    let all: Vec<&Value> = new.into_iter().chain(old.iter()).collect();
-    let sum = |f: &str| all.iter().map(|rs| status_i64(rs, f)).sum::<i64>();
-    let total = sum("replicas");
-    let ready = sum("readyReplicas");
-    let available = sum("availableReplicas");
-    let updated = new.map(|rs| status_i64(rs, "replicas")).unwrap_or(0);
-    let ru = spec
-        .strategy
-        .as_ref()
-        .and_then(|s| s.rolling_update.as_ref());
-    let max_unavailable =
-        if spec.strategy.as_ref().and_then(|s| s.type_.as_deref()) == Some("Recreate") {
-            0
-        } else {
-            resolve(
-                ru.and_then(|r| r.max_unavailable.as_ref()),
-                replicas,
-                false,
-                25,
-            )
-        };
+    let all: Vec<&ReplicaSet> = new.into_iter().chain(old.iter()).collect();
+    let total: i64 = all.iter().map(|rs| status_replicas(rs)).sum();
+    let ready: i64 = all.iter().map(|rs| count(rs, |s| s.ready_replicas)).sum();
+    let available: i64 = all
+        .iter()
+        .map(|rs| count(rs, |s| s.available_replicas))
+        .sum();
+    let updated = new.map(status_replicas).unwrap_or(0);
+    let max_unavailable = if is_recreate(spec) {
+        0
+    } else {
+        max_unavailable(spec, replicas)
+    };
     let is_available = available >= replicas - max_unavailable;
     let complete = updated == replicas
         && total == replicas
         && available == replicas
         && new.is_some_and(|rs| {
-            status_i64(rs, "observedGeneration")
-                >= rs
-                    .pointer("/metadata/generation")
-                    .and_then(Value::as_i64)
-                    .unwrap_or(0)
+            rs.status
+                .as_ref()
+                .and_then(|s| s.observed_generation)
+                .unwrap_or(0)
+                >= rs.metadata.generation.unwrap_or(0)
         });
-    let new_name = new.and_then(|rs| meta::name(rs)).unwrap_or("");
-    let ns = meta::namespace(d).unwrap_or("default").to_string();
-    let name = meta::name(d).unwrap_or("").to_string();
-    let generation = d
-        .pointer("/metadata/generation")
-        .and_then(Value::as_i64)
-        .unwrap_or(0);
-    let now = meta::now_rfc3339();
-    let (available_cond, progressing_cond) = (
-        if is_available {
-            (
-                "True",
-                "MinimumReplicasAvailable",
-                "Deployment has minimum availability.".to_string(),
-            )
-        } else {
-            (
-                "False",
-                "MinimumReplicasUnavailable",
-                "Deployment does not have minimum availability.".to_string(),
-            )
-        },
-        if complete {
-            (
-                "True",
-                "NewReplicaSetAvailable",
-                format!("ReplicaSet \"{new_name}\" has successfully progressed."),
-            )
-        } else {
-            (
-                "True",
-                "ReplicaSetUpdated",
-                format!("ReplicaSet \"{new_name}\" is progressing."),
-            )
-        },
+    let new_name = new.map(|rs| name_of(&rs.metadata)).unwrap_or("");
+    let available_cond = if is_available {
+        (
+            "True",
+            "MinimumReplicasAvailable",
+            "Deployment has minimum availability.".to_string(),
+        )
+    } else {
+        (
+            "False",
+            "MinimumReplicasUnavailable",
+            "Deployment does not have minimum availability.".to_string(),
+        )
+    };
+    let progressing_cond = if complete {
+        (
+            "True",
+            "NewReplicaSetAvailable",
+            format!("ReplicaSet \"{new_name}\" has successfully progressed."),
+        )
+    } else {
+        (
+            "True",
+            "ReplicaSetUpdated",
+            format!("ReplicaSet \"{new_name}\" is progressing."),
+        )
+    };
+    // Times are kept to the second, as they are stored.
+    let now = Time(
+        jiff::Timestamp::from_second(jiff::Timestamp::now().as_second())
+            .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
     );
+    let generation = d.metadata.generation.unwrap_or(0);
+    let to_i32 = |n: i64| Some(i32::try_from(n).unwrap_or(i32::MAX));
     ctx.registry
-        .update_with(&DEPLOYMENTS, Some(&ns), &name, Subresource::Status, |o| {
-            let old_status = o.get("status").cloned().unwrap_or(json!({}));
-            let old_conditions = old_status.get("conditions").and_then(Value::as_array).cloned().unwrap_or_default();
-            let condition = |kind: &str, (status, reason, message): &(&str, &str, String)| {
-                let prev = old_conditions.iter().find(|c| c.get("type").and_then(Value::as_str) == Some(kind));
-                let same_status = prev.and_then(|p| p.get("status")).and_then(Value::as_str) == Some(*status);
-                let same_reason = prev.and_then(|p| p.get("reason")).and_then(Value::as_str) == Some(*reason);
-                let transition = if same_status { prev.and_then(|p| p.get("lastTransitionTime")).cloned().unwrap_or(json!(now)) } else { json!(now) };
-                let update = if same_status && same_reason { prev.and_then(|p| p.get("lastUpdateTime")).cloned().unwrap_or(json!(now)) } else { json!(now) };
-                json!({"type": kind, "status": status, "reason": reason, "message": message, "lastTransitionTime": transition, "lastUpdateTime": update})
-            };
-            let mut status = json!({
-                "observedGeneration": generation,
-                "replicas": total,
-                "updatedReplicas": updated,
-                "readyReplicas": ready,
-                "availableReplicas": available,
-                "conditions": [condition("Available", &available_cond), condition("Progressing", &progressing_cond)],
-            });
-            let unavailable = (replicas - available).max(0);
-            if unavailable > 0 {
-                status["unavailableReplicas"] = json!(unavailable);
-            }
-            if let Some(c) = old_status.get("collisionCount") {
-                status["collisionCount"] = c.clone();
-            }
-            if old_status == status {
-                return false;
-            }
-            o["status"] = status;
-            true
-        })
+        .update_typed::<Deployment>(
+            &DEPLOYMENTS,
+            d.metadata.namespace.as_deref(),
+            name_of(&d.metadata),
+            Subresource::Status,
+            |o| {
+                let old_status = o.status.clone().unwrap_or_default();
+                let previous = |t: &str| {
+                    old_status
+                        .conditions
+                        .iter()
+                        .flatten()
+                        .find(|c| c.type_ == t)
+                };
+                let unavailable = (replicas - available).max(0);
+                let status = DeploymentStatus {
+                    observed_generation: Some(generation),
+                    replicas: to_i32(total),
+                    updated_replicas: to_i32(updated),
+                    ready_replicas: to_i32(ready),
+                    available_replicas: to_i32(available),
+                    unavailable_replicas: (unavailable > 0).then(|| to_i32(unavailable)).flatten(),
+                    collision_count: old_status.collision_count,
+                    conditions: Some(vec![
+                        condition(
+                            previous("Available"),
+                            "Available",
+                            available_cond.clone(),
+                            &now,
+                        ),
+                        condition(
+                            previous("Progressing"),
+                            "Progressing",
+                            progressing_cond.clone(),
+                            &now,
+                        ),
+                    ]),
+                    terminating_replicas: None,
+                };
+                if o.status.as_ref() == Some(&status) {
+                    return false;
+                }
+                o.status = Some(status);
+                true
+            },
+        )
         .await?;
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]

@@ -12,6 +12,8 @@ pub mod scheduler;
 
 use std::sync::Arc;
 
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -55,39 +57,65 @@ pub fn spawn_all(
 pub enum Error {
     #[error(transparent)]
     Api(#[from] tugboat_api::ApiError),
-    #[error("encoding {what}: {source}")]
-    Encode {
-        what: &'static str,
-        #[source]
-        source: serde_json::Error,
-    },
 }
 
-/// `metadata.ownerReferences` entry naming `owner` as the controller.
-pub fn controller_ref(owner: &serde_json::Value) -> serde_json::Value {
-    serde_json::json!({
-        "apiVersion": owner.get("apiVersion"),
-        "kind": owner.get("kind"),
-        "name": tugboat_api::meta::name(owner),
-        "uid": tugboat_api::meta::uid(owner),
-        "controller": true,
-        "blockOwnerDeletion": true,
-    })
+/// The `ownerReferences` entry naming `owner` as the controller.
+pub fn controller_ref<K>(owner: &K) -> OwnerReference
+where
+    K: k8s_openapi::Resource + k8s_openapi::Metadata<Ty = ObjectMeta>,
+{
+    let m = owner.metadata();
+    OwnerReference {
+        api_version: K::API_VERSION.to_string(),
+        kind: K::KIND.to_string(),
+        name: m.name.clone().unwrap_or_default(),
+        uid: m.uid.clone().unwrap_or_default(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }
+}
+
+/// The uid of the object's controller (its `controller: true` owner reference).
+pub fn controller_uid(m: &ObjectMeta) -> Option<&str> {
+    m.owner_references
+        .iter()
+        .flatten()
+        .find(|r| r.controller == Some(true))
+        .map(|r| r.uid.as_str())
 }
 
 /// Is the pod's `Ready` condition true, and since when?
-pub fn pod_ready_since(pod: &serde_json::Value) -> Option<Option<jiff::Timestamp>> {
-    let conditions = pod.pointer("/status/conditions")?.as_array()?;
-    let ready = conditions
+pub fn pod_ready_since(pod: &Pod) -> Option<Option<jiff::Timestamp>> {
+    let ready = pod
+        .status
+        .as_ref()?
+        .conditions
         .iter()
-        .find(|c| c.get("type").and_then(|t| t.as_str()) == Some("Ready"))?;
-    if ready.get("status").and_then(|s| s.as_str()) != Some("True") {
+        .flatten()
+        .find(|c| c.type_ == "Ready")?;
+    if ready.status != "True" {
         return None;
     }
-    Some(
-        ready
-            .get("lastTransitionTime")
-            .and_then(|t| t.as_str())
-            .and_then(|t| t.parse().ok()),
+    Some(ready.last_transition_time.as_ref().map(|t| t.0))
+}
+
+/// Is this a pod that still needs a node or is still running?
+pub fn pod_is_active(pod: &Pod) -> bool {
+    pod.metadata.deletion_timestamp.is_none() && !pod_is_finished(pod)
+}
+
+/// Has the pod succeeded or failed (for good)?
+pub fn pod_is_finished(pod: &Pod) -> bool {
+    matches!(
+        pod.status.as_ref().and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
     )
+}
+
+/// The node a pod is bound to, if any.
+pub fn pod_node(pod: &Pod) -> Option<&str> {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.node_name.as_deref())
+        .filter(|n| !n.is_empty())
 }

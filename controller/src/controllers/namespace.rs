@@ -11,11 +11,11 @@ use tugboat_api::{ApiError, meta};
 
 use super::Error;
 use crate::registry::{DeleteOptions, Registry};
-use crate::runtime::{Action, Controller, backoff_policy};
+use tugboat_runtime::controller::{Action, Controller, backoff_policy};
 
 pub async fn run(registry: Arc<Registry>, shutdown: CancellationToken) {
     Controller::new("namespace", registry.clone(), &NAMESPACES)
-        .run(reconcile, backoff_policy::<Error>, registry, shutdown)
+        .run(reconcile, backoff_policy, registry, shutdown)
         .await;
 }
 

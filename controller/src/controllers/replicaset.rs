@@ -5,17 +5,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use k8s_openapi::api::apps::v1::ReplicaSet;
-use serde_json::{Value, json};
+use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetStatus};
+use k8s_openapi::api::core::v1::{Pod, PodTemplateSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use tokio_util::sync::CancellationToken;
-use tugboat_api::meta;
 use tugboat_api::resource::{PODS, REPLICASETS};
 use tugboat_api::selector::Selector;
+use tugboat_runtime::controller::{Action, Controller, backoff_policy};
 
-use super::{Error, controller_ref, pod_ready_since};
+use super::{Error, controller_ref, controller_uid, pod_is_active, pod_node, pod_ready_since};
 use crate::events::{self, EventType, Recorder};
-use crate::registry::{DeleteOptions, Registry, Subresource, WriteOptions, pod_is_active};
-use crate::runtime::{Action, Controller, backoff_policy};
+use crate::registry::{DeleteOptions, Registry};
 
 /// At most this many pod creations or deletions in flight per ReplicaSet.
 const BURST: usize = 16;
@@ -33,46 +33,39 @@ pub async fn run(registry: Arc<Registry>, concurrency: usize, shutdown: Cancella
     Controller::new("replicaset", registry, &REPLICASETS)
         .owns(&PODS)
         .concurrency(concurrency)
-        .run(reconcile, backoff_policy::<Error>, ctx, shutdown)
+        .run(reconcile, backoff_policy, ctx, shutdown)
         .await;
 }
 
 pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    let rs_value = serde_json::to_value(&*rs).map_err(|source| Error::Encode {
-        what: "replicaset",
-        source,
-    })?;
-    if meta::is_deleting(&rs_value) {
+    if rs.metadata.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let ns = meta::namespace(&rs_value).unwrap_or("default").to_string();
-    let name = meta::name(&rs_value).unwrap_or("").to_string();
+    let ns = rs.metadata.namespace.as_deref().unwrap_or("default");
+    let name = rs.metadata.name.as_deref().unwrap_or("");
     let Some(spec) = rs.spec.as_ref() else {
         return Ok(Action::await_change());
     };
     let desired = spec.replicas.unwrap_or(1).max(0) as usize;
 
-    let pods = owned_pods(&ctx.registry, &rs_value, &ns).await?;
-    let active: Vec<&Arc<Value>> = pods.iter().filter(|p| pod_is_active(p)).collect();
+    let pods = owned_pods(&ctx.registry, &rs, ns).await?;
+    let active: Vec<&Pod> = pods.iter().filter(|p| pod_is_active(p)).collect();
     let mut changed = false;
     if active.len() < desired {
         let missing = desired - active.len();
-        let template = pod_from_template(&rs_value, spec.template.as_ref())?;
+        let template = pod_from_template(&rs, spec.template.as_ref());
         let results: Vec<_> = futures::stream::iter(0..missing)
-            .map(|_| {
-                ctx.registry
-                    .create(&PODS, Some(&ns), template.clone(), WriteOptions::default())
-            })
+            .map(|_| ctx.registry.create_typed(&PODS, Some(ns), &template))
             .buffer_unordered(BURST)
             .collect()
             .await;
         for r in results {
             match r {
-                Ok(w) => {
-                    let pod_name = meta::name(&w.object).unwrap_or("");
+                Ok(pod) => {
+                    let pod_name = pod.metadata.name.as_deref().unwrap_or("");
                     ctx.recorder
-                        .record(
-                            &rs_value,
+                        .publish(
+                            &*rs,
                             EventType::Normal,
                             "SuccessfulCreate",
                             &format!("Created pod: {pod_name}"),
@@ -82,8 +75,8 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Err
                 }
                 Err(e) => {
                     ctx.recorder
-                        .record(
-                            &rs_value,
+                        .publish(
+                            &*rs,
                             EventType::Warning,
                             "FailedCreate",
                             &format!("Error creating: {}", e.message),
@@ -100,15 +93,14 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Err
         let names: Vec<String> = victims
             .into_iter()
             .take(excess)
-            .map(|p| meta::name(p).unwrap_or("").to_string())
+            .map(|p| p.metadata.name.clone().unwrap_or_default())
             .collect();
         let results: Vec<_> = futures::stream::iter(names)
             .map(|pod_name| {
                 let registry = ctx.registry.clone();
-                let ns = ns.clone();
                 async move {
                     let r = registry
-                        .delete(&PODS, Some(&ns), &pod_name, &DeleteOptions::default())
+                        .delete(&PODS, Some(ns), &pod_name, &DeleteOptions::default())
                         .await;
                     (pod_name, r)
                 }
@@ -120,8 +112,8 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Err
             match r {
                 Ok(_) => {
                     ctx.recorder
-                        .record(
-                            &rs_value,
+                        .publish(
+                            &*rs,
                             EventType::Normal,
                             "SuccessfulDelete",
                             &format!("Deleted pod: {pod_name}"),
@@ -135,24 +127,18 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Err
         }
     }
     let pods = if changed {
-        owned_pods(&ctx.registry, &rs_value, &ns).await?
+        owned_pods(&ctx.registry, &rs, ns).await?
     } else {
         pods
     };
     let (status, recheck) = status_of(
-        &rs_value,
+        &rs,
         &pods,
         spec.min_ready_seconds.unwrap_or(0),
         spec.template.as_ref(),
     );
     ctx.registry
-        .update_with(&REPLICASETS, Some(&ns), &name, Subresource::Status, |o| {
-            if o.get("status") == Some(&status) {
-                return false;
-            }
-            o["status"] = status.clone();
-            true
-        })
+        .write_status(&REPLICASETS, Some(ns), name, &status)
         .await?;
     Ok(match recheck {
         Some(after) => Action::requeue(after),
@@ -160,88 +146,65 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Err
     })
 }
 
-async fn owned_pods(registry: &Registry, rs: &Value, ns: &str) -> Result<Vec<Arc<Value>>, Error> {
-    let uid = meta::uid(rs).unwrap_or("");
+async fn owned_pods(registry: &Registry, rs: &ReplicaSet, ns: &str) -> Result<Vec<Pod>, Error> {
+    let uid = rs.metadata.uid.as_deref().unwrap_or("");
     Ok(registry
-        .list_all(&PODS, Some(ns))
+        .list_typed::<Pod>(&PODS, Some(ns))
         .await?
         .into_iter()
-        .filter(|p| meta::controller_of(p).is_some_and(|(_, _, u)| u == uid))
+        .filter(|p| controller_uid(&p.metadata) == Some(uid))
         .collect())
 }
 
 /// Kubernetes' order for scaling down: unscheduled before scheduled, pending before
 /// running, not ready before ready, newest first.
-fn deletion_rank(pod: &Value) -> (u8, u8, u8, std::cmp::Reverse<String>) {
-    let scheduled = pod
-        .pointer("/spec/nodeName")
-        .and_then(Value::as_str)
-        .is_some_and(|n| !n.is_empty());
-    let phase = match pod.pointer("/status/phase").and_then(Value::as_str) {
+fn deletion_rank(pod: &Pod) -> (u8, u8, u8, std::cmp::Reverse<Option<jiff::Timestamp>>) {
+    let phase = match pod.status.as_ref().and_then(|s| s.phase.as_deref()) {
         Some("Pending") | None => 0,
         Some("Unknown") => 1,
         _ => 2,
     };
     let ready = pod_ready_since(pod).is_some();
-    let created = pod
-        .pointer("/metadata/creationTimestamp")
-        .and_then(Value::as_str)
-        .unwrap_or("")
-        .to_string();
+    let created = pod.metadata.creation_timestamp.as_ref().map(|t| t.0);
     (
-        u8::from(scheduled),
+        u8::from(pod_node(pod).is_some()),
         phase,
         u8::from(ready),
         std::cmp::Reverse(created),
     )
 }
 
-fn pod_from_template(
-    rs: &Value,
-    template: Option<&k8s_openapi::api::core::v1::PodTemplateSpec>,
-) -> Result<Value, Error> {
+/// A pod for `rs` from its template: named `<rs>-<random>`, owned by `rs`.
+fn pod_from_template(rs: &ReplicaSet, template: Option<&PodTemplateSpec>) -> Pod {
     let template = template.cloned().unwrap_or_default();
-    let metadata =
-        serde_json::to_value(template.metadata.unwrap_or_default()).map_err(|source| {
-            Error::Encode {
-                what: "pod template metadata",
-                source,
-            }
-        })?;
-    let spec = serde_json::to_value(template.spec.unwrap_or_default()).map_err(|source| {
-        Error::Encode {
-            what: "pod template spec",
-            source,
-        }
-    })?;
-    let mut pod = json!({"apiVersion": "v1", "kind": "Pod", "metadata": metadata, "spec": spec});
-    let m = meta::metadata_mut(&mut pod);
-    m.remove("name");
-    m.insert(
-        "generateName".into(),
-        json!(format!("{}-", meta::name(rs).unwrap_or("pod"))),
-    );
-    m.insert("ownerReferences".into(), json!([controller_ref(rs)]));
-    Ok(pod)
+    let metadata = template.metadata.unwrap_or_default();
+    Pod {
+        metadata: ObjectMeta {
+            name: None,
+            generate_name: Some(format!("{}-", rs.metadata.name.as_deref().unwrap_or("pod"))),
+            owner_references: Some(vec![controller_ref(rs)]),
+            ..metadata
+        },
+        spec: Some(template.spec.unwrap_or_default()),
+        status: None,
+    }
 }
 
 /// The ReplicaSet's status from its pods, and when to look again for a pod that
 /// becomes available once it has been ready for `minReadySeconds`.
 fn status_of(
-    rs: &Value,
-    pods: &[Arc<Value>],
+    rs: &ReplicaSet,
+    pods: &[Pod],
     min_ready_seconds: i32,
-    template: Option<&k8s_openapi::api::core::v1::PodTemplateSpec>,
-) -> (Value, Option<Duration>) {
-    let active: Vec<&Arc<Value>> = pods.iter().filter(|p| pod_is_active(p)).collect();
-    let template_labels = Selector::from_label_selector(
-        &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector {
-            match_labels: template
-                .and_then(|t| t.metadata.as_ref())
-                .and_then(|m| m.labels.clone()),
-            match_expressions: None,
-        },
-    );
+    template: Option<&PodTemplateSpec>,
+) -> (ReplicaSetStatus, Option<Duration>) {
+    let active: Vec<&Pod> = pods.iter().filter(|p| pod_is_active(p)).collect();
+    let template_labels = Selector::from_label_selector(&LabelSelector {
+        match_labels: template
+            .and_then(|t| t.metadata.as_ref())
+            .and_then(|m| m.labels.clone()),
+        match_expressions: None,
+    });
     let now = jiff::Timestamp::now();
     let mut ready = 0;
     let mut available = 0;
@@ -263,14 +226,18 @@ fn status_of(
     }
     let fully_labeled = active
         .iter()
-        .filter(|p| template_labels.matches_object(p))
+        .filter(|p| {
+            template_labels.matches(p.metadata.labels.as_ref().unwrap_or(&Default::default()))
+        })
         .count();
-    let status = json!({
-        "replicas": active.len(),
-        "fullyLabeledReplicas": fully_labeled,
-        "readyReplicas": ready,
-        "availableReplicas": available,
-        "observedGeneration": rs.pointer("/metadata/generation").and_then(Value::as_i64).unwrap_or(0),
-    });
+    let count = |n: usize| Some(i32::try_from(n).unwrap_or(i32::MAX));
+    let status = ReplicaSetStatus {
+        replicas: i32::try_from(active.len()).unwrap_or(i32::MAX),
+        fully_labeled_replicas: count(fully_labeled),
+        ready_replicas: count(ready),
+        available_replicas: count(available),
+        observed_generation: Some(rs.metadata.generation.unwrap_or(0)),
+        ..Default::default()
+    };
     (status, recheck)
 }

@@ -1,0 +1,545 @@
+//! The registry: every read and write of an API object goes through here, from the
+//! HTTP handlers and from the in-process controllers alike. It owns what the
+//! Kubernetes API server does around storage: server-set metadata (`uid`,
+//! `creationTimestamp`, `generation`, `generateName`), admission (defaulting,
+//! validation, unknown fields), status and scale subresources, preconditions and
+//! retries on conflict, graceful deletion, finalizers and namespace rules.
+//!
+//! The generic write path is here; what differs by kind (a pod's graceful
+//! deletion, a namespace's termination, a node's writable status, events in a
+//! terminating namespace) is that kind's [`strategy`], as kube-apiserver keeps
+//! `registry/<kind>/strategy.go`.
+//!
+//! - [`list`](self::list): lists in pages at one revision, and watches;
+//! - [`delete`](self::delete): deletion, propagation to dependents;
+//! - [`write`]: building the object to admit, limits and the errors of the write path;
+//! - [`typed`]: typed reads and status writes for the controllers.
+
+mod delete;
+mod list;
+pub mod strategy;
+pub mod typed;
+mod write;
+
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use tugboat_api::admission::{self, FieldValidation};
+use tugboat_api::resource::{NAMESPACES, ResourceInfo};
+use tugboat_api::selector::{FieldSelector, Selector};
+use tugboat_api::{ApiError, meta};
+
+use crate::store::{Key, Revision, Store, StoreError, Stored};
+
+use write::{
+    admitted_equal, check_depth, check_limits, conflict, managed_fields_warning, merge_for_write,
+    namespace_for, set_type,
+};
+pub use write::{limit_error, pod_is_active, random_suffix, store_error};
+
+/// The namespaces that always exist and may not be deleted (as in Kubernetes,
+/// whose system namespaces controller keeps them): nodes' Leases live in
+/// `kube-node-lease`, so losing it would mark every node lost.
+pub const SYSTEM_NAMESPACES: [&str; 4] =
+    ["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// Which part of an object a write targets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Subresource {
+    Main,
+    Status,
+}
+
+/// Options of a create, update or patch.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct WriteOptions {
+    pub field_validation: FieldValidation,
+    /// `dryRun=All`: admit and answer, store nothing.
+    pub dry_run: bool,
+}
+
+/// How dependents are treated when their owner is deleted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Propagation {
+    /// Delete the owner now; the garbage collector deletes the dependents.
+    #[default]
+    Background,
+    /// Same as background here (the owner does not wait for its dependents).
+    Foreground,
+    /// Keep the dependents, removing their owner reference.
+    Orphan,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct DeleteOptions {
+    pub propagation: Propagation,
+    /// `None`: the object's own grace period; `Some(0)`: delete now.
+    pub grace_period_seconds: Option<i64>,
+    pub precondition_uid: Option<String>,
+    pub precondition_resource_version: Option<String>,
+    /// `dryRun=All`: answer what the delete would do, change nothing.
+    pub dry_run: bool,
+}
+
+/// A written object and the warnings for the client.
+#[derive(Debug)]
+pub struct Written {
+    pub object: Value,
+    pub warnings: Vec<String>,
+}
+
+/// One event of a watch, already filtered by the watcher's selectors.
+#[derive(Clone, Debug)]
+pub struct WatchItem {
+    pub event_type: &'static str,
+    pub object: Arc<Value>,
+}
+
+/// Which state a list shows (`resourceVersion` and `resourceVersionMatch`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RevisionMatch {
+    /// No resourceVersion (or `0`): the latest state.
+    #[default]
+    Latest,
+    /// The latest state, once the store has reached this revision.
+    NotOlderThan(Revision),
+    /// Exactly the state at this revision.
+    Exact(Revision),
+}
+
+/// How a client asked for a list.
+#[derive(Clone, Debug, Default)]
+pub struct ListOptions {
+    pub limit: Option<usize>,
+    pub continue_token: Option<String>,
+    pub resource_version: RevisionMatch,
+}
+
+/// One page of a list.
+#[derive(Debug)]
+pub struct ListPage {
+    pub items: Vec<Arc<Value>>,
+    /// The revision every page of this list shows.
+    pub revision: Revision,
+    /// Where the next page starts, when there is one.
+    pub continue_token: Option<String>,
+    /// How many items follow this page (only for unfiltered lists).
+    pub remaining: Option<i64>,
+}
+
+/// How many times a write without a resourceVersion is retried on conflict.
+const CONFLICT_RETRIES: usize = 16;
+
+pub struct Registry {
+    store: Arc<dyn Store>,
+}
+
+impl Registry {
+    pub fn new(store: Arc<dyn Store>) -> Self {
+        Registry { store }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    fn key(info: &ResourceInfo, ns: Option<&str>, name: &str) -> Key {
+        Key::new(
+            info.store_name(),
+            if info.namespaced { ns } else { None },
+            name,
+        )
+    }
+
+    pub async fn get(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<Arc<Value>, ApiError> {
+        match self
+            .store
+            .get(&Self::key(info, ns, name))
+            .await
+            .map_err(store_error)?
+        {
+            Some(s) => Ok(s.object),
+            None => Err(ApiError::not_found(&info.store_name(), name)),
+        }
+    }
+
+    /// Like [`Registry::get`], `None` when absent.
+    pub async fn try_get(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<Option<Arc<Value>>, ApiError> {
+        match self.get(info, ns, name).await {
+            Ok(v) => Ok(Some(v)),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Objects of `info` in `ns` (all namespaces when `None`) matching both selectors,
+    /// with the revision the list was read at.
+    pub async fn list(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        labels: &Selector,
+        fields: &FieldSelector,
+    ) -> Result<(Vec<Arc<Value>>, Revision), ApiError> {
+        let ns = if info.namespaced { ns } else { None };
+        let (items, rev) = self
+            .store
+            .list(&info.store_name(), ns)
+            .await
+            .map_err(store_error)?;
+        let items = items
+            .into_iter()
+            .map(|s| s.object)
+            .filter(|o| labels.matches_object(o) && fields.matches(o))
+            .collect();
+        Ok((items, rev))
+    }
+
+    /// Everything of `info` in `ns`, unfiltered.
+    pub async fn list_all(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+    ) -> Result<Vec<Arc<Value>>, ApiError> {
+        Ok(self
+            .list(info, ns, &Selector::everything(), &FieldSelector::default())
+            .await?
+            .0)
+    }
+
+    /// Checks the namespace an object is to be created in exists and is not being deleted.
+    async fn check_namespace(&self, info: &ResourceInfo, ns: &str) -> Result<(), ApiError> {
+        let Some(namespace) = self.try_get(&NAMESPACES, None, ns).await? else {
+            return Err(ApiError::not_found("namespaces", ns));
+        };
+        if meta::is_deleting(&namespace) && !strategy::of(info).allowed_in_terminating_namespace() {
+            return Err(ApiError::forbidden(format!(
+                "{} \"{}\" is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+                info.store_name(),
+                "",
+            ))
+            .with_message_fixup(info, ns));
+        }
+        Ok(())
+    }
+
+    pub async fn create(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        mut body: Value,
+        opts: WriteOptions,
+    ) -> Result<Written, ApiError> {
+        admission::check_type(info, &body)?;
+        check_depth(info, &body)?;
+        let ns = namespace_for(info, ns, &body)?;
+        let mut warnings = managed_fields_warning(&body, None);
+        {
+            let m = meta::metadata_mut(&mut body);
+            if let Some(ns) = &ns {
+                m.insert("namespace".into(), json!(ns));
+            } else {
+                m.remove("namespace");
+            }
+            let has_name = m
+                .get("name")
+                .and_then(Value::as_str)
+                .is_some_and(|n| !n.is_empty());
+            if !has_name && let Some(prefix) = m.get("generateName").and_then(Value::as_str) {
+                let name = format!("{prefix}{}", random_suffix());
+                m.insert("name".into(), json!(name));
+            }
+            for server_set in [
+                "uid",
+                "resourceVersion",
+                "creationTimestamp",
+                "deletionTimestamp",
+                "deletionGracePeriodSeconds",
+                "generation",
+                "selfLink",
+                "managedFields",
+            ] {
+                m.remove(server_set);
+            }
+            m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
+            m.insert("creationTimestamp".into(), json!(meta::now_rfc3339()));
+            if info.has_spec {
+                m.insert("generation".into(), json!(1));
+            }
+        }
+        set_type(info, &mut body);
+        let kind = strategy::of(info);
+        if kind.status_is_subresource(info)
+            && let Some(obj) = body.as_object_mut()
+        {
+            obj.remove("status");
+        }
+        kind.prepare_for_create(&mut body);
+        if let Some(ns) = &ns {
+            self.check_namespace(info, ns).await?;
+        }
+        let admitted = admission::admit(info, body, None, opts.field_validation)?;
+        let name = meta::name(&admitted.object).unwrap_or("").to_string();
+        check_limits(info, &name, &admitted.object)?;
+        warnings.extend(admitted.warnings);
+        if opts.dry_run {
+            return Ok(Written {
+                object: admitted.object,
+                warnings,
+            });
+        }
+        let stored = self
+            .store
+            .create(&Self::key(info, ns.as_deref(), &name), admitted.object)
+            .await
+            .map_err(|e| match e {
+                StoreError::AlreadyExists(_) => ApiError::already_exists(&info.store_name(), &name),
+                other => store_error(other),
+            })?;
+        Ok(Written {
+            object: (*stored.object).clone(),
+            warnings,
+        })
+    }
+
+    /// PUT: replaces the object (or only its status). A `metadata.resourceVersion` in
+    /// the body is a precondition; without one the write is retried on conflict.
+    pub async fn update(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        body: Value,
+        sub: Subresource,
+        opts: WriteOptions,
+    ) -> Result<Written, ApiError> {
+        admission::check_type(info, &body)?;
+        if let Some(body_name) = meta::name(&body)
+            && body_name != name
+        {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )));
+        }
+        namespace_for(info, ns, &body)?;
+        let precondition = meta::resource_version(&body).map(str::to_string);
+        self.write_loop(
+            info,
+            ns,
+            name,
+            precondition,
+            opts,
+            |_old| Ok(body.clone()),
+            sub,
+        )
+        .await
+    }
+
+    /// PATCH with a merge, strategic-merge or JSON patch.
+    pub async fn patch(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        patch: &crate::patch::Patch,
+        sub: Subresource,
+        opts: WriteOptions,
+    ) -> Result<Written, ApiError> {
+        let precondition = patch.resource_version();
+        self.write_loop(
+            info,
+            ns,
+            name,
+            precondition,
+            opts,
+            |old| patch.apply(old),
+            sub,
+        )
+        .await
+    }
+
+    /// Read-modify-write for controllers: `change` edits the current object (returning
+    /// false when nothing needs writing); retried on conflict.
+    pub async fn update_with(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        sub: Subresource,
+        mut change: impl FnMut(&mut Value) -> bool,
+    ) -> Result<Option<Value>, ApiError> {
+        let mut unchanged = false;
+        let result = self
+            .write_loop(
+                info,
+                ns,
+                name,
+                None,
+                WriteOptions::default(),
+                |old| {
+                    let mut new = old.clone();
+                    unchanged = !change(&mut new);
+                    Ok(new)
+                },
+                sub,
+            )
+            .await?;
+        Ok((!unchanged).then_some(result.object))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn write_loop(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+        precondition: Option<String>,
+        opts: WriteOptions,
+        mut make: impl FnMut(&Value) -> Result<Value, ApiError>,
+        sub: Subresource,
+    ) -> Result<Written, ApiError> {
+        let key = Self::key(info, ns, name);
+        let expected: Option<Revision> = match &precondition {
+            Some(rv) => Some(rv.parse().map_err(|_| {
+                ApiError::bad_request(format!(
+                    "metadata.resourceVersion: Invalid value: \"{rv}\": must be a decimal revision"
+                ))
+            })?),
+            None => None,
+        };
+        for _ in 0..CONFLICT_RETRIES {
+            let Some(current) = self.store.get(&key).await.map_err(store_error)? else {
+                return Err(ApiError::not_found(&info.store_name(), name));
+            };
+            if let Some(exp) = expected
+                && exp != current.revision
+            {
+                return Err(conflict(info, name));
+            }
+            let old = &*current.object;
+            let incoming = make(old)?;
+            // Before anything walks it recursively (merging, decoding): a patch
+            // can build what no body could carry.
+            check_depth(info, &incoming)?;
+            let mut warnings = managed_fields_warning(&incoming, Some(old));
+            let merged = merge_for_write(info, old, incoming, sub)?;
+            if merged == *old {
+                return Ok(Written {
+                    object: old.clone(),
+                    warnings,
+                });
+            }
+            let admitted = admission::admit(info, merged, Some(old), opts.field_validation)?;
+            warnings.extend(admitted.warnings);
+            let mut object = admitted.object;
+            check_limits(info, name, &object)?;
+            if admitted_equal(&object, old) {
+                return Ok(Written {
+                    object: old.clone(),
+                    warnings,
+                });
+            }
+            if sub == Subresource::Main && info.has_spec && object.get("spec") != old.get("spec") {
+                let generation = old
+                    .pointer("/metadata/generation")
+                    .and_then(Value::as_i64)
+                    .unwrap_or(0)
+                    + 1;
+                meta::metadata_mut(&mut object).insert("generation".into(), json!(generation));
+            }
+            if opts.dry_run {
+                return Ok(Written { object, warnings });
+            }
+            // A deleting object whose last finalizer was removed goes away now.
+            let finalized = meta::is_deleting(old)
+                && object
+                    .pointer("/metadata/finalizers")
+                    .and_then(Value::as_array)
+                    .is_none_or(Vec::is_empty)
+                && old
+                    .pointer("/metadata/finalizers")
+                    .and_then(Value::as_array)
+                    .is_some_and(|f| !f.is_empty());
+            let result = if finalized {
+                self.store.delete(&key, Some(current.revision)).await
+            } else {
+                self.store
+                    .update(&key, object, Some(current.revision))
+                    .await
+            };
+            match result {
+                Ok(stored) => {
+                    return Ok(Written {
+                        object: (*stored.object).clone(),
+                        warnings,
+                    });
+                }
+                Err(StoreError::Conflict { .. }) if expected.is_none() => continue,
+                Err(StoreError::Conflict { .. }) => return Err(conflict(info, name)),
+                Err(StoreError::NotFound(_)) => {
+                    return Err(ApiError::not_found(&info.store_name(), name));
+                }
+                Err(e) => return Err(store_error(e)),
+            }
+        }
+        Err(conflict(info, name))
+    }
+
+    /// Creates the namespaces that exist from the start.
+    pub async fn ensure_namespace(&self, name: &str) -> Result<(), ApiError> {
+        if self.try_get(&NAMESPACES, None, name).await?.is_some() {
+            return Ok(());
+        }
+        let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+        match self
+            .create(&NAMESPACES, None, body, WriteOptions::default())
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.reason == "AlreadyExists" => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn revision(&self) -> Revision {
+        self.store.revision()
+    }
+
+    /// The stored object with its revision (for callers that pass preconditions on).
+    pub async fn get_stored(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        name: &str,
+    ) -> Result<Option<Stored>, ApiError> {
+        self.store
+            .get(&Self::key(info, ns, name))
+            .await
+            .map_err(store_error)
+    }
+}
+
+trait MessageFixup {
+    fn with_message_fixup(self, info: &ResourceInfo, ns: &str) -> Self;
+}
+
+impl MessageFixup for ApiError {
+    /// Kubernetes' wording for creating into a terminating namespace omits the name.
+    fn with_message_fixup(mut self, info: &ResourceInfo, ns: &str) -> Self {
+        self.message = format!(
+            "{} is forbidden: unable to create new content in namespace {ns} because it is being terminated",
+            info.store_name()
+        );
+        self
+    }
+}
