@@ -10,6 +10,7 @@ use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde_json::{Value, json};
+use tracing::Instrument;
 use tugboat_api::resource::ResourceInfo;
 use tugboat_api::{ApiError, meta};
 
@@ -28,20 +29,25 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, request: Request) -> R
     let uri = parts.uri;
     let headers = parts.headers;
     let span = tracing::debug_span!("request", %method, path = uri.path());
-    let _enter = span.enter();
-    let result = async {
-        let query = Query::parse(uri.query())?;
-        let body = read_body(&headers, body).await?;
-        handle(&state, &method, uri.path(), &query, &headers, &body).await
-    }
-    .await;
-    match result {
-        Ok(resp) => resp,
-        Err(e) => {
-            tracing::debug!(code = e.code, reason = %e.reason, message = %e.message, "request failed");
-            ApiResponse(e).into_response()
+    // The span is attached to the future rather than entered: a guard held across
+    // the awaits below would mark whatever else runs on this thread meanwhile.
+    async {
+        let result = async {
+            let query = Query::parse(uri.query())?;
+            let body = read_body(&headers, body).await?;
+            handle(&state, &method, uri.path(), &query, &headers, &body).await
+        }
+        .await;
+        match result {
+            Ok(resp) => resp,
+            Err(e) => {
+                tracing::debug!(code = e.code, reason = %e.reason, message = %e.message, "request failed");
+                ApiResponse(e).into_response()
+            }
         }
     }
+    .instrument(span)
+    .await
 }
 
 async fn handle(
