@@ -14,7 +14,7 @@ use tugboat_api::ApiError;
 use tugboat_api::resource::{NODES, PODS};
 
 use super::AppState;
-use super::handlers::Query;
+use super::query::Query;
 
 /// The header an agent answers with, naming its node: how the controller knows
 /// that what answers at a Node's address is that node's agent.

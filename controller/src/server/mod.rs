@@ -1,12 +1,16 @@
 //! The HTTP API server: Kubernetes REST conventions over axum, so `tug`, `kubectl`
 //! and the official client libraries work against it. Routing by URL shape lives in
-//! [`path`], resource verbs in [`handlers`], discovery documents in [`discovery`].
+//! `path`, resource verbs in `handlers`, discovery documents in `discovery`;
+//! query parameters in `query`, bodies and write options in `request`, the
+//! `scale` subresource in `scale` and pod logs in `logs`.
 
 mod discovery;
 mod handlers;
 mod logs;
 mod path;
 mod query;
+mod request;
+mod scale;
 
 use std::sync::Arc;
 
