@@ -12,6 +12,7 @@ pub mod pods;
 pub mod probe;
 pub mod runtime;
 pub mod server;
+pub mod sink;
 pub mod worker;
 
 use std::collections::HashSet;
@@ -109,7 +110,8 @@ pub struct AgentCtx {
     pub address: String,
     pub client: Client,
     pub runtime: Arc<dyn ContainerRuntime>,
-    pub events: tugboat_runtime::events::Recorder,
+    /// Where workers write pod status, releases and events.
+    pub sink: Arc<dyn sink::PodSink>,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
     pub network: Option<String>,
@@ -155,11 +157,14 @@ pub async fn run(
         address: config.address.clone(),
         client: client.clone(),
         runtime: runtime.clone(),
-        events: tugboat_runtime::events::Recorder::new(
-            Arc::new(client.clone()),
-            tugboat_runtime::events::Reporter::agent(&config.node_name),
-        )
-        .queued(),
+        sink: Arc::new(sink::ApiSink {
+            client: client.clone(),
+            events: tugboat_runtime::events::Recorder::new(
+                Arc::new(client.clone()),
+                tugboat_runtime::events::Reporter::agent(&config.node_name),
+            )
+            .queued(),
+        }),
         backoff_initial: config.backoff_initial,
         backoff_max: config.backoff_max,
         network: config.network.clone(),
@@ -217,7 +222,7 @@ pub async fn run(
         }
     }
     tracing::info!(node = %config.node_name, server = %config.server, logs_port = port, "agent running");
-    tracker.spawn(pods::run(ctx.clone(), shutdown.clone()));
+    tracker.spawn(pods::run(ctx.clone(), tracker.clone(), shutdown.clone()));
     let serve_ctx = ctx.clone();
     let serve_shutdown = shutdown.clone();
     let connections = config.connections;
