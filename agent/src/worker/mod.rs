@@ -17,6 +17,8 @@ pub mod act;
 pub mod gate;
 pub mod plan;
 pub mod status;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashMap;
 use std::sync::Arc;

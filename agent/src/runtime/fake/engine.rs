@@ -141,31 +141,51 @@ impl ContainerRuntime for FakeRuntime {
         Ok(())
     }
 
-    /// Stops at once (nothing runs to take the grace period), with the stop exit code.
-    async fn stop(&self, id: &str, _grace: Duration) -> Result<(), RuntimeError> {
-        let delay = {
+    /// Stops at once (nothing runs to take the grace period), with the stop exit
+    /// code; unless SIGTERM is ignored, then after the grace with SIGKILL's.
+    async fn stop(&self, id: &str, grace: Duration) -> Result<(), RuntimeError> {
+        let (delay, ignore_sigterm) = {
             let mut state = self.lock();
+            state.stops.push((id.to_owned(), grace));
             if let Some(message) = self.injected(&mut state, FakeOp::Stop) {
                 return Err(RuntimeError::Engine {
                     operation: format!("stop container {id}"),
                     message,
                 });
             }
-            state.stop_delay
+            (state.stop_delay, state.ignore_sigterm)
         };
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        let mut state = self.lock();
-        let Some(key) = resolve(&state, id) else {
-            return Ok(());
+        let key = {
+            let mut state = self.lock();
+            let Some(key) = resolve(&state, id) else {
+                return Ok(());
+            };
+            if !state.containers[&key].info.state.running {
+                return Ok(());
+            }
+            self.emit(&mut state, &key, "kill", [("signal", "15".into())]);
+            if !ignore_sigterm {
+                let code = state.stop_exit_code;
+                self.exit(&mut state, &key, code, false);
+                self.emit(&mut state, &key, "stop", []);
+                return Ok(());
+            }
+            key
         };
-        if !state.containers[&key].info.state.running {
+        tokio::time::sleep(grace).await;
+        let mut state = self.lock();
+        if !state
+            .containers
+            .get(&key)
+            .is_some_and(|c| c.info.state.running)
+        {
             return Ok(());
         }
-        let code = state.stop_exit_code;
-        self.emit(&mut state, &key, "kill", [("signal", "15".into())]);
-        self.exit(&mut state, &key, code, false);
+        self.emit(&mut state, &key, "kill", [("signal", "9".into())]);
+        self.exit(&mut state, &key, 137, false);
         self.emit(&mut state, &key, "stop", []);
         Ok(())
     }

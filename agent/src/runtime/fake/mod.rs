@@ -69,6 +69,10 @@ struct State {
     stop_exit_code: i64,
     /// How long `stop` takes (a workload slow to shut down).
     stop_delay: Duration,
+    /// The workload ignores SIGTERM: `stop` waits out the grace, then kills.
+    ignore_sigterm: bool,
+    /// Every `stop` asked for: the container and the grace given.
+    stops: Vec<(String, Duration)>,
     exec: ExecHandler,
     failures: HashMap<FakeOp, VecDeque<String>>,
 }
@@ -126,6 +130,8 @@ impl FakeRuntime {
                 },
                 stop_exit_code: 143,
                 stop_delay: Duration::ZERO,
+                ignore_sigterm: false,
+                stops: Vec::new(),
                 exec: Arc::new(|_, _| Ok(ExecOutput::default())),
                 failures: HashMap::new(),
             }),
@@ -164,6 +170,19 @@ impl FakeRuntime {
     pub fn with_stop_delay(self, delay: Duration) -> Self {
         self.lock().stop_delay = delay;
         self
+    }
+
+    /// The workloads ignore SIGTERM: `stop` waits the whole grace period, then
+    /// kills with SIGKILL (exit code 137), as Docker does.
+    pub fn with_sigterm_ignored(self) -> Self {
+        self.lock().ignore_sigterm = true;
+        self
+    }
+
+    /// Every `stop` asked for, in order: the container as named in the call and
+    /// the grace period given.
+    pub fn stops(&self) -> Vec<(String, Duration)> {
+        self.lock().stops.clone()
     }
 
     /// Makes `image` present locally; returns its ID.

@@ -106,6 +106,30 @@ async fn stopping_exits_143_and_stopping_again_is_fine() {
     );
 }
 
+#[tokio::test(start_paused = true)]
+async fn a_workload_ignoring_sigterm_is_killed_after_the_grace() {
+    let fake = FakeRuntime::new()
+        .with_images(&[IMAGE])
+        .with_sigterm_ignored();
+    let id = fake.create(&spec("web", &[])).await.unwrap();
+    fake.start(&id).await.unwrap();
+    let mut events = fake.events(&[], None).await.unwrap();
+    let started = tokio::time::Instant::now();
+    fake.stop(&id, Duration::from_secs(30)).await.unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_secs(30),
+        "waited the grace"
+    );
+    let seen = actions_until(&mut events, "stop").await;
+    let actions: Vec<&str> = seen.iter().map(|(a, _)| a.as_str()).collect();
+    assert_eq!(actions, ["kill", "kill", "die", "stop"]);
+    assert_eq!(seen[0].1.labels["signal"], "15");
+    assert_eq!(seen[1].1.labels["signal"], "9");
+    let state = fake.inspect(&id).await.unwrap().unwrap().state;
+    assert_eq!(state.exit_code, Some(137));
+    assert_eq!(fake.stops(), [(id, Duration::from_secs(30))]);
+}
+
 #[tokio::test]
 async fn a_crash_emits_die_with_its_exit_code() {
     let fake = FakeRuntime::new().with_images(&[IMAGE]);
