@@ -5,6 +5,19 @@
 //! Fail-static: stopping the agent never stops a workload. On start it first removes
 //! the containers whose pod is gone or bound elsewhere ([`fence`]), then adopts the
 //! rest: a pod's worker finds its containers by their labels.
+//!
+//! Where things are:
+//! - [`node`]: registration, the Lease heartbeat and the Node's status;
+//! - [`pods`]: the watch of this node's pods (on `tugboat_runtime`'s watcher), one
+//!   worker per pod, Docker's events poking them;
+//! - [`worker`]: one pod's loop — [`worker::plan`] (each container's phase and next
+//!   step), [`worker::status`] (the typed pod status), [`worker::act`] (the runtime
+//!   I/O); [`probe`] runs the probes it reads;
+//! - [`sink`]: where workers write status, releases and events (the API over HTTP);
+//! - [`runtime`]: the container engine trait, Docker and the in-memory fake;
+//! - [`server`]: container logs for the controller; [`image`]: the sample image.
+//!
+//! Every task runs on the agent's `TaskTracker` and stops on its shutdown token.
 
 pub mod image;
 pub mod node;

@@ -5,7 +5,7 @@
 //! changed. A deleted pod's containers are stopped (SIGTERM, then SIGKILL after the
 //! grace period) and removed, then the pod object is released.
 //!
-//! - [`plan`]: each container's [`Phase`](plan::Phase) and the next step (pure);
+//! - [`plan`]: each container's [`Phase`] and the next step (pure);
 //! - [`status`]: the pod's typed status from what was observed (pure);
 //! - [`act`]: the steps carried out through the container runtime (I/O);
 //! - [`gate`]: the retry back-off of restarts and image pulls.

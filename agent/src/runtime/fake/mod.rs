@@ -51,7 +51,7 @@ pub enum FakeOp {
     Exec,
 }
 
-/// An in-memory [`ContainerRuntime`].
+/// An in-memory [`ContainerRuntime`](crate::runtime::ContainerRuntime).
 pub struct FakeRuntime {
     state: Mutex<State>,
     events: broadcast::Sender<RuntimeEvent>,
