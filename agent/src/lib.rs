@@ -5,6 +5,19 @@
 //! Fail-static: stopping the agent never stops a workload. On start it first removes
 //! the containers whose pod is gone or bound elsewhere ([`fence`]), then adopts the
 //! rest: a pod's worker finds its containers by their labels.
+//!
+//! Where things are:
+//! - [`node`]: registration, the Lease heartbeat and the Node's status;
+//! - [`pods`]: the watch of this node's pods (on `tugboat_runtime`'s watcher), one
+//!   worker per pod, Docker's events poking them;
+//! - [`worker`]: one pod's loop — [`worker::plan`] (each container's phase and next
+//!   step), [`worker::status`] (the typed pod status), [`worker::act`] (the runtime
+//!   I/O); [`probe`] runs the probes it reads;
+//! - [`sink`]: where workers write status, releases and events (the API over HTTP);
+//! - [`runtime`]: the container engine trait, Docker and the in-memory fake;
+//! - [`server`]: container logs for the controller; [`image`]: the sample image.
+//!
+//! Every task runs on the agent's `TaskTracker` and stops on its shutdown token.
 
 pub mod image;
 pub mod node;
@@ -12,6 +25,7 @@ pub mod pods;
 pub mod probe;
 pub mod runtime;
 pub mod server;
+pub mod sink;
 pub mod worker;
 
 use std::collections::HashSet;
@@ -109,7 +123,8 @@ pub struct AgentCtx {
     pub address: String,
     pub client: Client,
     pub runtime: Arc<dyn ContainerRuntime>,
-    pub events: tugboat_runtime::events::Recorder,
+    /// Where workers write pod status, releases and events.
+    pub sink: Arc<dyn sink::PodSink>,
     pub backoff_initial: Duration,
     pub backoff_max: Duration,
     pub network: Option<String>,
@@ -157,11 +172,14 @@ pub async fn run(
         address: config.address.clone(),
         client: client.clone(),
         runtime: runtime.clone(),
-        events: tugboat_runtime::events::Recorder::new(
-            Arc::new(client.clone()),
-            tugboat_runtime::events::Reporter::agent(&config.node_name),
-        )
-        .queued(&tracker, shutdown.clone()),
+        sink: Arc::new(sink::ApiSink {
+            client: client.clone(),
+            events: tugboat_runtime::events::Recorder::new(
+                Arc::new(client.clone()),
+                tugboat_runtime::events::Reporter::agent(&config.node_name),
+            )
+            .queued(&tracker, shutdown.clone()),
+        }),
         backoff_initial: config.backoff_initial,
         backoff_max: config.backoff_max,
         network: config.network.clone(),
@@ -218,7 +236,7 @@ pub async fn run(
         }
     }
     tracing::info!(node = %config.node_name, server = %config.server, logs_port = port, "agent running");
-    tracker.spawn(pods::run(ctx.clone(), shutdown.clone()));
+    tracker.spawn(pods::run(ctx.clone(), tracker.clone(), shutdown.clone()));
     let serve_ctx = ctx.clone();
     let serve_shutdown = shutdown.clone();
     let connections = config.connections;

@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use serde::Deserialize;
 use serde_json::Value;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
@@ -23,8 +25,12 @@ use crate::worker::{Msg, Worker};
 /// Workers by pod uid.
 type Workers = HashMap<String, mpsc::Sender<Msg>>;
 
-pub async fn run(ctx: Arc<AgentCtx>, shutdown: CancellationToken) {
-    let tracker = TaskTracker::new();
+/// Pods that did not decode, already logged (bounded: forgotten past this many).
+const MAX_REPORTED: usize = 1000;
+
+/// Runs until `shutdown`; the Docker follower, the workers and their helpers
+/// run on `tracker` (the agent's), which the caller waits for.
+pub async fn run(ctx: Arc<AgentCtx>, tracker: TaskTracker, shutdown: CancellationToken) {
     let (poke_tx, mut poke_rx) = mpsc::channel::<String>(1024);
     tracker.spawn(follow_docker(ctx.clone(), poke_tx, shutdown.clone()));
     let mut workers: Workers = HashMap::new();
@@ -41,6 +47,7 @@ pub async fn run(ctx: Arc<AgentCtx>, shutdown: CancellationToken) {
     // The uids of a list being received: workers of pods not in it are stopped
     // when it is complete.
     let mut listed: HashSet<String> = HashSet::new();
+    let mut reported: HashSet<String> = HashSet::new();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -55,7 +62,9 @@ pub async fn run(ctx: Arc<AgentCtx>, shutdown: CancellationToken) {
                     if let Some(uid) = meta::uid(&pod) {
                         listed.insert(uid.to_string());
                     }
-                    dispatch(&ctx, &tracker, &mut workers, pod, &shutdown).await;
+                    if let Some(pod) = decode(&pod, &mut reported) {
+                        dispatch(&ctx, &tracker, &mut workers, pod, &shutdown).await;
+                    }
                 }
                 Some(Event::InitDone) => {
                     let live = std::mem::take(&mut listed);
@@ -66,7 +75,11 @@ pub async fn run(ctx: Arc<AgentCtx>, shutdown: CancellationToken) {
                     }
                     workers.retain(|uid, _| live.contains(uid));
                 }
-                Some(Event::Apply(pod)) => dispatch(&ctx, &tracker, &mut workers, pod, &shutdown).await,
+                Some(Event::Apply(pod)) => {
+                    if let Some(pod) = decode(&pod, &mut reported) {
+                        dispatch(&ctx, &tracker, &mut workers, pod, &shutdown).await;
+                    }
+                }
                 Some(Event::Delete(pod)) => {
                     if let Some(tx) = meta::uid(&pod).and_then(|u| workers.remove(u)) {
                         let _ = tx.send(Msg::Gone).await;
@@ -76,8 +89,29 @@ pub async fn run(ctx: Arc<AgentCtx>, shutdown: CancellationToken) {
             }
         }
     }
-    tracker.close();
-    tracker.wait().await;
+}
+
+/// The pod as a typed [`Pod`] (this is the pods' HTTP edge). One that does not
+/// decode is logged once and not handed to a worker; its uid still counts as
+/// listed, so its containers are left alone.
+fn decode(pod: &Value, reported: &mut HashSet<String>) -> Option<Arc<Pod>> {
+    match Pod::deserialize(pod) {
+        Ok(p) => Some(Arc::new(p)),
+        Err(e) => {
+            let what = format!(
+                "{}/{}: {e}",
+                meta::namespace(pod).unwrap_or(""),
+                meta::name(pod).unwrap_or("")
+            );
+            if reported.len() >= MAX_REPORTED {
+                reported.clear();
+            }
+            if reported.insert(what.clone()) {
+                tracing::error!(problem = %what, "a pod bound here does not decode; leaving it as it is");
+            }
+            None
+        }
+    }
 }
 
 /// Hands the pod to its worker, starting one if needed.
@@ -85,10 +119,10 @@ async fn dispatch(
     ctx: &Arc<AgentCtx>,
     tracker: &TaskTracker,
     workers: &mut Workers,
-    pod: Arc<Value>,
+    pod: Arc<Pod>,
     shutdown: &CancellationToken,
 ) {
-    let Some(uid) = meta::uid(&pod).map(str::to_string) else {
+    let Some(uid) = pod.metadata.uid.clone() else {
         return;
     };
     if let Some(tx) = workers.get(&uid) {
@@ -97,13 +131,13 @@ async fn dispatch(
         }
         workers.remove(&uid);
         // The worker finished (the pod was terminated); nothing more to do for it.
-        if meta::is_deleting(&pod) {
+        if pod.metadata.deletion_timestamp.is_some() {
             return;
         }
     }
     let (tx, rx) = mpsc::channel(64);
-    workers.insert(uid, tx.clone());
-    let worker = Worker::new(ctx.clone(), pod, rx, tx);
+    workers.insert(uid, tx);
+    let worker = Worker::new(ctx.clone(), pod, rx, tracker.clone());
     tracker.spawn(worker.run(shutdown.clone()));
 }
 

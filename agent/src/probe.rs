@@ -4,17 +4,20 @@
 //! container counts as ready. Handlers: `httpGet` (path, port by number or name,
 //! headers; 200–399 passes), `tcpSocket` and `exec` (through Docker exec). They reach
 //! the container at its IP on the Docker network, as a kubelet reaches the pod IP.
+//!
+//! What the probes found is a plain [`ProbeState`] the pod's worker reads; a change
+//! is signalled on a [`Notify`], so this module knows nothing of the worker.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::core::v1::{Container, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::runtime::ContainerRuntime;
-use crate::worker::Msg;
 
 /// What the probes of one container instance have found so far.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -81,8 +84,9 @@ pub struct Target {
 }
 
 impl Prober {
-    /// Starts the probe loops; `poke` tells the pod's worker when the state changes.
-    pub fn start(target: Target, poke: mpsc::Sender<Msg>) -> Prober {
+    /// Starts the probe loops on `tracker`; `changed` is notified when the state
+    /// changes. The loops end when the prober is dropped.
+    pub fn start(target: Target, changed: Arc<Notify>, tracker: &TaskTracker) -> Prober {
         let c = &target.container;
         let state = Arc::new(Mutex::new(ProbeState {
             started: c.startup_probe.is_none(),
@@ -97,10 +101,10 @@ impl Prober {
             failures: failures.clone(),
             stop: stop.clone(),
         };
-        tokio::spawn(async move {
+        tracker.spawn(async move {
             tokio::select! {
                 _ = stop.cancelled() => {}
-                _ = run(target, state, failures, poke) => {}
+                _ = run(target, state, failures, changed) => {}
             }
         });
         prober
@@ -124,7 +128,7 @@ async fn run(
     target: Target,
     state: Arc<Mutex<ProbeState>>,
     failures: Arc<Mutex<Vec<Failure>>>,
-    poke: mpsc::Sender<Msg>,
+    changed: Arc<Notify>,
 ) {
     let c = target.container.clone();
     let set = |f: &dyn Fn(&mut ProbeState)| {
@@ -142,7 +146,7 @@ async fn run(
                         s.ready = true;
                     }
                 }) {
-                    let _ = poke.send(Msg::Poke).await;
+                    changed.notify_one();
                 }
             }
             Verdict::Failed(why) => {
@@ -152,7 +156,7 @@ async fn run(
                         c.name
                     ))
                 });
-                let _ = poke.send(Msg::Poke).await;
+                changed.notify_one();
                 return;
             }
         }
@@ -166,7 +170,7 @@ async fn run(
                         c.name
                     ))
                 });
-                let _ = poke.send(Msg::Poke).await;
+                changed.notify_one();
             }
         } else {
             futures::future::pending::<()>().await;
@@ -187,7 +191,7 @@ async fn run(
                     ok_run += 1;
                     fail_run = 0;
                     if ok_run >= success_threshold && set(&|s| s.ready = true) {
-                        let _ = poke.send(Msg::Poke).await;
+                        changed.notify_one();
                     }
                 }
                 Err(why) => {
@@ -195,7 +199,7 @@ async fn run(
                     ok_run = 0;
                     record(&failures, Kind::Readiness, why);
                     if fail_run >= failure_threshold && set(&|s| s.ready = false) {
-                        let _ = poke.send(Msg::Poke).await;
+                        changed.notify_one();
                     }
                 }
             }

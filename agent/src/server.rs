@@ -17,9 +17,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::AgentCtx;
 use crate::runtime::{
-    LABEL_CONTAINER_NAME, LABEL_NODE, LABEL_POD_NAME, LABEL_POD_NAMESPACE, LogOptions,
+    ContainerInfo, LABEL_CONTAINER_NAME, LABEL_NODE, LABEL_POD_NAME, LABEL_POD_NAMESPACE,
+    LogOptions,
 };
-use crate::worker::attempt_of;
 
 pub async fn serve(
     listener: TcpListener,
@@ -62,7 +62,7 @@ async fn container_logs(
         Ok(found) => found,
         Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     };
-    found.sort_by_key(attempt_of);
+    found.sort_by_key(ContainerInfo::attempt);
     let previous = q.get("previous").is_some_and(|p| p == "true");
     let target = if previous {
         found.iter().rev().nth(1)

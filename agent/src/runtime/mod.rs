@@ -102,6 +102,17 @@ pub struct ContainerInfo {
     pub created: Option<String>,
 }
 
+impl ContainerInfo {
+    /// Which (re)creation of its pod's container this is ([`LABEL_ATTEMPT`]; 0 when
+    /// unlabelled).
+    pub fn attempt(&self) -> u32 {
+        self.labels
+            .get(LABEL_ATTEMPT)
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
 /// One event from the engine's stream about a container.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RuntimeEvent {

@@ -1,0 +1,356 @@
+//! The worker's I/O: carries the decided steps out through the
+//! [`ContainerRuntime`](crate::runtime::ContainerRuntime) (images, create, start,
+//! stop, remove) and records the events a kubelet would, through the
+//! [`PodSink`](crate::sink::PodSink).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Container, Pod};
+use tugboat_api::quantity;
+use tugboat_runtime::events::EventType;
+
+use super::plan::ImageProblem;
+use crate::AgentCtx;
+use crate::runtime::{
+    ContainerInfo, ContainerSpec, LABEL_ATTEMPT, LABEL_CONTAINER_NAME, LABEL_NODE, LABEL_POD_NAME,
+    LABEL_POD_NAMESPACE, LABEL_POD_UID, PortMapping, RuntimeError,
+};
+use crate::sink::pod_key;
+
+/// The agent and the pod a step is about.
+pub struct Act {
+    pub ctx: Arc<AgentCtx>,
+    pub pod: Arc<Pod>,
+}
+
+impl Act {
+    pub fn new(ctx: &Arc<AgentCtx>, pod: &Arc<Pod>) -> Act {
+        Act {
+            ctx: ctx.clone(),
+            pod: pod.clone(),
+        }
+    }
+
+    pub async fn normal(&self, reason: &str, message: &str) {
+        self.ctx
+            .sink
+            .event(&self.pod, EventType::Normal, reason, message)
+            .await;
+    }
+
+    pub async fn warning(&self, reason: &str, message: &str) {
+        self.ctx
+            .sink
+            .event(&self.pod, EventType::Warning, reason, message)
+            .await;
+    }
+
+    /// The image present, or pulled per `imagePullPolicy`.
+    pub async fn ensure_image(&self, c: &Container) -> Result<(), ImageProblem> {
+        let problem = |reason: &str, message: String| ImageProblem {
+            reason: reason.to_string(),
+            message,
+        };
+        let image = c.image.clone().unwrap_or_default();
+        let policy = c
+            .image_pull_policy
+            .clone()
+            .unwrap_or_else(|| tugboat_api::defaults::image_pull_policy(&image).to_string());
+        let present = self
+            .ctx
+            .runtime
+            .image_id(&image)
+            .await
+            .map_err(|e| problem("ErrImagePull", e.to_string()))?
+            .is_some();
+        match policy.as_str() {
+            "Never" if !present => Err(problem(
+                "ErrImageNeverPull",
+                format!("Container image \"{image}\" is not present with pull policy of Never"),
+            )),
+            "IfNotPresent" | "Never" if present => {
+                self.normal(
+                    "Pulled",
+                    &format!("Container image \"{image}\" already present on machine"),
+                )
+                .await;
+                Ok(())
+            }
+            _ => {
+                self.normal("Pulling", &format!("Pulling image \"{image}\""))
+                    .await;
+                let started = std::time::Instant::now();
+                match self.ctx.runtime.pull_image(&image).await {
+                    Ok(()) => {
+                        self.normal(
+                            "Pulled",
+                            &format!(
+                                "Successfully pulled image \"{image}\" in {:.3}s",
+                                started.elapsed().as_secs_f64()
+                            ),
+                        )
+                        .await;
+                        Ok(())
+                    }
+                    // No registry here is the normal case: a local image will do, as
+                    // Docker Swarm does when it cannot resolve a digest.
+                    Err(e) if present => {
+                        self.warning(
+                            "Pulled",
+                            &format!(
+                                "Could not pull image \"{image}\" ({e}); using the local image"
+                            ),
+                        )
+                        .await;
+                        Ok(())
+                    }
+                    Err(RuntimeError::Pull { message, .. }) => {
+                        Err(problem("ErrImagePull", message))
+                    }
+                    Err(e) => Err(problem("ErrImagePull", e.to_string())),
+                }
+            }
+        }
+    }
+
+    /// Records why the image is not there, as a kubelet does.
+    pub async fn image_failed(&self, c: &Container, p: &ImageProblem) {
+        self.warning(
+            "Failed",
+            &format!(
+                "Failed to pull image \"{}\": {}",
+                c.image.as_deref().unwrap_or(""),
+                p.message
+            ),
+        )
+        .await;
+        self.warning("Failed", &format!("Error: {}", p.reason))
+            .await;
+    }
+
+    /// Creates and starts attempt `attempt` of container `c`.
+    pub async fn start_container(&self, c: &Container, attempt: u32) -> Result<(), RuntimeError> {
+        let spec = container_spec(
+            &self.pod,
+            c,
+            attempt,
+            &self.ctx.node,
+            self.ctx.network.clone(),
+            self.ctx.host_port_ip.as_deref(),
+        );
+        let id = match self.ctx.runtime.create(&spec).await {
+            Ok(id) => id,
+            Err(e) => {
+                self.warning("Failed", &format!("Error: {e}")).await;
+                return Err(e);
+            }
+        };
+        self.normal("Created", &format!("Created container: {}", c.name))
+            .await;
+        if let Err(e) = self.ctx.runtime.start(&id).await {
+            self.warning("Failed", &format!("Error: {e}")).await;
+            return Err(e);
+        }
+        self.normal("Started", &format!("Started container {}", c.name))
+            .await;
+        let (ns, name) = pod_key(&self.pod);
+        tracing::info!(pod = %format!("{ns}/{name}"), container = %c.name, attempt, id = %short(&id), "container started");
+        Ok(())
+    }
+
+    /// Starts a container that was created but never started (the agent stopped
+    /// in between).
+    pub async fn start_created(&self, c: &Container, id: &str) {
+        match self.ctx.runtime.start(id).await {
+            Ok(()) => {
+                self.normal("Started", &format!("Started container {}", c.name))
+                    .await
+            }
+            Err(e) => tracing::warn!(container = %c.name, error = %e, "cannot start container"),
+        }
+    }
+
+    /// Stops a container its probes found unhealthy (`why`), to be restarted.
+    pub async fn kill_unhealthy(&self, c: &Container, info: &ContainerInfo, why: &str) {
+        self.normal("Killing", why).await;
+        let grace = self
+            .pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.termination_grace_period_seconds)
+            .unwrap_or(30)
+            .max(0) as u64;
+        if let Err(e) = self
+            .ctx
+            .runtime
+            .stop(&info.id, Duration::from_secs(grace))
+            .await
+        {
+            let (ns, name) = pod_key(&self.pod);
+            tracing::warn!(pod = %format!("{ns}/{name}"), container = %c.name, error = %e, "cannot stop an unhealthy container");
+        }
+    }
+
+    /// Stops (SIGTERM, SIGKILL after `grace` seconds) and removes `containers`,
+    /// all at once.
+    pub async fn stop_and_remove(&self, containers: &[ContainerInfo], grace: i64) {
+        let grace = Duration::from_secs(u64::try_from(grace.max(0)).unwrap_or(0));
+        let stops = containers.iter().map(|info| async move {
+            if info.state.running {
+                let name = info
+                    .labels
+                    .get(LABEL_CONTAINER_NAME)
+                    .cloned()
+                    .unwrap_or_default();
+                self.normal("Killing", &format!("Stopping container {name}"))
+                    .await;
+                if let Err(e) = self.ctx.runtime.stop(&info.id, grace).await {
+                    tracing::warn!(id = %short(&info.id), error = %e, "cannot stop container");
+                }
+            }
+            if let Err(e) = self.ctx.runtime.remove(&info.id).await {
+                tracing::warn!(id = %short(&info.id), error = %e, "cannot remove container");
+            }
+        });
+        futures::future::join_all(stops).await;
+    }
+}
+
+/// What to create for attempt `attempt` of container `c` of `pod` on `node`.
+pub fn container_spec(
+    pod: &Pod,
+    c: &Container,
+    attempt: u32,
+    node: &str,
+    network: Option<String>,
+    host_port_ip: Option<&str>,
+) -> ContainerSpec {
+    let (ns, name) = pod_key(pod);
+    let uid = pod.metadata.uid.as_deref().unwrap_or("");
+    let labels = BTreeMap::from([
+        (LABEL_POD_NAME.to_string(), name.to_string()),
+        (LABEL_POD_NAMESPACE.to_string(), ns.to_string()),
+        (LABEL_POD_UID.to_string(), uid.to_string()),
+        (LABEL_CONTAINER_NAME.to_string(), c.name.clone()),
+        (LABEL_NODE.to_string(), node.to_string()),
+        (LABEL_ATTEMPT.to_string(), attempt.to_string()),
+    ]);
+    let resources = c.resources.clone().unwrap_or_default();
+    let limits = resources.limits.unwrap_or_default();
+    let requests = resources.requests.unwrap_or_default();
+    ContainerSpec {
+        name: format!("tug_{ns}_{name}_{}_{attempt}", c.name),
+        image: c.image.clone().unwrap_or_default(),
+        command: c.command.clone(),
+        args: c.args.clone(),
+        env: c
+            .env
+            .iter()
+            .flatten()
+            .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
+            .collect(),
+        working_dir: c.working_dir.clone(),
+        labels,
+        ports: c
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|p| {
+                Some(PortMapping {
+                    container_port: u16::try_from(p.container_port).ok()?,
+                    host_port: p
+                        .host_port
+                        .and_then(|h| u16::try_from(h).ok())
+                        .filter(|h| *h > 0),
+                    protocol: p
+                        .protocol
+                        .clone()
+                        .unwrap_or_else(|| "TCP".into())
+                        .to_ascii_lowercase(),
+                    host_ip: p
+                        .host_ip
+                        .clone()
+                        .or_else(|| host_port_ip.map(str::to_string)),
+                })
+            })
+            .collect(),
+        memory_limit_bytes: limits.get("memory").and_then(|q| quantity::bytes(&q.0)),
+        nano_cpus: limits
+            .get("cpu")
+            .and_then(|q| quantity::cpu_millis(&q.0))
+            .map(|m| m.saturating_mul(1_000_000)),
+        cpu_shares: requests
+            .get("cpu")
+            .and_then(|q| quantity::cpu_millis(&q.0))
+            .map(|m| (m.saturating_mul(1024) / 1000).clamp(2, 262_144)),
+        hostname: Some(pod_hostname(
+            pod.spec.as_ref().and_then(|s| s.hostname.as_deref()),
+            name,
+        )),
+        network,
+    }
+}
+
+/// The container's hostname: `spec.hostname`, else the pod's name cut to the 63
+/// characters a hostname may have (runc refuses longer ones), without a trailing
+/// `-` or `.`, as the kubelet's `truncatePodHostnameIfNeeded` does.
+pub fn pod_hostname(hostname: Option<&str>, pod_name: &str) -> String {
+    if let Some(h) = hostname.filter(|h| !h.is_empty()) {
+        return h.to_string();
+    }
+    const MAX: usize = 63;
+    if pod_name.len() <= MAX {
+        return pod_name.to_string();
+    }
+    // Pod names are ASCII (DNS-1123 subdomains), so a byte cut is a char cut.
+    let cut = pod_name.get(..MAX).unwrap_or(pod_name);
+    cut.trim_end_matches(['-', '.']).to_string()
+}
+
+pub fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_pod_names_are_cut_to_a_valid_hostname() {
+        assert_eq!(pod_hostname(None, "web-1"), "web-1");
+        assert_eq!(pod_hostname(Some("h"), "web-1"), "h");
+        let long = format!("{}-{}", "a".repeat(62), "b".repeat(20));
+        assert_eq!(pod_hostname(None, &long), "a".repeat(62));
+        assert_eq!(pod_hostname(None, &"c".repeat(100)).len(), 63);
+    }
+
+    #[test]
+    fn a_container_spec_carries_the_labels_limits_and_ports() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web-1", "namespace": "team", "uid": "u1"},
+            "spec": {"containers": [{
+                "name": "app", "image": "tugboat/sample:latest",
+                "env": [{"name": "A", "value": "1"}, {"name": "B", "valueFrom": {}}],
+                "ports": [{"containerPort": 8080, "hostPort": 18080}],
+                "resources": {"limits": {"cpu": "500m", "memory": "64Mi"}, "requests": {"cpu": "250m"}}
+            }]}
+        }))
+        .unwrap();
+        let c = &pod.spec.as_ref().unwrap().containers[0];
+        let spec = container_spec(&pod, c, 2, "n1", None, Some("127.0.0.2"));
+        assert_eq!(spec.name, "tug_team_web-1_app_2");
+        assert_eq!(spec.labels[LABEL_POD_UID], "u1");
+        assert_eq!(spec.labels[LABEL_ATTEMPT], "2");
+        assert_eq!(spec.labels[LABEL_NODE], "n1");
+        assert_eq!(spec.env, vec![("A".to_string(), "1".to_string())]);
+        assert_eq!(spec.memory_limit_bytes, Some(64 << 20));
+        assert_eq!(spec.nano_cpus, Some(500_000_000));
+        assert_eq!(spec.cpu_shares, Some(256));
+        assert_eq!(spec.ports[0].host_port, Some(18080));
+        assert_eq!(spec.ports[0].protocol, "tcp");
+        assert_eq!(spec.ports[0].host_ip.as_deref(), Some("127.0.0.2"));
+        assert_eq!(spec.hostname.as_deref(), Some("web-1"));
+    }
+}
