@@ -724,3 +724,52 @@ async fn fields_accepted_but_not_acted_on_are_named_in_warnings() -> anyhow::Res
     assert!(tc.client.take_warnings().is_empty(), "taken once");
     tc.stop().await
 }
+
+#[tokio::test]
+async fn events_expire_after_the_event_ttl() -> anyhow::Result<()> {
+    let tc =
+        TestController::start_tuned(|c| c.event_ttl = std::time::Duration::from_secs(2)).await?;
+    let c = &tc.client;
+    let now = tugboat_api::meta::now_rfc3339();
+    let event = json!({"apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": "web.1", "namespace": "default"},
+        "involvedObject": {"kind": "Pod", "name": "web", "namespace": "default"},
+        "reason": "Tested", "message": "expires", "type": "Normal", "count": 1,
+        "firstTimestamp": now, "lastTimestamp": now});
+    c.create(&EVENTS, Some("default"), &event).await?;
+    // An old one goes at once; a fresh one about two seconds later.
+    let mut old = event.clone();
+    old["metadata"]["name"] = json!("web.0");
+    old["firstTimestamp"] = json!("2020-01-01T00:00:00Z");
+    old["lastTimestamp"] = json!("2020-01-01T00:00:00Z");
+    c.create(&EVENTS, Some("default"), &old).await?;
+    let names = |list: Value| -> Vec<String> {
+        list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|e| e["metadata"]["name"].as_str().map(str::to_string))
+            .collect()
+    };
+    eventually("the old event is deleted", || async {
+        let list = c
+            .list(&EVENTS, Some("default"), &Default::default())
+            .await
+            .ok()?;
+        let names = names(list);
+        (!names.contains(&"web.0".to_string())).then_some(names)
+    })
+    .await?;
+    eventually(
+        "the fresh event is deleted once its TTL is past",
+        || async {
+            let list = c
+                .list(&EVENTS, Some("default"), &Default::default())
+                .await
+                .ok()?;
+            names(list).is_empty().then_some(())
+        },
+    )
+    .await?;
+    tc.stop().await
+}

@@ -27,6 +27,8 @@ async fn main() -> ExitCode {
         .init();
 
     let shutdown = CancellationToken::new();
+    // The one task outside any tracker: it lives as long as the process, and is
+    // what cancels everything else from the top.
     tokio::spawn(stop_on_signals(shutdown.clone()));
 
     let mut out = std::io::stdout();

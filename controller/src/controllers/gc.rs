@@ -23,16 +23,10 @@ const OWNER_KINDS: &[&ResourceInfo] = &[&resource::DEPLOYMENTS, &resource::REPLI
 
 pub async fn run(registry: Arc<Registry>, shutdown: CancellationToken) {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<String>>(1024);
+    // The watches live in this task: they stop when the collector does.
+    let mut watches = tokio::task::JoinSet::new();
     for info in OWNER_KINDS {
-        let registry = registry.clone();
-        let tx = tx.clone();
-        let shutdown = shutdown.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = watch_deletions(registry, info, tx) => {}
-                _ = shutdown.cancelled() => {}
-            }
-        });
+        watches.spawn(watch_deletions(registry.clone(), info, tx.clone()));
     }
     drop(tx);
     let mut tick = tokio::time::interval(SWEEP_EVERY);
