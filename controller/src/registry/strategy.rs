@@ -63,8 +63,8 @@ pub fn has_finalizers(obj: &Value) -> bool {
 }
 
 /// Kinds with no rules of their own.
-struct Default;
-impl Strategy for Default {}
+struct Plain;
+impl Strategy for Plain {}
 
 /// Pods start Pending; a pod bound to a node and not finished is deleted
 /// gracefully (its agent stops the containers, then releases it).
@@ -91,7 +91,7 @@ impl Strategy for Pods {
             });
             return Deletion::Graceful { grace_seconds };
         }
-        Default.deletion(obj, opts)
+        Plain.deletion(obj, opts)
     }
 }
 
@@ -145,6 +145,64 @@ pub fn of(info: &ResourceInfo) -> &'static dyn Strategy {
         "Namespace" => &Namespaces,
         "Node" => &Nodes,
         "Event" => &Events,
-        _ => &Default,
+        _ => &Plain,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tugboat_api::resource::{DEPLOYMENTS, EVENTS, NAMESPACES, NODES, PODS};
+
+    use super::*;
+
+    #[test]
+    fn a_running_pod_is_deleted_gracefully_and_a_pending_or_finished_one_at_once() {
+        let pods = of(&PODS);
+        let opts = DeleteOptions::default();
+        let running = json!({"spec": {"nodeName": "n1", "terminationGracePeriodSeconds": 7},
+            "status": {"phase": "Running"}});
+        assert_eq!(
+            pods.deletion(&running, &opts),
+            Deletion::Graceful { grace_seconds: 7 }
+        );
+        let shorter = DeleteOptions {
+            grace_period_seconds: Some(2),
+            ..Default::default()
+        };
+        assert_eq!(
+            pods.deletion(&running, &shorter),
+            Deletion::Graceful { grace_seconds: 2 }
+        );
+        let now = DeleteOptions {
+            grace_period_seconds: Some(0),
+            ..Default::default()
+        };
+        assert_eq!(pods.deletion(&running, &now), Deletion::Now);
+        let pending = json!({"spec": {}, "status": {"phase": "Pending"}});
+        assert_eq!(pods.deletion(&pending, &opts), Deletion::Now);
+        let done = json!({"spec": {"nodeName": "n1"}, "status": {"phase": "Succeeded"}});
+        assert_eq!(pods.deletion(&done, &opts), Deletion::Now);
+        let held = json!({"metadata": {"finalizers": ["x"]}, "spec": {}});
+        assert_eq!(pods.deletion(&held, &opts), Deletion::Mark);
+    }
+
+    #[test]
+    fn each_kind_keeps_its_own_rules() {
+        assert!(of(&NAMESPACES).validate_delete("kube-system").is_err());
+        assert!(of(&NAMESPACES).validate_delete("team-a").is_ok());
+        assert_eq!(
+            of(&NAMESPACES).deletion(&json!({}), &DeleteOptions::default()),
+            Deletion::Mark
+        );
+        let mut ns = json!({"metadata": {"name": "team-a"}});
+        of(&NAMESPACES).prepare_for_mark(&mut ns);
+        assert_eq!(ns["status"]["phase"], "Terminating");
+        assert!(!of(&NODES).status_is_subresource(&NODES));
+        assert!(of(&DEPLOYMENTS).status_is_subresource(&DEPLOYMENTS));
+        assert!(of(&EVENTS).allowed_in_terminating_namespace());
+        assert!(!of(&PODS).allowed_in_terminating_namespace());
+        let mut pod = json!({"metadata": {"name": "p"}});
+        of(&PODS).prepare_for_create(&mut pod);
+        assert_eq!(pod["status"]["phase"], "Pending");
     }
 }
