@@ -88,21 +88,23 @@ async fn pods_land_where_they_fit_and_the_rest_wait_with_a_reason() -> anyhow::R
         condition["message"],
         "0/3 nodes are available: 3 Insufficient memory."
     );
-    let events = c
-        .client
-        .list(
-            &EVENTS,
-            Some(&c.namespace),
-            &ListParams {
-                field_selector: Some("reason=FailedScheduling".into()),
-                ..Default::default()
-            },
-        )
-        .await?;
-    assert!(
-        events["items"].as_array().is_some_and(|e| !e.is_empty()),
-        "a FailedScheduling event"
-    );
+    // The event is written just after the condition: wait for it too.
+    let params = ListParams {
+        field_selector: Some("reason=FailedScheduling".into()),
+        ..Default::default()
+    };
+    eventually("a FailedScheduling event", || async {
+        let events = c
+            .client
+            .list(&EVENTS, Some(&c.namespace), &params)
+            .await
+            .ok()?;
+        events["items"]
+            .as_array()
+            .is_some_and(|e| !e.is_empty())
+            .then_some(())
+    })
+    .await?;
     assert!(c.pods("app=huge").await?[0]["spec"]["nodeName"].is_null());
 
     // nodeSelector pins a pod to the small node.

@@ -3,8 +3,14 @@
 //!
 //! The image is `FROM scratch` holding the binary at `/tug-sample` and the shared
 //! libraries `ldd` lists for it, each at its own absolute path, so a normally
-//! (dynamically) linked build runs in it. Every image built here carries the label
-//! [`IMAGE_LABEL`]`=sample`, so cleanup can find them.
+//! (dynamically) linked build runs in it. A fully static build has no libraries to
+//! copy and the image is the binary alone: `cargo rustc --release -p tugboat-sample
+//! --bin tug-sample -- -C target-feature=+crt-static` makes one (glibc's static
+//! libraries come with libc6-dev). Plain `cargo build` cannot: `+crt-static` in
+//! `RUSTFLAGS` also reaches proc-macro crates, which cannot be built with it unless
+//! `--target` is given, and that moves the binary out of `target/<profile>`. Every
+//! image built here carries the label [`IMAGE_LABEL`]`=sample`, so cleanup can find
+//! them.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

@@ -354,7 +354,7 @@ pub struct DrainArgs {
 
     /// How long to wait for the node's pods to be gone (`60s`, `2m`, `1m30s`; `0`
     /// waits as long as it takes).
-    #[arg(long, default_value = "60s", value_parser = crate::commands::drain::parse_timeout, value_name = "DURATION")]
+    #[arg(long, default_value = "60s", value_parser = crate::duration::parse_flag, value_name = "DURATION")]
     pub timeout: std::time::Duration,
 }
 

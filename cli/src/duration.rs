@@ -1,5 +1,6 @@
 //! Ages and timestamps as kubectl prints them: `HumanDuration` from apimachinery
-//! (`5s`, `3m5s`, `2d3h`…) and describe's RFC 1123 timestamps in local time.
+//! (`5s`, `3m5s`, `2d3h`…) and describe's RFC 1123 timestamps in local time; and
+//! durations as kubectl's flags take them (`--timeout 1m30s`).
 
 use jiff::{SignedDuration, Timestamp, tz::TimeZone};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, Time};
@@ -87,9 +88,35 @@ pub fn rfc1123(ts: Timestamp) -> String {
         .to_string()
 }
 
+/// A duration flag such as `--timeout`, as kubectl takes it (`60s`, `2m`, `1m30s`,
+/// `500ms`), or a number of seconds.
+pub fn parse_flag(s: &str) -> Result<std::time::Duration, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(std::time::Duration::from_secs(secs));
+    }
+    let d: SignedDuration = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 60s, 2m or 1m30s"))?;
+    std::time::Duration::try_from(d).map_err(|_| format!("{s:?} must not be negative"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flag_durations_read_like_kubectl_durations() {
+        use std::time::Duration;
+        assert_eq!(parse_flag("60s"), Ok(Duration::from_secs(60)));
+        assert_eq!(parse_flag("2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_flag("1m30s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_flag("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_flag("45"), Ok(Duration::from_secs(45)));
+        assert_eq!(parse_flag("0"), Ok(Duration::ZERO));
+        assert!(parse_flag("soon").is_err());
+        assert!(parse_flag("-5s").is_err());
+    }
 
     fn secs(s: i64) -> String {
         human_duration(SignedDuration::from_secs(s))

@@ -2,6 +2,12 @@
 //! output look the way it does: cells end with a tab, the text after a line's last tab
 //! is not aligned, and a column's width is decided per block of consecutive lines that
 //! have that column, so describe's nested sections align independently.
+//!
+//! Not the `tabwriter` crate: it runs the same per-block algorithm (with `minwidth`
+//! meaning Go's `minwidth - padding`), but it measures cells in display columns
+//! (`unicode-width`) where Go counts runes, so a cell with a wide or combining
+//! character (`日本`, `e\u{301}`) is padded differently from kubectl; and it has no
+//! remembered widths for `get -w` (`StickyColumns`).
 
 /// Tabwriter settings: a column is as wide as its widest cell plus `padding`, and at
 /// least `min_width`.
@@ -173,6 +179,12 @@ mod tests {
     fn cells_are_measured_in_characters_not_bytes() {
         let rows = vec![vec!["é", "x"], vec!["ab", "y"]];
         assert_eq!(render_rows(&rows), "é     x\nab    y\n");
+    }
+
+    #[test]
+    fn cells_are_measured_in_runes_as_go_does_even_wide_or_combining_ones() {
+        let rows = vec![vec!["日本", "x"], vec!["e\u{301}", "y"], vec!["ab", "z"]];
+        assert_eq!(render_rows(&rows), "日本    x\ne\u{301}    y\nab    z\n");
     }
 
     #[test]

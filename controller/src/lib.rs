@@ -1,8 +1,24 @@
 //! Tugboat's controller: the only writer of desired state. It holds the store
 //! ([`store`]), serves the Kubernetes-style API ([`server`], through the
-//! [`registry`]), and runs the reconcilers ([`controllers`]) on the shared
-//! [`tugboat_runtime`] layer. Everything it knows is in the store, so it can be killed at any
-//! moment and restarted with nothing lost.
+//! [`registry`]), and runs the reconcilers ([`controllers`]). Everything it knows
+//! is in the store, so it can be killed at any moment and restarted with nothing
+//! lost.
+//!
+//! The layers, bottom up:
+//!
+//! - [`store`]: revisions, compare-and-swap, bounded watch history (redb).
+//! - [`registry`]: the one write path (admission, server-set metadata,
+//!   subresources, preconditions) with what differs by kind in
+//!   [`registry::strategy`], and typed reads and status writes for the
+//!   controllers in [`registry::typed`]. JSON lives here and in [`server`].
+//! - `source`: the registry as a [`tugboat_runtime::Source`], so every controller
+//!   runs on the shared watch-and-reconcile layer ([`tugboat_runtime`]: watcher,
+//!   reflector, keyed queue and `Controller`, back-off, event recorder), the same
+//!   one the agent uses over HTTP.
+//! - [`controllers`]: the reconcilers, on k8s-openapi types — Deployment,
+//!   ReplicaSet, node lifecycle, event TTL and namespace on
+//!   `tugboat_runtime::Controller`; the scheduler as a pass over reflectors; the
+//!   garbage collector on the watcher.
 
 pub mod controllers;
 pub mod events;

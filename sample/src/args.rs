@@ -1,34 +1,19 @@
-//! The command line, parsed by hand (no clap: the crate depends on std alone). Owns the
-//! usage text, the `Command` the binary runs, and the errors that name the flag at fault.
+//! The command line, parsed by clap: `tug-sample [serve] [FLAGS]`, `tug-sample version`,
+//! `tug-sample help`. Owns the `Command` the binary runs and the value parsers whose
+//! errors name the flag, the value and what it expects.
 
 use std::ffi::OsString;
-use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::Duration;
+
+use clap::error::ErrorKind;
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 /// Where `serve` listens when neither `--listen` nor `PORT` says otherwise.
 pub const DEFAULT_LISTEN: SocketAddr =
     SocketAddr::new(std::net::IpAddr::V4(Ipv4Addr::UNSPECIFIED), 8080);
 
-pub const USAGE: &str = "\
-tug-sample: a small HTTP test workload for Tugboat (like Kubernetes' agnhost)
-
-Usage:
-  tug-sample [serve] [FLAGS]   serve HTTP (the default when no command is given)
-  tug-sample version           print the version
-  tug-sample help              print this help (also -h, --help)
-
-Flags of serve:
-  --listen ADDR        address to listen on, IP:PORT or :PORT
-                       (default: 0.0.0.0:$PORT if PORT is set, else 0.0.0.0:8080)
-  --exit-after SECS    exit the process after SECS seconds (fractions allowed: 0.5)
-  --exit-code N        exit status for --exit-after, 0-255 (default 0)
-  --unhealthy-after SECS
-                       /healthz answers 500 after SECS seconds
-  --ready-after SECS   /ready answers 503 until SECS seconds have passed
-                       (default: ready at once)
-  Flags also take the form --flag=VALUE.
-
+const ROUTES: &str = "\
 Routes:
   GET  /          200, JSON: hostname, pod, namespace, uptime_seconds, greeting
   GET  /healthz   200 ok; 500 unhealthy after POST /fail or --unhealthy-after
@@ -48,20 +33,73 @@ Environment:
                                   the pod's namespace, shown by GET /
   GREETING                        a string shown by GET /
 
-Signals: tug-sample installs no signal handlers (std has no way to). As PID 1 in a
-container it therefore ignores SIGTERM, and a stop takes the whole grace period
-before SIGKILL; run it with an init (docker run --init) or POST /exit to stop fast.
-";
+Signals: SIGTERM and SIGINT end the process at once with status 0, so a stop does not
+wait out the grace period even as PID 1 in a container.";
 
-/// What the binary was asked to do.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Command {
-    Serve(ServeArgs),
-    Help,
+/// tug-sample: a small HTTP test workload for Tugboat (like Kubernetes' agnhost).
+/// Without a command it serves.
+#[derive(Debug, Parser)]
+#[command(
+    name = "tug-sample",
+    bin_name = "tug-sample",
+    version,
+    args_conflicts_with_subcommands = true,
+    after_help = ROUTES
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<CliCommand>,
+    #[command(flatten)]
+    serve: ServeFlags,
+}
+
+#[derive(Debug, Subcommand)]
+enum CliCommand {
+    /// Serve HTTP (the default when no command is given).
+    #[command(after_help = ROUTES)]
+    Serve(ServeFlags),
+    /// Print the version.
     Version,
 }
 
-/// The flags of `serve`.
+/// The flags of `serve`, as given. A flag given twice takes its last value.
+#[derive(Debug, Args)]
+#[command(args_override_self = true)]
+struct ServeFlags {
+    /// Address to listen on, IP:PORT or :PORT
+    /// [default: 0.0.0.0:$PORT if PORT is set, else 0.0.0.0:8080]
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    listen: Option<SocketAddr>,
+    /// Exit the process after SECS seconds (fractions allowed: 0.5).
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds, allow_negative_numbers = true)]
+    exit_after: Option<Duration>,
+    /// Exit status for --exit-after, 0-255 [default: 0].
+    #[arg(
+        long,
+        value_name = "N",
+        value_parser = parse_exit_code,
+        allow_negative_numbers = true,
+        requires = "exit_after"
+    )]
+    exit_code: Option<u8>,
+    /// /healthz answers 500 after SECS seconds.
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds, allow_negative_numbers = true)]
+    unhealthy_after: Option<Duration>,
+    /// /ready answers 503 until SECS seconds have passed [default: ready at once].
+    #[arg(long, value_name = "SECS", value_parser = parse_seconds, allow_negative_numbers = true)]
+    ready_after: Option<Duration>,
+}
+
+/// What the binary was asked to do. Help and `--version` are not here: clap answers
+/// them as errors of kind `DisplayHelp` and `DisplayVersion`, whose `exit` prints to
+/// stdout and exits 0.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Command {
+    Serve(ServeArgs),
+    Version,
+}
+
+/// The flags of `serve`, with the listen address resolved.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ServeArgs {
     pub listen: SocketAddr,
@@ -71,117 +109,31 @@ pub struct ServeArgs {
     pub ready_after: Option<Duration>,
 }
 
-/// A command line that cannot be run; the message names the flag and what it expects.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ArgsError(String);
-
-impl fmt::Display for ArgsError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl std::error::Error for ArgsError {}
-
-/// Parses the arguments after the program name. `env` looks up environment variables
-/// (only `PORT`), so tests need not touch the process environment.
-pub fn parse<I>(args: I, env: impl Fn(&str) -> Option<String>) -> Result<Command, ArgsError>
+/// Parses the command line, program name first. `env` looks up environment variables
+/// (only `PORT`), so tests need not touch the process environment. A bad command line
+/// is a clap error: `exit` prints it with the usage and exits 2.
+pub fn parse<I, T>(args: I, env: impl Fn(&str) -> Option<String>) -> Result<Command, clap::Error>
 where
-    I: IntoIterator<Item = OsString>,
+    I: IntoIterator<Item = T>,
+    T: Into<OsString> + Clone,
 {
-    let args = args
-        .into_iter()
-        .map(|arg| {
-            arg.into_string()
-                .map_err(|arg| ArgsError(format!("argument {arg:?} is not valid UTF-8")))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-
-    let flags = match args.first().map(String::as_str) {
-        None => &args[..],
-        Some("serve") => &args[1..],
-        Some("version" | "--version" | "-V") if args.len() == 1 => return Ok(Command::Version),
-        Some(version @ ("version" | "--version" | "-V")) => {
-            return Err(ArgsError(format!("{version} takes no arguments")));
-        }
-        Some("help" | "--help" | "-h") => return Ok(Command::Help),
-        Some(first) if first.starts_with('-') => &args[..],
-        Some(other) => {
-            return Err(ArgsError(format!(
-                "unknown command '{other}': expected serve, version or help"
-            )));
-        }
+    let cli = Cli::try_parse_from(args)?;
+    let flags = match cli.command {
+        Some(CliCommand::Version) => return Ok(Command::Version),
+        Some(CliCommand::Serve(flags)) => flags,
+        None => cli.serve,
     };
-    parse_serve(flags, env)
-}
-
-fn parse_serve(
-    flags: &[String],
-    env: impl Fn(&str) -> Option<String>,
-) -> Result<Command, ArgsError> {
-    let mut listen = None;
-    let mut exit_after = None;
-    let mut exit_code = None;
-    let mut unhealthy_after = None;
-    let mut ready_after = None;
-
-    let mut rest = flags.iter();
-    while let Some(arg) = rest.next() {
-        if matches!(arg.as_str(), "-h" | "--help") {
-            return Ok(Command::Help);
-        }
-        let (name, inline) = match arg.split_once('=') {
-            Some((name, value)) if name.starts_with("--") => (name, Some(value.to_string())),
-            _ => (arg.as_str(), None),
-        };
-        let known = [
-            "--listen",
-            "--exit-after",
-            "--exit-code",
-            "--unhealthy-after",
-            "--ready-after",
-        ];
-        if !known.contains(&name) {
-            return Err(if name.starts_with('-') {
-                ArgsError(format!(
-                    "unknown flag '{name}': expected one of {}",
-                    known.join(", ")
-                ))
-            } else {
-                ArgsError(format!(
-                    "unexpected argument '{arg}': serve takes only flags"
-                ))
-            });
-        }
-        let value = match inline {
-            Some(value) => value,
-            None => rest.next().cloned().ok_or_else(|| {
-                ArgsError(format!("flag {name} needs a value: {}", expects(name)))
-            })?,
-        };
-        match name {
-            "--listen" => listen = Some(parse_listen(name, &value)?),
-            "--exit-after" => exit_after = Some(parse_seconds(name, &value)?),
-            "--exit-code" => exit_code = Some(parse_exit_code(name, &value)?),
-            "--unhealthy-after" => unhealthy_after = Some(parse_seconds(name, &value)?),
-            "--ready-after" => ready_after = Some(parse_seconds(name, &value)?),
-            _ => unreachable!("checked against the known flags above"),
-        }
-    }
-
-    if exit_code.is_some() && exit_after.is_none() {
-        return Err(ArgsError(
-            "flag --exit-code needs --exit-after SECS: it is the status to exit with then".into(),
-        ));
-    }
-    let listen = match listen {
+    let listen = match flags.listen {
         Some(listen) => listen,
         None => match env("PORT").filter(|port| !port.is_empty()) {
             Some(port) => {
                 let port = port.parse::<u16>().map_err(|_| {
-                    ArgsError(format!(
-                        "environment variable PORT: invalid value '{port}': expected a port number, 0-65535"
-                    ))
+                    Cli::command().error(
+                        ErrorKind::ValueValidation,
+                        format!(
+                            "environment variable PORT: invalid value '{port}': expected a port number, 0-65535"
+                        ),
+                    )
                 })?;
                 SocketAddr::new(DEFAULT_LISTEN.ip(), port)
             }
@@ -190,57 +142,46 @@ fn parse_serve(
     };
     Ok(Command::Serve(ServeArgs {
         listen,
-        exit_after,
-        exit_code: exit_code.unwrap_or(0),
-        unhealthy_after,
-        ready_after,
+        exit_after: flags.exit_after,
+        exit_code: flags.exit_code.unwrap_or(0),
+        unhealthy_after: flags.unhealthy_after,
+        ready_after: flags.ready_after,
     }))
 }
 
-/// What a flag's value should look like, for error messages.
-fn expects(flag: &str) -> &'static str {
-    match flag {
-        "--listen" => "expected an address, IP:PORT or :PORT (like 0.0.0.0:8080)",
-        "--exit-code" => "expected an exit status, 0-255",
-        _ => "expected a number of seconds, like 5 or 0.5",
-    }
-}
+const EXPECT_ADDRESS: &str = "expected an address, IP:PORT or :PORT (like 0.0.0.0:8080)";
+const EXPECT_SECONDS: &str = "expected a number of seconds, like 5 or 0.5";
+const EXPECT_EXIT_CODE: &str = "expected an exit status, 0-255";
 
-fn invalid(flag: &str, value: &str) -> ArgsError {
-    ArgsError(format!(
-        "flag {flag}: invalid value '{value}': {}",
-        expects(flag)
-    ))
-}
-
-fn parse_listen(flag: &str, value: &str) -> Result<SocketAddr, ArgsError> {
+fn parse_listen(value: &str) -> Result<SocketAddr, &'static str> {
     if let Some(port) = value.strip_prefix(':') {
-        let port = port.parse::<u16>().map_err(|_| invalid(flag, value))?;
+        let port = port.parse::<u16>().map_err(|_| EXPECT_ADDRESS)?;
         return Ok(SocketAddr::new(DEFAULT_LISTEN.ip(), port));
     }
-    value.parse().map_err(|_| invalid(flag, value))
+    value.parse().map_err(|_| EXPECT_ADDRESS)
 }
 
 /// Seconds, whole or fractional, zero or more.
-fn parse_seconds(flag: &str, value: &str) -> Result<Duration, ArgsError> {
-    let secs = value.parse::<f64>().map_err(|_| invalid(flag, value))?;
+fn parse_seconds(value: &str) -> Result<Duration, &'static str> {
+    let secs = value.parse::<f64>().map_err(|_| EXPECT_SECONDS)?;
     if !secs.is_finite() || secs < 0.0 {
-        return Err(invalid(flag, value));
+        return Err(EXPECT_SECONDS);
     }
-    Duration::try_from_secs_f64(secs).map_err(|_| invalid(flag, value))
+    Duration::try_from_secs_f64(secs).map_err(|_| EXPECT_SECONDS)
 }
 
-fn parse_exit_code(flag: &str, value: &str) -> Result<u8, ArgsError> {
-    value.parse().map_err(|_| invalid(flag, value))
+fn parse_exit_code(value: &str) -> Result<u8, &'static str> {
+    value.parse().map_err(|_| EXPECT_EXIT_CODE)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn parse_with(args: &[&str], port: Option<&str>) -> Result<Command, ArgsError> {
+    fn parse_with(args: &[&str], port: Option<&str>) -> Result<Command, clap::Error> {
         let port = port.map(str::to_string);
-        parse(args.iter().map(OsString::from), |name| {
+        let argv = std::iter::once("tug-sample").chain(args.iter().copied());
+        parse(argv, |name| {
             (name == "PORT").then(|| port.clone()).flatten()
         })
     }
@@ -252,11 +193,17 @@ mod tests {
         }
     }
 
-    fn error(args: &[&str]) -> String {
+    /// The error for `args`: its kind and its message as the user sees it.
+    fn error(args: &[&str]) -> (ErrorKind, String) {
         match parse_with(args, None) {
-            Err(err) => err.to_string(),
+            Err(err) => (err.kind(), err.to_string()),
             Ok(command) => panic!("expected an error for {args:?}, got {command:?}"),
         }
+    }
+
+    #[test]
+    fn the_command_line_definition_is_consistent() {
+        Cli::command().debug_assert();
     }
 
     #[test]
@@ -296,6 +243,19 @@ mod tests {
             serve(&["--listen", ":9090"]).listen,
             "0.0.0.0:9090".parse().unwrap()
         );
+        assert_eq!(serve(&["--exit-after", "1", "--exit-code=4"]).exit_code, 4);
+    }
+
+    #[test]
+    fn a_flag_given_twice_takes_its_last_value() {
+        assert_eq!(
+            serve(&["serve", "--listen", ":1", "--listen", ":2"]).listen,
+            "0.0.0.0:2".parse().unwrap()
+        );
+        assert_eq!(
+            serve(&["--ready-after", "1", "--ready-after=2"]).ready_after,
+            Some(Duration::from_secs(2))
+        );
     }
 
     #[test]
@@ -317,44 +277,75 @@ mod tests {
             panic!("expected serve");
         };
         assert_eq!(args.listen, "127.0.0.1:1".parse().unwrap());
+        let Ok(Command::Serve(args)) = parse_with(&[], Some("")) else {
+            panic!("expected serve");
+        };
+        assert_eq!(args.listen, DEFAULT_LISTEN, "an empty PORT is no PORT");
     }
 
     #[test]
-    fn a_bad_port_in_the_environment_is_named() {
-        let err = parse_with(&[], Some("http")).unwrap_err().to_string();
+    fn a_bad_port_in_the_environment_is_named_and_exits_2() {
+        let err = parse_with(&[], Some("http")).unwrap_err();
+        assert_eq!(err.exit_code(), 2);
+        let err = err.to_string();
         assert!(err.contains("PORT") && err.contains("'http'"), "{err}");
     }
 
     #[test]
     fn help_and_version_are_recognised() {
-        for args in [&["help"][..], &["--help"], &["-h"], &["serve", "--help"]] {
-            assert_eq!(parse_with(args, None), Ok(Command::Help), "{args:?}");
+        for args in [
+            &["help"][..],
+            &["--help"],
+            &["-h"],
+            &["serve", "--help"],
+            &["help", "serve"],
+        ] {
+            let err = parse_with(args, None).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::DisplayHelp, "{args:?}");
+            assert_eq!(err.exit_code(), 0, "{args:?}");
+            let help = err.to_string();
+            assert!(
+                help.contains("--exit-after <SECS>") && help.contains("POST /crash"),
+                "{args:?}: {help}"
+            );
         }
-        for args in [&["version"][..], &["--version"], &["-V"]] {
-            assert_eq!(parse_with(args, None), Ok(Command::Version), "{args:?}");
+        assert_eq!(parse_with(&["version"], None).unwrap(), Command::Version);
+        for args in [&["--version"][..], &["-V"]] {
+            let err = parse_with(args, None).unwrap_err();
+            assert_eq!(err.kind(), ErrorKind::DisplayVersion, "{args:?}");
+            assert_eq!(
+                err.to_string(),
+                format!("tug-sample {}\n", env!("CARGO_PKG_VERSION"))
+            );
         }
     }
 
     #[test]
-    fn an_unknown_flag_is_named_with_the_known_ones() {
-        let err = error(&["serve", "--port", "80"]);
-        assert!(
-            err.contains("'--port'") && err.contains("--listen"),
-            "{err}"
-        );
+    fn an_unknown_flag_is_named_and_exits_2() {
+        for args in [&["serve", "--port", "80"][..], &["--port", "80"]] {
+            let (kind, err) = error(args);
+            assert_eq!(kind, ErrorKind::UnknownArgument, "{err}");
+            assert!(err.contains("'--port'"), "{err}");
+            assert_eq!(parse_with(args, None).unwrap_err().exit_code(), 2);
+        }
     }
 
     #[test]
-    fn an_unknown_command_is_named() {
-        assert!(error(&["run"]).contains("unknown command 'run'"));
-        assert!(error(&["serve", "extra"]).contains("unexpected argument 'extra'"));
+    fn an_unknown_command_or_a_stray_argument_is_named() {
+        let (kind, err) = error(&["run"]);
+        assert_eq!(kind, ErrorKind::InvalidSubcommand, "{err}");
+        assert!(err.contains("'run'"), "{err}");
+        let (kind, err) = error(&["serve", "extra"]);
+        assert_eq!(kind, ErrorKind::UnknownArgument, "{err}");
+        assert!(err.contains("'extra'"), "{err}");
     }
 
     #[test]
-    fn a_missing_value_names_the_flag_and_what_it_expects() {
-        let err = error(&["--exit-after"]);
+    fn a_missing_value_names_the_flag() {
+        let (kind, err) = error(&["--exit-after"]);
+        assert_eq!(kind, ErrorKind::InvalidValue, "{err}");
         assert!(
-            err.contains("--exit-after needs a value") && err.contains("seconds"),
+            err.contains("--exit-after <SECS>") && err.contains("value is required"),
             "{err}"
         );
     }
@@ -380,9 +371,13 @@ mod tests {
             ),
         ];
         for (args, flag, expectation) in cases {
-            let err = error(args);
+            let (kind, err) = error(args);
+            assert_eq!(kind, ErrorKind::ValueValidation, "{args:?}: {err}");
+            let value = args.last().unwrap().rsplit('=').next().unwrap();
             assert!(
-                err.contains(flag) && err.contains(expectation) && err.contains("invalid value"),
+                err.contains(flag)
+                    && err.contains(expectation)
+                    && err.contains(&format!("invalid value '{value}'")),
                 "{args:?}: {err}"
             );
         }
@@ -390,20 +385,34 @@ mod tests {
 
     #[test]
     fn exit_code_without_exit_after_is_refused() {
-        assert!(error(&["--exit-code", "1"]).contains("--exit-after"));
+        let (kind, err) = error(&["--exit-code", "1"]);
+        assert_eq!(kind, ErrorKind::MissingRequiredArgument, "{err}");
+        assert!(err.contains("--exit-after"), "{err}");
     }
 
     #[test]
     fn version_with_arguments_is_refused() {
-        assert!(error(&["version", "--listen", ":1"]).contains("version takes no arguments"));
+        let (kind, err) = error(&["version", "--listen", ":1"]);
+        assert_eq!(kind, ErrorKind::UnknownArgument, "{err}");
+    }
+
+    #[test]
+    fn flags_before_a_command_are_refused() {
+        let (kind, _) = error(&["--listen", ":1", "serve"]);
+        assert_eq!(kind, ErrorKind::ArgumentConflict);
     }
 
     #[cfg(unix)]
     #[test]
     fn an_argument_that_is_not_utf8_is_an_error_not_a_panic() {
         use std::os::unix::ffi::OsStringExt as _;
-        let bad = OsString::from_vec(vec![b'-', b'-', 0xff]);
-        let err = parse(vec![bad], |_| None).unwrap_err();
-        assert!(err.to_string().contains("not valid UTF-8"));
+        for arg in [
+            vec![b'-', b'-', 0xff],
+            vec![b'-', b'-', b'l', b'i', b's', b't', b'e', b'n', b'=', 0xff],
+        ] {
+            let argv = [OsString::from("tug-sample"), OsString::from_vec(arg)];
+            let err = parse(argv, |_| None).unwrap_err();
+            assert_eq!(err.exit_code(), 2, "{err}");
+        }
     }
 }

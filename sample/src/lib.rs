@@ -1,11 +1,11 @@
 //! tug-sample, Tugboat's test workload: a small HTTP server in the spirit of
-//! Kubernetes' agnhost whose health, readiness and lifetime tests can steer. It depends
-//! on std alone, so its image is the binary and its libc on `scratch`.
+//! Kubernetes' agnhost whose health, readiness and lifetime tests can steer. Its image
+//! is `FROM scratch` with the binary (see `tugboat_agent::image`).
 //!
-//! `args` parses the command line, `http` reads requests and writes responses, `server`
-//! holds the routes and the accept loop, `json` escapes the little JSON it writes.
+//! `args` parses the command line (clap), `routes` answers requests from the server's
+//! `State` (a pure function, unit-tested without sockets), `server` binds, accepts and
+//! serves connections (tokio and hyper) and handles signals and `--exit-after`.
 
 pub mod args;
-pub mod http;
-pub mod json;
+pub mod routes;
 pub mod server;

@@ -1,37 +1,38 @@
-//! The test server: what it knows about itself (`State`: identity, environment, health
-//! and readiness), the routes answering from it, and the accept loop running one thread
-//! per connection, at most `MAX_CONNECTIONS` at once.
+//! The server around the routes: binds the address, arms `--exit-after` and the
+//! signal handlers, and accepts connections, at most `MAX_CONNECTIONS` at once, each
+//! served by hyper (HTTP/1.1) for one request and then closed.
 //!
 //! Logging and exiting go through `Process`, so tests run the same server in-process
 //! and see its log lines and exit requests instead of losing the test binary.
-//!
-//! Signals: std cannot install a signal handler (and `unsafe` is forbidden), so as PID 1
-//! in a container the process ignores SIGTERM and a stop waits out the grace period
-//! before SIGKILL. A handler would start a thread here in `serve` that calls
-//! `process.exit(0)`; until then `POST /exit` or an init (`docker run --init`) stops it
-//! fast.
 
 use std::convert::Infallible;
-use std::io::{self, BufReader, Read as _, Write as _};
-use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Condvar, Mutex, PoisonError};
-use std::thread;
+use std::io::{self, Write as _};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use hyper::body::{Body as _, Incoming};
+use hyper::header::{ALLOW, CONNECTION, CONTENT_TYPE, HeaderValue};
+use hyper::{Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
 use crate::args::ServeArgs;
-use crate::http::{self, Request, RequestError, Response};
-use crate::json;
+use crate::routes::{After, Identity, Reply, State, environment, route};
 
 /// Connections served at once; the next waits in the listen backlog.
 pub const MAX_CONNECTIONS: usize = 256;
-/// How long a client may take to send its request, and to take the response.
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long to wait for the client to close after the response, draining what it sends.
-const LINGER: Duration = Duration::from_secs(1);
-/// How much to drain after the response before closing anyway.
-const MAX_LINGER_BYTES: u64 = 64 * 1024;
-const THREAD_STACK: usize = 256 * 1024;
+/// How long a client may take to send its request head.
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection may take in all: head, body, response.
+pub const CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// The largest request head (request line and header fields); larger is answered 431.
+pub const MAX_HEAD: usize = 64 * 1024;
+/// The most header fields; more are answered 431.
+pub const MAX_HEADERS: usize = 100;
+/// The largest body read (and thrown away); larger is answered 413.
+pub const MAX_BODY: u64 = 16 * 1024 * 1024;
 
 /// What the server does to the process around it.
 pub trait Process: Send + Sync {
@@ -58,193 +59,11 @@ impl Process for StdProcess {
     }
 }
 
-/// Who this server is, as `GET /` reports it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Identity {
-    pub hostname: String,
-    pub pod: Option<String>,
-    pub namespace: Option<String>,
-    pub greeting: Option<String>,
-}
-
-impl Identity {
-    /// The identity from the real environment and files.
-    pub fn from_process() -> Self {
-        Self::resolve(
-            |name| std::env::var(name).ok(),
-            |path| std::fs::read_to_string(path).ok(),
-        )
-    }
-
-    /// Looks the identity up through `env` and `read_file`; empty values count as
-    /// absent. The hostname comes from /etc/hostname (which Docker writes), then
-    /// `HOSTNAME`, then the kernel's.
-    pub fn resolve(
-        env: impl Fn(&str) -> Option<String>,
-        read_file: impl Fn(&str) -> Option<String>,
-    ) -> Self {
-        let present = |value: Option<String>| {
-            value
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
-        let from_env = |names: &[&str]| names.iter().find_map(|name| present(env(name)));
-        let hostname = present(read_file("/etc/hostname"))
-            .or_else(|| from_env(&["HOSTNAME"]))
-            .or_else(|| present(read_file("/proc/sys/kernel/hostname")))
-            .unwrap_or_else(|| "unknown".to_string());
-        Identity {
-            hostname,
-            pod: from_env(&["POD_NAME", "TUG_POD_NAME"]),
-            namespace: from_env(&["POD_NAMESPACE", "TUG_POD_NAMESPACE"]),
-            // The greeting is shown as given, spaces and all.
-            greeting: env("GREETING").filter(|v| !v.is_empty()),
-        }
-    }
-
-    /// How the start-up line names this server.
-    fn label(&self) -> String {
-        match &self.pod {
-            Some(pod) => format!("pod {pod}"),
-            None => format!("hostname {}", self.hostname),
-        }
-    }
-}
-
-/// The process environment as sorted `KEY=VALUE` pairs; names or values that are not
-/// UTF-8 are kept lossily rather than panicking as `std::env::vars` would.
-pub fn environment() -> Vec<(String, String)> {
-    let mut vars: Vec<_> = std::env::vars_os()
-        .map(|(k, v)| {
-            (
-                k.to_string_lossy().into_owned(),
-                v.to_string_lossy().into_owned(),
-            )
-        })
-        .collect();
-    vars.sort();
-    vars
-}
-
-/// Everything the routes answer from.
-#[derive(Debug)]
-pub struct State {
-    started: Instant,
-    identity: Identity,
-    environment: Vec<(String, String)>,
-    unhealthy_after: Option<Duration>,
-    ready_after: Option<Duration>,
-    /// Set by `POST /fail`; never cleared.
-    failed: AtomicBool,
-}
-
-impl State {
-    pub fn new(
-        started: Instant,
-        identity: Identity,
-        environment: Vec<(String, String)>,
-        args: &ServeArgs,
-    ) -> Self {
-        State {
-            started,
-            identity,
-            environment,
-            unhealthy_after: args.unhealthy_after,
-            ready_after: args.ready_after,
-            failed: AtomicBool::new(false),
-        }
-    }
-
-    fn uptime(&self, now: Instant) -> Duration {
-        now.saturating_duration_since(self.started)
-    }
-
-    fn healthy(&self, now: Instant) -> bool {
-        !self.failed.load(Ordering::Relaxed)
-            && self
-                .unhealthy_after
-                .is_none_or(|after| self.uptime(now) < after)
-    }
-
-    fn ready(&self, now: Instant) -> bool {
-        self.ready_after
-            .is_none_or(|after| self.uptime(now) >= after)
-    }
-
-    fn describe(&self, now: Instant) -> String {
-        let id = &self.identity;
-        format!(
-            r#"{{"hostname":{},"pod":{},"namespace":{},"uptime_seconds":{},"greeting":{}}}"#,
-            json::string(&id.hostname),
-            json::string_or_null(id.pod.as_deref()),
-            json::string_or_null(id.namespace.as_deref()),
-            self.uptime(now).as_secs(),
-            json::string_or_null(id.greeting.as_deref()),
-        )
-    }
-
-    fn environment_text(&self) -> String {
-        self.environment
-            .iter()
-            .map(|(k, v)| format!("{k}={v}\n"))
-            .collect()
-    }
-}
-
-/// What to do once the response is sent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum After {
-    KeepRunning,
-    Exit(i32),
-}
-
-/// Answers `req` at time `now`. HEAD is answered as GET (the body is left out when
-/// written); a known path with the wrong method gets 405 naming the right one.
-pub fn route(state: &State, req: &Request, now: Instant) -> (Response, After) {
-    let get = matches!(req.method.as_str(), "GET" | "HEAD");
-    let post = req.method == "POST";
-    let keep = |response| (response, After::KeepRunning);
-    match req.path.as_str() {
-        "/" if get => keep(Response::json(200, state.describe(now))),
-        "/healthz" if get => keep(if state.healthy(now) {
-            Response::text(200, "ok")
-        } else {
-            Response::text(500, "unhealthy")
-        }),
-        "/ready" if get => keep(if state.ready(now) {
-            Response::text(200, "ready")
-        } else {
-            Response::text(503, "not ready")
-        }),
-        "/env" if get => keep(Response::text(200, state.environment_text())),
-        "/fail" if post => {
-            state.failed.store(true, Ordering::Relaxed);
-            keep(Response::text(200, "ok"))
-        }
-        "/crash" if post => (Response::text(200, "ok"), After::Exit(1)),
-        "/exit" if post => match req.query_param("code").map(str::parse::<u8>) {
-            None => (Response::text(200, "ok"), After::Exit(0)),
-            Some(Ok(code)) => (Response::text(200, "ok"), After::Exit(code.into())),
-            Some(Err(_)) => keep(Response::text(
-                400,
-                "query parameter code: expected an exit status, 0-255",
-            )),
-        },
-        "/" | "/healthz" | "/ready" | "/env" => keep(
-            Response::text(405, "method not allowed: use GET").with_header("Allow", "GET, HEAD"),
-        ),
-        "/fail" | "/crash" | "/exit" => {
-            keep(Response::text(405, "method not allowed: use POST").with_header("Allow", "POST"))
-        }
-        _ => keep(Response::text(404, "not found")),
-    }
-}
-
-/// Binds `args.listen`, prints the start-up line, arms `--exit-after` and serves until
-/// the process exits. Returns only if it cannot listen.
-pub fn serve(args: ServeArgs) -> io::Result<Infallible> {
+/// Binds `args.listen`, prints the start-up line, arms `--exit-after` and the signal
+/// handlers, and serves until the process exits. Returns only if it cannot listen.
+pub async fn serve(args: ServeArgs) -> io::Result<Infallible> {
     let started = Instant::now();
-    let listener = TcpListener::bind(args.listen).map_err(|err| {
+    let listener = TcpListener::bind(args.listen).await.map_err(|err| {
         io::Error::new(
             err.kind(),
             format!("cannot listen on {}: {err}", args.listen),
@@ -260,447 +79,207 @@ pub fn serve(args: ServeArgs) -> io::Result<Infallible> {
     let process: Arc<dyn Process> = Arc::new(StdProcess);
     process.log(&format!(
         "tug-sample listening on {address} ({})",
-        state.identity.label()
+        state.identity().label()
     ));
     exit_on_signals(process.clone());
     if let Some(after) = args.exit_after {
         let process = process.clone();
         let code = args.exit_code;
-        thread::Builder::new()
-            .name("exit-after".into())
-            .spawn(move || {
-                thread::sleep(after);
-                process.log(&format!(
-                    "tug-sample: exiting with status {code} after {after:?} (--exit-after)"
-                ));
-                process.exit(code.into());
-            })?;
+        tokio::spawn(async move {
+            tokio::time::sleep(after).await;
+            process.log(&format!(
+                "tug-sample: exiting with status {code} after {after:?} (--exit-after)"
+            ));
+            process.exit(code.into());
+        });
     }
-    run(listener, state, process)
+    run(listener, state, process).await
 }
 
-/// Accepts connections forever, each served on its own thread.
-pub fn run(listener: TcpListener, state: Arc<State>, process: Arc<dyn Process>) -> ! {
-    let slots = Arc::new(Slots::new(MAX_CONNECTIONS));
+/// Accepts connections for ever, each served on a task of its own.
+pub async fn run(listener: TcpListener, state: Arc<State>, process: Arc<dyn Process>) -> ! {
+    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let slot = slots.acquire();
-        let (stream, peer) = match listener.accept() {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            unreachable!("the semaphore is never closed");
+        };
+        let (stream, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
             Err(err) => {
                 // Out of file descriptors, or a connection reset before it was taken:
                 // pause instead of spinning, and keep serving.
                 process.log(&format!("tug-sample: accepting a connection failed: {err}"));
-                thread::sleep(Duration::from_millis(100));
+                tokio::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
         };
-        let (state, process_for_thread) = (state.clone(), process.clone());
-        let spawned = thread::Builder::new()
-            .name("connection".into())
-            .stack_size(THREAD_STACK)
-            .spawn(move || {
-                let _slot = slot;
-                handle(&stream, peer, &state, &*process_for_thread);
-            });
-        if let Err(err) = spawned {
-            process.log(&format!(
-                "tug-sample: no thread for the connection from {peer}: {err}"
-            ));
-        }
+        let (state, process) = (state.clone(), process.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            connection(stream, peer, state, process).await;
+        });
     }
 }
 
-/// Serves one request on `stream`, then closes it.
-fn handle(stream: &TcpStream, peer: SocketAddr, state: &State, process: &dyn Process) {
-    let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
-    let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
-    let _ = stream.set_nodelay(true);
-    let mut reader = BufReader::new(stream);
-    let mut writer = stream;
+/// The request that asked the process to exit, and the status to exit with.
+type ExitRequest = Arc<Mutex<Option<(i32, String)>>>;
 
-    let (response, with_body, after, request_line) = match read_request(&mut reader, &mut writer) {
-        Ok(req) => {
-            let (response, after) = route(state, &req, Instant::now());
-            let request_line = format!("{} {}", req.method, req.target);
-            process.log(&format!("{request_line} {}", response.status));
-            (response, req.method != "HEAD", after, request_line)
+/// Serves one request on `stream`, then closes it; exits the process afterwards if
+/// the request asked for it and its response went out.
+async fn connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    state: Arc<State>,
+    process: Arc<dyn Process>,
+) {
+    let _ = stream.set_nodelay(true);
+    let exit: ExitRequest = Arc::default();
+    let service = {
+        let (process, exit) = (process.clone(), exit.clone());
+        hyper::service::service_fn(move |req| {
+            handle(req, peer, state.clone(), process.clone(), exit.clone())
+        })
+    };
+    let served = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .keep_alive(false)
+        .title_case_headers(true)
+        .auto_date_header(false)
+        .max_header_size(MAX_HEAD)
+        .max_headers(MAX_HEADERS)
+        .serve_connection(TokioIo::new(stream), service);
+    match tokio::time::timeout(CONNECTION_TIMEOUT, served).await {
+        Ok(Ok(())) => {}
+        // A malformed request: hyper has answered it (400, 414, 431).
+        Ok(Err(err)) if err.is_parse() => {
+            process.log(&format!("bad request from {peer}: {err}"));
+            return;
         }
-        // A TCP probe, or a client that gave up: nothing to answer or log.
-        Err(RequestError::Closed) => return,
-        Err(RequestError::Io(err)) => {
+        // A read that failed or timed out, or a client that closed mid-request.
+        Ok(Err(err)) => {
             process.log(&format!("connection from {peer}: {err}"));
             return;
         }
-        Err(RequestError::Invalid { status, reason }) => {
-            process.log(&format!("bad request from {peer}: {status} {reason}"));
-            let response = Response::text(status, reason);
-            (response, true, After::KeepRunning, String::new())
+        Err(_) => {
+            process.log(&format!(
+                "connection from {peer}: not done after {CONNECTION_TIMEOUT:?}"
+            ));
+            return;
         }
-    };
-
-    if let Err(err) = response.write_to(&mut writer, with_body) {
-        process.log(&format!(
-            "connection from {peer}: writing the response: {err}"
-        ));
-        return;
     }
-    let _ = stream.shutdown(Shutdown::Write);
-    if let After::Exit(code) = after {
+    let asked = exit.lock().unwrap_or_else(PoisonError::into_inner).take();
+    if let Some((code, request_line)) = asked {
         process.log(&format!(
             "tug-sample: exiting with status {code} as asked by {request_line}"
         ));
         process.exit(code);
     }
-    // Read until the client closes, so that bytes it sent and we did not read (after a
-    // 4xx) do not turn our close into a reset that loses the response.
-    let _ = stream.set_read_timeout(Some(LINGER));
-    let _ = io::copy(&mut reader.take(MAX_LINGER_BYTES), &mut io::sink());
 }
 
-fn read_request(
-    reader: &mut BufReader<&TcpStream>,
-    writer: &mut &TcpStream,
-) -> Result<Request, RequestError> {
-    let req = http::read_head(reader)?;
-    if req.expects_continue() {
-        http::write_continue(writer)?;
+/// Reads and throws away the body (so that a client waiting on `Expect: 100-continue`
+/// gets its interim response, and closing does not reset a client still sending),
+/// routes the request and logs it.
+async fn handle(
+    req: Request<Incoming>,
+    peer: SocketAddr,
+    state: Arc<State>,
+    process: Arc<dyn Process>,
+    exit: ExitRequest,
+) -> Result<Response<String>, hyper::Error> {
+    let (parts, body) = req.into_parts();
+    if !discard_body(body).await? {
+        process.log(&format!(
+            "bad request from {peer}: 413 request body too large"
+        ));
+        return Ok(response(&Reply::text(413, "request body too large")));
     }
-    http::discard_body(reader, req.body)?;
-    Ok(req)
+    let (reply, after) = route(
+        &state,
+        parts.method.as_str(),
+        parts.uri.path(),
+        parts.uri.query(),
+        Instant::now(),
+    );
+    let request_line = format!("{} {}", parts.method, parts.uri);
+    process.log(&format!("{request_line} {}", reply.status));
+    if let After::Exit(code) = after {
+        *exit.lock().unwrap_or_else(PoisonError::into_inner) = Some((code, request_line));
+    }
+    Ok(response(&reply))
 }
 
-/// A counting semaphore: a slot per connection being served.
-struct Slots {
-    free: Mutex<usize>,
-    freed: Condvar,
-}
-
-impl Slots {
-    fn new(count: usize) -> Self {
-        Slots {
-            free: Mutex::new(count),
-            freed: Condvar::new(),
+/// Reads the body to its end; false, without reading, once it is over `MAX_BODY`.
+async fn discard_body(mut body: Incoming) -> Result<bool, hyper::Error> {
+    if body.size_hint().lower() > MAX_BODY {
+        return Ok(false);
+    }
+    let mut total: u64 = 0;
+    while let Some(frame) =
+        std::future::poll_fn(|cx| std::pin::Pin::new(&mut body).poll_frame(cx)).await
+    {
+        if let Some(data) = frame?.data_ref() {
+            total = total.saturating_add(data.len() as u64);
+            if total > MAX_BODY {
+                return Ok(false);
+            }
         }
     }
-
-    /// Waits for a free slot and takes it; dropping the `Slot` frees it.
-    fn acquire(self: &Arc<Self>) -> Slot {
-        let mut free = self.free.lock().unwrap_or_else(PoisonError::into_inner);
-        while *free == 0 {
-            free = self
-                .freed
-                .wait(free)
-                .unwrap_or_else(PoisonError::into_inner);
-        }
-        *free -= 1;
-        Slot(self.clone())
-    }
+    Ok(true)
 }
 
-struct Slot(Arc<Slots>);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        *self.0.free.lock().unwrap_or_else(PoisonError::into_inner) += 1;
-        self.0.freed.notify_one();
+/// The response for `reply`; every one closes the connection. A HEAD request gets
+/// the headers a GET would, Content-Length included, and hyper leaves the body out.
+fn response(reply: &Reply) -> Response<String> {
+    let mut response = Response::new(reply.body.clone());
+    *response.status_mut() =
+        StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(reply.content_type));
+    if let Some(allow) = reply.allow {
+        headers.insert(ALLOW, HeaderValue::from_static(allow));
     }
+    headers.insert(CONNECTION, HeaderValue::from_static("close"));
+    response
 }
 
 /// Exits at once on SIGTERM or SIGINT. As PID 1 in a container the process would
 /// otherwise ignore them, and every stop would wait out the grace period.
 fn exit_on_signals(process: Arc<dyn Process>) {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = match signal_hook::iterator::Signals::new([SIGTERM, SIGINT]) {
-        Ok(s) => s,
-        Err(e) => {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (mut term, mut int) = match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
+        (Ok(term), Ok(int)) => (term, int),
+        (Err(e), _) | (_, Err(e)) => {
             process.log(&format!(
                 "tug-sample: cannot handle SIGTERM ({e}); stops will wait for SIGKILL"
             ));
             return;
         }
     };
-    let spawned = thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            if let Some(signal) = signals.forever().next() {
-                let name = if signal == SIGTERM {
-                    "SIGTERM"
-                } else {
-                    "SIGINT"
-                };
-                process.log(&format!("tug-sample: exiting on {name}"));
-                process.exit(0);
-            }
-        });
-    if let Err(e) = spawned {
-        eprintln!("tug-sample: cannot start the signal thread: {e}");
-    }
+    tokio::spawn(async move {
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        process.log(&format!("tug-sample: exiting on {name}"));
+        process.exit(0);
+    });
 }
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
     use super::*;
     use crate::args::DEFAULT_LISTEN;
-    use std::sync::mpsc;
-
-    fn args() -> ServeArgs {
-        ServeArgs {
-            listen: DEFAULT_LISTEN,
-            exit_after: None,
-            exit_code: 0,
-            unhealthy_after: None,
-            ready_after: None,
-        }
-    }
-
-    fn identity() -> Identity {
-        Identity {
-            hostname: "web-abc".into(),
-            pod: Some("web-abc".into()),
-            namespace: Some("default".into()),
-            greeting: Some("say \"hi\"".into()),
-        }
-    }
-
-    fn state_with(args: &ServeArgs) -> (State, Instant) {
-        let started = Instant::now();
-        let environment = vec![("A".into(), "1".into()), ("B".into(), "x=y".into())];
-        (State::new(started, identity(), environment, args), started)
-    }
-
-    fn request(method: &str, target: &str) -> Request {
-        let raw = format!("{method} {target} HTTP/1.1\r\nHost: test\r\n\r\n");
-        http::read_head(&mut raw.as_bytes()).expect("a valid test request")
-    }
-
-    fn answer(state: &State, method: &str, target: &str, now: Instant) -> (u16, String, After) {
-        let (response, after) = route(state, &request(method, target), now);
-        let body = String::from_utf8(response.body).unwrap();
-        (response.status, body, after)
-    }
-
-    #[test]
-    fn root_describes_the_pod_as_json() {
-        let (state, started) = state_with(&args());
-        let (status, body, _) = answer(&state, "GET", "/", started + Duration::from_secs(42));
-        assert_eq!(status, 200);
-        assert_eq!(
-            body,
-            r#"{"hostname":"web-abc","pod":"web-abc","namespace":"default","uptime_seconds":42,"greeting":"say \"hi\""}"#
-        );
-    }
-
-    #[test]
-    fn root_shows_null_for_what_is_not_set() {
-        let (mut state, started) = state_with(&args());
-        state.identity = Identity {
-            hostname: "h".into(),
-            pod: None,
-            namespace: None,
-            greeting: None,
-        };
-        let (_, body, _) = answer(&state, "GET", "/", started);
-        assert_eq!(
-            body,
-            r#"{"hostname":"h","pod":null,"namespace":null,"uptime_seconds":0,"greeting":null}"#
-        );
-    }
-
-    #[test]
-    fn healthz_turns_unhealthy_after_fail_and_stays_so() {
-        let (state, now) = state_with(&args());
-        assert_eq!(answer(&state, "GET", "/healthz", now).0, 200);
-        let (status, body, after) = answer(&state, "POST", "/fail", now);
-        assert_eq!(
-            (status, body.as_str(), after),
-            (200, "ok", After::KeepRunning)
-        );
-        let (status, body, _) = answer(&state, "GET", "/healthz", now);
-        assert_eq!((status, body.as_str()), (500, "unhealthy"));
-        assert_eq!(
-            answer(&state, "GET", "/healthz", now + Duration::from_secs(60)).0,
-            500
-        );
-    }
-
-    #[test]
-    fn healthz_turns_unhealthy_after_the_given_time() {
-        let (state, started) = state_with(&ServeArgs {
-            unhealthy_after: Some(Duration::from_millis(1500)),
-            ..args()
-        });
-        assert_eq!(
-            answer(&state, "GET", "/healthz", started + Duration::from_secs(1)).0,
-            200
-        );
-        assert_eq!(
-            answer(&state, "GET", "/healthz", started + Duration::from_secs(2)).0,
-            500
-        );
-    }
-
-    #[test]
-    fn ready_at_once_by_default() {
-        let (state, started) = state_with(&args());
-        let (status, body, _) = answer(&state, "GET", "/ready", started);
-        assert_eq!((status, body.as_str()), (200, "ready"));
-    }
-
-    #[test]
-    fn ready_only_after_ready_after() {
-        let (state, started) = state_with(&ServeArgs {
-            ready_after: Some(Duration::from_millis(500)),
-            ..args()
-        });
-        let (status, body, _) = answer(&state, "GET", "/ready", started);
-        assert_eq!((status, body.as_str()), (503, "not ready"));
-        assert_eq!(
-            answer(
-                &state,
-                "GET",
-                "/ready",
-                started + Duration::from_millis(499)
-            )
-            .0,
-            503
-        );
-        assert_eq!(
-            answer(
-                &state,
-                "GET",
-                "/ready",
-                started + Duration::from_millis(500)
-            )
-            .0,
-            200
-        );
-    }
-
-    #[test]
-    fn a_huge_delay_never_overflows() {
-        let (state, started) = state_with(&ServeArgs {
-            ready_after: Some(Duration::MAX),
-            unhealthy_after: Some(Duration::MAX),
-            ..args()
-        });
-        assert_eq!(answer(&state, "GET", "/ready", started).0, 503);
-        assert_eq!(answer(&state, "GET", "/healthz", started).0, 200);
-    }
-
-    #[test]
-    fn env_lists_the_environment_as_lines() {
-        let (state, now) = state_with(&args());
-        let (status, body, _) = answer(&state, "GET", "/env", now);
-        assert_eq!((status, body.as_str()), (200, "A=1\nB=x=y\n"));
-    }
-
-    #[test]
-    fn crash_answers_then_exits_with_one() {
-        let (state, now) = state_with(&args());
-        let (status, _, after) = answer(&state, "POST", "/crash", now);
-        assert_eq!((status, after), (200, After::Exit(1)));
-    }
-
-    #[test]
-    fn exit_takes_its_code_from_the_query() {
-        let (state, now) = state_with(&args());
-        assert_eq!(answer(&state, "POST", "/exit", now).2, After::Exit(0));
-        assert_eq!(
-            answer(&state, "POST", "/exit?code=7", now).2,
-            After::Exit(7)
-        );
-        let (status, body, after) = answer(&state, "POST", "/exit?code=300", now);
-        assert_eq!((status, after), (400, After::KeepRunning));
-        assert!(body.contains("code"), "{body}");
-    }
-
-    #[test]
-    fn head_is_answered_like_get() {
-        let (state, now) = state_with(&args());
-        assert_eq!(answer(&state, "HEAD", "/healthz", now).0, 200);
-    }
-
-    #[test]
-    fn unknown_paths_are_not_found() {
-        let (state, now) = state_with(&args());
-        for (method, target) in [("GET", "/nope"), ("POST", "/"), ("GET", "/healthz/")] {
-            let expected = if target == "/" { 405 } else { 404 };
-            assert_eq!(
-                answer(&state, method, target, now).0,
-                expected,
-                "{method} {target}"
-            );
-        }
-    }
-
-    #[test]
-    fn the_wrong_method_names_the_right_one() {
-        let (state, now) = state_with(&args());
-        let (response, _) = route(&state, &request("GET", "/fail"), now);
-        assert_eq!(response.status, 405);
-        assert!(response.headers.contains(&("Allow", "POST".to_string())));
-        let (response, _) = route(&state, &request("DELETE", "/healthz"), now);
-        assert!(
-            response
-                .headers
-                .contains(&("Allow", "GET, HEAD".to_string()))
-        );
-        assert_eq!(
-            answer(&state, "GET", "/healthz", now).0,
-            200,
-            "a 405 changes nothing"
-        );
-    }
-
-    #[test]
-    fn the_hostname_comes_from_etc_hostname_then_the_environment_then_the_kernel() {
-        let files = |etc: Option<&str>| {
-            let etc = etc.map(str::to_string);
-            move |path: &str| match path {
-                "/etc/hostname" => etc.clone(),
-                "/proc/sys/kernel/hostname" => Some("kernel\n".to_string()),
-                _ => None,
-            }
-        };
-        let env = |name: &str| (name == "HOSTNAME").then(|| "from-env".to_string());
-        assert_eq!(Identity::resolve(env, files(Some("etc\n"))).hostname, "etc");
-        assert_eq!(
-            Identity::resolve(env, files(Some("\n"))).hostname,
-            "from-env"
-        );
-        assert_eq!(Identity::resolve(|_| None, files(None)).hostname, "kernel");
-        assert_eq!(Identity::resolve(|_| None, |_| None).hostname, "unknown");
-    }
-
-    #[test]
-    fn pod_and_namespace_fall_back_to_the_tug_names() {
-        let env = |name: &str| match name {
-            "TUG_POD_NAME" => Some("web-1".to_string()),
-            "POD_NAMESPACE" => Some("team".to_string()),
-            "TUG_POD_NAMESPACE" => Some("ignored".to_string()),
-            "POD_NAME" | "GREETING" => Some(String::new()),
-            _ => None,
-        };
-        let id = Identity::resolve(env, |_| None);
-        assert_eq!(id.pod.as_deref(), Some("web-1"));
-        assert_eq!(id.namespace.as_deref(), Some("team"));
-        assert_eq!(id.greeting, None);
-    }
-
-    #[test]
-    fn slots_are_given_back_when_dropped() {
-        let slots = Arc::new(Slots::new(1));
-        drop(slots.acquire());
-        let held = slots.acquire();
-        assert_eq!(*slots.free.lock().unwrap(), 0);
-        drop(held);
-        assert_eq!(*slots.free.lock().unwrap(), 1);
-    }
 
     /// Records log lines and exit requests instead of acting on them.
     struct Recorder {
         lines: Mutex<Vec<String>>,
-        exits: Mutex<mpsc::Sender<i32>>,
+        exits: tokio::sync::mpsc::UnboundedSender<i32>,
     }
 
     impl Process for Recorder {
@@ -709,7 +288,7 @@ mod tests {
         }
 
         fn exit(&self, code: i32) {
-            let _ = self.exits.lock().unwrap().send(code);
+            let _ = self.exits.send(code);
         }
     }
 
@@ -718,95 +297,144 @@ mod tests {
     struct Running {
         address: SocketAddr,
         recorder: Arc<Recorder>,
-        exits: mpsc::Receiver<i32>,
+        exits: tokio::sync::mpsc::UnboundedReceiver<i32>,
+        server: tokio::task::JoinHandle<()>,
     }
 
-    /// Starts `run` on 127.0.0.1:0 on a thread that lives as long as the test binary.
-    fn start() -> Running {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    impl Running {
+        fn lines(&self) -> Vec<String> {
+            self.recorder.lines.lock().unwrap().clone()
+        }
+    }
+
+    impl Drop for Running {
+        fn drop(&mut self) {
+            self.server.abort();
+        }
+    }
+
+    /// Starts `run` on 127.0.0.1:0, stopped when the `Running` is dropped.
+    async fn start() -> Running {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
-        let (send, exits) = mpsc::channel();
+        let (send, exits) = tokio::sync::mpsc::unbounded_channel();
         let recorder = Arc::new(Recorder {
             lines: Mutex::new(Vec::new()),
-            exits: Mutex::new(send),
+            exits: send,
         });
-        let (state, _) = state_with(&args());
+        let args = ServeArgs {
+            listen: DEFAULT_LISTEN,
+            exit_after: None,
+            exit_code: 0,
+            unhealthy_after: None,
+            ready_after: None,
+        };
+        let identity = Identity {
+            hostname: "web-abc".into(),
+            pod: Some("web-abc".into()),
+            namespace: Some("default".into()),
+            greeting: None,
+        };
+        let state = Arc::new(State::new(Instant::now(), identity, Vec::new(), &args));
         let process: Arc<dyn Process> = recorder.clone();
-        thread::spawn(move || run(listener, Arc::new(state), process));
+        let server = tokio::spawn(async move {
+            run(listener, state, process).await;
+        });
         Running {
             address,
             recorder,
             exits,
+            server,
         }
     }
 
     /// Sends `raw` and reads until the server closes: (status, head, body).
-    fn exchange(address: SocketAddr, raw: &[u8]) -> (u16, String, String) {
-        let mut stream = TcpStream::connect_timeout(&address, TIMEOUT).unwrap();
-        stream.set_read_timeout(Some(TIMEOUT)).unwrap();
-        stream.set_write_timeout(Some(TIMEOUT)).unwrap();
-        stream.write_all(raw).unwrap();
-        let mut out = Vec::new();
-        stream
-            .read_to_end(&mut out)
-            .expect("the server closes in time");
+    async fn exchange(address: SocketAddr, raw: &[u8]) -> (u16, String, String) {
+        let talk = async {
+            let mut stream = TcpStream::connect(address).await.unwrap();
+            stream.write_all(raw).await.unwrap();
+            let mut out = Vec::new();
+            stream.read_to_end(&mut out).await.unwrap();
+            out
+        };
+        let out = tokio::time::timeout(TIMEOUT, talk)
+            .await
+            .expect("the server answers and closes in time");
         let out = String::from_utf8(out).unwrap();
         let (head, body) = out.split_once("\r\n\r\n").expect("a response head");
         let status = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap();
         (status, head.to_string(), body.to_string())
     }
 
-    fn get(address: SocketAddr, path: &str) -> (u16, String, String) {
-        exchange(
-            address,
-            format!("GET {path} HTTP/1.1\r\nHost: test\r\nUser-Agent: test\r\n\r\n").as_bytes(),
-        )
+    async fn get(address: SocketAddr, path: &str) -> (u16, String, String) {
+        let raw = format!("GET {path} HTTP/1.1\r\nHost: test\r\nUser-Agent: test\r\n\r\n");
+        exchange(address, raw.as_bytes()).await
     }
 
-    #[test]
-    fn a_real_connection_sees_health_flip_after_fail() {
-        let server = start();
-        let (status, head, body) = get(server.address, "/");
+    /// Waits until the log has `line` (it is written as the connection ends).
+    async fn logged(server: &Running, line: &str) {
+        let wait = async {
+            while !server.lines().iter().any(|l| l == line) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        if tokio::time::timeout(TIMEOUT, wait).await.is_err() {
+            panic!("{line:?} not logged: {:?}", server.lines());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_real_connection_sees_health_flip_after_fail() {
+        let server = start().await;
+        let (status, head, body) = get(server.address, "/").await;
         assert_eq!(status, 200);
+        assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
         assert!(head.contains("Content-Type: application/json"), "{head}");
+        assert!(head.contains("Connection: close"), "{head}");
         assert!(
             body.starts_with(r#"{"hostname":"web-abc","pod":"web-abc""#),
             "{body}"
         );
 
-        let (status, _, body) = get(server.address, "/healthz");
+        let (status, head, body) = get(server.address, "/healthz").await;
         assert_eq!((status, body.as_str()), (200, "ok"));
+        assert!(
+            head.contains("Content-Type: text/plain; charset=utf-8")
+                && head.contains("Content-Length: 2"),
+            "{head}"
+        );
         let (status, _, body) = exchange(
             server.address,
             b"POST /fail HTTP/1.1\r\nHost: test\r\nContent-Length: 4\r\n\r\nboom",
-        );
+        )
+        .await;
         assert_eq!((status, body.as_str()), (200, "ok"));
-        let (status, _, body) = get(server.address, "/healthz");
+        let (status, _, body) = get(server.address, "/healthz").await;
         assert_eq!((status, body.as_str()), (500, "unhealthy"));
 
-        let lines = server.recorder.lines.lock().unwrap().clone();
-        assert!(lines.contains(&"POST /fail 200".to_string()), "{lines:?}");
-        assert!(lines.contains(&"GET /healthz 500".to_string()), "{lines:?}");
+        logged(&server, "GET /healthz 500").await;
+        assert!(server.lines().contains(&"POST /fail 200".to_string()));
     }
 
-    #[test]
-    fn a_real_connection_can_ask_the_process_to_exit() {
-        let server = start();
+    #[tokio::test]
+    async fn a_real_connection_can_ask_the_process_to_exit() {
+        let mut server = start().await;
         let (status, _, body) = exchange(
             server.address,
             b"POST /exit?code=3 HTTP/1.1\r\nHost: test\r\nExpect: 100-continue\r\n\
               Transfer-Encoding: chunked\r\n\r\n4\r\nbody\r\n0\r\n\r\n",
-        );
+        )
+        .await;
         // The interim 100 Continue comes first; the final response is last.
         assert_eq!(status, 100);
         assert!(
             body.starts_with("HTTP/1.1 200 OK\r\n") && body.ends_with("\r\n\r\nok"),
             "{body}"
         );
-        assert_eq!(server.exits.recv_timeout(TIMEOUT), Ok(3));
-        let lines = server.recorder.lines.lock().unwrap().clone();
+        let exit = tokio::time::timeout(TIMEOUT, server.exits.recv()).await;
+        assert_eq!(exit, Ok(Some(3)));
         assert_eq!(
-            lines,
+            server.lines(),
             [
                 "POST /exit?code=3 200",
                 "tug-sample: exiting with status 3 as asked by POST /exit?code=3"
@@ -814,23 +442,61 @@ mod tests {
         );
     }
 
-    #[test]
-    fn a_real_connection_with_garbage_gets_400_and_a_head_request_no_body() {
-        let server = start();
-        let (status, _, _) = exchange(server.address, b"\x16\x03\x01 garbage\r\n\r\n");
+    #[tokio::test]
+    async fn a_wrong_method_gets_405_with_allow_and_an_unknown_path_404() {
+        let mut server = start().await;
+        let (status, head, body) = get(server.address, "/crash").await;
+        assert_eq!(
+            (status, body.as_str()),
+            (405, "method not allowed: use POST")
+        );
+        assert!(head.contains("Allow: POST\r\n"), "{head}");
+        let (status, _, body) = get(server.address, "/nope").await;
+        assert_eq!((status, body.as_str()), (404, "not found"));
+        assert!(server.exits.try_recv().is_err(), "GET /crash exits nothing");
+    }
+
+    #[tokio::test]
+    async fn a_real_connection_with_garbage_gets_400_and_a_head_request_no_body() {
+        let server = start().await;
+        let (status, _, _) = exchange(server.address, b"\x16\x03\x01 garbage\r\n\r\n").await;
         assert_eq!(status, 400);
-        let (status, head, body) = exchange(server.address, b"HEAD /ready HTTP/1.0\r\n\r\n");
+        let (status, head, body) = exchange(server.address, b"HEAD /ready HTTP/1.0\r\n\r\n").await;
         assert_eq!((status, body.as_str()), (200, ""));
         assert!(head.contains("Content-Length: 5"), "{head}");
     }
 
-    #[test]
-    fn a_connection_closed_without_a_request_is_not_logged() {
-        let server = start();
-        drop(TcpStream::connect_timeout(&server.address, TIMEOUT).unwrap());
+    #[tokio::test]
+    async fn a_body_over_the_limit_gets_413() {
+        let server = start().await;
+        let raw = format!(
+            "POST /fail HTTP/1.1\r\nHost: test\r\nContent-Length: {}\r\n\r\n",
+            MAX_BODY + 1
+        );
+        let (status, _, body) = exchange(server.address, raw.as_bytes()).await;
+        assert_eq!((status, body.as_str()), (413, "request body too large"));
+        let (status, _, _) = get(server.address, "/healthz").await;
+        assert_eq!(status, 200, "the body was refused, POST /fail not run");
+    }
+
+    #[tokio::test]
+    async fn a_head_too_large_gets_431() {
+        let server = start().await;
+        let raw = format!(
+            "GET / HTTP/1.1\r\nHost: test\r\nA: {}\r\n\r\n",
+            "a".repeat(MAX_HEAD)
+        );
+        let (status, _, _) = exchange(server.address, raw.as_bytes()).await;
+        assert_eq!(status, 431);
+    }
+
+    #[tokio::test]
+    async fn a_connection_closed_without_a_request_is_not_logged() {
+        let server = start().await;
+        drop(TcpStream::connect(server.address).await.unwrap());
         // A request after it proves the server is still serving.
-        assert_eq!(get(server.address, "/ready").0, 200);
-        let lines = server.recorder.lines.lock().unwrap().clone();
-        assert_eq!(lines, ["GET /ready 200"]);
+        assert_eq!(get(server.address, "/ready").await.0, 200);
+        logged(&server, "GET /ready 200").await;
+        assert_eq!(server.lines(), ["GET /ready 200"]);
     }
 }

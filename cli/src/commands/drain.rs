@@ -128,33 +128,3 @@ fn pod_ref(pod: &Value) -> String {
 fn humantime(d: Duration) -> String {
     crate::duration::human_duration(jiff::SignedDuration::try_from(d).unwrap_or_default())
 }
-
-/// `--timeout`: a duration as kubectl takes it (`60s`, `2m`, `1m30s`, `500ms`), or a
-/// number of seconds; `0` waits without limit.
-pub fn parse_timeout(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    if let Ok(secs) = s.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    let d: jiff::SignedDuration = s
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 60s, 2m or 1m30s"))?;
-    Duration::try_from(d).map_err(|_| format!("{s:?} must not be negative"))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timeouts_read_like_kubectl_durations() {
-        assert_eq!(parse_timeout("60s"), Ok(Duration::from_secs(60)));
-        assert_eq!(parse_timeout("2m"), Ok(Duration::from_secs(120)));
-        assert_eq!(parse_timeout("1m30s"), Ok(Duration::from_secs(90)));
-        assert_eq!(parse_timeout("500ms"), Ok(Duration::from_millis(500)));
-        assert_eq!(parse_timeout("45"), Ok(Duration::from_secs(45)));
-        assert_eq!(parse_timeout("0"), Ok(Duration::ZERO));
-        assert!(parse_timeout("soon").is_err());
-        assert!(parse_timeout("-5s").is_err());
-    }
-}
