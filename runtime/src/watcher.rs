@@ -68,6 +68,9 @@ pub struct Config {
     pub backoff_max: Duration,
     /// Pause before resuming a watch the server ended normally.
     pub resume_delay: Duration,
+    /// Watch from this resourceVersion first, without a list (for a caller
+    /// that just listed); a 410 there lists as usual.
+    pub start_from: Option<String>,
 }
 
 impl Config {
@@ -78,7 +81,14 @@ impl Config {
             backoff_initial: Duration::from_millis(100),
             backoff_max: Duration::from_secs(5),
             resume_delay: Duration::from_millis(100),
+            start_from: None,
         }
+    }
+
+    /// Starts with a watch from `resource_version` instead of a list.
+    pub fn start_from(mut self, resource_version: Option<String>) -> Config {
+        self.start_from = resource_version.filter(|rv| !rv.is_empty());
+        self
     }
 
     pub fn params(mut self, params: WatchParams) -> Config {
@@ -217,8 +227,8 @@ pub fn watch_raw<S: Source + ?Sized>(
         source,
         resource,
         backoff: Backoff::new(config.backoff_initial, config.backoff_max),
+        resource_version: config.start_from.clone(),
         config,
-        resource_version: None,
         stream: None,
         pending: VecDeque::new(),
         reported: HashSet::new(),
@@ -332,6 +342,30 @@ mod tests {
         assert_eq!(next(&mut events).await, Event::Apply("a@3".into()));
         assert_eq!(next(&mut events).await, Event::Delete("b@4".into()));
         assert_eq!(src.watches(), ["2"]);
+        assert_eq!(src.lists(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_watcher_started_from_a_revision_watches_first_and_lists_only_on_410() {
+        let src = MemorySource::new();
+        src.put("a");
+        src.put("b");
+        let config = Config {
+            resume_delay: Duration::from_millis(5),
+            ..Config::new("test")
+                .backoff(Duration::from_millis(10), Duration::from_millis(40))
+                .start_from(Some("1".into()))
+        };
+        let mut events: Events = Box::pin(watch_raw(src.clone(), &PODS, config));
+        // What came after revision 1, with no list first.
+        assert_eq!(next(&mut events).await, Event::Apply("b@2".into()));
+        assert_eq!(src.lists(), 0);
+        assert_eq!(src.watches(), ["1"]);
+        // Too old a revision: a list, as any watcher does.
+        src.compact();
+        let config = Config::new("test").start_from(Some("1".into()));
+        let mut events: Events = Box::pin(watch_raw(src.clone(), &PODS, config));
+        expect_list(&mut events, &["a@1", "b@2"]).await;
         assert_eq!(src.lists(), 1);
     }
 

@@ -2,13 +2,14 @@
 //! aligned tables (`-o wide` adds columns, `-A` a NAMESPACE column), whole objects
 //! (`-o json|yaml`), or `kind/name` lines (`-o name`). `-w` then follows changes.
 
-use std::time::Duration;
+use std::sync::Arc;
 
-use anyhow::{anyhow, bail};
+use anyhow::bail;
 use futures::StreamExt as _;
 use jiff::Timestamp;
 use serde_json::Value;
 use tugboat_api::{Client, ListParams, ResourceInfo};
+use tugboat_runtime::{Event, WatchParams, watcher};
 
 use crate::args::{GetArgs, OutputFormat};
 use crate::columns::{self, Layout};
@@ -224,7 +225,7 @@ async fn watch(
     };
 
     let list = client.list(r, ns.as_deref(), &params).await?;
-    let mut version = resource_version(&list);
+    let version = resource_version(&list);
     if !args.watch_only {
         let items: Vec<Value> = list
             .get("items")
@@ -237,50 +238,29 @@ async fn watch(
         printer.initial(r, &items, layout, ctx)?;
     }
 
+    // The shared watcher (tugboat-runtime) from the list's revision: it resumes
+    // a watch the server ends and lists again on 410. A relist is not printed
+    // again; changes after it are.
+    let config = watcher::Config::new("tug get -w")
+        .params(WatchParams {
+            namespace: ns.clone(),
+            label_selector: params.label_selector.clone(),
+            field_selector: params.field_selector.clone(),
+        })
+        .start_from(version);
+    let mut events = std::pin::pin!(watcher::watch_raw(Arc::new(client.clone()), r, config));
     loop {
-        let stream = tokio::select! {
+        let event = tokio::select! {
             _ = ctx.shutdown.cancelled() => return Ok(()),
-            s = client.watch(r, ns.as_deref(), &params, version.as_deref()) => s?,
+            e = events.next() => e,
         };
-        let mut stream = Box::pin(stream);
-        let mut received = false;
-        loop {
-            let event = tokio::select! {
-                _ = ctx.shutdown.cancelled() => return Ok(()),
-                e = stream.next() => e,
-            };
-            let Some(event) = event else { break };
-            let event = event?;
-            received = true;
-            match event.event_type.as_str() {
-                "ERROR" => {
-                    let code = event.object.get("code").and_then(Value::as_u64);
-                    if code == Some(410) {
-                        let list = client.list(r, ns.as_deref(), &params).await?;
-                        version = resource_version(&list);
-                        break;
-                    }
-                    let message = event
-                        .object
-                        .get("message")
-                        .and_then(Value::as_str)
-                        .unwrap_or("unknown error");
-                    return Err(anyhow!("the watch of {} failed: {message}", r.plural));
-                }
-                "BOOKMARK" => version = object_version(&event.object).or(version),
-                _ => {
-                    version = object_version(&event.object).or(version);
-                    let obj = with_type_meta(r, event.object);
-                    printer.event(r, &obj, layout, ctx)?;
-                }
+        match event {
+            Some(Event::Apply(obj) | Event::Delete(obj)) => {
+                let obj = with_type_meta(r, (*obj).clone());
+                printer.event(r, &obj, layout, ctx)?;
             }
-        }
-        if !received {
-            // The server ended the stream at once; do not spin against it.
-            tokio::select! {
-                _ = ctx.shutdown.cancelled() => return Ok(()),
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-            }
+            Some(Event::Init | Event::InitApply(_) | Event::InitDone) => {}
+            None => return Ok(()),
         }
     }
 }
@@ -290,10 +270,6 @@ fn resource_version(list: &Value) -> Option<String> {
         .and_then(Value::as_str)
         .filter(|v| !v.is_empty())
         .map(str::to_string)
-}
-
-fn object_version(obj: &Value) -> Option<String> {
-    resource_version(obj)
 }
 
 /// Prints a watch: the header once, every line padded to widths that only grow.
