@@ -5,10 +5,21 @@
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Node;
+use k8s_openapi::api::core::v1::{Node, NodeCondition};
 use tokio::time::Instant;
 
-use super::{STALE_CHECKS, ready_condition};
+/// How many consecutive checks must find a node's heartbeat too old.
+pub const STALE_CHECKS: u32 = 2;
+
+/// The node's Ready condition, if it posted one.
+pub fn ready_condition(node: &Node) -> Option<&NodeCondition> {
+    node.status
+        .as_ref()?
+        .conditions
+        .as_ref()?
+        .iter()
+        .find(|c| c.type_ == "Ready")
+}
 
 /// What a node last published about itself: any change is a sign of life.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Node, NodeCondition, Pod};
+use k8s_openapi::api::core::v1::{Node, Pod};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tugboat_api::meta;
@@ -38,7 +38,8 @@ use tugboat_api::resource::{LEASES, NODES, PODS};
 use tugboat_runtime::ObjectRef;
 use tugboat_runtime::controller::{Action, Controller};
 
-use self::health::{Health, Heartbeat, Verdict};
+pub use self::health::STALE_CHECKS;
+use self::health::{Health, Heartbeat, Verdict, ready_condition};
 use super::{Error, pod_is_finished, pod_node};
 use crate::Config;
 use crate::events::{self, EventType, Recorder};
@@ -46,8 +47,6 @@ use crate::registry::Registry;
 
 /// How far apart two checks of a silent node are.
 pub const CHECK_EVERY: Duration = Duration::from_millis(500);
-/// How many consecutive checks must find a node's heartbeat too old.
-pub const STALE_CHECKS: u32 = 2;
 /// How many pods of lost nodes are deleted at once.
 const EVICT_CONCURRENCY: usize = 16;
 /// Where agents keep their Leases, as kubelets do.
@@ -115,15 +114,6 @@ pub async fn run(registry: Arc<Registry>, settings: Settings, shutdown: Cancella
 /// A failed look is tried again at the next check, as the periodic checks did.
 fn retry_at_next_check(_node: Arc<Node>, _e: &Error, _failures: u32, _ctx: &Ctx) -> Action {
     Action::requeue(CHECK_EVERY)
-}
-
-fn ready_condition(node: &Node) -> Option<&NodeCondition> {
-    node.status
-        .as_ref()?
-        .conditions
-        .as_ref()?
-        .iter()
-        .find(|c| c.type_ == "Ready")
 }
 
 /// What one look at a node found, decided under the lock.
