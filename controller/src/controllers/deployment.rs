@@ -500,11 +500,7 @@ async fn update_status(
             format!("ReplicaSet \"{new_name}\" is progressing."),
         )
     };
-    // Times are kept to the second, as they are stored.
-    let now = Time(
-        jiff::Timestamp::from_second(jiff::Timestamp::now().as_second())
-            .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
-    );
+    let now = super::now();
     let generation = d.metadata.generation.unwrap_or(0);
     let to_i32 = |n: i64| Some(i32::try_from(n).unwrap_or(i32::MAX));
     ctx.registry

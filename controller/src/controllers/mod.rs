@@ -13,7 +13,7 @@ pub mod scheduler;
 use std::sync::Arc;
 
 use k8s_openapi::api::core::v1::Pod;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference, Time};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -57,6 +57,13 @@ pub fn spawn_all(
 pub enum Error {
     #[error(transparent)]
     Api(#[from] tugboat_api::ApiError),
+}
+
+/// Now, as a Kubernetes `Time`, to the second (as times are stored, so a value
+/// read back compares equal to the one written).
+pub fn now() -> Time {
+    let now = jiff::Timestamp::now();
+    Time(jiff::Timestamp::from_second(now.as_second()).unwrap_or(now))
 }
 
 /// The `ownerReferences` entry naming `owner` as the controller.

@@ -19,10 +19,7 @@ pub async fn mark_unknown(
     name: &str,
     seen: &Heartbeat,
 ) -> Result<bool, ApiError> {
-    let now = Time(
-        jiff::Timestamp::from_second(jiff::Timestamp::now().as_second())
-            .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
-    );
+    let now = crate::controllers::now();
     let result = registry
         .update_typed::<Node>(&NODES, None, name, Subresource::Status, |node| {
             if Heartbeat::of(Some(node), None).status != seen.status {

@@ -3,19 +3,12 @@
 //! pod that fits nowhere.
 
 use k8s_openapi::api::core::v1::{Pod, PodCondition};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tugboat_api::ApiError;
 use tugboat_api::resource::PODS;
 
+use crate::controllers::now;
 use crate::events::{EventType, Recorder};
 use crate::registry::{Registry, Subresource};
-
-fn now() -> Time {
-    Time(
-        jiff::Timestamp::from_second(jiff::Timestamp::now().as_second())
-            .unwrap_or(jiff::Timestamp::UNIX_EPOCH),
-    )
-}
 
 fn scheduled(status: &str, reason: Option<&str>, message: Option<&str>) -> PodCondition {
     PodCondition {

@@ -328,7 +328,7 @@ mod tests {
             &mut last_failure,
         )
         .await
-        .unwrap();
+        .expect("the pass writes");
         assert_eq!(assumed.len(), 1, "b is bound and assumed");
         // The cache still shows "b" unbound; "a" has arrived and sorts first.
         // Without the assumption "b" would look pending again, and "a" would be
@@ -343,7 +343,7 @@ mod tests {
             &mut last_failure,
         )
         .await
-        .unwrap();
+        .expect("the pass writes");
         let b: Pod = registry
             .get_typed(&PODS, Some("default"), "b")
             .await
@@ -377,7 +377,7 @@ mod tests {
             &mut last_failure,
         )
         .await
-        .unwrap();
+        .expect("the pass writes");
         assert!(assumed.is_empty());
     }
 }
