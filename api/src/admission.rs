@@ -4,7 +4,8 @@
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Endpoints, Event, Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -131,6 +132,15 @@ fn admit_kind(
         }),
         "Lease" => run::<Lease>(info, object, old, validation, &name, |l, _| {
             validation::object_meta(&l.metadata, true, NameRule::Subdomain)
+        }),
+        "Service" => run::<Service>(info, object, old, validation, &name, |s, _| {
+            validation::object_meta(&s.metadata, true, NameRule::Label)
+        }),
+        "Endpoints" => run::<Endpoints>(info, object, old, validation, &name, |e, _| {
+            validation::object_meta(&e.metadata, true, NameRule::Subdomain)
+        }),
+        "EndpointSlice" => run::<EndpointSlice>(info, object, old, validation, &name, |e, _| {
+            validation::object_meta(&e.metadata, true, NameRule::Subdomain)
         }),
         other => Err(ApiError::internal(format!(
             "no admission rules for kind {other}"

@@ -167,6 +167,49 @@ pub const LEASES: ResourceInfo = ResourceInfo {
     has_spec: true,
 };
 
+/// Services: a stable virtual IP (ClusterIP), node ports and a name for a set of pods.
+pub const SERVICES: ResourceInfo = ResourceInfo {
+    group: "",
+    version: "v1",
+    kind: "Service",
+    plural: "services",
+    singular: "service",
+    namespaced: true,
+    short_names: &["svc"],
+    has_status: true,
+    has_scale: false,
+    has_spec: true,
+};
+
+/// The v1 Endpoints of a Service (one object per Service, kept for old clients).
+pub const ENDPOINTS: ResourceInfo = ResourceInfo {
+    group: "",
+    version: "v1",
+    kind: "Endpoints",
+    plural: "endpoints",
+    singular: "endpoints",
+    namespaced: true,
+    short_names: &["ep"],
+    has_status: false,
+    has_scale: false,
+    has_spec: false,
+};
+
+/// EndpointSlices: what the proxies read — a Service's endpoints with their
+/// `ready`/`serving`/`terminating` conditions, node and resolved ports.
+pub const ENDPOINTSLICES: ResourceInfo = ResourceInfo {
+    group: "discovery.k8s.io",
+    version: "v1",
+    kind: "EndpointSlice",
+    plural: "endpointslices",
+    singular: "endpointslice",
+    namespaced: true,
+    short_names: &[],
+    has_status: false,
+    has_scale: false,
+    has_spec: false,
+};
+
 /// Every resource the server serves, in discovery order.
 pub const ALL: &[&ResourceInfo] = &[
     &NAMESPACES,
@@ -176,6 +219,9 @@ pub const ALL: &[&ResourceInfo] = &[
     &DEPLOYMENTS,
     &REPLICASETS,
     &LEASES,
+    &SERVICES,
+    &ENDPOINTS,
+    &ENDPOINTSLICES,
 ];
 
 /// The resource served at `group`/`version`/`plural`.
