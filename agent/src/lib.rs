@@ -23,6 +23,7 @@ pub mod image;
 pub mod node;
 pub mod pods;
 pub mod probe;
+pub mod proxy;
 pub mod runtime;
 pub mod server;
 pub mod sink;
@@ -90,6 +91,9 @@ pub struct Config {
     /// (`None`: every interface, as Kubernetes does). Agents sharing one Docker
     /// host as separate nodes each get their own.
     pub host_port_ip: Option<String>,
+    /// The port of the Service tunnel other nodes' proxies connect to (on the
+    /// `listen` IP; 0: any free port, published on the Node).
+    pub proxy_port: u16,
     /// Bounds on the log server's connections (header and idle timeouts,
     /// connections per client): anything on the node's network can reach it.
     pub connections: tugboat_serve::ConnLimits,
@@ -112,6 +116,7 @@ impl Config {
             cpus_override: None,
             memory_override: None,
             host_port_ip: None,
+            proxy_port: 0,
             connections: tugboat_serve::ConnLimits::default(),
         }
     }
@@ -165,6 +170,16 @@ pub async fn run(
             source,
         })?;
     let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+    // Other nodes' proxies reach this node's Service endpoints here, at the
+    // node's address: on the log server's IP, any port (published on the Node).
+    let tunnel_addr = SocketAddr::new(config.listen.ip(), config.proxy_port);
+    let tunnel = TcpListener::bind(tunnel_addr)
+        .await
+        .map_err(|source| Error::Listen {
+            addr: tunnel_addr,
+            source,
+        })?;
+    let proxy_port = tunnel.local_addr().map(|a| a.port()).unwrap_or(0);
     // Every task of the agent runs on this tracker, and the agent waits for them.
     let tracker = TaskTracker::new();
     let ctx = Arc::new(AgentCtx {
@@ -194,6 +209,7 @@ pub async fn run(
         name: config.node_name.clone(),
         address: config.address.clone(),
         port,
+        proxy_port,
         host,
         max_pods: config.max_pods,
         reserved_cpu_millis: config.reserved_cpu_millis,
@@ -237,6 +253,22 @@ pub async fn run(
     }
     tracing::info!(node = %config.node_name, server = %config.server, logs_port = port, "agent running");
     tracker.spawn(pods::run(ctx.clone(), tracker.clone(), shutdown.clone()));
+    let node_port_ip = match config.host_port_ip.as_deref() {
+        Some(ip) => Some(ip.parse().map_err(|_| {
+            Error::Config(format!("--host-port-ip {ip:?}: expected an IP address"))
+        })?),
+        None => None,
+    };
+    tracker.spawn(proxy::run(
+        client.clone(),
+        proxy::ProxyConfig {
+            node: config.node_name.clone(),
+            node_port_ip,
+        },
+        tunnel,
+        tracker.clone(),
+        shutdown.clone(),
+    ));
     let serve_ctx = ctx.clone();
     let serve_shutdown = shutdown.clone();
     let connections = config.connections;

@@ -24,6 +24,8 @@ pub struct NodeIdentity {
     pub address: String,
     /// The agent's port for logs.
     pub port: u16,
+    /// The agent's Service tunnel port (published as an annotation).
+    pub proxy_port: u16,
     pub host: HostInfo,
     pub max_pods: i64,
     /// Held back from pods (for the system): CPU in millicores, memory in bytes.
@@ -79,6 +81,10 @@ impl NodeIdentity {
         })
     }
 
+    fn annotations(&self) -> Value {
+        json!({ crate::proxy::table::PROXY_PORT_ANNOTATION: self.proxy_port.to_string() })
+    }
+
     fn labels(&self) -> Value {
         json!({
             "kubernetes.io/hostname": self.name,
@@ -102,7 +108,8 @@ fn arch(docker_arch: &str) -> &str {
 pub async fn register(client: &Client, id: &NodeIdentity) -> Result<(), ClientError> {
     match client.get(&NODES, None, &id.name).await {
         Ok(_) => {
-            let patch = json!({"metadata": {"labels": id.labels()}});
+            let patch =
+                json!({"metadata": {"labels": id.labels(), "annotations": id.annotations()}});
             client
                 .patch(&NODES, None, &id.name, &patch, PatchType::Merge)
                 .await?;
@@ -110,7 +117,8 @@ pub async fn register(client: &Client, id: &NodeIdentity) -> Result<(), ClientEr
         Err(e) if e.is_not_found() => {
             let node = json!({
                 "apiVersion": "v1", "kind": "Node",
-                "metadata": {"name": id.name, "labels": id.labels()},
+                "metadata": {"name": id.name, "labels": id.labels(),
+                    "annotations": id.annotations()},
                 "spec": {},
                 "status": id.status(),
             });

@@ -150,6 +150,11 @@ pub struct AgentArgs {
     /// interface). Lets several agents share one Docker host as separate nodes.
     #[arg(long, value_name = "IP")]
     pub host_port_ip: Option<String>,
+
+    /// Port of the Service tunnel other nodes' proxies reach this node's endpoints
+    /// through, on the `--listen` IP (0: any free port; published on the Node).
+    #[arg(long, default_value_t = 0, value_name = "PORT")]
+    pub proxy_port: u16,
 }
 
 #[derive(Debug, Args)]

@@ -38,6 +38,7 @@ pub async fn run(args: AgentArgs, ctx: &mut Context<'_>) -> anyhow::Result<()> {
         bail!("--max-pods: expected at least 1, got {}", args.max_pods);
     }
     config.max_pods = args.max_pods;
+    config.proxy_port = args.proxy_port;
     if let Some(ip) = &args.host_port_ip {
         ip.parse::<std::net::IpAddr>()
             .map_err(|_| anyhow::anyhow!("--host-port-ip: expected an IP address, got {ip:?}"))?;

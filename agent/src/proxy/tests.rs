@@ -1,0 +1,221 @@
+//! The proxy on real loopback sockets: retry on a refused endpoint, the tunnel to
+//! another node's endpoint, and UDP through both.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::table::{Endpoint, Frontend, Protocol, Route};
+use super::{Shared, Slot, tcp, tunnel, udp};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A TCP server answering every connection with `name` and closing.
+async fn named_server(name: &'static str, stop: CancellationToken) -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                c = l.accept() => if let Ok((mut c, _)) = c {
+                    let _ = c.write_all(name.as_bytes()).await;
+                },
+            }
+        }
+    });
+    addr
+}
+
+/// A port nothing listens on (bound, then closed).
+async fn refused_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
+
+fn endpoint(addr: SocketAddr, route: Route) -> Endpoint {
+    Endpoint {
+        addr,
+        node: None,
+        route,
+        ready: true,
+        serving: true,
+        terminating: false,
+    }
+}
+
+fn frontend(protocol: Protocol, endpoints: Vec<Endpoint>) -> Arc<Frontend> {
+    Arc::new(Frontend {
+        key: "ns/web:80".into(),
+        protocol,
+        node_port: None,
+        cluster: None,
+        endpoints,
+        affinity: None,
+        external_local: false,
+        internal_local: false,
+    })
+}
+
+async fn read_all(addr: SocketAddr) -> String {
+    let mut c = tokio::time::timeout(WAIT, TcpStream::connect(addr))
+        .await
+        .unwrap()
+        .unwrap();
+    let mut s = String::new();
+    tokio::time::timeout(WAIT, c.read_to_string(&mut s))
+        .await
+        .unwrap()
+        .unwrap();
+    s
+}
+
+#[tokio::test]
+async fn a_refused_endpoint_is_skipped_and_every_connection_is_served() {
+    let stop = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let good = named_server("good", stop.clone()).await;
+    let dead = refused_port().await;
+    let shared = Arc::new(Shared::default());
+    let slot = Arc::new(Slot::new(frontend(
+        Protocol::Tcp,
+        vec![endpoint(dead, Route::Local), endpoint(good, Route::Local)],
+    )));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tracker.spawn(tcp::serve(
+        listener,
+        slot,
+        shared.clone(),
+        true,
+        tracker.clone(),
+        stop.clone(),
+    ));
+    for _ in 0..10 {
+        assert_eq!(read_all(addr).await, "good");
+    }
+    assert!(shared.failed_recently(dead), "the refusal is remembered");
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn another_nodes_endpoint_is_reached_through_its_tunnel_and_only_an_endpoint() {
+    let stop = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let remote = named_server("remote", stop.clone()).await;
+    let other = named_server("not-an-endpoint", stop.clone()).await;
+    // The other node's agent: its tunnel, knowing `remote` as its local endpoint.
+    let theirs = Arc::new(Shared::default());
+    theirs
+        .local
+        .write()
+        .unwrap()
+        .insert((Protocol::Tcp, remote));
+    let tl = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let via = tl.local_addr().unwrap();
+    tracker.spawn(tunnel::serve(tl, theirs, tracker.clone(), stop.clone()));
+
+    let err = tunnel::connect(via, Protocol::Tcp, other, WAIT)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("is not an endpoint"),
+        "the tunnel is not an open proxy: {err}"
+    );
+
+    let ours = Arc::new(Shared::default());
+    let slot = Arc::new(Slot::new(frontend(
+        Protocol::Tcp,
+        vec![endpoint(remote, Route::Via(via))],
+    )));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tracker.spawn(tcp::serve(
+        listener,
+        slot,
+        ours,
+        true,
+        tracker.clone(),
+        stop.clone(),
+    ));
+    assert_eq!(read_all(addr).await, "remote");
+    stop.cancel();
+}
+
+/// A UDP server echoing every datagram prefixed with `name`.
+async fn udp_echo(name: &'static str, stop: CancellationToken) -> SocketAddr {
+    let s = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = s.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                r = s.recv_from(&mut buf) => if let Ok((n, from)) = r {
+                    let mut out = name.as_bytes().to_vec();
+                    out.extend_from_slice(&buf[..n]);
+                    let _ = s.send_to(&out, from).await;
+                },
+            }
+        }
+    });
+    addr
+}
+
+async fn udp_round_trip(service: SocketAddr, msg: &str) -> String {
+    let c = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    c.connect(service).await.unwrap();
+    c.send(msg.as_bytes()).await.unwrap();
+    let mut buf = [0u8; 1500];
+    let n = tokio::time::timeout(WAIT, c.recv(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[tokio::test]
+async fn udp_goes_to_a_local_endpoint_and_through_a_tunnel() {
+    let stop = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let local = udp_echo("local:", stop.clone()).await;
+    let remote = udp_echo("remote:", stop.clone()).await;
+    let theirs = Arc::new(Shared::default());
+    theirs
+        .local
+        .write()
+        .unwrap()
+        .insert((Protocol::Udp, remote));
+    let tl = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let via = tl.local_addr().unwrap();
+    tracker.spawn(tunnel::serve(tl, theirs, tracker.clone(), stop.clone()));
+
+    for (target, route, want) in [
+        (local, Route::Local, "local:ping"),
+        (remote, Route::Via(via), "remote:ping"),
+    ] {
+        let slot = Arc::new(Slot::new(frontend(
+            Protocol::Udp,
+            vec![endpoint(target, route)],
+        )));
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        tracker.spawn(udp::serve(
+            socket,
+            slot,
+            Arc::new(Shared::default()),
+            true,
+            tracker.clone(),
+            stop.clone(),
+        ));
+        assert_eq!(udp_round_trip(addr, "ping").await, want);
+        // A second datagram of the same client rides the same flow.
+        assert_eq!(udp_round_trip(addr, "ping").await, want);
+    }
+    stop.cancel();
+}
