@@ -20,6 +20,8 @@ Routes:
   GET  /ready     200 ready; 503 not ready before --ready-after
   GET  /env       200, the environment as KEY=VALUE lines
   POST /fail      200 ok; /healthz answers 500 from then on
+  POST /unready   200 ok; /ready answers 503 until POST /ready
+  POST /ready     200 ok; /ready answers 200 again
   POST /crash     200 ok, then the process exits with status 1
   POST /exit?code=N
                   200 ok, then the process exits with status N (default 0)
@@ -88,6 +90,10 @@ struct ServeFlags {
     /// /ready answers 503 until SECS seconds have passed [default: ready at once].
     #[arg(long, value_name = "SECS", value_parser = parse_seconds, allow_negative_numbers = true)]
     ready_after: Option<Duration>,
+    /// Also answer UDP on ADDR (IP:PORT or :PORT): every datagram comes back as
+    /// "HOSTNAME DATAGRAM".
+    #[arg(long, value_name = "ADDR", value_parser = parse_listen)]
+    udp: Option<SocketAddr>,
 }
 
 /// What the binary was asked to do. Help and `--version` are not here: clap answers
@@ -107,6 +113,7 @@ pub struct ServeArgs {
     pub exit_code: u8,
     pub unhealthy_after: Option<Duration>,
     pub ready_after: Option<Duration>,
+    pub udp: Option<SocketAddr>,
 }
 
 /// Parses the command line, program name first. `env` looks up environment variables
@@ -146,6 +153,7 @@ where
         exit_code: flags.exit_code.unwrap_or(0),
         unhealthy_after: flags.unhealthy_after,
         ready_after: flags.ready_after,
+        udp: flags.udp,
     }))
 }
 

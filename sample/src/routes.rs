@@ -97,6 +97,8 @@ pub struct State {
     ready_after: Option<Duration>,
     /// Set by `POST /fail`; never cleared.
     failed: AtomicBool,
+    /// Set by `POST /unready`, cleared by `POST /ready`.
+    unready: AtomicBool,
 }
 
 impl State {
@@ -113,6 +115,7 @@ impl State {
             unhealthy_after: args.unhealthy_after,
             ready_after: args.ready_after,
             failed: AtomicBool::new(false),
+            unready: AtomicBool::new(false),
         }
     }
 
@@ -132,7 +135,9 @@ impl State {
     }
 
     fn ready(&self, now: Instant) -> bool {
-        self.ready_after
+        !self.unready.load(Ordering::Relaxed)
+            && self
+                .ready_after
             .is_none_or(|after| self.uptime(now) >= after)
     }
 
@@ -230,6 +235,14 @@ pub fn route(
             state.failed.store(true, Ordering::Relaxed);
             keep(Reply::text(200, "ok"))
         }
+        "/unready" if post => {
+            state.unready.store(true, Ordering::Relaxed);
+            keep(Reply::text(200, "ok"))
+        }
+        "/ready" if post => {
+            state.unready.store(false, Ordering::Relaxed);
+            keep(Reply::text(200, "ok"))
+        }
         "/crash" if post => (Reply::text(200, "ok"), After::Exit(1)),
         "/exit" if post => match query_param(query, "code").map(str::parse::<u8>) {
             None => (Reply::text(200, "ok"), After::Exit(0)),
@@ -239,8 +252,9 @@ pub fn route(
                 "query parameter code: expected an exit status, 0-255",
             )),
         },
-        "/" | "/healthz" | "/ready" | "/env" => keep(Reply::not_allowed("GET", "GET, HEAD")),
-        "/fail" | "/crash" | "/exit" => keep(Reply::not_allowed("POST", "POST")),
+        "/ready" => keep(Reply::not_allowed("GET", "GET, HEAD, POST")),
+        "/" | "/healthz" | "/env" => keep(Reply::not_allowed("GET", "GET, HEAD")),
+        "/fail" | "/unready" | "/crash" | "/exit" => keep(Reply::not_allowed("POST", "POST")),
         _ => keep(Reply::text(404, "not found")),
     }
 }
@@ -269,6 +283,7 @@ mod tests {
             exit_code: 0,
             unhealthy_after: None,
             ready_after: None,
+            udp: None,
         }
     }
 
@@ -367,6 +382,16 @@ mod tests {
             answer(&state, "GET", "/healthz", started + Duration::from_secs(2)).0,
             500
         );
+    }
+
+    #[test]
+    fn unready_holds_until_ready_is_posted() {
+        let (state, started) = state_with(&args());
+        assert_eq!(answer(&state, "POST", "/unready", started).0, 200);
+        assert_eq!(answer(&state, "GET", "/ready", started).0, 503);
+        assert_eq!(answer(&state, "GET", "/healthz", started).0, 200);
+        assert_eq!(answer(&state, "POST", "/ready", started).0, 200);
+        assert_eq!(answer(&state, "GET", "/ready", started).0, 200);
     }
 
     #[test]

@@ -82,6 +82,13 @@ pub async fn serve(args: ServeArgs) -> io::Result<Infallible> {
         state.identity().label()
     ));
     exit_on_signals(process.clone());
+    if let Some(udp) = args.udp {
+        let socket = tokio::net::UdpSocket::bind(udp).await.map_err(|err| {
+            io::Error::new(err.kind(), format!("cannot listen on UDP {udp}: {err}"))
+        })?;
+        process.log(&format!("tug-sample answering UDP on {}", socket.local_addr()?));
+        tokio::spawn(udp_echo(socket, state.identity().hostname.clone()));
+    }
     if let Some(after) = args.exit_after {
         let process = process.clone();
         let code = args.exit_code;
@@ -94,6 +101,21 @@ pub async fn serve(args: ServeArgs) -> io::Result<Infallible> {
         });
     }
     run(listener, state, process).await
+}
+
+/// Answers every datagram with "HOSTNAME DATAGRAM", for ever.
+async fn udp_echo(socket: tokio::net::UdpSocket, hostname: String) {
+    let mut buf = vec![0u8; 65_536];
+    loop {
+        let Ok((n, from)) = socket.recv_from(&mut buf).await else {
+            continue;
+        };
+        let mut reply = Vec::with_capacity(hostname.len() + 1 + n);
+        reply.extend_from_slice(hostname.as_bytes());
+        reply.push(b' ');
+        reply.extend_from_slice(&buf[..n]);
+        let _ = socket.send_to(&reply, from).await;
+    }
 }
 
 /// Accepts connections for ever, each served on a task of its own.
@@ -328,6 +350,7 @@ mod tests {
             exit_code: 0,
             unhealthy_after: None,
             ready_after: None,
+            udp: None,
         };
         let identity = Identity {
             hostname: "web-abc".into(),
