@@ -22,29 +22,12 @@ use tugboat_tests::{eventually, within};
 /// How long one request may take.
 const REQUEST: Duration = Duration::from_secs(5);
 
-/// Two agents on 127.0.0.`first` and 127.0.0.`first+1` (distinct per test, so
-/// tests running at once never share a node port).
 async fn two_nodes(test: &str, first: u8) -> anyhow::Result<(DockerCluster, Vec<String>)> {
-    let ips: Vec<String> = (0..2).map(|i| format!("127.0.0.{}", first + i)).collect();
-    let args = ips
-        .iter()
-        .map(|ip| {
-            vec![
-                "--address".to_string(),
-                ip.clone(),
-                "--listen".to_string(),
-                format!("{ip}:0"),
-                "--host-port-ip".to_string(),
-                ip.clone(),
-            ]
-        })
-        .collect();
-    let c = DockerCluster::start_with_agent_args(test, args).await?;
-    Ok((c, ips))
+    DockerCluster::start_loopback_nodes(test, first, &[]).await
 }
 
 /// The sample behind a readiness probe on /ready checked every second.
-fn web(name: &str, replicas: i64, extra_args: &[&str]) -> Value {
+pub fn web(name: &str, replicas: i64, extra_args: &[&str]) -> Value {
     let mut d = sample_deployment(name, replicas);
     let c = &mut d["spec"]["template"]["spec"]["containers"][0];
     c["ports"] = json!([{"name": "http", "containerPort": 8080},

@@ -120,6 +120,15 @@ pub const AGENT: Recipe = Recipe {
     label: "agent",
 };
 
+/// The node's service sandbox: `/tug pause`, which only waits to be stopped (its
+/// network namespace is what matters; see `proxy::sandbox`).
+pub const SANDBOX: Recipe = Recipe {
+    binary_name: "tug",
+    cmd: "pause",
+    expose: None,
+    label: "sandbox",
+};
+
 /// The agent image's tag.
 pub const AGENT_IMAGE: &str = "tugboat/agent:latest";
 

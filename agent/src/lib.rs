@@ -94,6 +94,9 @@ pub struct Config {
     /// The port of the Service tunnel other nodes' proxies connect to (on the
     /// `listen` IP; 0: any free port, published on the Node).
     pub proxy_port: u16,
+    /// ClusterIPs and cluster DNS on this node (`None`: node ports only). Needs
+    /// Docker, root and the host's /proc (see [`proxy::sandbox`]).
+    pub cluster: Option<proxy::cluster::ClusterConfig>,
     /// Bounds on the log server's connections (header and idle timeouts,
     /// connections per client): anything on the node's network can reach it.
     pub connections: tugboat_serve::ConnLimits,
@@ -117,6 +120,7 @@ impl Config {
             memory_override: None,
             host_port_ip: None,
             proxy_port: 0,
+            cluster: None,
             connections: tugboat_serve::ConnLimits::default(),
         }
     }
@@ -134,6 +138,9 @@ pub struct AgentCtx {
     pub backoff_max: Duration,
     pub network: Option<String>,
     pub host_port_ip: Option<String>,
+    /// The Service network as pods see it (resolv.conf, Service variables, the
+    /// route to the sandbox).
+    pub cluster: Arc<proxy::cluster::ClusterNet>,
     /// For HTTP probes: no connection reuse, as each probe is a fresh request.
     pub http: reqwest::Client,
 }
@@ -182,7 +189,12 @@ pub async fn run(
     let proxy_port = tunnel.local_addr().map(|a| a.port()).unwrap_or(0);
     // Every task of the agent runs on this tracker, and the agent waits for them.
     let tracker = TaskTracker::new();
+    let services = tugboat_runtime::reflector::Writer::new();
     let ctx = Arc::new(AgentCtx {
+        cluster: Arc::new(proxy::cluster::ClusterNet::new(
+            config.cluster.clone(),
+            services.store(),
+        )),
         node: config.node_name.clone(),
         address: config.address.clone(),
         client: client.clone(),
@@ -252,6 +264,8 @@ pub async fn run(
         }
     }
     tracing::info!(node = %config.node_name, server = %config.server, logs_port = port, "agent running");
+    // The service sandbox before any pod starts, so pods get the cluster DNS.
+    proxy::check_sandbox(&ctx).await;
     tracker.spawn(pods::run(ctx.clone(), tracker.clone(), shutdown.clone()));
     let node_port_ip = match config.host_port_ip.as_deref() {
         Some(ip) => Some(ip.parse().map_err(|_| {
@@ -260,11 +274,9 @@ pub async fn run(
         None => None,
     };
     tracker.spawn(proxy::run(
-        client.clone(),
-        proxy::ProxyConfig {
-            node: config.node_name.clone(),
-            node_port_ip,
-        },
+        ctx.clone(),
+        node_port_ip,
+        services,
         tunnel,
         tracker.clone(),
         shutdown.clone(),
@@ -337,6 +349,10 @@ pub async fn fence(ctx: &AgentCtx) -> Result<(), Error> {
         .await?;
     let mut removed = 0;
     for c in containers {
+        // The node's own infrastructure (the service sandbox) belongs to no pod.
+        if c.labels.contains_key(proxy::sandbox::LABEL_ROLE) {
+            continue;
+        }
         let uid = c.labels.get(LABEL_POD_UID).cloned().unwrap_or_default();
         if bound.contains(&uid) {
             continue;

@@ -61,6 +61,9 @@ pub enum Command {
     Logs(LogsArgs),
     /// Stream or list events (`tug get events`, with `-w` to watch).
     Events(EventsArgs),
+    /// Wait until stopped (what the node's service sandbox container runs).
+    #[command(hide = true)]
+    Pause,
     /// Remove what a local cluster left behind: every container Tugboat created on
     /// this Docker engine, and the controller's data directory.
     Down(DownArgs),
@@ -155,6 +158,26 @@ pub struct AgentArgs {
     /// through, on the `--listen` IP (0: any free port; published on the Node).
     #[arg(long, default_value_t = 0, value_name = "PORT")]
     pub proxy_port: u16,
+
+    #[command(flatten)]
+    pub cluster: ClusterNetArgs,
+}
+
+/// How an agent serves ClusterIPs and the cluster DNS.
+#[derive(Debug, Args, Clone)]
+pub struct ClusterNetArgs {
+    /// The Service range; must be the controller's `--service-cidr`.
+    #[arg(long, default_value = "10.96.0.0/16", value_name = "CIDR")]
+    pub service_cidr: String,
+
+    /// Where the cluster DNS forwards names outside the cluster domain (IP or
+    /// IP:PORT, repeatable); default: the name servers of /etc/resolv.conf.
+    #[arg(long = "dns-upstream", value_name = "ADDR")]
+    pub dns_upstream: Vec<String>,
+
+    /// Serve node ports only: no service sandbox, no ClusterIPs, no cluster DNS.
+    #[arg(long)]
+    pub no_cluster_ip: bool,
 }
 
 #[derive(Debug, Args)]
@@ -182,6 +205,9 @@ pub struct UpArgs {
 
     #[command(flatten)]
     pub tuning: ControllerTuning,
+
+    #[command(flatten)]
+    pub cluster: ClusterNetArgs,
 }
 
 #[derive(Debug, Args)]

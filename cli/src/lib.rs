@@ -80,6 +80,10 @@ pub async fn execute_with(
         Command::Up(args) => commands::up::run(args, &mut ctx).await,
         Command::Logs(args) => commands::logs::run(args, &mut ctx).await,
         Command::Down(args) => commands::down::run(args, &mut ctx).await,
+        Command::Pause => {
+            ctx.shutdown.cancelled().await;
+            Ok(())
+        }
     };
     let flushed = ctx.out.flush();
     let result = result.map_err(|e| error::explain_unreachable(e, ctx.server.as_ref()));

@@ -16,6 +16,7 @@ async fn main() -> ExitCode {
     // The controller tells what it does; a one-shot command only warns.
     let default_level = match cli.command {
         Command::Controller(_) | Command::Agent(_) | Command::Up(_) => "info",
+        Command::Pause => "warn",
         _ => "warn",
     };
     tracing_subscriber::fmt()

@@ -20,6 +20,10 @@ Routes:
   GET  /ready     200 ready; 503 not ready before --ready-after
   GET  /env       200, the environment as KEY=VALUE lines
   POST /fail      200 ok; /healthz answers 500 from then on
+  GET  /resolve?name=N
+                  200, N's addresses through the system resolver, space-separated
+  GET  /fetch?addr=HOST:PORT
+                  200, the body of GET / at HOST:PORT
   POST /unready   200 ok; /ready answers 503 until POST /ready
   POST /ready     200 ok; /ready answers 200 again
   POST /crash     200 ok, then the process exits with status 1

@@ -7,5 +7,6 @@
 //! serves connections (tokio and hyper) and handles signals and `--exit-after`.
 
 pub mod args;
+pub mod net;
 pub mod routes;
 pub mod server;

@@ -216,13 +216,18 @@ async fn handle(
         ));
         return Ok(response(&Reply::text(413, "request body too large")));
     }
-    let (reply, after) = route(
-        &state,
-        parts.method.as_str(),
-        parts.uri.path(),
-        parts.uri.query(),
-        Instant::now(),
-    );
+    let checked =
+        crate::net::route(parts.method.as_str(), parts.uri.path(), parts.uri.query()).await;
+    let (reply, after) = match checked {
+        Some(reply) => (reply, After::KeepRunning),
+        None => route(
+            &state,
+            parts.method.as_str(),
+            parts.uri.path(),
+            parts.uri.query(),
+            Instant::now(),
+        ),
+    };
     let request_line = format!("{} {}", parts.method, parts.uri);
     process.log(&format!("{request_line} {}", reply.status));
     if let After::Exit(code) = after {

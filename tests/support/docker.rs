@@ -94,6 +94,35 @@ impl DockerCluster {
         Self::start_with(test, n, controller, agent_args).await
     }
 
+    /// Two nodes sharing this host as separate nodes, on 127.0.0.`first` and
+    /// 127.0.0.`first+1` (their InternalIP, log and tunnel listener, node ports
+    /// and hostPorts), each agent also given `extra` flags. Tests running at once
+    /// take distinct `first`s so that they never share a node port.
+    pub async fn start_loopback_nodes(
+        test: &str,
+        first: u8,
+        extra: &[&str],
+    ) -> anyhow::Result<(Self, Vec<String>)> {
+        let ips: Vec<String> = (0..2).map(|i| format!("127.0.0.{}", first + i)).collect();
+        let args = ips
+            .iter()
+            .map(|ip| {
+                let mut a = vec![
+                    "--address".to_string(),
+                    ip.clone(),
+                    "--listen".to_string(),
+                    format!("{ip}:0"),
+                    "--host-port-ip".to_string(),
+                    ip.clone(),
+                ];
+                a.extend(extra.iter().map(|s| s.to_string()));
+                a
+            })
+            .collect();
+        let c = Self::start_with_agent_args(test, args).await?;
+        Ok((c, ips))
+    }
+
     /// Like [`DockerCluster::start`], with the controller as a process of its own
     /// (to kill it with SIGKILL).
     pub async fn start_with_controller_process(test: &str, agents: usize) -> anyhow::Result<Self> {
@@ -393,6 +422,20 @@ impl Drop for DockerCluster {
                     .args(["rm", "-f"])
                     .args(&ids)
                     .output();
+            }
+        }
+        // The nodes' service sandboxes (named by this test's node names).
+        for node in &self.nodes {
+            let filter = format!("label=io.tugboat.node={node}");
+            if let Ok(out) = std::process::Command::new("docker")
+                .args(["ps", "-aq", "--filter", &filter, "--filter", "label=io.tugboat.role"])
+                .output()
+            {
+                for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+                    let _ = std::process::Command::new("docker")
+                        .args(["rm", "-f", id])
+                        .output();
+                }
             }
         }
         if let Some(network) = &self.network {

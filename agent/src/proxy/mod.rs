@@ -17,6 +17,10 @@
 //! frontends, and every change is applied at once (listeners opened and closed,
 //! endpoint lists swapped).
 
+pub mod cluster;
+pub mod dns;
+pub mod netns;
+pub mod sandbox;
 pub mod table;
 mod tcp;
 pub mod tunnel;
@@ -139,29 +143,42 @@ impl Shared {
     }
 }
 
-/// How the proxy of one node runs.
-#[derive(Clone, Debug)]
-pub struct ProxyConfig {
-    pub node: String,
-    /// Where node ports are listened on (`None`: every interface).
-    pub node_port_ip: Option<IpAddr>,
+/// Where a listener is: on the node's address (node ports), or inside the
+/// service sandbox whose process is this pid (ClusterIPs, cluster DNS).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Place {
+    Node,
+    Sandbox(i64),
 }
+
+/// What a listener serves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Serves {
+    Service,
+    Dns,
+}
+
+type ListenerKey = (Place, Serves, Protocol, SocketAddr);
 
 /// A listener: which Service port it serves, and how to stop it.
 struct Listener {
-    slot: Arc<Slot>,
+    slot: Option<Arc<Slot>>,
     stop: CancellationToken,
 }
 
-/// Runs the proxy until `shutdown`: watches Services, EndpointSlices and Nodes,
-/// serves the tunnel on `tunnel`, and keeps one listener per node port.
+/// Runs the proxy until `shutdown`: watches Services (into `services`, which the
+/// pods' environment variables read too), EndpointSlices and Nodes, serves the
+/// tunnel on `tunnel`, one listener per node port, and — when the node has a
+/// service sandbox — per ClusterIP port, and the cluster DNS.
 pub async fn run(
-    client: Client,
-    config: ProxyConfig,
+    ctx: Arc<crate::AgentCtx>,
+    node_port_ip: Option<IpAddr>,
+    services: reflector::Writer<Service>,
     tunnel: TcpListener,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 ) {
+    let node = ctx.node.clone();
     let shared = Arc::new(Shared::default());
     tracker.spawn(tunnel::serve(
         tunnel,
@@ -169,19 +186,23 @@ pub async fn run(
         tracker.clone(),
         shutdown.clone(),
     ));
-    let source = Arc::new(client);
-    let (services, svc_events) = reflect::<Service>(source.clone(), &SERVICES, &config.node);
-    let (slices, slice_events) =
-        reflect::<EndpointSlice>(source.clone(), &ENDPOINTSLICES, &config.node);
-    let (nodes, node_events) = reflect::<Node>(source, &NODES, &config.node);
+    let source = Arc::new(ctx.client.clone());
+    let svc_store = services.store();
+    let svc_events = reflector::reflector(
+        services,
+        watcher::watch::<Service, _>(source.clone(), &SERVICES, watch_config(&node, &SERVICES)),
+    )
+    .map(|_| ());
+    let (slices, slice_events) = reflect::<EndpointSlice>(source.clone(), &ENDPOINTSLICES, &node);
+    let (nodes, node_events) = reflect::<Node>(source, &NODES, &node);
     let mut events = std::pin::pin!(futures::stream::select(
         svc_events,
         futures::stream::select(slice_events, node_events)
     ));
-    let mut listeners: HashMap<(Protocol, SocketAddr), Listener> = HashMap::new();
-    let mut retry = tokio::time::interval(RETRY_BIND);
-    retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut unbound = false;
+    let records: Arc<RwLock<Arc<dns::Records>>> = Arc::default();
+    let mut listeners: HashMap<ListenerKey, Listener> = HashMap::new();
+    let mut tick = tokio::time::interval(RETRY_BIND);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -192,30 +213,32 @@ pub async fn run(
                 // Take every event already waiting, then apply once.
                 while let Some(Some(_)) = events.now_or_never_ready() {}
             }
-            _ = retry.tick(), if unbound => {}
+            // Now and then: retry listeners that could not be opened, and check
+            // the sandbox is still there.
+            _ = tick.tick() => {
+                check_sandbox(&ctx).await;
+            }
         }
-        if !(services.is_ready() && slices.is_ready() && nodes.is_ready()) {
+        if !(svc_store.is_ready() && slices.is_ready() && nodes.is_ready()) {
             continue;
         }
-        let frontends = table::build(
-            &config.node,
-            &services.state(),
-            &slices.state(),
-            &nodes.state(),
-        );
-        unbound = apply(
-            &config,
-            &shared,
-            &mut listeners,
-            frontends,
-            &tracker,
-            &shutdown,
-        )
-        .await;
+        let (svcs, slcs) = (svc_store.state(), slices.state());
+        let frontends = table::build(&node, &svcs, &slcs, &nodes.state());
+        if let Some(c) = ctx.cluster.config.as_ref() {
+            *records.write().unwrap_or_else(|e| e.into_inner()) =
+                Arc::new(dns::records(&c.domain, &svcs, &slcs));
+        }
+        let wanted = wanted(&ctx, node_port_ip, frontends);
+        apply(&ctx, &shared, &records, &mut listeners, wanted, &tracker, &shutdown);
     }
     for l in listeners.values() {
         l.stop.cancel();
     }
+}
+
+fn watch_config(node: &str, resource: &tugboat_api::resource::ResourceInfo) -> watcher::Config {
+    watcher::Config::new(format!("proxy {node} {}", resource.plural))
+        .backoff(Duration::from_millis(200), Duration::from_secs(5))
 }
 
 /// Polls a stream once without waiting.
@@ -237,24 +260,126 @@ where
 {
     let writer = reflector::Writer::<K>::new();
     let store = writer.store();
-    let config = watcher::Config::new(format!("proxy {node} {}", resource.plural))
-        .backoff(Duration::from_millis(200), Duration::from_secs(5));
-    let stream =
-        reflector::reflector(writer, watcher::watch::<K, _>(source, resource, config)).map(|_| ());
+    let stream = reflector::reflector(
+        writer,
+        watcher::watch::<K, _>(source, resource, watch_config(node, resource)),
+    )
+    .map(|_| ());
     (store, stream)
 }
 
-/// Makes the listeners match `frontends`; true when some could not be opened.
-async fn apply(
-    config: &ProxyConfig,
-    shared: &Arc<Shared>,
-    listeners: &mut HashMap<(Protocol, SocketAddr), Listener>,
+/// Makes sure the node's sandbox runs (when ClusterIPs are on); a new one gets
+/// every running pod container routed to it.
+pub async fn check_sandbox(ctx: &crate::AgentCtx) {
+    let Some(config) = ctx.cluster.config.as_ref() else {
+        return;
+    };
+    let before = ctx.cluster.sandbox();
+    match sandbox::ensure(
+        ctx.runtime.as_ref(),
+        &ctx.node,
+        ctx.network.clone(),
+        config.service_cidr,
+    )
+    .await
+    {
+        Ok(s) => {
+            if before.as_ref() == Some(&s) {
+                return;
+            }
+            tracing::info!(node = %ctx.node, sandbox = %s.ip, cidr = %config.service_cidr, dns = %config.dns_ip, "service sandbox ready: ClusterIPs and cluster DNS are served");
+            ctx.cluster.set_sandbox(Some(s));
+            // Pods started before (or with another sandbox) are routed again.
+            let running = ctx
+                .runtime
+                .list(&[(crate::runtime::LABEL_NODE.to_string(), ctx.node.clone())])
+                .await
+                .unwrap_or_default();
+            for c in running {
+                if c.labels.contains_key(sandbox::LABEL_ROLE) {
+                    continue;
+                }
+                if let Some(pid) = c.pid {
+                    let cluster = ctx.cluster.clone();
+                    let _ = tokio::task::spawn_blocking(move || cluster.attach(pid)).await;
+                }
+            }
+        }
+        Err(e) => {
+            if before.is_some() {
+                ctx.cluster.set_sandbox(None);
+            }
+            tracing::warn!(node = %ctx.node, error = %e, "no service sandbox: this node serves node ports only, without ClusterIPs or cluster DNS");
+        }
+    }
+}
+
+/// The listeners the frontends want.
+fn wanted(
+    ctx: &crate::AgentCtx,
+    node_port_ip: Option<IpAddr>,
     frontends: Vec<Frontend>,
+) -> Vec<(ListenerKey, Option<Arc<Frontend>>)> {
+    let bind_ip = node_port_ip.unwrap_or(IpAddr::from([0, 0, 0, 0]));
+    let sandbox = ctx.cluster.sandbox();
+    let mut out = Vec::new();
+    for f in frontends {
+        let f = Arc::new(f);
+        if let Some(port) = f.node_port {
+            let key = (
+                Place::Node,
+                Serves::Service,
+                f.protocol,
+                SocketAddr::new(bind_ip, port),
+            );
+            out.push((key, Some(f.clone())));
+        }
+        if let (Some(s), Some(addr)) = (sandbox.as_ref(), f.cluster) {
+            out.push(((Place::Sandbox(s.pid), Serves::Service, f.protocol, addr), Some(f)));
+        }
+    }
+    if let (Some(s), Some(c)) = (sandbox.as_ref(), ctx.cluster.config.as_ref()) {
+        let addr = SocketAddr::new(IpAddr::V4(c.dns_ip), 53);
+        out.push(((Place::Sandbox(s.pid), Serves::Dns, Protocol::Udp, addr), None));
+    }
+    out
+}
+
+/// A socket opened for a listener.
+enum Opened {
+    Tcp(std::net::TcpListener),
+    Udp(std::net::UdpSocket),
+}
+
+fn open(protocol: Protocol, addr: SocketAddr) -> std::io::Result<Opened> {
+    let opened = match protocol {
+        Protocol::Tcp => {
+            let l = std::net::TcpListener::bind(addr)?;
+            l.set_nonblocking(true)?;
+            Opened::Tcp(l)
+        }
+        Protocol::Udp => {
+            let s = std::net::UdpSocket::bind(addr)?;
+            s.set_nonblocking(true)?;
+            Opened::Udp(s)
+        }
+    };
+    Ok(opened)
+}
+
+/// Makes the listeners match `wanted`.
+fn apply(
+    ctx: &crate::AgentCtx,
+    shared: &Arc<Shared>,
+    records: &Arc<RwLock<Arc<dns::Records>>>,
+    listeners: &mut HashMap<ListenerKey, Listener>,
+    wanted: Vec<(ListenerKey, Option<Arc<Frontend>>)>,
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
-) -> bool {
-    let local: HashSet<(Protocol, SocketAddr)> = frontends
+) {
+    let local: HashSet<(Protocol, SocketAddr)> = wanted
         .iter()
+        .filter_map(|(_, f)| f.as_ref())
         .flat_map(|f| {
             f.endpoints
                 .iter()
@@ -263,72 +388,103 @@ async fn apply(
         })
         .collect();
     *shared.local.write().unwrap_or_else(|e| e.into_inner()) = local;
-    let bind_ip = config.node_port_ip.unwrap_or(IpAddr::from([0, 0, 0, 0]));
-    let mut wanted: HashMap<(Protocol, SocketAddr), Arc<Frontend>> = HashMap::new();
-    for f in frontends {
-        if let Some(port) = f.node_port {
-            wanted.insert((f.protocol, SocketAddr::new(bind_ip, port)), Arc::new(f));
-        }
-    }
+    let keys: HashSet<ListenerKey> = wanted.iter().map(|(k, _)| *k).collect();
     listeners.retain(|key, l| {
-        let keep = wanted.contains_key(key);
+        let keep = keys.contains(key);
         if !keep {
-            tracing::info!(node = %config.node, protocol = key.0.as_str(), addr = %key.1, "closing a node port");
+            tracing::info!(node = %ctx.node, protocol = key.2.as_str(), addr = %key.3, "closing a Service port");
             l.stop.cancel();
         }
         keep
     });
-    let mut unbound = false;
+    // Sockets to open, grouped by where (one trip into each sandbox).
+    let mut to_open: HashMap<Place, Vec<(ListenerKey, Option<Arc<Frontend>>)>> = HashMap::new();
     for (key, frontend) in wanted {
         if let Some(l) = listeners.get(&key) {
-            *l.slot.frontend.write().unwrap_or_else(|e| e.into_inner()) = frontend;
+            if let (Some(slot), Some(f)) = (&l.slot, frontend) {
+                *slot.frontend.write().unwrap_or_else(|e| e.into_inner()) = f;
+            }
             continue;
         }
-        let (protocol, addr) = key;
-        let slot = Arc::new(Slot::new(frontend.clone()));
-        let stop = shutdown.child_token();
-        let opened = match protocol {
-            Protocol::Tcp => match TcpListener::bind(addr).await {
-                Ok(l) => {
-                    tracker.spawn(tcp::serve(
-                        l,
-                        slot.clone(),
-                        shared.clone(),
-                        true,
-                        tracker.clone(),
-                        stop.clone(),
-                    ));
-                    Ok(())
+        to_open.entry(key.0).or_default().push((key, frontend));
+    }
+    for (place, batch) in to_open {
+        let addrs: Vec<(Protocol, SocketAddr)> = batch.iter().map(|(k, _)| (k.2, k.3)).collect();
+        let opened: Vec<std::io::Result<Opened>> = match place {
+            Place::Node => addrs.iter().map(|(p, a)| open(*p, *a)).collect(),
+            Place::Sandbox(pid) => {
+                let n = addrs.len();
+                match netns::run_in(pid, move || {
+                    addrs.iter().map(|(p, a)| open(*p, *a)).collect::<Vec<_>>()
+                }) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        tracing::warn!(node = %ctx.node, error = %e, "cannot open ClusterIP sockets in the service sandbox");
+                        (0..n).map(|_| Err(std::io::Error::other(e.to_string()))).collect()
+                    }
                 }
-                Err(e) => Err(e),
-            },
-            Protocol::Udp => match tokio::net::UdpSocket::bind(addr).await {
-                Ok(s) => {
-                    tracker.spawn(udp::serve(
-                        s,
-                        slot.clone(),
-                        shared.clone(),
-                        true,
-                        tracker.clone(),
-                        stop.clone(),
-                    ));
-                    Ok(())
-                }
-                Err(e) => Err(e),
-            },
-        };
-        match opened {
-            Ok(()) => {
-                tracing::info!(node = %config.node, service = %frontend.key, protocol = protocol.as_str(), %addr, "serving a node port");
-                listeners.insert(key, Listener { slot, stop });
             }
-            Err(e) => {
-                tracing::warn!(node = %config.node, service = %frontend.key, protocol = protocol.as_str(), %addr, error = %e, "cannot open a node port; retrying");
-                unbound = true;
+        };
+        for ((key, frontend), opened) in batch.into_iter().zip(opened) {
+            let (_, serves, protocol, addr) = key;
+            let external = key.0 == Place::Node;
+            let what = frontend.as_ref().map_or("cluster DNS", |f| f.key.as_str()).to_string();
+            let stop = shutdown.child_token();
+            let slot = frontend.map(|f| Arc::new(Slot::new(f)));
+            let started = match (opened, serves, &slot) {
+                (Ok(Opened::Tcp(l)), Serves::Service, Some(slot)) => {
+                    tokio::net::TcpListener::from_std(l).map(|l| {
+                        tracker.spawn(tcp::serve(
+                            l,
+                            slot.clone(),
+                            shared.clone(),
+                            external,
+                            tracker.clone(),
+                            stop.clone(),
+                        ));
+                    })
+                }
+                (Ok(Opened::Udp(s)), Serves::Service, Some(slot)) => {
+                    tokio::net::UdpSocket::from_std(s).map(|s| {
+                        tracker.spawn(udp::serve(
+                            s,
+                            slot.clone(),
+                            shared.clone(),
+                            external,
+                            tracker.clone(),
+                            stop.clone(),
+                        ));
+                    })
+                }
+                (Ok(Opened::Udp(s)), Serves::Dns, _) => tokio::net::UdpSocket::from_std(s).map(|s| {
+                    let upstream = ctx
+                        .cluster
+                        .config
+                        .as_ref()
+                        .map(|c| c.upstream.clone())
+                        .unwrap_or_default();
+                    tracker.spawn(dns::serve_udp(
+                        s,
+                        records.clone(),
+                        upstream,
+                        tracker.clone(),
+                        stop.clone(),
+                    ));
+                }),
+                (Ok(_), _, _) => Err(std::io::Error::other("no server for this socket")),
+                (Err(e), _, _) => Err(e),
+            };
+            match started {
+                Ok(()) => {
+                    tracing::info!(node = %ctx.node, service = %what, protocol = protocol.as_str(), %addr, "serving");
+                    listeners.insert(key, Listener { slot, stop });
+                }
+                Err(e) => {
+                    tracing::warn!(node = %ctx.node, service = %what, protocol = protocol.as_str(), %addr, error = %e, "cannot open a Service port; retrying");
+                }
             }
         }
     }
-    unbound
 }
 
 /// Connects to one endpoint: straight to a pod on this node, through its node's

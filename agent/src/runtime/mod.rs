@@ -69,6 +69,10 @@ pub struct ContainerSpec {
     pub hostname: Option<String>,
     /// Docker network to attach to (`None`: the default bridge).
     pub network: Option<String>,
+    /// resolv.conf: name servers, search domains and options (empty: Docker's).
+    pub dns: Vec<String>,
+    pub dns_search: Vec<String>,
+    pub dns_options: Vec<String>,
 }
 
 /// What Docker says about a container's state.
@@ -99,6 +103,9 @@ pub struct ContainerInfo {
     pub state: ContainerState,
     /// The container's IP on its network, when running.
     pub ip: Option<String>,
+    /// The container's main process on the host, while it runs (its network
+    /// namespace is `/proc/PID/ns/net`).
+    pub pid: Option<i64>,
     pub created: Option<String>,
 }
 

@@ -13,6 +13,7 @@ use tugboat_runtime::events::EventType;
 
 use super::plan::ImageProblem;
 use crate::AgentCtx;
+use crate::proxy::cluster::PodDns;
 use crate::runtime::{
     ContainerInfo, ContainerSpec, LABEL_ATTEMPT, LABEL_CONTAINER_NAME, LABEL_NODE, LABEL_POD_NAME,
     LABEL_POD_NAMESPACE, LABEL_POD_UID, PortMapping, RuntimeError,
@@ -132,6 +133,10 @@ impl Act {
 
     /// Creates and starts attempt `attempt` of container `c`.
     pub async fn start_container(&self, c: &Container, attempt: u32) -> Result<(), RuntimeError> {
+        let net = PodNet {
+            dns: self.ctx.cluster.pod_dns(&self.pod),
+            service_env: self.ctx.cluster.service_env(&self.pod),
+        };
         let spec = container_spec(
             &self.pod,
             c,
@@ -139,6 +144,7 @@ impl Act {
             &self.ctx.node,
             self.ctx.network.clone(),
             self.ctx.host_port_ip.as_deref(),
+            &net,
         );
         let id = match self.ctx.runtime.create(&spec).await {
             Ok(id) => id,
@@ -153,6 +159,7 @@ impl Act {
             self.warning("Failed", &format!("Error: {e}")).await;
             return Err(e);
         }
+        self.route_services(&id).await;
         self.normal("Started", &format!("Started container {}", c.name))
             .await;
         let (ns, name) = pod_key(&self.pod);
@@ -160,11 +167,33 @@ impl Act {
         Ok(())
     }
 
+    /// Sends a started container's Service traffic to the node's sandbox (a
+    /// route in its network namespace), when this node serves ClusterIPs.
+    pub async fn route_services(&self, id: &str) {
+        if self.ctx.cluster.sandbox().is_none() {
+            return;
+        }
+        let pid = match self.ctx.runtime.inspect(id).await {
+            Ok(Some(info)) => info.pid,
+            _ => None,
+        };
+        let Some(pid) = pid else { return };
+        let cluster = self.ctx.cluster.clone();
+        match tokio::task::spawn_blocking(move || cluster.attach(pid)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(id = %short(id), error = %e, "cannot route the container's Service traffic")
+            }
+            Err(e) => tracing::warn!(id = %short(id), error = %e, "routing the container's Service traffic failed"),
+        }
+    }
+
     /// Starts a container that was created but never started (the agent stopped
     /// in between).
     pub async fn start_created(&self, c: &Container, id: &str) {
         match self.ctx.runtime.start(id).await {
             Ok(()) => {
+                self.route_services(id).await;
                 self.normal("Started", &format!("Started container {}", c.name))
                     .await
             }
@@ -218,6 +247,14 @@ impl Act {
     }
 }
 
+/// What a container gets from the Service network: resolv.conf and the Service
+/// environment variables.
+#[derive(Clone, Debug, Default)]
+pub struct PodNet {
+    pub dns: PodDns,
+    pub service_env: Vec<(String, String)>,
+}
+
 /// What to create for attempt `attempt` of container `c` of `pod` on `node`.
 pub fn container_spec(
     pod: &Pod,
@@ -226,6 +263,7 @@ pub fn container_spec(
     node: &str,
     network: Option<String>,
     host_port_ip: Option<&str>,
+    net: &PodNet,
 ) -> ContainerSpec {
     let (ns, name) = pod_key(pod);
     let uid = pod.metadata.uid.as_deref().unwrap_or("");
@@ -245,12 +283,23 @@ pub fn container_spec(
         image: c.image.clone().unwrap_or_default(),
         command: c.command.clone(),
         args: c.args.clone(),
-        env: c
-            .env
-            .iter()
-            .flatten()
-            .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
-            .collect(),
+        // The Service variables first; the container's own win over them.
+        env: {
+            let own: Vec<(String, String)> = c
+                .env
+                .iter()
+                .flatten()
+                .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
+                .collect();
+            let mut env: Vec<(String, String)> = net
+                .service_env
+                .iter()
+                .filter(|(k, _)| !own.iter().any(|(o, _)| o == k))
+                .cloned()
+                .collect();
+            env.extend(own);
+            env
+        },
         working_dir: c.working_dir.clone(),
         labels,
         ports: c
@@ -290,6 +339,9 @@ pub fn container_spec(
             name,
         )),
         network,
+        dns: net.dns.servers.clone(),
+        dns_search: net.dns.search.clone(),
+        dns_options: net.dns.options.clone(),
     }
 }
 
@@ -339,7 +391,15 @@ mod tests {
         }))
         .unwrap();
         let c = &pod.spec.as_ref().unwrap().containers[0];
-        let spec = container_spec(&pod, c, 2, "n1", None, Some("127.0.0.2"));
+        let spec = container_spec(
+            &pod,
+            c,
+            2,
+            "n1",
+            None,
+            Some("127.0.0.2"),
+            &PodNet::default(),
+        );
         assert_eq!(spec.name, "tug_team_web-1_app_2");
         assert_eq!(spec.labels[LABEL_POD_UID], "u1");
         assert_eq!(spec.labels[LABEL_ATTEMPT], "2");

@@ -132,6 +132,10 @@ impl Harness {
             network: None,
             host_port_ip: None,
             http: reqwest::Client::new(),
+            cluster: Arc::new(crate::proxy::cluster::ClusterNet::new(
+                None,
+                tugboat_runtime::reflector::Writer::new().store(),
+            )),
         });
         let tracker = TaskTracker::new();
         let (tx, rx) = mpsc::channel(8);

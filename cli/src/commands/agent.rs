@@ -6,7 +6,14 @@ use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 
-use crate::args::AgentArgs;
+use std::net::{IpAddr, SocketAddr};
+
+use tugboat_agent::image;
+use tugboat_agent::proxy::cluster::{ClusterConfig, resolv_conf_servers};
+use tugboat_agent::proxy::sandbox::{Cidr, SANDBOX_IMAGE};
+use tugboat_agent::runtime::docker::DockerRuntime;
+
+use crate::args::{AgentArgs, ClusterNetArgs};
 use crate::context::Context;
 
 fn seconds(flag: &str, v: f64) -> anyhow::Result<Duration> {
@@ -78,7 +85,44 @@ pub async fn run(args: AgentArgs, ctx: &mut Context<'_>) -> anyhow::Result<()> {
     let runtime = tugboat_agent::runtime::docker::DockerRuntime::connect(args.docker.as_deref())
         .await
         .context("cannot connect to Docker (is the daemon running? see --docker)")?;
+    config.cluster = cluster_config(&args.cluster, &runtime).await?;
     tugboat_agent::run(config, Arc::new(runtime), ctx.shutdown.clone())
         .await
         .context("the agent stopped")
+}
+
+/// The agent's ClusterIP and cluster DNS settings from its flags; builds the
+/// service sandbox image from this binary when it is missing. `None` with
+/// `--no-cluster-ip`, or (with a warning) when the image cannot be built.
+pub async fn cluster_config(
+    args: &ClusterNetArgs,
+    runtime: &DockerRuntime,
+) -> anyhow::Result<Option<ClusterConfig>> {
+    if args.no_cluster_ip {
+        return Ok(None);
+    }
+    let cidr = Cidr::parse(&args.service_cidr).map_err(|e| anyhow::anyhow!("--service-cidr {e}"))?;
+    let mut upstream = Vec::new();
+    for u in &args.dns_upstream {
+        let addr = u
+            .parse::<SocketAddr>()
+            .or_else(|_| u.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, 53)))
+            .map_err(|_| anyhow::anyhow!("--dns-upstream: expected IP or IP:PORT, got {u:?}"))?;
+        upstream.push(addr);
+    }
+    if upstream.is_empty() {
+        let conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        upstream = resolv_conf_servers(&conf);
+    }
+    let built = match std::env::current_exe() {
+        Ok(exe) => image::ensure_image(runtime, &exe, SANDBOX_IMAGE, &image::SANDBOX, false)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = built {
+        tracing::warn!(error = %e, "cannot build the service sandbox image; this node serves node ports only");
+        return Ok(None);
+    }
+    Ok(Some(ClusterConfig::new(cidr, upstream)))
 }

@@ -44,11 +44,16 @@ pub async fn run(args: UpArgs, ctx: &mut Context<'_>) -> anyhow::Result<()> {
         let shutdown = shutdown.clone();
         async move { tugboat_controller::run(listener, config, shutdown).await }
     });
-    let runtime = Arc::new(runtime);
     let mut agents = Vec::new();
     let nodes: Vec<String> = (1..=args.agents).map(|i| format!("node-{i}")).collect();
-    for node in &nodes {
-        let config = tugboat_agent::Config::new(&url, node);
+    let cluster = crate::commands::agent::cluster_config(&args.cluster, &runtime).await?;
+    let runtime = Arc::new(runtime);
+    for (i, node) in nodes.iter().enumerate() {
+        let mut config = tugboat_agent::Config::new(&url, node);
+        config.cluster = cluster.clone();
+        // Each node on its own loopback address, so that every node serves the
+        // same node ports: node-1 on 127.0.0.1, node-2 on 127.0.0.2…
+        config.host_port_ip = Some(format!("127.0.0.{}", i + 1));
         let runtime = runtime.clone();
         let shutdown = shutdown.clone();
         agents.push(tokio::spawn(async move {

@@ -53,6 +53,9 @@ pub(super) fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
         cpu_shares: spec.cpu_shares,
         network_mode: spec.network.clone(),
         port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
+        dns: (!spec.dns.is_empty()).then(|| spec.dns.clone()),
+        dns_search: (!spec.dns_search.is_empty()).then(|| spec.dns_search.clone()),
+        dns_options: (!spec.dns_options.is_empty()).then(|| spec.dns_options.clone()),
         ..Default::default()
     };
     ContainerCreateBody {
@@ -111,6 +114,7 @@ pub(super) fn container_info(inspect: ContainerInspectResponse) -> ContainerInfo
                 )
             }),
         created: time_of(inspect.created),
+        pid: state.pid.filter(|p| *p > 0 && running),
         state: ContainerState {
             status,
             running,

@@ -94,6 +94,7 @@ impl ContainerRuntime for FakeRuntime {
                 ..Default::default()
             },
             ip: None,
+            pid: None,
             created: Some(jiff::Timestamp::now().to_string()),
         };
         let (log_tx, _) = broadcast::channel(LOG_CHANNEL);
