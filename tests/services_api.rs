@@ -61,7 +61,11 @@ async fn services_get_distinct_cluster_ips_and_node_ports() -> anyhow::Result<()
         .await?;
         let ip: std::net::Ipv4Addr = cluster_ip(&svc).parse()?;
         assert_eq!(ip.octets()[..2], [10, 96], "{ip} is in 10.96.0.0/16");
-        assert_ne!(ip, std::net::Ipv4Addr::new(10, 96, 0, 1), "kept for `kubernetes`");
+        assert_ne!(
+            ip,
+            std::net::Ipv4Addr::new(10, 96, 0, 1),
+            "kept for `kubernetes`"
+        );
         assert_eq!(svc["spec"]["clusterIPs"], json!([ip.to_string()]));
         assert!(ips.insert(ip), "{ip} given twice");
         let np = node_ports(&svc);
@@ -73,8 +77,16 @@ async fn services_get_distinct_cluster_ips_and_node_ports() -> anyhow::Result<()
         assert_eq!(svc["spec"]["ports"][0]["targetPort"], 80);
         assert_eq!(svc["spec"]["externalTrafficPolicy"], "Cluster");
     }
-    let plain = create(c, "default", &service("api", "ClusterIP", json!([{"port": 8080}]))).await?;
-    assert!(node_ports(&plain).is_empty(), "a ClusterIP Service has no node ports");
+    let plain = create(
+        c,
+        "default",
+        &service("api", "ClusterIP", json!([{"port": 8080}])),
+    )
+    .await?;
+    assert!(
+        node_ports(&plain).is_empty(),
+        "a ClusterIP Service has no node ports"
+    );
     assert!(!ips.contains(&cluster_ip(&plain).parse()?));
     let headless = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "db"},
         "spec": {"clusterIP": "None", "selector": {"app": "db"}}});
@@ -109,14 +121,18 @@ async fn conflicts_and_bad_ports_are_422s_naming_the_field() -> anyhow::Result<(
     let err = create(c, "default", &outside).await.unwrap_err();
     assert_eq!(
         causes(&err),
-        ["spec.ports[0].nodePort: Invalid value: 40000: provided port is not in the valid range. The range of valid ports is 30000-32767"]
+        [
+            "spec.ports[0].nodePort: Invalid value: 40000: provided port is not in the valid range. The range of valid ports is 30000-32767"
+        ]
     );
 
     let mut far = service("d", "ClusterIP", json!([{"port": 80}]));
     far["spec"]["clusterIP"] = json!("10.1.2.3");
     assert_eq!(
         causes(&create(c, "default", &far).await.unwrap_err()),
-        ["spec.clusterIPs[0]: Invalid value: \"10.1.2.3\": provided IP is not in the valid range. The range of valid IPs is 10.96.0.0/16"]
+        [
+            "spec.clusterIPs[0]: Invalid value: \"10.1.2.3\": provided IP is not in the valid range. The range of valid IPs is 10.96.0.0/16"
+        ]
     );
 
     let twice = service(
@@ -152,7 +168,16 @@ async fn conflicts_and_bad_ports_are_422s_naming_the_field() -> anyhow::Result<(
 async fn deletes_and_type_changes_free_node_ports_and_updates_keep_them() -> anyhow::Result<()> {
     let tc = TestController::start().await?;
     let c = &tc.client;
-    create(c, "default", &service("a", "NodePort", json!([{"name": "http", "port": 80, "nodePort": 30080}]))).await?;
+    create(
+        c,
+        "default",
+        &service(
+            "a",
+            "NodePort",
+            json!([{"name": "http", "port": 80, "nodePort": 30080}]),
+        ),
+    )
+    .await?;
     let again = service("b", "NodePort", json!([{"port": 80, "nodePort": 30080}]));
     assert!(create(c, "default", &again).await.is_err());
 
@@ -169,7 +194,11 @@ async fn deletes_and_type_changes_free_node_ports_and_updates_keep_them() -> any
 
     c.delete(&SERVICES, Some("default"), "a").await?;
     let b = create(c, "default", &again).await?;
-    assert_eq!(node_ports(&b), [30080], "the deleted Service's port is free");
+    assert_eq!(
+        node_ports(&b),
+        [30080],
+        "the deleted Service's port is free"
+    );
 
     // Back to ClusterIP: the node port goes, and another Service may take it.
     let patched = c
@@ -183,11 +212,22 @@ async fn deletes_and_type_changes_free_node_ports_and_updates_keep_them() -> any
         .await?;
     assert!(node_ports(&patched).is_empty(), "{patched}");
     assert!(patched["spec"].get("externalTrafficPolicy").is_none());
-    create(c, "default", &service("c", "NodePort", json!([{"port": 80, "nodePort": 30080}]))).await?;
+    create(
+        c,
+        "default",
+        &service("c", "NodePort", json!([{"port": 80, "nodePort": 30080}])),
+    )
+    .await?;
 
     // Deleting a namespace frees what its Services held.
-    c.create(&NAMESPACES, None, &json!({"metadata": {"name": "team"}})).await?;
-    create(c, "team", &service("t", "NodePort", json!([{"port": 80, "nodePort": 30090}]))).await?;
+    c.create(&NAMESPACES, None, &json!({"metadata": {"name": "team"}}))
+        .await?;
+    create(
+        c,
+        "team",
+        &service("t", "NodePort", json!([{"port": 80, "nodePort": 30090}])),
+    )
+    .await?;
     c.delete(&NAMESPACES, None, "team").await?;
     eventually("the namespace is gone", || async {
         match c.get(&NAMESPACES, None, "team").await {
@@ -196,7 +236,12 @@ async fn deletes_and_type_changes_free_node_ports_and_updates_keep_them() -> any
         }
     })
     .await?;
-    create(c, "default", &service("d", "NodePort", json!([{"port": 80, "nodePort": 30090}]))).await?;
+    create(
+        c,
+        "default",
+        &service("d", "NodePort", json!([{"port": 80, "nodePort": 30090}])),
+    )
+    .await?;
     tc.stop().await
 }
 
@@ -212,7 +257,12 @@ async fn after_a_restart_nothing_held_is_handed_out_again() -> anyhow::Result<()
     let mut ips = HashSet::new();
     let mut ports = HashSet::new();
     for i in 0..5 {
-        let svc = create(&tc.client, "default", &service(&format!("s{i}"), "NodePort", json!([{"port": 80}]))).await?;
+        let svc = create(
+            &tc.client,
+            "default",
+            &service(&format!("s{i}"), "NodePort", json!([{"port": 80}])),
+        )
+        .await?;
         assert!(ips.insert(cluster_ip(&svc)));
         assert!(ports.insert(node_ports(&svc)[0]));
     }
@@ -220,7 +270,12 @@ async fn after_a_restart_nothing_held_is_handed_out_again() -> anyhow::Result<()
 
     let tc = TestController::start_in_tuned(dir.path(), small).await?;
     for i in 5..10 {
-        let svc = create(&tc.client, "default", &service(&format!("s{i}"), "NodePort", json!([{"port": 80}]))).await?;
+        let svc = create(
+            &tc.client,
+            "default",
+            &service(&format!("s{i}"), "NodePort", json!([{"port": 80}])),
+        )
+        .await?;
         let ip = cluster_ip(&svc);
         assert!(ips.insert(ip.clone()), "{ip} was held before the restart");
         let port = node_ports(&svc)[0];
@@ -228,9 +283,13 @@ async fn after_a_restart_nothing_held_is_handed_out_again() -> anyhow::Result<()
         assert!((31000..=31009).contains(&port));
     }
     // All ten node ports are held now.
-    let err = create(&tc.client, "default", &service("full", "NodePort", json!([{"port": 80}])))
-        .await
-        .unwrap_err();
+    let err = create(
+        &tc.client,
+        "default",
+        &service("full", "NodePort", json!([{"port": 80}])),
+    )
+    .await
+    .unwrap_err();
     let message = err.api().map(|e| e.message.clone()).unwrap_or_default();
     assert!(message.contains("range is full"), "{message}");
     tc.stop().await
@@ -264,22 +323,51 @@ async fn tug_prints_services_endpoint_slices_and_describes_like_kubectl() -> any
     let s = tc.url.as_str();
 
     let out = tug(s, dir.path(), &["get", "svc"]).await?;
-    let lines: Vec<Vec<&str>> = out.lines().map(|l| l.split_whitespace().collect()).collect();
-    assert_eq!(lines[0], ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"], "{out}");
+    let lines: Vec<Vec<&str>> = out
+        .lines()
+        .map(|l| l.split_whitespace().collect())
+        .collect();
+    assert_eq!(
+        lines[0],
+        [
+            "NAME",
+            "TYPE",
+            "CLUSTER-IP",
+            "EXTERNAL-IP",
+            "PORT(S)",
+            "AGE"
+        ],
+        "{out}"
+    );
     let web = lines.iter().find(|l| l[0] == "web").expect("a web row");
     let dns_port = c.get(&SERVICES, Some("default"), "web").await?["spec"]["ports"][1]["nodePort"]
         .as_i64()
         .unwrap_or(0);
     assert_eq!(
         web[..5],
-        ["web", "NodePort", "10.96.0.10", "<none>", &format!("80:30080/TCP,53:{dns_port}/UDP")],
+        [
+            "web",
+            "NodePort",
+            "10.96.0.10",
+            "<none>",
+            &format!("80:30080/TCP,53:{dns_port}/UDP")
+        ],
         "{out}"
     );
 
     let out = tug(s, dir.path(), &["get", "endpointslices"]).await?;
     assert!(out.starts_with("NAME"), "{out}");
-    let row: Vec<&str> = out.lines().nth(1).unwrap_or("").split_whitespace().collect();
-    assert_eq!(row[..4], ["web-abcde", "IPv4", "8080", "10.244.1.5"], "{out}");
+    let row: Vec<&str> = out
+        .lines()
+        .nth(1)
+        .unwrap_or("")
+        .split_whitespace()
+        .collect();
+    assert_eq!(
+        row[..4],
+        ["web-abcde", "IPv4", "8080", "10.244.1.5"],
+        "{out}"
+    );
 
     let out = tug(s, dir.path(), &["describe", "svc", "web"]).await?;
     for line in [
@@ -292,7 +380,10 @@ async fn tug_prints_services_endpoint_slices_and_describes_like_kubectl() -> any
         "Session Affinity:         None",
         "External Traffic Policy:  Cluster",
     ] {
-        assert!(out.lines().any(|l| l.trim_end() == line), "{line:?} in\n{out}");
+        assert!(
+            out.lines().any(|l| l.trim_end() == line),
+            "{line:?} in\n{out}"
+        );
     }
     tc.stop().await
 }

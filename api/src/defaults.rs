@@ -163,7 +163,10 @@ pub fn service(s: &mut Service) {
         }
     }
     let external = matches!(kind.as_str(), "NodePort" | "LoadBalancer")
-        || spec.external_ips.as_ref().is_some_and(|ips| !ips.is_empty());
+        || spec
+            .external_ips
+            .as_ref()
+            .is_some_and(|ips| !ips.is_empty());
     if external {
         spec.external_traffic_policy
             .get_or_insert_with(|| "Cluster".to_string());
@@ -251,7 +254,10 @@ pub fn service_update(new: &mut Service, old: &Service) {
         spec.allocate_load_balancer_node_ports = None;
     }
     let external = needs_node_ports(&new_type)
-        || spec.external_ips.as_ref().is_some_and(|ips| !ips.is_empty());
+        || spec
+            .external_ips
+            .as_ref()
+            .is_some_and(|ips| !ips.is_empty());
     if !external && spec.external_traffic_policy == old_spec.external_traffic_policy {
         spec.external_traffic_policy = None;
     }

@@ -27,7 +27,11 @@ pub fn endpoint_slice(s: &EndpointSlice) -> Errors {
     if kind.is_empty() {
         errs.push(FieldError::required("addressType"));
     } else if !ADDRESS_TYPES.contains(&kind) {
-        errs.push(FieldError::not_supported("addressType", kind, ADDRESS_TYPES));
+        errs.push(FieldError::not_supported(
+            "addressType",
+            kind,
+            ADDRESS_TYPES,
+        ));
     }
     if s.endpoints.len() > MAX_ENDPOINTS {
         errs.push(too_many("endpoints", s.endpoints.len(), MAX_ENDPOINTS));
@@ -217,9 +221,10 @@ mod tests {
                 "ports[1].protocol"
             ]
         );
-        let bad_type: EndpointSlice =
-            serde_json::from_value(json!({"metadata": {"name": "x"}, "addressType": "IPX", "endpoints": []}))
-                .unwrap();
+        let bad_type: EndpointSlice = serde_json::from_value(
+            json!({"metadata": {"name": "x"}, "addressType": "IPX", "endpoints": []}),
+        )
+        .unwrap();
         assert_eq!(fields(&endpoint_slice(&bad_type)), ["addressType"]);
     }
 

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::Errors;
-use super::names::{dns1035_label, dns1123_label, dns1123_subdomain, label_value_problem, qualified_name};
+use super::names::{
+    dns1035_label, dns1123_label, dns1123_subdomain, label_value_problem, qualified_name,
+};
 use crate::status::FieldError;
 
 /// What kind of name an object's `metadata.name` must be.

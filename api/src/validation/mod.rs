@@ -16,11 +16,11 @@ mod pod;
 mod service;
 mod workloads;
 
-pub use self::meta::{NameRule, object_meta};
 pub use self::endpoints::{endpoint_slice, endpoints};
+pub use self::meta::{NameRule, object_meta};
 pub use self::names::{
-    dns1035_label, dns1123_label, dns1123_subdomain, env_var_name, label_value_problem,
-    port_name, qualified_name,
+    dns1035_label, dns1123_label, dns1123_subdomain, env_var_name, label_value_problem, port_name,
+    qualified_name,
 };
 pub use self::node::node;
 pub use self::pod::{pod, pod_spec, pod_update};

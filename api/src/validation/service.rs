@@ -293,7 +293,10 @@ fn policies(spec: &ServiceSpec, kind: &str) -> Errors {
         ));
     }
     let external = matches!(kind, "NodePort" | "LoadBalancer")
-        || spec.external_ips.as_ref().is_some_and(|ips| !ips.is_empty());
+        || spec
+            .external_ips
+            .as_ref()
+            .is_some_and(|ips| !ips.is_empty());
     if let Some(policy) = spec.external_traffic_policy.as_deref() {
         if !external {
             errs.push(FieldError::invalid(

@@ -16,7 +16,10 @@ fn svc(spec: Value) -> Service {
 }
 
 fn errors(spec: Value) -> Vec<String> {
-    service(&svc(spec)).iter().map(ToString::to_string).collect()
+    service(&svc(spec))
+        .iter()
+        .map(ToString::to_string)
+        .collect()
 }
 
 fn fields(spec: Value) -> Vec<String> {
@@ -142,7 +145,9 @@ fn the_same_port_and_protocol_twice_is_refused() {
         ["spec.ports[1]: Duplicate value: \"80/TCP\""]
     );
     assert_eq!(
-        fields(json!({"ports": [{"name": "a", "port": 53}, {"name": "b", "port": 53, "protocol": "UDP"}]})),
+        fields(
+            json!({"ports": [{"name": "a", "port": 53}, {"name": "b", "port": 53, "protocol": "UDP"}]})
+        ),
         Vec::<String>::new()
     );
 }
@@ -152,7 +157,9 @@ fn only_tcp_and_udp_are_served() {
     let errs = errors(json!({"ports": [{"port": 80, "protocol": "SCTP"}]}));
     assert_eq!(errs.len(), 1);
     assert!(
-        errs[0].starts_with("spec.ports[0].protocol: Unsupported value: \"SCTP\": SCTP is not supported"),
+        errs[0].starts_with(
+            "spec.ports[0].protocol: Unsupported value: \"SCTP\": SCTP is not supported"
+        ),
         "{errs:?}"
     );
     assert_eq!(
@@ -257,10 +264,12 @@ fn the_cluster_ip_may_not_change_once_set() {
 
 #[test]
 fn an_update_keeps_node_ports_left_out_and_drops_them_for_cluster_ip() {
-    let old = svc(json!({"type": "NodePort", "clusterIP": "10.96.0.10", "ports": [
-        {"name": "http", "port": 80, "nodePort": 30080},
-        {"name": "dns", "port": 53, "protocol": "UDP", "nodePort": 30053}
-    ]}));
+    let old = svc(
+        json!({"type": "NodePort", "clusterIP": "10.96.0.10", "ports": [
+            {"name": "http", "port": 80, "nodePort": 30080},
+            {"name": "dns", "port": 53, "protocol": "UDP", "nodePort": 30053}
+        ]}),
+    );
     let mut new = svc(json!({"type": "NodePort", "ports": [
         {"name": "http", "port": 8080},
         {"name": "dns", "port": 53, "protocol": "UDP"}
@@ -319,11 +328,15 @@ fn traffic_policies_are_cluster_or_local_and_external_only_when_reachable() {
         ]
     );
     assert_eq!(
-        fields(json!({"type": "NodePort", "externalTrafficPolicy": "Local", "ports": [{"port": 80}]})),
+        fields(
+            json!({"type": "NodePort", "externalTrafficPolicy": "Local", "ports": [{"port": 80}]})
+        ),
         Vec::<String>::new()
     );
     assert_eq!(
-        fields(json!({"type": "NodePort", "externalTrafficPolicy": "Nearby", "ports": [{"port": 80}]})),
+        fields(
+            json!({"type": "NodePort", "externalTrafficPolicy": "Nearby", "ports": [{"port": 80}]})
+        ),
         ["spec.externalTrafficPolicy"]
     );
 }

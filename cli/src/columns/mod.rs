@@ -74,7 +74,14 @@ pub fn header(r: &ResourceInfo, layout: &Layout) -> Vec<String> {
         "Event" => (&["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], &[]),
         "Namespace" => (&["NAME", "STATUS", "AGE"], &[]),
         "Service" => (
-            &["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"],
+            &[
+                "NAME",
+                "TYPE",
+                "CLUSTER-IP",
+                "EXTERNAL-IP",
+                "PORT(S)",
+                "AGE",
+            ],
             &["SELECTOR"],
         ),
         "Endpoints" => (&["NAME", "ENDPOINTS", "AGE"], &[]),

@@ -103,7 +103,11 @@ pub fn load_balancer_string(status: Option<&LoadBalancerStatus>, wide: bool) -> 
 }
 
 pub(super) fn endpoints_row(e: &Endpoints, layout: &Layout) -> Vec<String> {
-    vec![name(&e.metadata), endpoints_string(e), age(&e.metadata, layout)]
+    vec![
+        name(&e.metadata),
+        endpoints_string(e),
+        age(&e.metadata, layout),
+    ]
 }
 
 /// `10.0.0.1:80,10.0.0.2:80 + 1 more...`: the first three ready addresses with each
@@ -209,11 +213,25 @@ mod tests {
         let mut l = layout();
         assert_eq!(
             header(&SERVICES, &l),
-            ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]
+            [
+                "NAME",
+                "TYPE",
+                "CLUSTER-IP",
+                "EXTERNAL-IP",
+                "PORT(S)",
+                "AGE"
+            ]
         );
         assert_eq!(
             row(&SERVICES, &svc, &l).unwrap(),
-            ["web", "NodePort", "10.96.0.10", "<none>", "80:30080/TCP,53/UDP", "60s"]
+            [
+                "web",
+                "NodePort",
+                "10.96.0.10",
+                "<none>",
+                "80:30080/TCP,53/UDP",
+                "60s"
+            ]
         );
         l.wide = true;
         assert_eq!(header(&SERVICES, &l).last().unwrap(), "SELECTOR");
@@ -227,14 +245,18 @@ mod tests {
             "spec": {"type": "LoadBalancer", "clusterIPs": ["10.96.0.11"], "ports": [{"port": 443, "nodePort": 31443}]}
         });
         assert_eq!(row(&SERVICES, &lb, &layout()).unwrap()[3], "<pending>");
-        lb["status"] = json!({"loadBalancer": {"ingress": [{"ip": "192.168.1.20"}, {"ip": "192.168.1.10"}]}});
+        lb["status"] =
+            json!({"loadBalancer": {"ingress": [{"ip": "192.168.1.20"}, {"ip": "192.168.1.10"}]}});
         let mut l = layout();
         l.wide = true;
         assert_eq!(
             row(&SERVICES, &lb, &l).unwrap()[3],
             "192.168.1.10,192.168.1.20"
         );
-        assert_eq!(row(&SERVICES, &lb, &layout()).unwrap()[3], "192.168.1.10,...");
+        assert_eq!(
+            row(&SERVICES, &lb, &layout()).unwrap()[3],
+            "192.168.1.10,..."
+        );
         let headless = json!({"metadata": {"name": "h"}, "spec": {"type": "ClusterIP", "clusterIPs": ["None"]}});
         assert_eq!(
             row(&SERVICES, &headless, &layout()).unwrap()[1..5],

@@ -31,7 +31,10 @@ pub fn service(s: &Service, slices: &[EndpointSlice], evs: &[Event], now: Timest
             none_if_empty(&cell(&labels_string(spec.selector.as_ref())))
         ),
     );
-    w.line(0, &format!("Type:\t{}", spec.type_.as_deref().unwrap_or("")));
+    w.line(
+        0,
+        &format!("Type:\t{}", spec.type_.as_deref().unwrap_or("")),
+    );
     if let Some(policy) = &spec.ip_family_policy {
         w.line(0, &format!("IP Family Policy:\t{policy}"));
     }
@@ -60,7 +63,11 @@ pub fn service(s: &Service, slices: &[EndpointSlice], evs: &[Event], now: Timest
         );
     }
     for p in spec.ports.iter().flatten() {
-        let name = p.name.as_deref().filter(|n| !n.is_empty()).unwrap_or("<unset>");
+        let name = p
+            .name
+            .as_deref()
+            .filter(|n| !n.is_empty())
+            .unwrap_or("<unset>");
         let protocol = p.protocol.as_deref().unwrap_or("TCP");
         w.line(0, &format!("Port:\t{}\t{}/{protocol}", cell(name), p.port));
         let target = match &p.target_port {
@@ -87,7 +94,11 @@ pub fn service(s: &Service, slices: &[EndpointSlice], evs: &[Event], now: Timest
             spec.session_affinity.as_deref().unwrap_or("")
         ),
     );
-    if let Some(policy) = spec.external_traffic_policy.as_deref().filter(|p| !p.is_empty()) {
+    if let Some(policy) = spec
+        .external_traffic_policy
+        .as_deref()
+        .filter(|p| !p.is_empty())
+    {
         w.line(0, &format!("External Traffic Policy:\t{policy}"));
     }
     if let Some(policy) = &spec.internal_traffic_policy {
@@ -106,12 +117,10 @@ pub fn slice_endpoints(slices: &[EndpointSlice], port: &str) -> String {
     let mut list = Vec::new();
     let mut count = 0usize;
     for s in slices {
-        let ready = s.endpoints.iter().filter(|e| {
-            e.conditions
-                .as_ref()
-                .and_then(|c| c.ready)
-                .unwrap_or(true)
-        });
+        let ready = s
+            .endpoints
+            .iter()
+            .filter(|e| e.conditions.as_ref().and_then(|c| c.ready).unwrap_or(true));
         let ports = s.ports.as_deref().unwrap_or_default();
         if ports.is_empty() {
             for e in ready {
@@ -122,7 +131,10 @@ pub fn slice_endpoints(slices: &[EndpointSlice], port: &str) -> String {
             }
             continue;
         }
-        for p in ports.iter().filter(|p| p.name.as_deref().unwrap_or("") == port) {
+        for p in ports
+            .iter()
+            .filter(|p| p.name.as_deref().unwrap_or("") == port)
+        {
             for e in ready.clone() {
                 count += 1;
                 if let (Some(a), Some(n)) = (e.addresses.first(), p.port) {
@@ -177,7 +189,11 @@ pub fn endpoints(e: &Endpoints, evs: &[Event], now: Timestamp) -> String {
             w.line(2, "Name\tPort\tProtocol");
             w.line(2, "----\t----\t--------");
             for p in ports {
-                let name = p.name.as_deref().filter(|n| !n.is_empty()).unwrap_or("<unset>");
+                let name = p
+                    .name
+                    .as_deref()
+                    .filter(|n| !n.is_empty())
+                    .unwrap_or("<unset>");
                 w.line(
                     2,
                     &format!(
@@ -234,8 +250,14 @@ pub fn endpoint_slice(s: &EndpointSlice, evs: &[Event], now: Timestamp) -> Strin
             w.line(1, &format!("- Addresses:\t{}", e.addresses.join(",")));
             w.line(2, "Conditions:");
             let ready = e.conditions.as_ref().and_then(|c| c.ready);
-            w.line(3, &format!("Ready:\t{}", unset(ready.map(|r| r.to_string()))));
-            w.line(2, &format!("Hostname:\t{}", cell(&unset(e.hostname.clone()))));
+            w.line(
+                3,
+                &format!("Ready:\t{}", unset(ready.map(|r| r.to_string()))),
+            );
+            w.line(
+                2,
+                &format!("Hostname:\t{}", cell(&unset(e.hostname.clone()))),
+            );
             if let Some(t) = &e.target_ref {
                 w.line(
                     2,
@@ -246,7 +268,10 @@ pub fn endpoint_slice(s: &EndpointSlice, evs: &[Event], now: Timestamp) -> Strin
                     ),
                 );
             }
-            w.line(2, &format!("NodeName:\t{}", cell(&unset(e.node_name.clone()))));
+            w.line(
+                2,
+                &format!("NodeName:\t{}", cell(&unset(e.node_name.clone()))),
+            );
             w.line(2, &format!("Zone:\t{}", cell(&unset(e.zone.clone()))));
         }
     }
@@ -339,7 +364,10 @@ mod tests {
         }))
         .unwrap();
         let text = endpoints(&e, &[], now());
-        assert!(text.contains("Addresses:          10.0.0.1,10.0.0.2\n"), "{text}");
+        assert!(
+            text.contains("Addresses:          10.0.0.1,10.0.0.2\n"),
+            "{text}"
+        );
         assert!(text.contains("NotReadyAddresses:  <none>\n"), "{text}");
         assert!(text.contains("http  80    TCP\n"), "{text}");
     }

@@ -132,9 +132,8 @@ impl Allocator {
         let mut taken = Claims::default();
         let mut errs = Vec::new();
         let result = self.claim_ip(&mut guard, new, &before, &mut taken, &mut errs);
-        let result = result.and_then(|()| {
-            self.claim_ports(&mut guard, new, &before, &mut taken, &mut errs)
-        });
+        let result =
+            result.and_then(|()| self.claim_ports(&mut guard, new, &before, &mut taken, &mut errs));
         if result.is_err() || !errs.is_empty() {
             give_back(&mut guard, &taken);
             drop(guard);
@@ -244,10 +243,7 @@ impl Allocator {
                 .unwrap_or(true),
             _ => false,
         };
-        let Some(ports) = svc
-            .pointer_mut("/spec/ports")
-            .and_then(Value::as_array_mut)
-        else {
+        let Some(ports) = svc.pointer_mut("/spec/ports").and_then(Value::as_array_mut) else {
             return Ok(());
         };
         let range = self.network.node_ports;

@@ -24,7 +24,9 @@ pub enum RangeError {
         network: Ipv4Addr,
         prefix: u8,
     },
-    #[error("{0:?} is not a port range such as 30000-32767 (first-last, 1 to 65535, first <= last)")]
+    #[error(
+        "{0:?} is not a port range such as 30000-32767 (first-last, 1 to 65535, first <= last)"
+    )]
     NotPortRange(String),
 }
 

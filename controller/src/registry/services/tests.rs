@@ -35,10 +35,14 @@ async fn every_service_gets_its_own_address_and_ports_until_the_range_is_full() 
     let mut seen = HashSet::new();
     // A /29: .0 and .7 are the ends, .1 is kept back: five to hand out.
     for i in 0..5 {
-        let mut svc = json!({"metadata": {"name": format!("s{i}")}, "spec": {"ports": [{"port": 80}]}});
+        let mut svc =
+            json!({"metadata": {"name": format!("s{i}")}, "spec": {"ports": [{"port": 80}]}});
         a.reserve(&*store, &mut svc, None).await.unwrap().commit();
         let got = ip(&svc);
-        assert!(!["10.0.0.0", "10.0.0.1", "10.0.0.7"].contains(&got.as_str()), "{got}");
+        assert!(
+            !["10.0.0.0", "10.0.0.1", "10.0.0.7"].contains(&got.as_str()),
+            "{got}"
+        );
         assert!(seen.insert(got.clone()), "{got} handed out twice");
         assert_eq!(svc["spec"]["clusterIPs"], json!([got]));
     }
@@ -46,11 +50,18 @@ async fn every_service_gets_its_own_address_and_ports_until_the_range_is_full() 
     let err = a.reserve(&*store, &mut one_more, None).await.err().unwrap();
     assert!(err.message.contains("range is full"), "{}", err.message);
     // The reserved first address may still be asked for by name.
-    let mut kubernetes = json!({"metadata": {"name": "kubernetes"}, "spec": {"clusterIP": "10.0.0.1"}});
-    a.reserve(&*store, &mut kubernetes, None).await.unwrap().commit();
+    let mut kubernetes =
+        json!({"metadata": {"name": "kubernetes"}, "spec": {"clusterIP": "10.0.0.1"}});
+    a.reserve(&*store, &mut kubernetes, None)
+        .await
+        .unwrap()
+        .commit();
 
     let mut ports = HashSet::new();
-    let mut svc = node_port("np", json!([{"name": "a", "port": 80}, {"name": "b", "port": 81}, {"name": "c", "port": 82}]));
+    let mut svc = node_port(
+        "np",
+        json!([{"name": "a", "port": 80}, {"name": "b", "port": 81}, {"name": "c", "port": 82}]),
+    );
     svc["spec"]["clusterIP"] = json!("None");
     a.reserve(&*store, &mut svc, None).await.unwrap().commit();
     for p in svc["spec"]["ports"].as_array().unwrap() {
@@ -61,7 +72,12 @@ async fn every_service_gets_its_own_address_and_ports_until_the_range_is_full() 
     let mut full = node_port("np2", json!([{"port": 80}]));
     full["spec"]["clusterIP"] = json!("None");
     let err = a.reserve(&*store, &mut full, None).await.err().unwrap();
-    assert!(err.message.contains("failed to allocate a nodePort: range is full"), "{}", err.message);
+    assert!(
+        err.message
+            .contains("failed to allocate a nodePort: range is full"),
+        "{}",
+        err.message
+    );
 }
 
 #[tokio::test]
@@ -72,7 +88,10 @@ async fn a_requested_value_must_be_in_range_and_free() {
     first["spec"]["clusterIP"] = json!("10.96.0.10");
     a.reserve(&*store, &mut first, None).await.unwrap().commit();
 
-    let mut again = node_port("b", json!([{"port": 80}, {"name": "x", "port": 81, "nodePort": 30080}]));
+    let mut again = node_port(
+        "b",
+        json!([{"port": 80}, {"name": "x", "port": 81, "nodePort": 30080}]),
+    );
     again["spec"]["clusterIP"] = json!("10.96.0.10");
     let err = a.reserve(&*store, &mut again, None).await.err().unwrap();
     let causes: Vec<String> = err.causes.iter().map(ToString::to_string).collect();
@@ -169,7 +188,10 @@ async fn concurrent_reservations_never_share_a_value() {
     for i in 0..100 {
         let (a, store) = (a.clone(), store.clone());
         tasks.push(tokio::spawn(async move {
-            let mut svc = node_port(&format!("s{i}"), json!([{"name": "a", "port": 80}, {"name": "b", "port": 81}]));
+            let mut svc = node_port(
+                &format!("s{i}"),
+                json!([{"name": "a", "port": 80}, {"name": "b", "port": 81}]),
+            );
             a.reserve(&*store, &mut svc, None).await.unwrap().commit();
             svc
         }));
