@@ -133,14 +133,22 @@ fn admit_kind(
         "Lease" => run::<Lease>(info, object, old, validation, &name, |l, _| {
             validation::object_meta(&l.metadata, true, NameRule::Subdomain)
         }),
-        "Service" => run::<Service>(info, object, old, validation, &name, |s, _| {
-            validation::object_meta(&s.metadata, true, NameRule::Label)
+        "Service" => run::<Service>(info, object, old, validation, &name, |s, old| {
+            if let Some(old) = old {
+                defaults::service_update(s, old);
+            }
+            defaults::service(s);
+            let mut errs = validation::service(s);
+            if let Some(old) = old {
+                errs.extend(validation::service_update(old, s));
+            }
+            errs
         }),
         "Endpoints" => run::<Endpoints>(info, object, old, validation, &name, |e, _| {
-            validation::object_meta(&e.metadata, true, NameRule::Subdomain)
+            validation::endpoints(e)
         }),
         "EndpointSlice" => run::<EndpointSlice>(info, object, old, validation, &name, |e, _| {
-            validation::object_meta(&e.metadata, true, NameRule::Subdomain)
+            validation::endpoint_slice(e)
         }),
         other => Err(ApiError::internal(format!(
             "no admission rules for kind {other}"

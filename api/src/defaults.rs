@@ -5,7 +5,8 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentStrategy, ReplicaSet, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Container, Namespace, NamespaceStatus, PodSpec, PodTemplateSpec, Probe,
+    ClientIPConfig, Container, Namespace, NamespaceStatus, PodSpec, PodTemplateSpec, Probe,
+    Service, SessionAffinityConfig,
 };
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -113,6 +114,152 @@ pub fn probe(p: &mut Probe) {
     if let Some(h) = p.http_get.as_mut() {
         h.path.get_or_insert_with(|| "/".to_string());
         h.scheme.get_or_insert_with(|| "HTTP".to_string());
+    }
+}
+
+/// How long a ClientIP session sticks by default (`DefaultClientIPServiceAffinitySeconds`).
+pub const CLIENT_IP_AFFINITY_SECONDS: i32 = 10800;
+
+/// kube-apiserver's `SetDefaults_Service`, plus the IP family fields its REST layer
+/// fills (Tugboat's clusters are IPv4 single-stack).
+pub fn service(s: &mut Service) {
+    let Some(spec) = s.spec.as_mut() else { return };
+    let kind = spec
+        .type_
+        .get_or_insert_with(|| "ClusterIP".to_string())
+        .clone();
+    let affinity = spec
+        .session_affinity
+        .get_or_insert_with(|| "None".to_string())
+        .clone();
+    match affinity.as_str() {
+        "None" => spec.session_affinity_config = None,
+        "ClientIP" => {
+            let timeout = spec
+                .session_affinity_config
+                .as_ref()
+                .and_then(|c| c.client_ip.as_ref())
+                .and_then(|c| c.timeout_seconds);
+            if timeout.is_none() {
+                spec.session_affinity_config = Some(SessionAffinityConfig {
+                    client_ip: Some(ClientIPConfig {
+                        timeout_seconds: Some(CLIENT_IP_AFFINITY_SECONDS),
+                    }),
+                });
+            }
+        }
+        _ => {}
+    }
+    for p in spec.ports.iter_mut().flatten() {
+        p.protocol.get_or_insert_with(|| "TCP".to_string());
+        let unset = match &p.target_port {
+            None => true,
+            Some(IntOrString::Int(0)) => true,
+            Some(IntOrString::String(s)) => s.is_empty(),
+            Some(_) => false,
+        };
+        if unset {
+            p.target_port = Some(IntOrString::Int(p.port));
+        }
+    }
+    let external = matches!(kind.as_str(), "NodePort" | "LoadBalancer")
+        || spec
+            .external_ips
+            .as_ref()
+            .is_some_and(|ips| !ips.is_empty());
+    if external {
+        spec.external_traffic_policy
+            .get_or_insert_with(|| "Cluster".to_string());
+    }
+    if matches!(kind.as_str(), "ClusterIP" | "NodePort" | "LoadBalancer") {
+        spec.internal_traffic_policy
+            .get_or_insert_with(|| "Cluster".to_string());
+    }
+    if kind == "LoadBalancer" {
+        spec.allocate_load_balancer_node_ports.get_or_insert(true);
+    }
+    if kind != "ExternalName" {
+        spec.ip_families
+            .get_or_insert_with(|| vec!["IPv4".to_string()]);
+        spec.ip_family_policy
+            .get_or_insert_with(|| "SingleStack".to_string());
+        // `clusterIPs` mirrors `clusterIP` (kube-apiserver's NormalizeClusterIPs).
+        if let Some(ip) = spec.cluster_ip.as_deref().filter(|ip| !ip.is_empty())
+            && spec.cluster_ips.as_ref().is_none_or(Vec::is_empty)
+        {
+            spec.cluster_ips = Some(vec![ip.to_string()]);
+        }
+        if spec.cluster_ip.as_deref().is_none_or(str::is_empty)
+            && let Some(first) = spec.cluster_ips.as_ref().and_then(|ips| ips.first())
+        {
+            spec.cluster_ip = Some(first.clone());
+        }
+    }
+}
+
+/// What an update carries over from the stored Service before defaulting, as
+/// kube-apiserver's `PrepareForUpdate` does (`patchAllocatedValues`,
+/// `dropTypeDependentFields`): a `clusterIP` left out keeps the allocated one; a
+/// port left without a `nodePort` keeps the one its namesake had; a Service that no
+/// longer needs node ports drops the ones it had kept unchanged, and the fields of
+/// the type it left.
+pub fn service_update(new: &mut Service, old: &Service) {
+    let (Some(spec), Some(old_spec)) = (new.spec.as_mut(), old.spec.as_ref()) else {
+        return;
+    };
+    let kind = |t: &Option<String>| t.clone().unwrap_or_else(|| "ClusterIP".to_string());
+    let (new_type, old_type) = (kind(&spec.type_), kind(&old_spec.type_));
+    let needs_ip = |t: &str| t != "ExternalName";
+    if needs_ip(&new_type) && needs_ip(&old_type) {
+        if spec.cluster_ip.as_deref().is_none_or(str::is_empty) {
+            spec.cluster_ip = old_spec.cluster_ip.clone();
+        }
+        if spec.cluster_ips.as_ref().is_none_or(Vec::is_empty) {
+            spec.cluster_ips = old_spec.cluster_ips.clone();
+        }
+    }
+    let needs_node_ports = |t: &str| matches!(t, "NodePort" | "LoadBalancer");
+    let node_ports = |ports: &Option<Vec<k8s_openapi::api::core::v1::ServicePort>>| {
+        ports
+            .iter()
+            .flatten()
+            .filter_map(|p| p.node_port.filter(|n| *n != 0))
+            .collect::<std::collections::BTreeSet<i32>>()
+    };
+    if needs_node_ports(&new_type) && needs_node_ports(&old_type) {
+        let used = node_ports(&spec.ports);
+        let by_name: std::collections::BTreeMap<String, i32> = old_spec
+            .ports
+            .iter()
+            .flatten()
+            .filter_map(|p| Some((p.name.clone().unwrap_or_default(), p.node_port?)))
+            .collect();
+        for p in spec.ports.iter_mut().flatten() {
+            if p.node_port.is_none_or(|n| n == 0)
+                && let Some(old) = by_name.get(p.name.as_deref().unwrap_or(""))
+                && !used.contains(old)
+            {
+                p.node_port = Some(*old);
+            }
+        }
+    }
+    if !needs_node_ports(&new_type) && node_ports(&spec.ports) == node_ports(&old_spec.ports) {
+        for p in spec.ports.iter_mut().flatten() {
+            p.node_port = None;
+        }
+    }
+    if new_type != "LoadBalancer"
+        && spec.allocate_load_balancer_node_ports == old_spec.allocate_load_balancer_node_ports
+    {
+        spec.allocate_load_balancer_node_ports = None;
+    }
+    let external = needs_node_ports(&new_type)
+        || spec
+            .external_ips
+            .as_ref()
+            .is_some_and(|ips| !ips.is_empty());
+    if !external && spec.external_traffic_policy == old_spec.external_traffic_policy {
+        spec.external_traffic_policy = None;
     }
 }
 

@@ -253,7 +253,8 @@ pub struct ControllerArgs {
     pub tuning: ControllerTuning,
 }
 
-/// Timings of the controller's node lifecycle and event expiry.
+/// Timings of the controller's node lifecycle and event expiry, its connection
+/// bounds, and the ranges Services draw from.
 #[derive(Debug, Args, Clone)]
 pub struct ControllerTuning {
     /// Seconds without a heartbeat before a node is NotReady.
@@ -279,6 +280,15 @@ pub struct ControllerTuning {
     /// Connections one client address may hold open at once.
     #[arg(long, default_value_t = tugboat_api::limits::MAX_CONNECTIONS_PER_CLIENT, value_name = "N")]
     pub max_connections_per_client: usize,
+
+    /// The IPv4 network Services' cluster IPs come from (its first address is kept
+    /// for the `kubernetes` Service).
+    #[arg(long, default_value = "10.96.0.0/16", value_name = "CIDR")]
+    pub service_cidr: tugboat_controller::registry::services::Ipv4Cidr,
+
+    /// The ports NodePort and LoadBalancer Services are given on every node.
+    #[arg(long, default_value = "30000-32767", value_name = "FIRST-LAST")]
+    pub service_node_port_range: tugboat_controller::registry::services::PortRange,
 }
 
 #[derive(Debug, Args)]

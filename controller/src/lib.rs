@@ -81,6 +81,12 @@ pub struct Config {
     /// Bounds on client connections (header and idle timeouts, connections per
     /// client and in all).
     pub connections: server::ConnLimits,
+    /// Where Services' cluster IPs come from (`--service-cidr`, default
+    /// `10.96.0.0/16`; its first address is kept for the `kubernetes` Service).
+    pub service_cidr: registry::services::Ipv4Cidr,
+    /// Where NodePort and LoadBalancer Services' node ports come from
+    /// (`--service-node-port-range`, default `30000-32767`).
+    pub node_port_range: registry::services::PortRange,
 }
 
 impl Default for Config {
@@ -94,6 +100,8 @@ impl Default for Config {
             event_ttl: Duration::from_secs(3600),
             history_bytes: store::redb::DEFAULT_HISTORY_BYTES,
             connections: server::ConnLimits::default(),
+            service_cidr: registry::services::Ipv4Cidr::default(),
+            node_port_range: registry::services::PortRange::default(),
         }
     }
 }
@@ -140,7 +148,13 @@ pub async fn run_with_store(
     config: Config,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let registry = Arc::new(Registry::new(store));
+    let registry = Arc::new(Registry::with_network(
+        store,
+        registry::services::ServiceNetwork {
+            cidr: config.service_cidr,
+            node_ports: config.node_port_range,
+        },
+    ));
     for ns in registry::SYSTEM_NAMESPACES {
         registry.ensure_namespace(ns).await?;
     }

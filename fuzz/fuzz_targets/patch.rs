@@ -38,6 +38,15 @@ fn base(info: &ResourceInfo) -> Value {
         "Event" => json!({"metadata": meta, "involvedObject": {"kind": "Pod", "name": "f"},
             "reason": "R", "message": "m"}),
         "Lease" => json!({"metadata": meta, "spec": {"holderIdentity": "f"}}),
+        "Service" => json!({"metadata": meta, "spec": {"type": "NodePort",
+            "selector": {"app": "f"},
+            "ports": [{"name": "http", "port": 80, "targetPort": "http"},
+                      {"name": "dns", "port": 53, "protocol": "UDP"}]}}),
+        "Endpoints" => json!({"metadata": meta, "subsets": [{
+            "addresses": [{"ip": "10.244.0.5"}], "ports": [{"name": "http", "port": 8080}]}]}),
+        "EndpointSlice" => json!({"metadata": meta, "addressType": "IPv4",
+            "endpoints": [{"addresses": ["10.244.0.5"], "conditions": {"ready": true}}],
+            "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}),
         _ => json!({"metadata": meta}),
     }
 }

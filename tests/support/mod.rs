@@ -69,6 +69,20 @@ impl TestController {
         .await
     }
 
+    /// A controller on an existing data directory whose config `tune` adjusts (a
+    /// restart with the same small ranges, say).
+    pub async fn start_in_tuned(
+        dir: &Path,
+        tune: impl FnOnce(&mut tugboat_controller::Config),
+    ) -> anyhow::Result<Self> {
+        Self::start_bound_tuned(
+            DataDir::Borrowed(dir.to_path_buf()),
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            tune,
+        )
+        .await
+    }
+
     async fn start_with(data_dir: DataDir) -> anyhow::Result<Self> {
         Self::start_bound(data_dir, SocketAddr::from(([127, 0, 0, 1], 0))).await
     }

@@ -6,7 +6,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::Errors;
-use super::names::{dns1123_label, dns1123_subdomain, label_value_problem, qualified_name};
+use super::names::{
+    dns1035_label, dns1123_label, dns1123_subdomain, label_value_problem, qualified_name,
+};
 use crate::status::FieldError;
 
 /// What kind of name an object's `metadata.name` must be.
@@ -14,6 +16,9 @@ use crate::status::FieldError;
 pub enum NameRule {
     Label,
     Subdomain,
+    /// A DNS-1035 label (starts with a letter): Services, whose names become DNS
+    /// names and environment variables.
+    Dns1035,
 }
 
 /// Checks `metadata`: the name (or generateName), the namespace and the labels.
@@ -24,6 +29,7 @@ pub fn object_meta(meta: &ObjectMeta, namespaced: bool, rule: NameRule) -> Error
             let why = match rule {
                 NameRule::Label => dns1123_label(name),
                 NameRule::Subdomain => dns1123_subdomain(name),
+                NameRule::Dns1035 => dns1035_label(name),
             };
             if let Some(why) = why {
                 errs.push(FieldError::invalid(

@@ -5,20 +5,26 @@
 //! By kind: `names` (the name rules: DNS-1123 labels and subdomains, qualified
 //! names, label values, environment variable names), `meta` (object metadata and
 //! labels), `pod` (pods, their specs, containers and probes), `workloads`
-//! (Deployments and ReplicaSets, their selectors and templates) and `node`.
+//! (Deployments and ReplicaSets, their selectors and templates), `node`,
+//! `service` and `endpoints` (Endpoints and EndpointSlices).
 
+mod endpoints;
 mod meta;
 mod names;
 mod node;
 mod pod;
+mod service;
 mod workloads;
 
+pub use self::endpoints::{endpoint_slice, endpoints};
 pub use self::meta::{NameRule, object_meta};
 pub use self::names::{
-    dns1123_label, dns1123_subdomain, env_var_name, label_value_problem, qualified_name,
+    dns1035_label, dns1123_label, dns1123_subdomain, env_var_name, label_value_problem, port_name,
+    qualified_name,
 };
 pub use self::node::node;
 pub use self::pod::{pod, pod_spec, pod_update};
+pub use self::service::{service, service_update};
 pub use self::workloads::{deployment, replica_set, selector_unchanged};
 
 use crate::status::FieldError;

@@ -99,3 +99,43 @@ pub fn env_var_name(name: &str) -> Option<String> {
         "a valid environment variable name must consist of alphabetic characters, digits, '_', '-', or '.', and must not start with a digit (e.g. 'my.env-name',  or 'MY_ENV.NAME',  or 'MyEnvName1', regex used for validation is '[-._a-zA-Z][-._a-zA-Z0-9]*')".to_string()
     })
 }
+
+/// Why `name` is not a DNS-1035 label (a Service's name: a DNS-1123 label that
+/// starts with a letter), if it is not.
+pub fn dns1035_label(name: &str) -> Option<String> {
+    if name.len() > DNS1123_LABEL_MAX {
+        return Some(format!(
+            "must be no more than {DNS1123_LABEL_MAX} characters"
+        ));
+    }
+    let ok = dns1123_label(name).is_none()
+        && name.bytes().next().is_some_and(|b| b.is_ascii_lowercase());
+    (!ok).then(|| {
+        "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for validation is '[a-z]([-a-z0-9]*[a-z0-9])?')".to_string()
+    })
+}
+
+/// Why `name` is not an IANA_SVC_NAME (a named port: `http`, `dns-tcp`), if it is
+/// not, in apimachinery's `IsValidPortName` words.
+pub fn port_name(name: &str) -> Option<String> {
+    let mut why = Vec::new();
+    if name.len() > 15 {
+        why.push("must be no more than 15 characters");
+    }
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        why.push("must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)");
+    } else if !name.bytes().any(|b| b.is_ascii_lowercase()) {
+        why.push("must contain at least one letter (a-z)");
+    }
+    if name.contains("--") {
+        why.push("must not contain consecutive hyphens (-)");
+    }
+    if name.starts_with('-') || name.ends_with('-') {
+        why.push("must not begin or end with a hyphen (-)");
+    }
+    (!why.is_empty()).then(|| why.join("; "))
+}

@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::{Container, Pod, PodSpec, Probe};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use super::meta::{NameRule, labels, object_meta};
-use super::names::{dns1123_label, dns1123_subdomain, env_var_name};
+use super::names::{dns1123_label, dns1123_subdomain, env_var_name, port_name};
 use super::{Errors, non_negative, positive};
 use crate::status::FieldError;
 
@@ -319,12 +319,10 @@ fn port_ref(errs: &mut Errors, path: &str, port: &IntOrString) {
                 "must be between 1 and 65535, inclusive",
             ));
         }
-        IntOrString::String(s) if s.is_empty() || dns1123_label(s).is_some() => {
-            errs.push(FieldError::invalid(
-                path,
-                format!("\"{s}\""),
-                "must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)",
-            ));
+        IntOrString::String(s) => {
+            if let Some(why) = port_name(s) {
+                errs.push(FieldError::invalid(path, format!("\"{s}\""), &why));
+            }
         }
         _ => {}
     }

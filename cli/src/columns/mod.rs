@@ -1,8 +1,9 @@
 //! The columns of `tug get`, computed the way kubectl's printers compute them: a
 //! deployment's READY, a pod's STATUS and RESTARTS, a node's STATUS and ROLES, an
-//! event's LAST SEEN and OBJECT.
+//! event's LAST SEEN and OBJECT, a service's PORT(S) and EXTERNAL-IP.
 
 mod pod;
+mod service;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -18,6 +19,7 @@ use tugboat_api::ResourceInfo;
 use crate::duration::{since_micro, since_time};
 
 pub use pod::{PodSummary, pod_summary};
+pub use service::{endpoints_string, external_ip, load_balancer_string, port_string};
 
 /// How a table is laid out: `-o wide` adds columns, `-A` puts NAMESPACE first.
 #[derive(Clone, Copy, Debug)]
@@ -71,6 +73,19 @@ pub fn header(r: &ResourceInfo, layout: &Layout) -> Vec<String> {
         ),
         "Event" => (&["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], &[]),
         "Namespace" => (&["NAME", "STATUS", "AGE"], &[]),
+        "Service" => (
+            &[
+                "NAME",
+                "TYPE",
+                "CLUSTER-IP",
+                "EXTERNAL-IP",
+                "PORT(S)",
+                "AGE",
+            ],
+            &["SELECTOR"],
+        ),
+        "Endpoints" => (&["NAME", "ENDPOINTS", "AGE"], &[]),
+        "EndpointSlice" => (&["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"], &[]),
         _ => (&["NAME", "AGE"], &[]),
     };
     let mut cols: Vec<String> = Vec::new();
@@ -96,6 +111,9 @@ pub fn row(r: &ResourceInfo, obj: &Value, layout: &Layout) -> anyhow::Result<Vec
         "Node" => node_row(&decode(obj)?, layout),
         "Event" => event_row(&decode(obj)?, layout),
         "Namespace" => namespace_row(&decode(obj)?, layout),
+        "Service" => service::service_row(&decode(obj)?, layout),
+        "Endpoints" => service::endpoints_row(&decode(obj)?, layout),
+        "EndpointSlice" => service::endpoint_slice_row(&decode(obj)?, layout),
         _ => {
             let meta: ObjectMeta = obj
                 .get("metadata")

@@ -43,6 +43,8 @@ pub fn controller_config(
             },
             ..Default::default()
         },
+        service_cidr: tuning.service_cidr,
+        node_port_range: tuning.service_node_port_range,
         ..Default::default()
     })
 }

@@ -6,11 +6,12 @@
 use anyhow::Context as _;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tugboat_api::resource::{EVENTS, PODS, REPLICASETS};
+use tugboat_api::resource::{ENDPOINTSLICES, EVENTS, PODS, REPLICASETS};
 use tugboat_api::{Client, ListParams, ResourceInfo};
 
 use crate::args::DescribeArgs;
@@ -170,6 +171,24 @@ async fn describe_one(
             describe::node(&node, &pods, &events(client, r, None, &name).await, now)
         }
         "Namespace" => describe::namespace(&decode::<Namespace>(r, obj)?),
+        "Service" => {
+            let svc: Service = decode(r, obj)?;
+            let params = ListParams {
+                label_selector: Some(format!("kubernetes.io/service-name={name}")),
+                field_selector: None,
+            };
+            let slices: Vec<EndpointSlice> = client
+                .list_as(&ENDPOINTSLICES, ns, &params)
+                .await
+                .context("listing the service's endpoint slices")?;
+            describe::service(&svc, &slices, &events(client, r, ns, &name).await, now)
+        }
+        "Endpoints" => {
+            describe::endpoints(&decode(r, obj)?, &events(client, r, ns, &name).await, now)
+        }
+        "EndpointSlice" => {
+            describe::endpoint_slice(&decode(r, obj)?, &events(client, r, ns, &name).await, now)
+        }
         _ => describe::generic(&meta, &events(client, r, ns, &name).await, now),
     })
 }

@@ -6,6 +6,7 @@
 
 mod node;
 mod pod;
+mod service;
 mod template;
 mod workloads;
 
@@ -22,6 +23,7 @@ use crate::table::TabWriter;
 
 pub use node::{format_cpu, format_memory, node, parse_quantity};
 pub use pod::pod;
+pub use service::{endpoint_slice, endpoints, service, slice_endpoints};
 pub use workloads::{deployment, replica_set, split_replica_sets};
 
 /// Annotations longer than this are printed on their own lines, cut to fit.

@@ -92,7 +92,10 @@ impl Registry {
                 return Ok(obj.clone());
             }
             match self.store.delete(&key, Some(current.revision)).await {
-                Ok(stored) => return Ok((*stored.object).clone()),
+                Ok(stored) => {
+                    self.release(info, &stored.object);
+                    return Ok((*stored.object).clone());
+                }
                 Err(StoreError::Conflict { .. }) => continue,
                 Err(StoreError::NotFound(_)) => {
                     return Err(ApiError::not_found(&info.store_name(), name));
@@ -112,7 +115,10 @@ impl Registry {
         name: &str,
     ) -> Result<Value, ApiError> {
         match self.store.delete(&Self::key(info, ns, name), None).await {
-            Ok(stored) => Ok((*stored.object).clone()),
+            Ok(stored) => {
+                self.release(info, &stored.object);
+                Ok((*stored.object).clone())
+            }
             Err(StoreError::NotFound(_)) => Err(ApiError::not_found(&info.store_name(), name)),
             Err(e) => Err(store_error(e)),
         }

@@ -17,6 +17,7 @@
 
 mod delete;
 mod list;
+pub mod services;
 pub mod strategy;
 pub mod typed;
 mod write;
@@ -25,7 +26,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use tugboat_api::admission::{self, FieldValidation};
-use tugboat_api::resource::{NAMESPACES, ResourceInfo};
+use tugboat_api::resource::{NAMESPACES, ResourceInfo, SERVICES};
 use tugboat_api::selector::{FieldSelector, Selector};
 use tugboat_api::{ApiError, meta};
 
@@ -132,11 +133,49 @@ const CONFLICT_RETRIES: usize = 16;
 
 pub struct Registry {
     store: Arc<dyn Store>,
+    services: services::Allocator,
 }
 
 impl Registry {
+    /// A registry whose Services draw from the default ranges (`10.96.0.0/16`,
+    /// `30000-32767`).
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Registry { store }
+        Self::with_network(store, services::ServiceNetwork::default())
+    }
+
+    /// A registry whose Services draw cluster IPs and node ports from `network`.
+    pub fn with_network(store: Arc<dyn Store>, network: services::ServiceNetwork) -> Self {
+        Registry {
+            store,
+            services: services::Allocator::new(network),
+        }
+    }
+
+    /// The ranges Services draw from (what the node proxies serve).
+    pub fn service_network(&self) -> services::ServiceNetwork {
+        self.services.network()
+    }
+
+    /// Reserves the cluster IP and node ports a Service write needs (nothing for
+    /// other kinds, or for status writes).
+    async fn reserve(
+        &self,
+        info: &ResourceInfo,
+        object: &mut Value,
+        old: Option<&Value>,
+        sub: Subresource,
+    ) -> Result<services::Reservation<'_>, ApiError> {
+        if info != &SERVICES || sub != Subresource::Main {
+            return Ok(services::Reservation::none());
+        }
+        self.services.reserve(&*self.store, object, old).await
+    }
+
+    /// Frees what a deleted object held.
+    fn release(&self, info: &ResourceInfo, deleted: &Value) {
+        if info == &SERVICES {
+            self.services.release(deleted);
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -288,8 +327,11 @@ impl Registry {
         if let Some(ns) = &ns {
             self.check_namespace(info, ns).await?;
         }
-        let admitted = admission::admit(info, body, None, opts.field_validation)?;
+        let mut admitted = admission::admit(info, body, None, opts.field_validation)?;
         let name = meta::name(&admitted.object).unwrap_or("").to_string();
+        let reservation = self
+            .reserve(info, &mut admitted.object, None, Subresource::Main)
+            .await?;
         check_limits(info, &name, &admitted.object)?;
         warnings.extend(admitted.warnings);
         if opts.dry_run {
@@ -306,6 +348,7 @@ impl Registry {
                 StoreError::AlreadyExists(_) => ApiError::already_exists(&info.store_name(), &name),
                 other => store_error(other),
             })?;
+        reservation.commit();
         Ok(Written {
             object: (*stored.object).clone(),
             warnings,
@@ -442,6 +485,7 @@ impl Registry {
             let admitted = admission::admit(info, merged, Some(old), opts.field_validation)?;
             warnings.extend(admitted.warnings);
             let mut object = admitted.object;
+            let reservation = self.reserve(info, &mut object, Some(old), sub).await?;
             check_limits(info, name, &object)?;
             if admitted_equal(&object, old) {
                 return Ok(Written {
@@ -479,6 +523,12 @@ impl Registry {
             };
             match result {
                 Ok(stored) => {
+                    if finalized {
+                        drop(reservation);
+                        self.release(info, old);
+                    } else {
+                        reservation.commit();
+                    }
                     return Ok(Written {
                         object: (*stored.object).clone(),
                         warnings,
