@@ -159,6 +159,10 @@ pub struct AgentArgs {
     #[arg(long, default_value_t = 0, value_name = "PORT")]
     pub proxy_port: u16,
 
+    /// The Service range; must be the controller's `--service-cidr`.
+    #[arg(long, default_value = "10.96.0.0/16", value_name = "CIDR")]
+    pub service_cidr: String,
+
     #[command(flatten)]
     pub cluster: ClusterNetArgs,
 }
@@ -166,9 +170,6 @@ pub struct AgentArgs {
 /// How an agent serves ClusterIPs and the cluster DNS.
 #[derive(Debug, Args, Clone)]
 pub struct ClusterNetArgs {
-    /// The Service range; must be the controller's `--service-cidr`.
-    #[arg(long, default_value = "10.96.0.0/16", value_name = "CIDR")]
-    pub service_cidr: String,
 
     /// Where the cluster DNS forwards names outside the cluster domain (IP or
     /// IP:PORT, repeatable); default: the name servers of /etc/resolv.conf.

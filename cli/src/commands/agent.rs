@@ -85,7 +85,7 @@ pub async fn run(args: AgentArgs, ctx: &mut Context<'_>) -> anyhow::Result<()> {
     let runtime = tugboat_agent::runtime::docker::DockerRuntime::connect(args.docker.as_deref())
         .await
         .context("cannot connect to Docker (is the daemon running? see --docker)")?;
-    config.cluster = cluster_config(&args.cluster, &runtime).await?;
+    config.cluster = cluster_config(&args.cluster, &args.service_cidr, &runtime).await?;
     tugboat_agent::run(config, Arc::new(runtime), ctx.shutdown.clone())
         .await
         .context("the agent stopped")
@@ -96,12 +96,13 @@ pub async fn run(args: AgentArgs, ctx: &mut Context<'_>) -> anyhow::Result<()> {
 /// `--no-cluster-ip`, or (with a warning) when the image cannot be built.
 pub async fn cluster_config(
     args: &ClusterNetArgs,
+    service_cidr: &str,
     runtime: &DockerRuntime,
 ) -> anyhow::Result<Option<ClusterConfig>> {
     if args.no_cluster_ip {
         return Ok(None);
     }
-    let cidr = Cidr::parse(&args.service_cidr).map_err(|e| anyhow::anyhow!("--service-cidr {e}"))?;
+    let cidr = Cidr::parse(service_cidr).map_err(|e| anyhow::anyhow!("--service-cidr {e}"))?;
     let mut upstream = Vec::new();
     for u in &args.dns_upstream {
         let addr = u

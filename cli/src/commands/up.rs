@@ -46,7 +46,12 @@ pub async fn run(args: UpArgs, ctx: &mut Context<'_>) -> anyhow::Result<()> {
     });
     let mut agents = Vec::new();
     let nodes: Vec<String> = (1..=args.agents).map(|i| format!("node-{i}")).collect();
-    let cluster = crate::commands::agent::cluster_config(&args.cluster, &runtime).await?;
+    let cluster = crate::commands::agent::cluster_config(
+        &args.cluster,
+        &args.tuning.service_cidr.to_string(),
+        &runtime,
+    )
+    .await?;
     let runtime = Arc::new(runtime);
     for (i, node) in nodes.iter().enumerate() {
         let mut config = tugboat_agent::Config::new(&url, node);
