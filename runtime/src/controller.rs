@@ -468,6 +468,60 @@ mod tests {
             .expect("it does not panic");
     }
 
+    #[tokio::test]
+    async fn an_event_mapper_tells_lists_applies_and_deletions_apart() {
+        let source = MemorySource::new();
+        source.put("web");
+        source.put("x");
+        let seen = Arc::new(Seen::default());
+        let kinds: Arc<Mutex<Vec<&'static str>>> = Arc::default();
+        let record = kinds.clone();
+        let mapper: EventMapper = Arc::new(move |ev| {
+            let kind = match ev {
+                watcher::Event::Init => "init",
+                watcher::Event::InitApply(_) => "init-apply",
+                watcher::Event::InitDone => "init-done",
+                watcher::Event::Apply(_) => "apply",
+                watcher::Event::Delete(_) => "delete",
+            };
+            record.lock().unwrap().push(kind);
+            // A deletion of x concerns web.
+            match ev {
+                watcher::Event::Delete(_) => vec![ObjectRef::new(Some("default"), "web")],
+                _ => Vec::new(),
+            }
+        });
+        let shutdown = CancellationToken::new();
+        let controller = Controller::new("test", source.clone(), &tugboat_api::resource::PODS)
+            .watches_events(&tugboat_api::resource::PODS, mapper);
+        let run = tokio::spawn(controller.run(reconcile, policy, seen.clone(), shutdown.clone()));
+        until("the first list is mapped", || {
+            kinds.lock().unwrap().contains(&"init-done")
+        })
+        .await;
+        until("web is reconciled", || {
+            seen.reconciled.lock().unwrap().contains(&"web".to_string())
+        })
+        .await;
+        let before = seen.reconciled.lock().unwrap().len();
+        source.delete("x");
+        until("the deletion is mapped to web", || {
+            seen.reconciled.lock().unwrap().len() > before
+        })
+        .await;
+        let kinds = kinds.lock().unwrap().clone();
+        assert_eq!(
+            kinds[..4],
+            ["init", "init-apply", "init-apply", "init-done"]
+        );
+        assert!(kinds.contains(&"delete"));
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), run)
+            .await
+            .expect("the controller stops on shutdown")
+            .expect("it does not panic");
+    }
+
     #[test]
     fn reasons_read_as_kube_runtime_spells_them() {
         let key = ObjectRef::new(Some("default"), "web");

@@ -23,6 +23,13 @@ pub const OVER_CAPACITY: &str = "endpoints.kubernetes.io/over-capacity";
 
 type PortKey = Vec<(String, i32, String, Option<String>)>;
 
+/// One subset being gathered: its ports, ready and not-ready addresses.
+type Subset = (
+    Vec<EndpointPort>,
+    Vec<EndpointAddress>,
+    Vec<EndpointAddress>,
+);
+
 fn legacy_ports(e: &PodEndpoint) -> Vec<EndpointPort> {
     e.ports
         .iter()
@@ -80,14 +87,7 @@ pub fn desired_endpoints(svc: &Service, endpoints: &[PodEndpoint]) -> Endpoints 
         .as_ref()
         .and_then(|s| s.ports.as_ref())
         .is_some_and(|p| !p.is_empty());
-    let mut groups: BTreeMap<
-        PortKey,
-        (
-            Vec<EndpointPort>,
-            Vec<EndpointAddress>,
-            Vec<EndpointAddress>,
-        ),
-    > = BTreeMap::new();
+    let mut groups: BTreeMap<PortKey, Subset> = BTreeMap::new();
     let mut kept = 0;
     let mut truncated = false;
     // Ready addresses first, so a truncated object keeps them.
