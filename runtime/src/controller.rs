@@ -10,7 +10,10 @@
 //!
 //! Secondary watches map related objects to the primary objects they affect:
 //! [`Controller::owns`] by the child's controller owner reference,
-//! [`Controller::watches`] by any mapping.
+//! [`Controller::watches`] by any mapping of the object,
+//! [`Controller::watches_events`] by a mapping of the whole watch event (for a
+//! mapper that must remember where an object was: a pod whose labels changed
+//! still matters to the Service it left).
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -95,9 +98,18 @@ impl fmt::Display for ReconcileReason {
 /// Maps an event on a watched object to the primary objects to reconcile.
 pub type Mapper = Arc<dyn Fn(&Value) -> Vec<ObjectRef> + Send + Sync>;
 
+/// Maps a whole watch event (lists, applies and deletions told apart) to the
+/// primary objects to reconcile.
+pub type EventMapper = Arc<dyn Fn(&watcher::Event<Arc<Value>>) -> Vec<ObjectRef> + Send + Sync>;
+
+/// An object mapper as an event mapper: the events without an object map to nothing.
+fn on_objects(mapper: Mapper) -> EventMapper {
+    Arc::new(move |ev| ev.object().map(|o| mapper(o)).unwrap_or_default())
+}
+
 struct Trigger {
     info: &'static ResourceInfo,
-    mapper: Mapper,
+    mapper: EventMapper,
     /// The primary watch (its events are `ObjectUpdated`), or a related one.
     primary: bool,
 }
@@ -143,7 +155,7 @@ impl<S: Source> Controller<S> {
     pub fn new(name: &'static str, source: Arc<S>, primary: &'static ResourceInfo) -> Self {
         let triggers = vec![Trigger {
             info: primary,
-            mapper: Arc::new(|obj| ObjectRef::of(obj).into_iter().collect()),
+            mapper: on_objects(Arc::new(|obj| ObjectRef::of(obj).into_iter().collect())),
             primary: true,
         }];
         Controller {
@@ -161,20 +173,27 @@ impl<S: Source> Controller<S> {
         let kind = self.primary.kind;
         self.triggers.push(Trigger {
             info: child,
-            mapper: Arc::new(move |obj| {
+            mapper: on_objects(Arc::new(move |obj| {
                 meta::controller_of(obj)
                     .filter(|(k, _, _)| *k == kind)
                     .map(|(_, name, _)| ObjectRef::new(meta::namespace(obj), name))
                     .into_iter()
                     .collect()
-            }),
+            })),
             primary: false,
         });
         self
     }
 
     /// Reconcile whatever `mapper` names when an object of `info` changes.
-    pub fn watches(mut self, info: &'static ResourceInfo, mapper: Mapper) -> Self {
+    pub fn watches(self, info: &'static ResourceInfo, mapper: Mapper) -> Self {
+        self.watches_events(info, on_objects(mapper))
+    }
+
+    /// Reconcile whatever `mapper` names for each watch event on `info`,
+    /// including a list's `Init` and `InitDone` (after which whatever the list
+    /// did not hold is gone).
+    pub fn watches_events(mut self, info: &'static ResourceInfo, mapper: EventMapper) -> Self {
         self.triggers.push(Trigger {
             info,
             mapper,
@@ -338,13 +357,15 @@ async fn feed<S: Source>(
     let config = watcher::Config::new(controller);
     let mut events = std::pin::pin!(watcher::watch_raw(source, trigger.info, config));
     while let Some(ev) = events.next().await {
-        let Some(object) = ev.object() else { continue };
-        for key in (trigger.mapper)(object) {
+        let object = ev.object();
+        for key in (trigger.mapper)(&ev) {
             let reason = if trigger.primary {
                 ReconcileReason::ObjectUpdated(key.clone())
             } else {
                 ReconcileReason::RelatedObjectUpdated {
-                    object_ref: ObjectRef::of(object).unwrap_or_else(|| key.clone()),
+                    object_ref: object
+                        .and_then(|o| ObjectRef::of(o))
+                        .unwrap_or_else(|| key.clone()),
                 }
             };
             if tx.send((key, reason)).await.is_err() {
@@ -440,6 +461,60 @@ mod tests {
             n,
             "no retries once gone"
         );
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), run)
+            .await
+            .expect("the controller stops on shutdown")
+            .expect("it does not panic");
+    }
+
+    #[tokio::test]
+    async fn an_event_mapper_tells_lists_applies_and_deletions_apart() {
+        let source = MemorySource::new();
+        source.put("web");
+        source.put("x");
+        let seen = Arc::new(Seen::default());
+        let kinds: Arc<Mutex<Vec<&'static str>>> = Arc::default();
+        let record = kinds.clone();
+        let mapper: EventMapper = Arc::new(move |ev| {
+            let kind = match ev {
+                watcher::Event::Init => "init",
+                watcher::Event::InitApply(_) => "init-apply",
+                watcher::Event::InitDone => "init-done",
+                watcher::Event::Apply(_) => "apply",
+                watcher::Event::Delete(_) => "delete",
+            };
+            record.lock().unwrap().push(kind);
+            // A deletion of x concerns web.
+            match ev {
+                watcher::Event::Delete(_) => vec![ObjectRef::new(Some("default"), "web")],
+                _ => Vec::new(),
+            }
+        });
+        let shutdown = CancellationToken::new();
+        let controller = Controller::new("test", source.clone(), &tugboat_api::resource::PODS)
+            .watches_events(&tugboat_api::resource::PODS, mapper);
+        let run = tokio::spawn(controller.run(reconcile, policy, seen.clone(), shutdown.clone()));
+        until("the first list is mapped", || {
+            kinds.lock().unwrap().contains(&"init-done")
+        })
+        .await;
+        until("web is reconciled", || {
+            seen.reconciled.lock().unwrap().contains(&"web".to_string())
+        })
+        .await;
+        let before = seen.reconciled.lock().unwrap().len();
+        source.delete("x");
+        until("the deletion is mapped to web", || {
+            seen.reconciled.lock().unwrap().len() > before
+        })
+        .await;
+        let kinds = kinds.lock().unwrap().clone();
+        assert_eq!(
+            kinds[..4],
+            ["init", "init-apply", "init-apply", "init-done"]
+        );
+        assert!(kinds.contains(&"delete"));
         shutdown.cancel();
         tokio::time::timeout(Duration::from_secs(5), run)
             .await

@@ -25,7 +25,7 @@ pub mod source;
 pub mod watcher;
 
 pub use backoff::Backoff;
-pub use controller::{Action, Controller, Mapper, ReconcileReason};
+pub use controller::{Action, Controller, EventMapper, Mapper, ReconcileReason};
 pub use object::{Object, ObjectRef};
 pub use source::{EventStream, RawEvent, RawList, Source, SourceError, WatchParams};
 pub use watcher::Event;

@@ -19,7 +19,20 @@ use crate::registry::{DeleteOptions, Registry};
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 /// Kinds that own others in Tugboat today.
-const OWNER_KINDS: &[&ResourceInfo] = &[&resource::DEPLOYMENTS, &resource::REPLICASETS];
+const OWNER_KINDS: &[&ResourceInfo] = &[
+    &resource::DEPLOYMENTS,
+    &resource::REPLICASETS,
+    &resource::SERVICES,
+];
+
+/// Kinds whose objects have owners in Tugboat today (a Service owns its
+/// EndpointSlices and Endpoints).
+const DEPENDENT_KINDS: &[&ResourceInfo] = &[
+    &resource::REPLICASETS,
+    &resource::PODS,
+    &resource::ENDPOINTSLICES,
+    &resource::ENDPOINTS,
+];
 
 pub async fn run(registry: Arc<Registry>, shutdown: CancellationToken) {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<String>>(1024);
@@ -91,7 +104,7 @@ async fn sweep(registry: &Registry, ns: &str) -> Result<(), ApiError> {
             }
         }
     }
-    for info in [&resource::REPLICASETS, &resource::PODS] {
+    for info in DEPENDENT_KINDS {
         for obj in registry.list_all(info, Some(ns)).await? {
             let owners = meta::owner_uids(&obj);
             if owners.is_empty()

@@ -1,8 +1,9 @@
 //! The reconcilers: Deployment → ReplicaSets, ReplicaSet → Pods, the scheduler
-//! (Pods → nodes), the garbage collector (dependents of deleted owners) and the
-//! namespace lifecycle.
+//! (Pods → nodes), endpoints (Services → EndpointSlices and Endpoints), the
+//! garbage collector (dependents of deleted owners) and the namespace lifecycle.
 
 pub mod deployment;
+pub mod endpoints;
 pub mod eventttl;
 pub mod gc;
 pub mod namespace;
@@ -33,6 +34,11 @@ pub fn spawn_all(
         shutdown.clone(),
     ));
     tracker.spawn(replicaset::run(
+        registry.clone(),
+        config.concurrency,
+        shutdown.clone(),
+    ));
+    tracker.spawn(endpoints::run(
         registry.clone(),
         config.concurrency,
         shutdown.clone(),
