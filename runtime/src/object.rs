@@ -71,7 +71,4 @@ typed_objects!(
     k8s_openapi::api::apps::v1::Deployment,
     k8s_openapi::api::apps::v1::ReplicaSet,
     k8s_openapi::api::coordination::v1::Lease,
-    k8s_openapi::api::core::v1::Service,
-    k8s_openapi::api::core::v1::Endpoints,
-    k8s_openapi::api::discovery::v1::EndpointSlice,
 );
