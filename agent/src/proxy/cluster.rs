@@ -50,7 +50,13 @@ pub struct ClusterNet {
     /// Services, as the proxy watches them (for the environment variables).
     pub services: Store<Service>,
     sandbox: RwLock<Option<Sandbox>>,
+    /// The last failure to set the sandbox up, and when (retried after
+    /// [`RETRY_FAILED`]).
+    failure: std::sync::Mutex<Option<(String, std::time::Instant)>>,
 }
+
+/// How long after a failed sandbox set-up it is tried again.
+const RETRY_FAILED: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// A container's resolv.conf settings (all empty: Docker's default, the host's).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -66,7 +72,23 @@ impl ClusterNet {
             config,
             services,
             sandbox: RwLock::new(None),
+            failure: std::sync::Mutex::new(None),
         }
+    }
+
+    /// May the sandbox be checked now (not within a minute of a failure)?
+    pub(super) fn may_check(&self) -> bool {
+        let f = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        f.as_ref()
+            .is_none_or(|(_, at)| at.elapsed() >= RETRY_FAILED)
+    }
+
+    /// Records a failure; true when it is new (worth logging).
+    pub(super) fn failed(&self, why: &str) -> bool {
+        let mut f = self.failure.lock().unwrap_or_else(|e| e.into_inner());
+        let new = f.as_ref().is_none_or(|(w, _)| w != why);
+        *f = Some((why.to_string(), std::time::Instant::now()));
+        new
     }
 
     pub fn sandbox(&self) -> Option<Sandbox> {
@@ -77,6 +99,9 @@ impl ClusterNet {
     }
 
     pub(super) fn set_sandbox(&self, sandbox: Option<Sandbox>) {
+        if sandbox.is_some() {
+            *self.failure.lock().unwrap_or_else(|e| e.into_inner()) = None;
+        }
         *self.sandbox.write().unwrap_or_else(|e| e.into_inner()) = sandbox;
     }
 
@@ -108,14 +133,14 @@ impl ClusterNet {
             dns.options.push("ndots:5".into());
         }
         if let Some(conf) = spec.and_then(|s| s.dns_config.as_ref()) {
-            dns.servers.extend(conf.nameservers.iter().flatten().cloned());
+            dns.servers
+                .extend(conf.nameservers.iter().flatten().cloned());
             dns.search.extend(conf.searches.iter().flatten().cloned());
             for o in conf.options.iter().flatten() {
                 let Some(name) = o.name.as_deref() else {
                     continue;
                 };
-                dns.options
-                    .retain(|x| x.split(':').next() != Some(name));
+                dns.options.retain(|x| x.split(':').next() != Some(name));
                 dns.options.push(match o.value.as_deref() {
                     Some(v) => format!("{name}:{v}"),
                     None => name.to_string(),
@@ -190,14 +215,21 @@ fn env_of(svc: &Service) -> Vec<(String, String)> {
     for p in &ports {
         if let Some(n) = p.name.as_deref().filter(|n| !n.is_empty()) {
             env.push((
-                format!("{prefix}_SERVICE_PORT_{}", n.to_ascii_uppercase().replace('-', "_")),
+                format!(
+                    "{prefix}_SERVICE_PORT_{}",
+                    n.to_ascii_uppercase().replace('-', "_")
+                ),
                 p.port.to_string(),
             ));
         }
     }
     env.push((
         format!("{prefix}_PORT"),
-        format!("{}://{ip}:{}", proto(first).to_ascii_lowercase(), first.port),
+        format!(
+            "{}://{ip}:{}",
+            proto(first).to_ascii_lowercase(),
+            first.port
+        ),
     ));
     for p in &ports {
         let pr = proto(p);
@@ -220,8 +252,10 @@ mod tests {
     use super::*;
 
     fn pod(spec: serde_json::Value) -> Pod {
-        serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "shop"}, "spec": spec}))
-            .unwrap()
+        serde_json::from_value(
+            json!({"metadata": {"name": "p", "namespace": "shop"}, "spec": spec}),
+        )
+        .unwrap()
     }
 
     fn net_with_sandbox() -> ClusterNet {
@@ -244,7 +278,11 @@ mod tests {
         assert_eq!(dns.servers, ["10.96.0.10"]);
         assert_eq!(
             dns.search,
-            ["shop.svc.cluster.local", "svc.cluster.local", "cluster.local"]
+            [
+                "shop.svc.cluster.local",
+                "svc.cluster.local",
+                "cluster.local"
+            ]
         );
         assert_eq!(dns.options, ["ndots:5"]);
     }
@@ -262,7 +300,11 @@ mod tests {
         assert_eq!(d.options, ["ndots:2", "edns0"]);
         let d = net.pod_dns(&pod(json!({"containers": [],
             "dnsConfig": {"options": [{"name": "ndots", "value": "1"}]}})));
-        assert_eq!(d.options, ["ndots:1"], "dnsConfig overrides an option by name");
+        assert_eq!(
+            d.options,
+            ["ndots:1"],
+            "dnsConfig overrides an option by name"
+        );
         let none = ClusterNet::new(None, tugboat_runtime::reflector::Writer::new().store());
         assert_eq!(
             none.pod_dns(&pod(json!({"containers": []}))),

@@ -159,6 +159,8 @@ enum Serves {
 }
 
 type ListenerKey = (Place, Serves, Protocol, SocketAddr);
+/// A listener wanted, with the Service port it serves (none: the DNS).
+type Wanted = (ListenerKey, Option<Arc<Frontend>>);
 
 /// A listener: which Service port it serves, and how to stop it.
 struct Listener {
@@ -229,7 +231,15 @@ pub async fn run(
                 Arc::new(dns::records(&c.domain, &svcs, &slcs));
         }
         let wanted = wanted(&ctx, node_port_ip, frontends);
-        apply(&ctx, &shared, &records, &mut listeners, wanted, &tracker, &shutdown);
+        apply(
+            &ctx,
+            &shared,
+            &records,
+            &mut listeners,
+            wanted,
+            &tracker,
+            &shutdown,
+        );
     }
     for l in listeners.values() {
         l.stop.cancel();
@@ -274,6 +284,9 @@ pub async fn check_sandbox(ctx: &crate::AgentCtx) {
     let Some(config) = ctx.cluster.config.as_ref() else {
         return;
     };
+    if !ctx.cluster.may_check() {
+        return;
+    }
     let before = ctx.cluster.sandbox();
     match sandbox::ensure(
         ctx.runtime.as_ref(),
@@ -309,7 +322,9 @@ pub async fn check_sandbox(ctx: &crate::AgentCtx) {
             if before.is_some() {
                 ctx.cluster.set_sandbox(None);
             }
-            tracing::warn!(node = %ctx.node, error = %e, "no service sandbox: this node serves node ports only, without ClusterIPs or cluster DNS");
+            if ctx.cluster.failed(&e.to_string()) {
+                tracing::warn!(node = %ctx.node, error = %e, "no service sandbox: this node serves node ports only, without ClusterIPs or cluster DNS; retrying every minute");
+            }
         }
     }
 }
@@ -319,7 +334,7 @@ fn wanted(
     ctx: &crate::AgentCtx,
     node_port_ip: Option<IpAddr>,
     frontends: Vec<Frontend>,
-) -> Vec<(ListenerKey, Option<Arc<Frontend>>)> {
+) -> Vec<Wanted> {
     let bind_ip = node_port_ip.unwrap_or(IpAddr::from([0, 0, 0, 0]));
     let sandbox = ctx.cluster.sandbox();
     let mut out = Vec::new();
@@ -335,12 +350,18 @@ fn wanted(
             out.push((key, Some(f.clone())));
         }
         if let (Some(s), Some(addr)) = (sandbox.as_ref(), f.cluster) {
-            out.push(((Place::Sandbox(s.pid), Serves::Service, f.protocol, addr), Some(f)));
+            out.push((
+                (Place::Sandbox(s.pid), Serves::Service, f.protocol, addr),
+                Some(f),
+            ));
         }
     }
     if let (Some(s), Some(c)) = (sandbox.as_ref(), ctx.cluster.config.as_ref()) {
         let addr = SocketAddr::new(IpAddr::V4(c.dns_ip), 53);
-        out.push(((Place::Sandbox(s.pid), Serves::Dns, Protocol::Udp, addr), None));
+        out.push((
+            (Place::Sandbox(s.pid), Serves::Dns, Protocol::Udp, addr),
+            None,
+        ));
     }
     out
 }
@@ -373,7 +394,7 @@ fn apply(
     shared: &Arc<Shared>,
     records: &Arc<RwLock<Arc<dns::Records>>>,
     listeners: &mut HashMap<ListenerKey, Listener>,
-    wanted: Vec<(ListenerKey, Option<Arc<Frontend>>)>,
+    wanted: Vec<Wanted>,
     tracker: &TaskTracker,
     shutdown: &CancellationToken,
 ) {
@@ -398,7 +419,7 @@ fn apply(
         keep
     });
     // Sockets to open, grouped by where (one trip into each sandbox).
-    let mut to_open: HashMap<Place, Vec<(ListenerKey, Option<Arc<Frontend>>)>> = HashMap::new();
+    let mut to_open: HashMap<Place, Vec<Wanted>> = HashMap::new();
     for (key, frontend) in wanted {
         if let Some(l) = listeners.get(&key) {
             if let (Some(slot), Some(f)) = (&l.slot, frontend) {
@@ -420,7 +441,9 @@ fn apply(
                     Ok(v) => v,
                     Err(e) => {
                         tracing::warn!(node = %ctx.node, error = %e, "cannot open ClusterIP sockets in the service sandbox");
-                        (0..n).map(|_| Err(std::io::Error::other(e.to_string()))).collect()
+                        (0..n)
+                            .map(|_| Err(std::io::Error::other(e.to_string())))
+                            .collect()
                     }
                 }
             }
@@ -428,7 +451,10 @@ fn apply(
         for ((key, frontend), opened) in batch.into_iter().zip(opened) {
             let (_, serves, protocol, addr) = key;
             let external = key.0 == Place::Node;
-            let what = frontend.as_ref().map_or("cluster DNS", |f| f.key.as_str()).to_string();
+            let what = frontend
+                .as_ref()
+                .map_or("cluster DNS", |f| f.key.as_str())
+                .to_string();
             let stop = shutdown.child_token();
             let slot = frontend.map(|f| Arc::new(Slot::new(f)));
             let started = match (opened, serves, &slot) {
@@ -456,21 +482,23 @@ fn apply(
                         ));
                     })
                 }
-                (Ok(Opened::Udp(s)), Serves::Dns, _) => tokio::net::UdpSocket::from_std(s).map(|s| {
-                    let upstream = ctx
-                        .cluster
-                        .config
-                        .as_ref()
-                        .map(|c| c.upstream.clone())
-                        .unwrap_or_default();
-                    tracker.spawn(dns::serve_udp(
-                        s,
-                        records.clone(),
-                        upstream,
-                        tracker.clone(),
-                        stop.clone(),
-                    ));
-                }),
+                (Ok(Opened::Udp(s)), Serves::Dns, _) => {
+                    tokio::net::UdpSocket::from_std(s).map(|s| {
+                        let upstream = ctx
+                            .cluster
+                            .config
+                            .as_ref()
+                            .map(|c| c.upstream.clone())
+                            .unwrap_or_default();
+                        tracker.spawn(dns::serve_udp(
+                            s,
+                            records.clone(),
+                            upstream,
+                            tracker.clone(),
+                            stop.clone(),
+                        ));
+                    })
+                }
                 (Ok(_), _, _) => Err(std::io::Error::other("no server for this socket")),
                 (Err(e), _, _) => Err(e),
             };

@@ -28,6 +28,12 @@ pub enum SandboxError {
     NotRunning(String),
     #[error("the service sandbox: {0}")]
     Netns(#[from] NetnsError),
+    #[error(
+        "process {pid} is not the sandbox's `tug pause` here: the agent does not share the \
+         host's process namespace (run it on the host as root, or in a container with \
+         --pid=host --privileged), so it cannot reach containers' network namespaces"
+    )]
+    ForeignPids { pid: i64 },
 }
 
 /// A running sandbox.
@@ -121,15 +127,20 @@ pub async fn ensure(
                 .ok_or_else(|| SandboxError::NotRunning(id.clone()))?
         }
     };
-    let (Some(pid), Some(ip)) = (info.pid, info.ip.as_deref().and_then(|i| i.parse().ok()))
-    else {
+    let (Some(pid), Some(ip)) = (info.pid, info.ip.as_deref().and_then(|i| i.parse().ok())) else {
         return Err(SandboxError::NotRunning(info.id));
     };
+    // Docker's pids are the host's: make sure this process sees the same ones
+    // before entering any namespace by pid (an agent in a container of its own
+    // would otherwise enter whatever process has that number here).
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let is_pause = args.len() >= 2 && args[0].ends_with(b"tug") && args[1] == b"pause";
+    if !is_pause {
+        return Err(SandboxError::ForeignPids { pid });
+    }
     let range = cidr.to_string();
-    netns::ip(
-        pid,
-        &["route", "replace", "local", &range, "dev", "lo"],
-    )?;
+    netns::ip(pid, &["route", "replace", "local", &range, "dev", "lo"])?;
     Ok(Sandbox {
         id: info.id,
         pid,
