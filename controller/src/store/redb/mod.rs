@@ -150,6 +150,13 @@ fn as_revisions(n: usize) -> u64 {
 }
 
 impl RedbStore {
+    /// Is a write still running on the blocking pool? One whose caller was
+    /// cancelled (a request or reconcile stopped at shutdown) finishes there, and
+    /// the database stays open, its file locked, until it has.
+    pub fn writing(&self) -> bool {
+        Arc::strong_count(&self.inner) > 1
+    }
+
     /// Opens the database at `path`, creating it if missing, and loads all of it.
     pub fn open(path: &Path, history_limit: usize) -> Result<RedbStore, StoreError> {
         Self::open_with(
