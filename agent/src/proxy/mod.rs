@@ -293,6 +293,7 @@ pub async fn check_sandbox(ctx: &crate::AgentCtx) {
         &ctx.node,
         ctx.network.clone(),
         config.service_cidr,
+        before.as_ref(),
     )
     .await
     {

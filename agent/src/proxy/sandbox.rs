@@ -91,12 +91,14 @@ fn labels(node: &str) -> Vec<(String, String)> {
 }
 
 /// The node's sandbox, running and holding the Service range: the one found,
-/// or a new one (stale ones removed).
+/// or a new one (stale ones removed). `known` (the one set up before) is returned
+/// as it is while it still runs.
 pub async fn ensure(
     runtime: &dyn ContainerRuntime,
     node: &str,
     network: Option<String>,
     cidr: Cidr,
+    known: Option<&Sandbox>,
 ) -> Result<Sandbox, SandboxError> {
     let found = runtime.list(&labels(node)).await?;
     let mut sandbox = None;
@@ -130,6 +132,13 @@ pub async fn ensure(
     let (Some(pid), Some(ip)) = (info.pid, info.ip.as_deref().and_then(|i| i.parse().ok())) else {
         return Err(SandboxError::NotRunning(info.id));
     };
+    if let Some(k) = known
+        && k.id == info.id
+        && k.pid == pid
+        && k.ip == ip
+    {
+        return Ok(k.clone());
+    }
     // Docker's pids are the host's: make sure this process sees the same ones
     // before entering any namespace by pid (an agent in a container of its own
     // would otherwise enter whatever process has that number here).
