@@ -63,8 +63,10 @@ async fn fake_upstream(stop: CancellationToken) -> anyhow::Result<SocketAddr> {
 async fn get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
     let attempt = async {
         let mut c = TcpStream::connect(addr).await?;
-        c.write_all(format!("GET {path} HTTP/1.1\r\nHost: pod\r\nConnection: close\r\n\r\n").as_bytes())
-            .await?;
+        c.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: pod\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
         let mut raw = Vec::new();
         c.read_to_end(&mut raw).await?;
         let text = String::from_utf8_lossy(&raw).into_owned();
@@ -86,7 +88,10 @@ async fn get(addr: &str, path: &str) -> anyhow::Result<(u16, String)> {
 /// `/resolve?name=` on the client pod: the addresses, or the error.
 async fn resolve(client: &str, name: &str) -> anyhow::Result<BTreeSet<String>> {
     let (status, body) = get(client, &format!("/resolve?name={name}")).await?;
-    anyhow::ensure!(status == 200, "resolving {name} in the pod: {status} {body}");
+    anyhow::ensure!(
+        status == 200,
+        "resolving {name} in the pod: {status} {body}"
+    );
     Ok(body.split_whitespace().map(str::to_string).collect())
 }
 
@@ -155,7 +160,10 @@ async fn names_resolve_and_cluster_ips_answer_from_inside_a_pod() -> anyhow::Res
     c.apply(&sample_deployment("web", 3)).await?;
     let svc = c.apply(&service("web", "web", None)).await?;
     let cluster_ip = svc["spec"]["clusterIP"].as_str().unwrap_or("").to_string();
-    anyhow::ensure!(cluster_ip.starts_with("10.96."), "a ClusterIP from the range: {svc}");
+    anyhow::ensure!(
+        cluster_ip.starts_with("10.96."),
+        "a ClusterIP from the range: {svc}"
+    );
     c.apply(&service("web-h", "web", Some("None"))).await?;
     eventually("web has 3 ready endpoints", || async {
         (ready_count(&c, "web").await == 3 && ready_count(&c, "web-h").await == 3).then_some(())
@@ -169,12 +177,19 @@ async fn names_resolve_and_cluster_ips_answer_from_inside_a_pod() -> anyhow::Res
         (running && p["status"]["podIP"].is_string()).then_some(p)
     })
     .await?;
-    let client = format!("{}:8080", client_pod["status"]["podIP"].as_str().unwrap_or(""));
-    eventually("the client answers", || async { get(&client, "/healthz").await.ok() }).await?;
+    let client = format!(
+        "{}:8080",
+        client_pod["status"]["podIP"].as_str().unwrap_or("")
+    );
+    eventually("the client answers", || async {
+        get(&client, "/healthz").await.ok()
+    })
+    .await?;
 
     let (_, env) = get(&client, "/env").await?;
     assert!(
-        env.lines().any(|l| l == format!("WEB_SERVICE_HOST={cluster_ip}")),
+        env.lines()
+            .any(|l| l == format!("WEB_SERVICE_HOST={cluster_ip}")),
         "the Service variables are set: {env}"
     );
     assert!(env.lines().any(|l| l == "WEB_SERVICE_PORT=80"), "{env}");

@@ -135,10 +135,13 @@ async fn ready_pods(c: &DockerCluster, svc: &str) -> BTreeSet<String> {
 }
 
 async fn wait_ready(c: &DockerCluster, svc: &str, n: usize) -> anyhow::Result<BTreeSet<String>> {
-    eventually(&format!("{svc} has exactly {n} ready endpoints"), || async {
-        let ready = ready_pods(c, svc).await;
-        (ready.len() == n).then_some(ready)
-    })
+    eventually(
+        &format!("{svc} has exactly {n} ready endpoints"),
+        || async {
+            let ready = ready_pods(c, svc).await;
+            (ready.len() == n).then_some(ready)
+        },
+    )
     .await
 }
 
@@ -169,7 +172,10 @@ async fn post(addr: SocketAddr, path: &str) -> anyhow::Result<()> {
         .await?;
         let mut raw = Vec::new();
         s.read_to_end(&mut raw).await?;
-        anyhow::ensure!(raw.starts_with(b"HTTP/1.1 200"), "POST {path} answered {raw:?}");
+        anyhow::ensure!(
+            raw.starts_with(b"HTTP/1.1 200"),
+            "POST {path} answered {raw:?}"
+        );
         Ok(())
     };
     tokio::time::timeout(REQUEST, attempt)
@@ -223,7 +229,10 @@ async fn a_node_port_answers_on_every_node_from_every_ready_replica() -> anyhow:
         let addr: SocketAddr = format!("{ip}:{port}").parse()?;
         let seen = spread(addr, 50).await?;
         let answered: BTreeSet<String> = seen.keys().cloned().collect();
-        assert_eq!(answered, one, "only the last replica answers through {addr}");
+        assert_eq!(
+            answered, one,
+            "only the last replica answers through {addr}"
+        );
     }
     Ok(())
 }
@@ -240,7 +249,10 @@ async fn readiness_decides_traffic() -> anyhow::Result<()> {
     post(format!("{ip}:8080").parse()?, "/unready").await?;
     let started = Instant::now();
     wait_ready(&c, "web", 2).await?;
-    eprintln!("{victim} left the ready endpoints {:?} after /unready", started.elapsed());
+    eprintln!(
+        "{victim} left the ready endpoints {:?} after /unready",
+        started.elapsed()
+    );
     let seen = spread(addr, 60).await?;
     assert!(
         !seen.contains_key(&victim),

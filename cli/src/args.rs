@@ -170,7 +170,6 @@ pub struct AgentArgs {
 /// How an agent serves ClusterIPs and the cluster DNS.
 #[derive(Debug, Args, Clone)]
 pub struct ClusterNetArgs {
-
     /// Where the cluster DNS forwards names outside the cluster domain (IP or
     /// IP:PORT, repeatable); default: the name servers of /etc/resolv.conf.
     #[arg(long = "dns-upstream", value_name = "ADDR")]

@@ -51,8 +51,10 @@ async fn fetch(addr: &str) -> Reply {
     let attempt = async {
         let mut s = TcpStream::connect(addr).await?;
         let host = addr.rsplit_once(':').map_or(addr, |(h, _)| h);
-        s.write_all(format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes())
-            .await?;
+        s.write_all(
+            format!("GET / HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
         let mut raw = Vec::new();
         s.take(MAX_FETCH).read_to_end(&mut raw).await?;
         Ok::<_, std::io::Error>(raw)

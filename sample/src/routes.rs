@@ -138,7 +138,7 @@ impl State {
         !self.unready.load(Ordering::Relaxed)
             && self
                 .ready_after
-            .is_none_or(|after| self.uptime(now) >= after)
+                .is_none_or(|after| self.uptime(now) >= after)
     }
 
     fn describe(&self, now: Instant) -> String {

@@ -86,7 +86,10 @@ pub async fn serve(args: ServeArgs) -> io::Result<Infallible> {
         let socket = tokio::net::UdpSocket::bind(udp).await.map_err(|err| {
             io::Error::new(err.kind(), format!("cannot listen on UDP {udp}: {err}"))
         })?;
-        process.log(&format!("tug-sample answering UDP on {}", socket.local_addr()?));
+        process.log(&format!(
+            "tug-sample answering UDP on {}",
+            socket.local_addr()?
+        ));
         tokio::spawn(udp_echo(socket, state.identity().hostname.clone()));
     }
     if let Some(after) = args.exit_after {

@@ -428,7 +428,14 @@ impl Drop for DockerCluster {
         for node in &self.nodes {
             let filter = format!("label=io.tugboat.node={node}");
             if let Ok(out) = std::process::Command::new("docker")
-                .args(["ps", "-aq", "--filter", &filter, "--filter", "label=io.tugboat.role"])
+                .args([
+                    "ps",
+                    "-aq",
+                    "--filter",
+                    &filter,
+                    "--filter",
+                    "label=io.tugboat.role",
+                ])
                 .output()
             {
                 for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {

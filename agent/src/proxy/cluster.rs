@@ -108,14 +108,14 @@ impl ClusterNet {
             dns.options.push("ndots:5".into());
         }
         if let Some(conf) = spec.and_then(|s| s.dns_config.as_ref()) {
-            dns.servers.extend(conf.nameservers.iter().flatten().cloned());
+            dns.servers
+                .extend(conf.nameservers.iter().flatten().cloned());
             dns.search.extend(conf.searches.iter().flatten().cloned());
             for o in conf.options.iter().flatten() {
                 let Some(name) = o.name.as_deref() else {
                     continue;
                 };
-                dns.options
-                    .retain(|x| x.split(':').next() != Some(name));
+                dns.options.retain(|x| x.split(':').next() != Some(name));
                 dns.options.push(match o.value.as_deref() {
                     Some(v) => format!("{name}:{v}"),
                     None => name.to_string(),
@@ -190,14 +190,21 @@ fn env_of(svc: &Service) -> Vec<(String, String)> {
     for p in &ports {
         if let Some(n) = p.name.as_deref().filter(|n| !n.is_empty()) {
             env.push((
-                format!("{prefix}_SERVICE_PORT_{}", n.to_ascii_uppercase().replace('-', "_")),
+                format!(
+                    "{prefix}_SERVICE_PORT_{}",
+                    n.to_ascii_uppercase().replace('-', "_")
+                ),
                 p.port.to_string(),
             ));
         }
     }
     env.push((
         format!("{prefix}_PORT"),
-        format!("{}://{ip}:{}", proto(first).to_ascii_lowercase(), first.port),
+        format!(
+            "{}://{ip}:{}",
+            proto(first).to_ascii_lowercase(),
+            first.port
+        ),
     ));
     for p in &ports {
         let pr = proto(p);
@@ -220,8 +227,10 @@ mod tests {
     use super::*;
 
     fn pod(spec: serde_json::Value) -> Pod {
-        serde_json::from_value(json!({"metadata": {"name": "p", "namespace": "shop"}, "spec": spec}))
-            .unwrap()
+        serde_json::from_value(
+            json!({"metadata": {"name": "p", "namespace": "shop"}, "spec": spec}),
+        )
+        .unwrap()
     }
 
     fn net_with_sandbox() -> ClusterNet {
@@ -244,7 +253,11 @@ mod tests {
         assert_eq!(dns.servers, ["10.96.0.10"]);
         assert_eq!(
             dns.search,
-            ["shop.svc.cluster.local", "svc.cluster.local", "cluster.local"]
+            [
+                "shop.svc.cluster.local",
+                "svc.cluster.local",
+                "cluster.local"
+            ]
         );
         assert_eq!(dns.options, ["ndots:5"]);
     }
@@ -262,7 +275,11 @@ mod tests {
         assert_eq!(d.options, ["ndots:2", "edns0"]);
         let d = net.pod_dns(&pod(json!({"containers": [],
             "dnsConfig": {"options": [{"name": "ndots", "value": "1"}]}})));
-        assert_eq!(d.options, ["ndots:1"], "dnsConfig overrides an option by name");
+        assert_eq!(
+            d.options,
+            ["ndots:1"],
+            "dnsConfig overrides an option by name"
+        );
         let none = ClusterNet::new(None, tugboat_runtime::reflector::Writer::new().store());
         assert_eq!(
             none.pod_dns(&pod(json!({"containers": []}))),

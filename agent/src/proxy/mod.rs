@@ -229,7 +229,15 @@ pub async fn run(
                 Arc::new(dns::records(&c.domain, &svcs, &slcs));
         }
         let wanted = wanted(&ctx, node_port_ip, frontends);
-        apply(&ctx, &shared, &records, &mut listeners, wanted, &tracker, &shutdown);
+        apply(
+            &ctx,
+            &shared,
+            &records,
+            &mut listeners,
+            wanted,
+            &tracker,
+            &shutdown,
+        );
     }
     for l in listeners.values() {
         l.stop.cancel();
@@ -335,12 +343,18 @@ fn wanted(
             out.push((key, Some(f.clone())));
         }
         if let (Some(s), Some(addr)) = (sandbox.as_ref(), f.cluster) {
-            out.push(((Place::Sandbox(s.pid), Serves::Service, f.protocol, addr), Some(f)));
+            out.push((
+                (Place::Sandbox(s.pid), Serves::Service, f.protocol, addr),
+                Some(f),
+            ));
         }
     }
     if let (Some(s), Some(c)) = (sandbox.as_ref(), ctx.cluster.config.as_ref()) {
         let addr = SocketAddr::new(IpAddr::V4(c.dns_ip), 53);
-        out.push(((Place::Sandbox(s.pid), Serves::Dns, Protocol::Udp, addr), None));
+        out.push((
+            (Place::Sandbox(s.pid), Serves::Dns, Protocol::Udp, addr),
+            None,
+        ));
     }
     out
 }
@@ -420,7 +434,9 @@ fn apply(
                     Ok(v) => v,
                     Err(e) => {
                         tracing::warn!(node = %ctx.node, error = %e, "cannot open ClusterIP sockets in the service sandbox");
-                        (0..n).map(|_| Err(std::io::Error::other(e.to_string()))).collect()
+                        (0..n)
+                            .map(|_| Err(std::io::Error::other(e.to_string())))
+                            .collect()
                     }
                 }
             }
@@ -428,7 +444,10 @@ fn apply(
         for ((key, frontend), opened) in batch.into_iter().zip(opened) {
             let (_, serves, protocol, addr) = key;
             let external = key.0 == Place::Node;
-            let what = frontend.as_ref().map_or("cluster DNS", |f| f.key.as_str()).to_string();
+            let what = frontend
+                .as_ref()
+                .map_or("cluster DNS", |f| f.key.as_str())
+                .to_string();
             let stop = shutdown.child_token();
             let slot = frontend.map(|f| Arc::new(Slot::new(f)));
             let started = match (opened, serves, &slot) {
@@ -456,21 +475,23 @@ fn apply(
                         ));
                     })
                 }
-                (Ok(Opened::Udp(s)), Serves::Dns, _) => tokio::net::UdpSocket::from_std(s).map(|s| {
-                    let upstream = ctx
-                        .cluster
-                        .config
-                        .as_ref()
-                        .map(|c| c.upstream.clone())
-                        .unwrap_or_default();
-                    tracker.spawn(dns::serve_udp(
-                        s,
-                        records.clone(),
-                        upstream,
-                        tracker.clone(),
-                        stop.clone(),
-                    ));
-                }),
+                (Ok(Opened::Udp(s)), Serves::Dns, _) => {
+                    tokio::net::UdpSocket::from_std(s).map(|s| {
+                        let upstream = ctx
+                            .cluster
+                            .config
+                            .as_ref()
+                            .map(|c| c.upstream.clone())
+                            .unwrap_or_default();
+                        tracker.spawn(dns::serve_udp(
+                            s,
+                            records.clone(),
+                            upstream,
+                            tracker.clone(),
+                            stop.clone(),
+                        ));
+                    })
+                }
                 (Ok(_), _, _) => Err(std::io::Error::other("no server for this socket")),
                 (Err(e), _, _) => Err(e),
             };

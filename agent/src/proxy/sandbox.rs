@@ -121,15 +121,11 @@ pub async fn ensure(
                 .ok_or_else(|| SandboxError::NotRunning(id.clone()))?
         }
     };
-    let (Some(pid), Some(ip)) = (info.pid, info.ip.as_deref().and_then(|i| i.parse().ok()))
-    else {
+    let (Some(pid), Some(ip)) = (info.pid, info.ip.as_deref().and_then(|i| i.parse().ok())) else {
         return Err(SandboxError::NotRunning(info.id));
     };
     let range = cidr.to_string();
-    netns::ip(
-        pid,
-        &["route", "replace", "local", &range, "dev", "lo"],
-    )?;
+    netns::ip(pid, &["route", "replace", "local", &range, "dev", "lo"])?;
     Ok(Sandbox {
         id: info.id,
         pid,

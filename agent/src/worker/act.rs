@@ -184,7 +184,9 @@ impl Act {
             Ok(Err(e)) => {
                 tracing::warn!(id = %short(id), error = %e, "cannot route the container's Service traffic")
             }
-            Err(e) => tracing::warn!(id = %short(id), error = %e, "routing the container's Service traffic failed"),
+            Err(e) => {
+                tracing::warn!(id = %short(id), error = %e, "routing the container's Service traffic failed")
+            }
         }
     }
 

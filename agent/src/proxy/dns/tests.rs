@@ -4,7 +4,12 @@ use serde_json::json;
 use super::*;
 
 fn svc(name: &str, spec: serde_json::Value) -> Arc<Service> {
-    Arc::new(serde_json::from_value(json!({"metadata": {"name": name, "namespace": "shop"}, "spec": spec})).unwrap())
+    Arc::new(
+        serde_json::from_value(
+            json!({"metadata": {"name": name, "namespace": "shop"}, "spec": spec}),
+        )
+        .unwrap(),
+    )
 }
 
 fn slice(service: &str, ips: &[(&str, bool)]) -> Arc<EndpointSlice> {
@@ -26,10 +31,16 @@ fn table() -> Records {
     records(
         "cluster.local",
         &[
-            svc("web", json!({"clusterIP": "10.96.0.20",
-                "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]})),
-            svc("db", json!({"clusterIP": "None",
-                "ports": [{"name": "pg", "port": 5432, "protocol": "TCP"}]})),
+            svc(
+                "web",
+                json!({"clusterIP": "10.96.0.20",
+                "ports": [{"name": "http", "port": 80, "protocol": "TCP"}]}),
+            ),
+            svc(
+                "db",
+                json!({"clusterIP": "None",
+                "ports": [{"name": "pg", "port": 5432, "protocol": "TCP"}]}),
+            ),
         ],
         &[slice("db", &[("172.17.0.5", true), ("172.17.0.6", false)])],
     )
@@ -87,7 +98,10 @@ fn srv_records_name_the_port_and_target() {
         })
         .collect();
     assert_eq!(srv, [(80, "web.shop.svc.cluster.local.".to_string())]);
-    assert_eq!(a_records(&Message::from_vec(&m.to_vec().unwrap()).unwrap()).len(), 0);
+    assert_eq!(
+        a_records(&Message::from_vec(&m.to_vec().unwrap()).unwrap()).len(),
+        0
+    );
     assert_eq!(m.additionals().len(), 1, "the target's address comes along");
 }
 
@@ -101,7 +115,10 @@ fn unknown_cluster_names_are_nxdomain_and_others_are_forwarded() {
     assert_eq!(m.response_code(), ResponseCode::NoError, "the name exists");
     assert!(m.answers().is_empty());
     let mut q = Message::new();
-    q.add_query(Query::query(Name::from_ascii("example.org.").unwrap(), RecordType::A));
+    q.add_query(Query::query(
+        Name::from_ascii("example.org.").unwrap(),
+        RecordType::A,
+    ));
     assert_eq!(answer(&table(), &q.to_vec().unwrap()), Answer::Forward);
     assert_eq!(answer(&table(), b"garbage"), Answer::Drop);
 }
