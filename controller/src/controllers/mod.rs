@@ -1,5 +1,6 @@
 //! The reconcilers: Deployment → ReplicaSets, ReplicaSet → Pods, the scheduler
 //! (Pods → nodes), endpoints (Services → EndpointSlices and Endpoints), the
+//! service load balancer (LoadBalancer Services → their nodes' addresses), the
 //! garbage collector (dependents of deleted owners) and the namespace lifecycle.
 
 pub mod deployment;
@@ -10,6 +11,7 @@ pub mod namespace;
 pub mod nodelifecycle;
 pub mod replicaset;
 pub mod scheduler;
+pub mod servicelb;
 
 use std::sync::Arc;
 
@@ -39,6 +41,11 @@ pub fn spawn_all(
         shutdown.clone(),
     ));
     tracker.spawn(endpoints::run(
+        registry.clone(),
+        config.concurrency,
+        shutdown.clone(),
+    ));
+    tracker.spawn(servicelb::run(
         registry.clone(),
         config.concurrency,
         shutdown.clone(),
