@@ -149,6 +149,37 @@ fn query_in(pid: i64, server: SocketAddr, name: &str, t: RecordType) -> anyhow::
     .map_err(|_| anyhow::anyhow!("the query thread panicked"))?
 }
 
+/// The same over TCP (each message with its 2-byte length).
+fn query_tcp_in(
+    pid: i64,
+    server: SocketAddr,
+    name: &str,
+    t: RecordType,
+) -> anyhow::Result<Message> {
+    use std::io::{Read, Write};
+    let ns = std::fs::File::open(format!("/proc/{pid}/ns/net"))?;
+    let name = name.to_string();
+    std::thread::spawn(move || -> anyhow::Result<Message> {
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+        let mut s = std::net::TcpStream::connect_timeout(&server, Duration::from_secs(3))?;
+        s.set_read_timeout(Some(Duration::from_secs(3)))?;
+        let mut q = Message::new();
+        q.set_id(43)
+            .add_query(Query::query(Name::from_ascii(&name)?, t));
+        let q = q.to_vec()?;
+        let mut out = u16::try_from(q.len())?.to_be_bytes().to_vec();
+        out.extend_from_slice(&q);
+        s.write_all(&out)?;
+        let mut len = [0u8; 2];
+        s.read_exact(&mut len)?;
+        let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        s.read_exact(&mut buf)?;
+        Ok(Message::from_vec(&buf)?)
+    })
+    .join()
+    .map_err(|_| anyhow::anyhow!("the query thread panicked"))?
+}
+
 #[tokio::test]
 async fn names_resolve_and_cluster_ips_answer_from_inside_a_pod() -> anyhow::Result<()> {
     let stop = CancellationToken::new();
@@ -255,6 +286,19 @@ async fn names_resolve_and_cluster_ips_answer_from_inside_a_pod() -> anyhow::Res
         })
         .collect();
     assert_eq!(ports, [80], "SRV answer: {m:?}");
+    // DNS over TCP (what a client uses after a truncated UDP answer).
+    let a_name = format!("web.{ns}.svc.cluster.local.");
+    let m = tokio::task::spawn_blocking(move || query_tcp_in(pid, dns, &a_name, RecordType::A))
+        .await??;
+    let a: Vec<String> = m
+        .answers()
+        .iter()
+        .filter_map(|r| match r.data() {
+            RData::A(a) => Some(a.0.to_string()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(a, [cluster_ip.clone()], "A over TCP: {m:?}");
 
     // Deleted, the Service's ClusterIP stops answering and its name is gone.
     c.client

@@ -359,10 +359,9 @@ fn wanted(
     }
     if let (Some(s), Some(c)) = (sandbox.as_ref(), ctx.cluster.config.as_ref()) {
         let addr = SocketAddr::new(IpAddr::V4(c.dns_ip), 53);
-        out.push((
-            (Place::Sandbox(s.pid), Serves::Dns, Protocol::Udp, addr),
-            None,
-        ));
+        for protocol in [Protocol::Udp, Protocol::Tcp] {
+            out.push(((Place::Sandbox(s.pid), Serves::Dns, protocol, addr), None));
+        }
     }
     out
 }
@@ -493,6 +492,23 @@ fn apply(
                             .unwrap_or_default();
                         tracker.spawn(dns::serve_udp(
                             s,
+                            records.clone(),
+                            upstream,
+                            tracker.clone(),
+                            stop.clone(),
+                        ));
+                    })
+                }
+                (Ok(Opened::Tcp(l)), Serves::Dns, _) => {
+                    tokio::net::TcpListener::from_std(l).map(|l| {
+                        let upstream = ctx
+                            .cluster
+                            .config
+                            .as_ref()
+                            .map(|c| c.upstream.clone())
+                            .unwrap_or_default();
+                        tracker.spawn(dns::serve_tcp(
+                            l,
                             records.clone(),
                             upstream,
                             tracker.clone(),

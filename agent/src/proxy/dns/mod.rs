@@ -134,8 +134,18 @@ pub enum Answer {
     Drop,
 }
 
-/// Answers `query` from `records` when it is in the cluster domain.
-pub fn answer(records: &Records, query: &[u8]) -> Answer {
+/// How a query came: over UDP an answer must fit the client's buffer (512
+/// bytes, or what its EDNS record says), over TCP up to 65 535 bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+/// Answers `query` from `records` when it is in the cluster domain. An answer
+/// too large for UDP goes without its records and with the TC bit set, so the
+/// client asks again over TCP.
+pub fn answer(records: &Records, query: &[u8], transport: Transport) -> Answer {
     let Ok(msg) = Message::from_vec(query) else {
         return Answer::Drop;
     };
@@ -197,8 +207,18 @@ pub fn answer(records: &Records, query: &[u8]) -> Answer {
             reply.set_response_code(ResponseCode::NXDomain);
         }
     }
+    let limit = match transport {
+        Transport::Udp => usize::from(msg.max_payload()),
+        Transport::Tcp => usize::from(u16::MAX),
+    };
     match reply.to_vec() {
-        Ok(bytes) => Answer::Reply(bytes),
+        Ok(bytes) if bytes.len() <= limit => Answer::Reply(bytes),
+        Ok(_) => {
+            reply.take_answers();
+            reply.take_additionals();
+            reply.set_truncated(true);
+            reply.to_vec().map_or(Answer::Drop, Answer::Reply)
+        }
         Err(_) => Answer::Drop,
     }
 }
@@ -242,7 +262,7 @@ pub async fn serve_udp(
         };
         let query = buf[..n].to_vec();
         let current = records.read().unwrap_or_else(|e| e.into_inner()).clone();
-        match answer(&current, &query) {
+        match answer(&current, &query, Transport::Udp) {
             Answer::Reply(bytes) => {
                 let _ = socket.send_to(&bytes, client).await;
             }
@@ -268,6 +288,75 @@ pub async fn serve_udp(
                 });
             }
         }
+    }
+}
+
+/// How long a TCP client has to send a query, and the most served at once.
+const TCP_IDLE: Duration = Duration::from_secs(10);
+const MAX_TCP: usize = 256;
+
+/// Serves DNS over TCP on `listener` until `stop` (for answers too large for
+/// UDP): each message with its 2-byte length, several per connection.
+pub async fn serve_tcp(
+    listener: tokio::net::TcpListener,
+    records: Arc<RwLock<Arc<Records>>>,
+    upstream: Vec<SocketAddr>,
+    tracker: TaskTracker,
+    stop: CancellationToken,
+) {
+    let upstream = Arc::new(upstream);
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_TCP));
+    loop {
+        let (mut conn, _) = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = listener.accept() => match r {
+                Ok(r) => r,
+                Err(_) => {
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = permits.clone().try_acquire_owned() else {
+            continue;
+        };
+        let (records, upstream, stop) = (records.clone(), upstream.clone(), stop.clone());
+        tracker.spawn(async move {
+            let _permit = permit;
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            loop {
+                let len = tokio::select! {
+                    _ = stop.cancelled() => return,
+                    l = tokio::time::timeout(TCP_IDLE, conn.read_u16()) => match l {
+                        Ok(Ok(l)) => usize::from(l),
+                        _ => return,
+                    },
+                };
+                let mut query = vec![0u8; len];
+                if conn.read_exact(&mut query).await.is_err() {
+                    return;
+                }
+                let current = records.read().unwrap_or_else(|e| e.into_inner()).clone();
+                let reply = match answer(&current, &query, Transport::Tcp) {
+                    Answer::Reply(b) => Some(b),
+                    Answer::Drop => None,
+                    // Forwarded over UDP; a truncated upstream answer is passed on as is.
+                    Answer::Forward => forward(&upstream, &query)
+                        .await
+                        .or_else(|| servfail(&query)),
+                };
+                let Some(reply) = reply else { return };
+                let Ok(n) = u16::try_from(reply.len()) else {
+                    return;
+                };
+                let mut out = Vec::with_capacity(reply.len() + 2);
+                out.extend_from_slice(&n.to_be_bytes());
+                out.extend_from_slice(&reply);
+                if conn.write_all(&out).await.is_err() {
+                    return;
+                }
+            }
+        });
     }
 }
 

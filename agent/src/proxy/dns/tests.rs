@@ -51,7 +51,7 @@ fn ask(name: &str, t: RecordType) -> Message {
     q.set_id(7)
         .set_recursion_desired(true)
         .add_query(Query::query(Name::from_ascii(name).unwrap(), t));
-    match answer(&table(), &q.to_vec().unwrap()) {
+    match answer(&table(), &q.to_vec().unwrap(), Transport::Udp) {
         Answer::Reply(b) => Message::from_vec(&b).unwrap(),
         other => panic!("{name}: {other:?}"),
     }
@@ -119,6 +119,41 @@ fn unknown_cluster_names_are_nxdomain_and_others_are_forwarded() {
         Name::from_ascii("example.org.").unwrap(),
         RecordType::A,
     ));
-    assert_eq!(answer(&table(), &q.to_vec().unwrap()), Answer::Forward);
-    assert_eq!(answer(&table(), b"garbage"), Answer::Drop);
+    assert_eq!(
+        answer(&table(), &q.to_vec().unwrap(), Transport::Udp),
+        Answer::Forward
+    );
+    assert_eq!(answer(&table(), b"garbage", Transport::Udp), Answer::Drop);
+}
+
+#[test]
+fn an_answer_too_large_for_udp_is_truncated_and_whole_over_tcp() {
+    let ips: Vec<(String, bool)> = (1..=60).map(|i| (format!("172.17.1.{i}"), true)).collect();
+    let ips: Vec<(&str, bool)> = ips.iter().map(|(ip, r)| (ip.as_str(), *r)).collect();
+    let big = records(
+        "cluster.local",
+        &[svc(
+            "many",
+            json!({"clusterIP": "None", "ports": [{"name": "http", "port": 80}]}),
+        )],
+        &[slice("many", &ips)],
+    );
+    let mut q = Message::new();
+    q.set_id(9).add_query(Query::query(
+        Name::from_ascii("many.shop.svc.cluster.local.").unwrap(),
+        RecordType::A,
+    ));
+    let q = q.to_vec().unwrap();
+    let Answer::Reply(udp) = answer(&big, &q, Transport::Udp) else {
+        panic!("no UDP answer")
+    };
+    let udp = Message::from_vec(&udp).unwrap();
+    assert!(udp.truncated(), "60 addresses do not fit in 512 bytes");
+    assert!(udp.answers().is_empty());
+    let Answer::Reply(tcp) = answer(&big, &q, Transport::Tcp) else {
+        panic!("no TCP answer")
+    };
+    let tcp = Message::from_vec(&tcp).unwrap();
+    assert!(!tcp.truncated());
+    assert_eq!(tcp.answers().len(), 60);
 }
