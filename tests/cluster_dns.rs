@@ -298,7 +298,7 @@ async fn names_resolve_and_cluster_ips_answer_from_inside_a_pod() -> anyhow::Res
             _ => None,
         })
         .collect();
-    assert_eq!(a, [cluster_ip.clone()], "A over TCP: {m:?}");
+    assert_eq!(a, std::slice::from_ref(&cluster_ip), "A over TCP: {m:?}");
 
     // Deleted, the Service's ClusterIP stops answering and its name is gone.
     c.client
