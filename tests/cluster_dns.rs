@@ -19,8 +19,6 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio_util::sync::CancellationToken;
-use tugboat_api::ListParams;
-use tugboat_api::resource::ENDPOINTSLICES;
 use tugboat_tests::docker::{DockerCluster, docker, sample_deployment};
 use tugboat_tests::eventually;
 
@@ -93,27 +91,6 @@ async fn resolve(client: &str, name: &str) -> anyhow::Result<BTreeSet<String>> {
         "resolving {name} in the pod: {status} {body}"
     );
     Ok(body.split_whitespace().map(str::to_string).collect())
-}
-
-async fn ready_count(c: &DockerCluster, svc: &str) -> usize {
-    let params = ListParams {
-        label_selector: Some(format!("kubernetes.io/service-name={svc}")),
-        ..Default::default()
-    };
-    let Ok(list) = c
-        .client
-        .list(&ENDPOINTSLICES, Some(&c.namespace), &params)
-        .await
-    else {
-        return 0;
-    };
-    list["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
-        .filter(|e| e["conditions"]["ready"] == true)
-        .count()
 }
 
 fn service(name: &str, app: &str, cluster_ip: Option<&str>) -> Value {
@@ -197,7 +174,7 @@ async fn names_resolve_and_cluster_ips_answer_from_inside_a_pod() -> anyhow::Res
     );
     c.apply(&service("web-h", "web", Some("None"))).await?;
     eventually("web has 3 ready endpoints", || async {
-        (ready_count(&c, "web").await == 3 && ready_count(&c, "web-h").await == 3).then_some(())
+        (c.ready_endpoints("web").await == 3 && c.ready_endpoints("web-h").await == 3).then_some(())
     })
     .await?;
     // The client starts after the Services exist (it gets their variables).

@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
-use tugboat_api::ListParams;
-use tugboat_api::resource::{DEPLOYMENTS, ENDPOINTSLICES, SERVICES};
+use tugboat_api::resource::{DEPLOYMENTS, SERVICES};
 use tugboat_tests::docker::{DockerCluster, docker, sample_deployment};
 use tugboat_tests::{eventually, within};
 
@@ -99,34 +98,8 @@ async fn spread(addr: SocketAddr, n: usize) -> anyhow::Result<BTreeMap<String, u
     Ok(seen)
 }
 
-/// The Service's endpoints from its EndpointSlices: (pod name, ready).
-async fn endpoints(c: &DockerCluster, svc: &str) -> Vec<(String, bool)> {
-    let params = ListParams {
-        label_selector: Some(format!("kubernetes.io/service-name={svc}")),
-        ..Default::default()
-    };
-    let Ok(list) = c
-        .client
-        .list(&ENDPOINTSLICES, Some(&c.namespace), &params)
-        .await
-    else {
-        return Vec::new();
-    };
-    let mut out = Vec::new();
-    for slice in list["items"].as_array().into_iter().flatten() {
-        for ep in slice["endpoints"].as_array().into_iter().flatten() {
-            out.push((
-                ep["targetRef"]["name"].as_str().unwrap_or("").to_string(),
-                ep["conditions"]["ready"].as_bool().unwrap_or(false),
-            ));
-        }
-    }
-    out.sort();
-    out
-}
-
 async fn ready_pods(c: &DockerCluster, svc: &str) -> BTreeSet<String> {
-    endpoints(c, svc)
+    c.slice_endpoints(svc)
         .await
         .into_iter()
         .filter(|(_, r)| *r)

@@ -38,7 +38,7 @@ use tugboat_agent::runtime::{
 };
 use tugboat_api::resource::PODS;
 use tugboat_api::{Client, ListParams};
-use tugboat_tests::bench::{loadavg, output_of, rounds_from_env, utc_now};
+use tugboat_tests::bench::{Swarm, loadavg, output_of, rounds_from_env, utc_now};
 use tugboat_tests::docker::{DockerCluster, docker, sample_deployment};
 use tugboat_tests::eventually_within;
 
@@ -561,63 +561,6 @@ impl SwarmSide<'_> {
 
 fn slot_of(c: &ContainerInfo) -> Option<u32> {
     c.labels.get(TASK_LABEL)?.split('.').nth(1)?.parse().ok()
-}
-
-/// Leaves the daemon in the swarm state it was found in: a daemon outside any swarm
-/// becomes a single-node swarm for the run and leaves it on drop; one already in a
-/// swarm (as a manager) is used as it is and stays.
-struct Swarm {
-    joined_by_us: bool,
-    /// `swarm init` creates the `docker_gwbridge` network and `leave` keeps it.
-    gwbridge_existed: bool,
-}
-
-impl Swarm {
-    fn join() -> anyhow::Result<Self> {
-        let state = docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"])?;
-        match state.as_str() {
-            "active" => {
-                if docker(&["info", "--format", "{{.Swarm.ControlAvailable}}"])? != "true" {
-                    bail!("this daemon is a swarm worker: services are created on managers");
-                }
-                Ok(Swarm {
-                    joined_by_us: false,
-                    gwbridge_existed: true,
-                })
-            }
-            "inactive" => {
-                let gwbridge =
-                    docker(&["network", "ls", "-q", "--filter", "name=^docker_gwbridge$"])?;
-                // The guard exists before `init`, so even a half-done init is undone.
-                let swarm = Swarm {
-                    joined_by_us: true,
-                    gwbridge_existed: !gwbridge.is_empty(),
-                };
-                docker(&["swarm", "init", "--advertise-addr", "127.0.0.1"])?;
-                eprintln!("the daemon was in no swarm: made it a single-node swarm for the run");
-                Ok(swarm)
-            }
-            other => bail!(
-                "the daemon's swarm state is {other:?}; this benchmark needs it inactive, or \
-                 active as a manager"
-            ),
-        }
-    }
-}
-
-impl Drop for Swarm {
-    fn drop(&mut self) {
-        if !self.joined_by_us {
-            return;
-        }
-        match docker(&["swarm", "leave", "--force"]) {
-            Ok(_) => eprintln!("the daemon left the swarm made for the run"),
-            Err(e) => eprintln!("LEAVE THE SWARM BY HAND (`docker swarm leave --force`): {e}"),
-        }
-        if !self.gwbridge_existed {
-            let _ = docker(&["network", "rm", "docker_gwbridge"]);
-        }
-    }
 }
 
 /// The Swarm service, removed with its containers on drop.

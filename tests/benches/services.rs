@@ -29,9 +29,8 @@ use anyhow::{Context as _, bail};
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tugboat_api::ListParams;
-use tugboat_api::resource::{DEPLOYMENTS, ENDPOINTSLICES};
-use tugboat_tests::bench::{loadavg, output_of, rounds_from_env, utc_now};
+use tugboat_api::resource::DEPLOYMENTS;
+use tugboat_tests::bench::{Swarm, loadavg, output_of, rounds_from_env, utc_now};
 use tugboat_tests::docker::{DockerCluster, docker, sample_deployment};
 use tugboat_tests::eventually_within;
 
@@ -147,68 +146,12 @@ fn row(case: &str, replicas: usize, f: &Figures) -> String {
     )
 }
 
-async fn ready_endpoints(c: &DockerCluster, svc: &str) -> usize {
-    let params = ListParams {
-        label_selector: Some(format!("kubernetes.io/service-name={svc}")),
-        ..Default::default()
-    };
-    let Ok(list) = c
-        .client
-        .list(&ENDPOINTSLICES, Some(&c.namespace), &params)
-        .await
-    else {
-        return 0;
-    };
-    list["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
-        .filter(|e| e["conditions"]["ready"] == true)
-        .count()
-}
+/// The benchmark's Swarm service, removed on drop (before the swarm is left).
+struct MeshService;
 
-/// The daemon as found: a single-node swarm made for the run is left at the end.
-struct Swarm {
-    joined_by_us: bool,
-    gwbridge_existed: bool,
-}
-
-impl Swarm {
-    fn join() -> anyhow::Result<Self> {
-        let state = docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"])?;
-        if state == "active" {
-            return Ok(Swarm {
-                joined_by_us: false,
-                gwbridge_existed: true,
-            });
-        }
-        if state != "inactive" {
-            bail!("the daemon's swarm state is {state:?}");
-        }
-        let gwbridge = docker(&["network", "ls", "-q", "--filter", "name=^docker_gwbridge$"])?;
-        let swarm = Swarm {
-            joined_by_us: true,
-            gwbridge_existed: !gwbridge.is_empty(),
-        };
-        docker(&["swarm", "init", "--advertise-addr", "127.0.0.1"])?;
-        Ok(swarm)
-    }
-}
-
-impl Drop for Swarm {
+impl Drop for MeshService {
     fn drop(&mut self) {
         let _ = docker(&["service", "rm", SWARM_SERVICE]);
-        if !self.joined_by_us {
-            return;
-        }
-        match docker(&["swarm", "leave", "--force"]) {
-            Ok(_) => eprintln!("the daemon left the swarm made for the run"),
-            Err(e) => eprintln!("LEAVE THE SWARM BY HAND (`docker swarm leave --force`): {e}"),
-        }
-        if !self.gwbridge_existed {
-            let _ = docker(&["network", "rm", "docker_gwbridge"]);
-        }
     }
 }
 
@@ -312,7 +255,7 @@ async fn main() -> anyhow::Result<()> {
         .id;
     let client_pid: i64 = docker(&["inspect", "-f", "{{.State.Pid}}", &client_id])?.parse()?;
     let swarm = match Swarm::join() {
-        Ok(s) => Some(s),
+        Ok(s) => Some((MeshService, s)),
         Err(e) => {
             println!("# no Swarm: {e}");
             None
@@ -328,7 +271,7 @@ async fn main() -> anyhow::Result<()> {
             .scale(&DEPLOYMENTS, Some(&c.namespace), "web", replicas as i32)
             .await?;
         eventually_within(WAIT, "the web replicas are ready endpoints", || async {
-            (ready_endpoints(&c, "web").await == replicas).then_some(())
+            (c.ready_endpoints("web").await == replicas).then_some(())
         })
         .await?;
         let pods = c.pods("app=web").await?;

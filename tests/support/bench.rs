@@ -3,7 +3,9 @@
 
 use std::process::Command;
 
-use anyhow::Context as _;
+use anyhow::{Context as _, bail};
+
+use crate::docker::docker;
 
 /// A positive round count from `var`, else `default`.
 pub fn rounds_from_env(var: &str, default: usize) -> anyhow::Result<usize> {
@@ -43,4 +45,61 @@ pub fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
         .unwrap_or_else(|_| "?".to_string())
+}
+
+/// Leaves the daemon in the swarm state it was found in: a daemon outside any swarm
+/// becomes a single-node swarm for the run and leaves it on drop; one already in a
+/// swarm (as a manager) is used as it is and stays.
+pub struct Swarm {
+    joined_by_us: bool,
+    /// `swarm init` creates the `docker_gwbridge` network and `leave` keeps it.
+    gwbridge_existed: bool,
+}
+
+impl Swarm {
+    pub fn join() -> anyhow::Result<Self> {
+        let state = docker(&["info", "--format", "{{.Swarm.LocalNodeState}}"])?;
+        match state.as_str() {
+            "active" => {
+                if docker(&["info", "--format", "{{.Swarm.ControlAvailable}}"])? != "true" {
+                    bail!("this daemon is a swarm worker: services are created on managers");
+                }
+                Ok(Swarm {
+                    joined_by_us: false,
+                    gwbridge_existed: true,
+                })
+            }
+            "inactive" => {
+                let gwbridge =
+                    docker(&["network", "ls", "-q", "--filter", "name=^docker_gwbridge$"])?;
+                // The guard exists before `init`, so even a half-done init is undone.
+                let swarm = Swarm {
+                    joined_by_us: true,
+                    gwbridge_existed: !gwbridge.is_empty(),
+                };
+                docker(&["swarm", "init", "--advertise-addr", "127.0.0.1"])?;
+                eprintln!("the daemon was in no swarm: made it a single-node swarm for the run");
+                Ok(swarm)
+            }
+            other => bail!(
+                "the daemon's swarm state is {other:?}; this benchmark needs it inactive, or \
+                 active as a manager"
+            ),
+        }
+    }
+}
+
+impl Drop for Swarm {
+    fn drop(&mut self) {
+        if !self.joined_by_us {
+            return;
+        }
+        match docker(&["swarm", "leave", "--force"]) {
+            Ok(_) => eprintln!("the daemon left the swarm made for the run"),
+            Err(e) => eprintln!("LEAVE THE SWARM BY HAND (`docker swarm leave --force`): {e}"),
+        }
+        if !self.gwbridge_existed {
+            let _ = docker(&["network", "rm", "docker_gwbridge"]);
+        }
+    }
 }

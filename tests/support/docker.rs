@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use serde_json::{Value, json};
-use tugboat_api::resource::{NAMESPACES, NODES, PODS};
+use tugboat_api::resource::{ENDPOINTSLICES, NAMESPACES, NODES, PODS};
 use tugboat_api::{Client, ListParams};
 
 use crate::{TestController, TugProcess, eventually, tug_binary};
@@ -329,6 +329,45 @@ impl DockerCluster {
             .list(&PODS, Some(&self.namespace), &params)
             .await?;
         Ok(list["items"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// The endpoints of Service `svc`'s EndpointSlices: (pod name, ready),
+    /// sorted; none when they cannot be read (yet).
+    pub async fn slice_endpoints(&self, svc: &str) -> Vec<(String, bool)> {
+        let params = ListParams {
+            label_selector: Some(format!("kubernetes.io/service-name={svc}")),
+            ..Default::default()
+        };
+        let Ok(list) = self
+            .client
+            .list(&ENDPOINTSLICES, Some(&self.namespace), &params)
+            .await
+        else {
+            return Vec::new();
+        };
+        let mut out: Vec<(String, bool)> = list["items"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|s| s["endpoints"].as_array().cloned().unwrap_or_default())
+            .map(|ep| {
+                (
+                    ep["targetRef"]["name"].as_str().unwrap_or("").to_string(),
+                    ep["conditions"]["ready"].as_bool().unwrap_or(false),
+                )
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// How many of Service `svc`'s endpoints are ready.
+    pub async fn ready_endpoints(&self, svc: &str) -> usize {
+        self.slice_endpoints(svc)
+            .await
+            .iter()
+            .filter(|(_, ready)| *ready)
+            .count()
     }
 
     /// This test's containers as Docker lists them (`docker ps -a`).

@@ -88,6 +88,30 @@ impl Slot {
             .clone()
     }
 
+    /// The Service port as it is now, and the endpoints a new connection from
+    /// `client` tries, in order: `external` (a node port) or not (a ClusterIP)
+    /// decides which traffic policy applies.
+    fn pick(
+        &self,
+        client: IpAddr,
+        external: bool,
+        shared: &Shared,
+    ) -> (Arc<Frontend>, Vec<table::Endpoint>) {
+        let frontend = self.frontend();
+        let local_only = if external {
+            frontend.external_local
+        } else {
+            frontend.internal_local
+        };
+        let sticky = frontend
+            .affinity
+            .and_then(|timeout| self.sticky(client, timeout));
+        let turn = self.turn.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let candidates =
+            frontend.candidates(local_only, turn, sticky, &|a| shared.failed_recently(a));
+        (frontend, candidates)
+    }
+
     fn sticky(&self, client: IpAddr, timeout: Duration) -> Option<SocketAddr> {
         let map = self.affinity.lock().unwrap_or_else(|e| e.into_inner());
         map.get(&client)
@@ -418,6 +442,13 @@ fn apply(
         }
         keep
     });
+    // Where the cluster DNS sends names outside the cluster domain.
+    let upstream = ctx
+        .cluster
+        .config
+        .as_ref()
+        .map(|c| c.upstream.clone())
+        .unwrap_or_default();
     // Sockets to open, grouped by where (one trip into each sandbox).
     let mut to_open: HashMap<Place, Vec<Wanted>> = HashMap::new();
     for (key, frontend) in wanted {
@@ -484,16 +515,10 @@ fn apply(
                 }
                 (Ok(Opened::Udp(s)), Serves::Dns, _) => {
                     tokio::net::UdpSocket::from_std(s).map(|s| {
-                        let upstream = ctx
-                            .cluster
-                            .config
-                            .as_ref()
-                            .map(|c| c.upstream.clone())
-                            .unwrap_or_default();
                         tracker.spawn(dns::serve_udp(
                             s,
                             records.clone(),
-                            upstream,
+                            upstream.clone(),
                             tracker.clone(),
                             stop.clone(),
                         ));
@@ -501,16 +526,10 @@ fn apply(
                 }
                 (Ok(Opened::Tcp(l)), Serves::Dns, _) => {
                     tokio::net::TcpListener::from_std(l).map(|l| {
-                        let upstream = ctx
-                            .cluster
-                            .config
-                            .as_ref()
-                            .map(|c| c.upstream.clone())
-                            .unwrap_or_default();
                         tracker.spawn(dns::serve_tcp(
                             l,
                             records.clone(),
-                            upstream,
+                            upstream.clone(),
                             tracker.clone(),
                             stop.clone(),
                         ));

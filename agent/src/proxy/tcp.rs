@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -54,17 +53,7 @@ pub async fn serve(
 
 async fn proxy(conn: TcpStream, peer: SocketAddr, slot: &Slot, shared: &Shared, external: bool) {
     let _ = conn.set_nodelay(true);
-    let frontend = slot.frontend();
-    let local_only = if external {
-        frontend.external_local
-    } else {
-        frontend.internal_local
-    };
-    let sticky = frontend
-        .affinity
-        .and_then(|timeout| slot.sticky(peer.ip(), timeout));
-    let turn = slot.turn.fetch_add(1, Ordering::Relaxed);
-    let candidates = frontend.candidates(local_only, turn, sticky, &|a| shared.failed_recently(a));
+    let (frontend, candidates) = slot.pick(peer.ip(), external, shared);
     if candidates.is_empty() {
         tracing::debug!(service = %frontend.key, %peer, "no ready endpoint; closing the connection");
         return;

@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use tokio::io::AsyncWriteExt;
@@ -97,17 +96,7 @@ async fn flow(
     external: bool,
     stop: CancellationToken,
 ) {
-    let frontend = slot.frontend();
-    let local_only = if external {
-        frontend.external_local
-    } else {
-        frontend.internal_local
-    };
-    let sticky = frontend
-        .affinity
-        .and_then(|timeout| slot.sticky(client.ip(), timeout));
-    let turn = slot.turn.fetch_add(1, Ordering::Relaxed);
-    let candidates = frontend.candidates(local_only, turn, sticky, &|a| shared.failed_recently(a));
+    let (frontend, candidates) = slot.pick(client.ip(), external, &shared);
     if let Some(endpoint) = candidates.first() {
         if let Some(timeout) = frontend.affinity {
             slot.remember(client.ip(), endpoint.addr, timeout);

@@ -65,6 +65,38 @@ pub fn spawn_all(
     tracker.spawn(namespace::run(registry, shutdown));
 }
 
+/// Every Service, kept by a reflector, for mappers that turn another kind's
+/// events into the Services they concern. The future drives the reflector's
+/// watch: run it beside the controller, in the same task, so it stops with it.
+pub fn services_reflector(
+    registry: &Arc<Registry>,
+    name: &str,
+) -> (
+    tugboat_runtime::reflector::Store<k8s_openapi::api::core::v1::Service>,
+    impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    use futures::StreamExt as _;
+    let writer = tugboat_runtime::reflector::Writer::new();
+    let store = writer.store();
+    let config = tugboat_runtime::watcher::Config::new(name).backoff(
+        std::time::Duration::from_millis(200),
+        std::time::Duration::from_secs(5),
+    );
+    let services = tugboat_runtime::reflector::reflector(
+        writer,
+        tugboat_runtime::watcher::watch::<k8s_openapi::api::core::v1::Service, _>(
+            registry.clone(),
+            &tugboat_api::resource::SERVICES,
+            config,
+        ),
+    );
+    let drive = async move {
+        let mut services = std::pin::pin!(services);
+        while services.next().await.is_some() {}
+    };
+    (store, drive)
+}
+
 /// Why a reconcile failed; `error_policy` backs off on every kind alike for now.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

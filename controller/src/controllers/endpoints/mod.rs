@@ -16,17 +16,13 @@ pub mod pods;
 pub mod slices;
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use tokio_util::sync::CancellationToken;
 use tugboat_api::ApiError;
 use tugboat_api::resource::{ENDPOINTS, ENDPOINTSLICES, PODS, SERVICES};
 use tugboat_runtime::controller::{Action, Controller, backoff_policy};
-use tugboat_runtime::reflector::{self, Writer};
-use tugboat_runtime::watcher;
 
 use self::mapper::PodMapper;
 use self::slices::{SERVICE_NAME_LABEL, is_managed_slice_of};
@@ -43,20 +39,9 @@ pub async fn run(registry: Arc<Registry>, concurrency: usize, shutdown: Cancella
     let ctx = Arc::new(Ctx {
         registry: registry.clone(),
     });
-    // The Services the pod mapper matches pods against; the reflector's watch
-    // lives in this task and stops with the controller.
-    let writer = Writer::<Service>::new();
-    let pod_mapper = PodMapper::new(writer.store());
-    let config = watcher::Config::new("endpoints controller")
-        .backoff(Duration::from_millis(200), Duration::from_secs(5));
-    let services = reflector::reflector(
-        writer,
-        watcher::watch::<Service, _>(registry.clone(), &SERVICES, config),
-    );
-    let reflect = async move {
-        let mut services = std::pin::pin!(services);
-        while services.next().await.is_some() {}
-    };
+    // The Services the pod mapper matches pods against.
+    let (services, reflect) = super::services_reflector(&registry, "endpoints controller");
+    let pod_mapper = PodMapper::new(services);
     let controller = Controller::new("endpoints", registry, &SERVICES)
         .owns(&ENDPOINTSLICES)
         .owns(&ENDPOINTS)

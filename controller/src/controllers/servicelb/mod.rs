@@ -14,16 +14,12 @@ pub mod ingress;
 pub mod mapper;
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use futures::StreamExt;
 use k8s_openapi::api::core::v1::{LoadBalancerIngress, Node, Service};
 use tokio_util::sync::CancellationToken;
 use tugboat_api::ApiError;
 use tugboat_api::resource::{NODES, SERVICES};
 use tugboat_runtime::controller::{Action, Controller, backoff_policy};
-use tugboat_runtime::reflector::{self, Writer};
-use tugboat_runtime::watcher;
 
 use self::ingress::{balanced, current_ingress, desired_ingress, is_load_balancer};
 use self::mapper::NodeMapper;
@@ -38,20 +34,9 @@ pub async fn run(registry: Arc<Registry>, concurrency: usize, shutdown: Cancella
     let ctx = Arc::new(Ctx {
         registry: registry.clone(),
     });
-    // The Services a node change requeues; the reflector's watch lives in this
-    // task and stops with the controller.
-    let writer = Writer::<Service>::new();
-    let node_mapper = NodeMapper::new(writer.store());
-    let config = watcher::Config::new("service load balancer")
-        .backoff(Duration::from_millis(200), Duration::from_secs(5));
-    let services = reflector::reflector(
-        writer,
-        watcher::watch::<Service, _>(registry.clone(), &SERVICES, config),
-    );
-    let reflect = async move {
-        let mut services = std::pin::pin!(services);
-        while services.next().await.is_some() {}
-    };
+    // The Services a node change requeues.
+    let (services, reflect) = super::services_reflector(&registry, "service load balancer");
+    let node_mapper = NodeMapper::new(services);
     let controller = Controller::new("servicelb", registry, &SERVICES)
         .watches_events(&NODES, Arc::new(move |ev| node_mapper.map(ev)))
         .concurrency(concurrency)
