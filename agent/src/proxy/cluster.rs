@@ -56,7 +56,7 @@ pub struct ClusterNet {
 }
 
 /// How long after a failed sandbox set-up it is tried again.
-const RETRY_FAILED: std::time::Duration = std::time::Duration::from_secs(60);
+const RETRY_FAILED: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// A container's resolv.conf settings (all empty: Docker's default, the host's).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -348,7 +348,7 @@ pub async fn check_sandbox(ctx: &crate::AgentCtx) {
                 ctx.cluster.set_sandbox(None);
             }
             if ctx.cluster.failed(&e.to_string()) {
-                tracing::warn!(node = %ctx.node, error = %e, "no service sandbox: this node serves node ports only, without ClusterIPs or cluster DNS; retrying every minute");
+                tracing::warn!(node = %ctx.node, error = %e, "no service sandbox: this node serves node ports only, without ClusterIPs or cluster DNS; retrying every 10 s");
             }
         }
     }

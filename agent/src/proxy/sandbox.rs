@@ -36,6 +36,10 @@ pub enum SandboxError {
     ForeignPids { pid: i64 },
 }
 
+/// How many times (100 ms apart) a new sandbox's process is looked at before it
+/// is taken for someone else's.
+const PAUSE_CHECKS: usize = 30;
+
 /// A running sandbox.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Sandbox {
@@ -142,9 +146,18 @@ pub async fn ensure(
     // Docker's pids are the host's: make sure this process sees the same ones
     // before entering any namespace by pid (an agent in a container of its own
     // would otherwise enter whatever process has that number here).
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    let is_pause = args.len() >= 2 && args[0].ends_with(b"tug") && args[1] == b"pause";
+    // Just started, the process may still be runc's on its way to exec `tug
+    // pause`: look again for a moment before concluding.
+    let mut is_pause = false;
+    for _ in 0..PAUSE_CHECKS {
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        is_pause = args.len() >= 2 && args[0].ends_with(b"tug") && args[1] == b"pause";
+        if is_pause {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     if !is_pause {
         return Err(SandboxError::ForeignPids { pid });
     }
