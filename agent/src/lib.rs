@@ -15,11 +15,15 @@
 //!   I/O); [`probe`] runs the probes it reads;
 //! - [`sink`]: where workers write status, releases and events (the API over HTTP);
 //! - [`runtime`]: the container engine trait, Docker and the in-memory fake;
-//! - [`server`]: container logs for the controller; [`image`]: the sample image.
+//! - [`server`]: container logs for the controller; [`image`]: the sample image;
+//! - [`join`]: joining with a token and keeping the node's credential;
+//!   [`tls`]: that credential at run time (the API client, the agent's
+//!   endpoints, connections to peers).
 //!
 //! Every task runs on the agent's `TaskTracker` and stops on its shutdown token.
 
 pub mod image;
+pub mod join;
 pub mod node;
 pub mod pods;
 pub mod probe;
@@ -27,6 +31,7 @@ pub mod proxy;
 pub mod runtime;
 pub mod server;
 pub mod sink;
+pub mod tls;
 pub mod worker;
 
 use std::collections::HashSet;
@@ -64,6 +69,10 @@ pub enum Error {
 pub struct Config {
     /// The controller's URL.
     pub server: String,
+    /// The node's credential (see [`join::load_or_join`]); `None` only against
+    /// a controller serving plain HTTP (`--insecure-http`), where the agent's
+    /// endpoints are plain HTTP too.
+    pub credential: Option<Arc<tls::NodeTls>>,
     /// This node's name (a DNS-1123 subdomain).
     pub node_name: String,
     /// Where the agent serves logs to the controller.
@@ -106,6 +115,7 @@ impl Config {
     pub fn new(server: &str, node_name: &str) -> Self {
         Config {
             server: server.to_string(),
+            credential: None,
             node_name: node_name.to_string(),
             listen: SocketAddr::from(([127, 0, 0, 1], 0)),
             address: "127.0.0.1".to_string(),
@@ -143,6 +153,8 @@ pub struct AgentCtx {
     pub cluster: Arc<proxy::cluster::ClusterNet>,
     /// For HTTP probes: no connection reuse, as each probe is a fresh request.
     pub http: reqwest::Client,
+    /// The node's credential, for its endpoints and for connecting to peers.
+    pub tls: Option<Arc<tls::NodeTls>>,
 }
 
 /// Runs the agent until `shutdown`; containers are left running when it stops.
@@ -157,7 +169,12 @@ pub async fn run(
             config.node_name
         )));
     }
-    let client = Client::new(&config.server)?;
+    let creds = config
+        .credential
+        .as_ref()
+        .map(|c| c.credentials())
+        .unwrap_or_default();
+    let client = Client::with_credentials(&config.server, &creds)?;
     let mut config = config;
     if config.address == "auto" {
         config.address = route_address(&config.server)?;
@@ -216,6 +233,7 @@ pub async fn run(
             .redirect(reqwest::redirect::Policy::limited(10))
             .build()
             .map_err(|e| Error::Config(format!("cannot set up the HTTP client for probes: {e}")))?,
+        tls: config.credential.clone(),
     });
     let identity = node::NodeIdentity {
         name: config.node_name.clone(),

@@ -1,6 +1,11 @@
 //! The agent's own small HTTP server: container logs for the controller's
 //! `pods/{name}/log` proxy (`GET /containerLogs/{ns}/{pod}/{container}`), and
 //! `/healthz`. Listens on 127.0.0.1 unless told otherwise.
+//!
+//! With the node's credential it serves HTTPS with that certificate and takes
+//! only clients whose certificate the cluster CA signed (the TLS handshake
+//! refuses the rest), and of those answers only the controller: logs are the
+//! controller's to relay, under its own authorization of the user asking.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,10 +33,30 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let node = header::HeaderValue::from_str(&ctx.node).ok();
+    let tls = ctx.tls.as_ref().map(|t| t.server_config());
+    let only_controller = tls.is_some();
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/containerLogs/{ns}/{pod}/{container}", get(container_logs))
         .with_state((ctx, shutdown.clone()))
+        .layer(axum::middleware::from_fn(
+            move |req: axum::extract::Request, next: axum::middleware::Next| async move {
+                if only_controller {
+                    let caller = req
+                        .extensions()
+                        .get::<tugboat_serve::PeerCertificates>()
+                        .and_then(|c| c.0.first().cloned());
+                    if !caller.is_some_and(|c| crate::tls::is_controller(&c)) {
+                        return (
+                            StatusCode::FORBIDDEN,
+                            "only the controller may use this agent's endpoints\n",
+                        )
+                            .into_response();
+                    }
+                }
+                next.run(req).await
+            },
+        ))
         // Names this node on every answer: the controller relays only answers
         // that carry it (see the controller's logs proxy).
         .layer(axum::middleware::map_response(move |mut resp: Response| {
@@ -44,7 +69,7 @@ pub async fn serve(
                 resp
             }
         }));
-    tugboat_serve::serve(listener, app, limits, shutdown).await
+    tugboat_serve::serve(listener, app, limits, tls, shutdown).await
 }
 
 async fn container_logs(

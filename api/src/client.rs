@@ -114,7 +114,68 @@ pub struct WatchEvent {
 }
 
 /// The default server address: where `tug controller` listens unless told otherwise.
-pub const DEFAULT_SERVER: &str = "http://127.0.0.1:6443";
+pub const DEFAULT_SERVER: &str = "https://127.0.0.1:6443";
+
+/// How a client proves who it is and checks whom it talks to: what a kubeconfig
+/// context resolves to.
+#[derive(Clone, Default)]
+pub struct Credentials {
+    /// The CA the server's certificate must chain to (`None`: the system's roots).
+    pub ca_pem: Option<Vec<u8>>,
+    /// A client certificate and its key (PEM).
+    pub client_cert_pem: Option<Vec<u8>>,
+    pub client_key_pem: Option<Vec<u8>>,
+    /// A bearer token.
+    pub token: Option<String>,
+    /// Do not check the server's certificate at all.
+    pub insecure_skip_tls_verify: bool,
+    /// Check the server's certificate against this name instead of the URL's host.
+    pub tls_server_name: Option<String>,
+}
+
+impl std::fmt::Debug for Credentials {
+    /// Never prints keys or tokens.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("ca", &self.ca_pem.is_some())
+            .field("client_certificate", &self.client_cert_pem.is_some())
+            .field("token", &self.token.is_some())
+            .field("insecure_skip_tls_verify", &self.insecure_skip_tls_verify)
+            .finish()
+    }
+}
+
+impl From<tugboat_tls::kubeconfig::Resolved> for Credentials {
+    fn from(r: tugboat_tls::kubeconfig::Resolved) -> Self {
+        Credentials {
+            ca_pem: r.ca_pem,
+            client_cert_pem: r.client_cert_pem,
+            client_key_pem: r.client_key_pem,
+            token: r.token,
+            insecure_skip_tls_verify: r.insecure_skip_tls_verify,
+            tls_server_name: r.tls_server_name,
+        }
+    }
+}
+
+impl Credentials {
+    /// The rustls configuration these credentials make.
+    pub fn tls_config(&self) -> Result<rustls::ClientConfig, tugboat_tls::TlsError> {
+        use tugboat_tls::config::{ServerCheck, client_config};
+        let check = if self.insecure_skip_tls_verify {
+            ServerCheck::Nothing
+        } else if let Some(name) = self.tls_server_name.as_ref().filter(|n| !n.is_empty()) {
+            ServerCheck::Named(name.clone())
+        } else {
+            ServerCheck::Hostname
+        };
+        let identity = match (&self.client_cert_pem, &self.client_key_pem) {
+            (Some(c), Some(k)) => Some((c.as_slice(), k.as_slice())),
+            _ => None,
+        };
+        client_config(self.ca_pem.as_deref(), identity, check)
+    }
+}
 
 #[derive(Clone, Debug)]
 pub struct Client {
@@ -125,8 +186,15 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client for the server at `base` (`http://127.0.0.1:6443`).
+    /// A client for the server at `base` with no credentials (anonymous; an
+    /// `https://` server's certificate is checked against the system's roots).
     pub fn new(base: &str) -> Result<Client, ClientError> {
+        Self::with_credentials(base, &Credentials::default())
+    }
+
+    /// A client for the server at `base` (`https://127.0.0.1:6443`) that
+    /// authenticates with `creds`.
+    pub fn with_credentials(base: &str, creds: &Credentials) -> Result<Client, ClientError> {
         let base = base.trim_end_matches('/').to_string();
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(ClientError::BadUrl {
@@ -134,13 +202,30 @@ impl Client {
                 message: "expected a URL starting with http:// or https://".to_string(),
             });
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|source| ClientError::Http {
+        tugboat_tls::install_default_provider();
+        let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
+        if base.starts_with("https://") {
+            let tls = creds.tls_config().map_err(|e| ClientError::BadUrl {
                 url: base.clone(),
-                source,
+                message: format!("cannot use the credentials: {e}"),
             })?;
+            builder = builder.use_preconfigured_tls(tls);
+        }
+        if let Some(token) = creds.token.as_ref().filter(|t| !t.is_empty()) {
+            let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| ClientError::BadUrl {
+                    url: base.clone(),
+                    message: "the bearer token holds characters a header cannot carry".into(),
+                })?;
+            value.set_sensitive(true);
+            let mut headers = reqwest::header::HeaderMap::new();
+            headers.insert(reqwest::header::AUTHORIZATION, value);
+            builder = builder.default_headers(headers);
+        }
+        let http = builder.build().map_err(|source| ClientError::Http {
+            url: base.clone(),
+            source,
+        })?;
         Ok(Client {
             http,
             base,
@@ -244,6 +329,18 @@ impl Client {
     pub async fn get_path(&self, path: &str) -> Result<Value, ClientError> {
         let url = self.url(path);
         self.json(self.http.get(&url), &url).await
+    }
+
+    /// POST JSON to any path that answers JSON (Tugboat's token endpoints).
+    pub async fn post_path(&self, path: &str, body: &Value) -> Result<Value, ClientError> {
+        let url = self.url(path);
+        self.json(self.http.post(&url).json(body), &url).await
+    }
+
+    /// DELETE any path that answers JSON.
+    pub async fn delete_path(&self, path: &str) -> Result<Value, ClientError> {
+        let url = self.url(path);
+        self.json(self.http.delete(&url), &url).await
     }
 
     /// GET any path that answers text (`/healthz`, logs).

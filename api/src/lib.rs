@@ -13,6 +13,7 @@ pub mod json;
 pub mod limits;
 pub mod manifest;
 pub mod meta;
+pub mod pod_security;
 pub mod quantity;
 pub mod resource;
 pub mod selector;
@@ -20,7 +21,9 @@ pub mod status;
 pub mod unsupported;
 pub mod validation;
 
-pub use client::{Client, ClientError, LenientList, ListParams, PatchType, WatchEvent};
+pub use client::{
+    Client, ClientError, Credentials, LenientList, ListParams, PatchType, WatchEvent,
+};
 pub use k8s_openapi;
 pub use resource::ResourceInfo;
 pub use status::{ApiError, FieldError};

@@ -10,12 +10,21 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "tug", version, about, propagate_version = true)]
 pub struct Cli {
-    /// API server URL. Without it: $TUG_SERVER, then the client config file, then
-    /// http://127.0.0.1:6443.
+    /// API server URL, replacing the kubeconfig's (also $TUG_SERVER).
     #[arg(long, global = true, value_name = "URL")]
     pub server: Option<String>,
 
-    /// Client config file. Without it: $TUG_CONFIG, then
+    /// The kubeconfig to use, as kubectl's flag. Without it: $KUBECONFIG, then
+    /// the one the local `tug controller`/`tug up` recorded, then ~/.kube/config.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub kubeconfig: Option<PathBuf>,
+
+    /// The kubeconfig context to use (default: its current context).
+    #[arg(long, global = true, value_name = "NAME")]
+    pub context: Option<String>,
+
+    /// tug's client config file, where a local controller records its address
+    /// and kubeconfig. Without it: $TUG_CONFIG, then
     /// $XDG_CONFIG_HOME/tugboat/config.json, then ~/.config/tugboat/config.json.
     #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -67,6 +76,62 @@ pub enum Command {
     /// Remove what a local cluster left behind: every container Tugboat created on
     /// this Docker engine, and the controller's data directory.
     Down(DownArgs),
+    /// Print the admin kubeconfig of the local controller, or merge it into
+    /// ~/.kube/config as context `tugboat` (--merge).
+    Kubeconfig(KubeconfigArgs),
+    /// Create, list and delete join tokens (for new nodes) and API tokens (for
+    /// automation, bound to a namespace and role).
+    Token(TokenArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KubeconfigArgs {
+    /// Merge it into the kubeconfig (--kubeconfig, else the first file of
+    /// $KUBECONFIG, else ~/.kube/config) as context `tugboat`, and make that the
+    /// current context.
+    #[arg(long)]
+    pub merge: bool,
+
+    /// The controller's data directory (default: $XDG_DATA_HOME/tugboat or
+    /// ~/.local/share/tugboat).
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    #[command(subcommand)]
+    pub what: TokenCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a token and print it (its secret is shown only now). Without
+    /// --role: a join token for `tug agent --token`. With --role: an API token
+    /// for `Authorization: Bearer` (a kubeconfig `token:`), acting in the
+    /// namespace given with -n.
+    Create {
+        /// How long it is valid (`24h`, `30m`, `7d` as `168h`; `0`: never expires).
+        #[arg(long, default_value = "24h", value_parser = crate::duration::parse_flag, value_name = "DURATION")]
+        ttl: std::time::Duration,
+
+        /// A note shown by `tug token list`.
+        #[arg(long, default_value = "", value_name = "TEXT")]
+        description: String,
+
+        /// Make an API token with this role in the namespace (-n): `view`
+        /// (get, list, watch, logs) or `edit` (everything on its objects).
+        #[arg(long, value_name = "ROLE")]
+        role: Option<String>,
+    },
+    /// List the tokens (never their secrets).
+    List,
+    /// Delete tokens by ID; a join token can no longer be used to join, an API
+    /// token no longer authenticates.
+    Delete {
+        #[arg(required = true, value_name = "ID")]
+        ids: Vec<String>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -101,6 +166,16 @@ pub struct AgentArgs {
     /// This node's name.
     #[arg(long = "node", value_name = "NAME")]
     pub node: String,
+
+    /// A join token (`tug token create` on the controller) for the first start;
+    /// later starts use the credential kept in the state directory.
+    #[arg(long, env = "TUG_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub token: Option<String>,
+
+    /// Where the node keeps its credential (node.kubeconfig); default:
+    /// $XDG_DATA_HOME/tugboat/agents/NAME or ~/.local/share/tugboat/agents/NAME.
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
 
     /// The Docker engine (`unix:///var/run/docker.sock`, `tcp://host:2375`); default:
     /// DOCKER_HOST or the local socket.
@@ -203,6 +278,13 @@ pub struct UpArgs {
     #[arg(long)]
     pub rebuild_image: bool,
 
+    /// Do not merge the admin kubeconfig into ~/.kube/config.
+    #[arg(long)]
+    pub no_kubeconfig: bool,
+
+    #[command(flatten)]
+    pub security: SecurityArgs,
+
     #[command(flatten)]
     pub tuning: ControllerTuning,
 
@@ -239,9 +321,8 @@ pub struct LogsArgs {
 
 #[derive(Debug, Args)]
 pub struct ControllerArgs {
-    /// Address to serve the API on. Anything but loopback is reachable by others, and
-    /// there is no authentication yet.
-    #[arg(long, default_value = "127.0.0.1:6443", value_name = "ADDR")]
+    /// Address to serve the API on (HTTPS; every request authenticated).
+    #[arg(long, default_value = "0.0.0.0:6443", value_name = "ADDR")]
     pub listen: SocketAddr,
 
     /// Where the store keeps its data (default: $XDG_DATA_HOME/tugboat or
@@ -250,7 +331,24 @@ pub struct ControllerArgs {
     pub data_dir: Option<PathBuf>,
 
     #[command(flatten)]
+    pub security: SecurityArgs,
+
+    #[command(flatten)]
     pub tuning: ControllerTuning,
+}
+
+/// How the API is secured.
+#[derive(Debug, Args, Clone)]
+pub struct SecurityArgs {
+    /// Another name or address the API server's certificate is valid for (the
+    /// ones agents and clients use to reach it); repeatable.
+    #[arg(long = "tls-san", value_name = "NAME|IP")]
+    pub tls_san: Vec<String>,
+
+    /// Serve plain HTTP with no authentication: anyone who reaches the API may
+    /// do anything. For local experiments only.
+    #[arg(long)]
+    pub insecure_http: bool,
 }
 
 /// Timings of the controller's node lifecycle and event expiry, its connection

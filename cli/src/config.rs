@@ -1,7 +1,20 @@
-//! Where `tug` finds things: the client config file (`{"server": "http://…"}`), the
-//! API server URL (flag, then `TUG_SERVER`, then the config file, then the default) and
-//! the controller's data directory. Environment values come in through [`Env`] so
-//! tests can inject them instead of touching the user's real files.
+//! Where `tug` finds things: the API server and the credentials to use with it,
+//! and the controller's data directory. Environment values come in through
+//! [`Env`] so tests can inject them instead of touching the user's real files.
+//!
+//! Credentials come from a kubeconfig, read as kubectl reads it, so `tug` and
+//! kubectl share them:
+//!
+//! 1. `--kubeconfig FILE`, `$KUBECONFIG` (a `:`-separated list) or `--context`
+//!    given: those files (or `~/.kube/config`), that context (or the current one);
+//! 2. else the kubeconfig recorded in tug's client config file by the
+//!    `tug controller` or `tug up` that ran on this machine
+//!    (`{"server": "https://…", "kubeconfig": "…/admin.kubeconfig"}`);
+//! 3. else `~/.kube/config` if it exists;
+//! 4. else no credentials (enough for a controller run with `--insecure-http`).
+//!
+//! `--server` or `$TUG_SERVER` replace the server URL whichever way it was
+//! found (as kubectl's `--server` does).
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -15,6 +28,8 @@ use tugboat_api::client::DEFAULT_SERVER;
 pub struct Env {
     pub tug_server: Option<String>,
     pub tug_config: Option<PathBuf>,
+    /// `KUBECONFIG`, as given (a `:`-separated list).
+    pub kubeconfig: Option<String>,
     pub xdg_config_home: Option<PathBuf>,
     pub xdg_data_home: Option<PathBuf>,
     pub home: Option<PathBuf>,
@@ -34,6 +49,7 @@ impl Env {
         Env {
             tug_server: var("TUG_SERVER"),
             tug_config: path("TUG_CONFIG"),
+            kubeconfig: var("KUBECONFIG"),
             xdg_config_home: path("XDG_CONFIG_HOME"),
             xdg_data_home: path("XDG_DATA_HOME"),
             home: path("HOME"),
@@ -46,6 +62,9 @@ impl Env {
 pub struct ClientConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server: Option<String>,
+    /// The admin kubeconfig of the controller that wrote this file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubeconfig: Option<PathBuf>,
 }
 
 /// Where the client config file lives: `TUG_CONFIG`, else
@@ -103,6 +122,10 @@ pub fn write_config(path: &Path, config: &ClientConfig) -> anyhow::Result<()> {
     };
     if let (Value::Object(map), Value::Object(new)) = (&mut doc, serde_json::to_value(config)?) {
         map.extend(new);
+        // A controller without TLS has no kubeconfig: an old one must not linger.
+        if config.kubeconfig.is_none() {
+            map.remove("kubeconfig");
+        }
     }
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| {
@@ -123,12 +146,22 @@ pub fn write_config(path: &Path, config: &ClientConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `~/.kube/config`.
+pub fn default_kubeconfig(env: &Env) -> Option<PathBuf> {
+    env.home.as_ref().map(|h| h.join(".kube").join("config"))
+}
+
 /// How the server URL was chosen, so a connection error can say so.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ServerSource {
     Flag,
     Env,
     ConfigFile(PathBuf),
+    /// A kubeconfig context.
+    Kubeconfig {
+        files: String,
+        context: String,
+    },
     /// Nothing was set; `config` is where a config file was looked for.
     Default {
         config: Option<PathBuf>,
@@ -141,6 +174,9 @@ impl fmt::Display for ServerSource {
             ServerSource::Flag => write!(f, "from --server"),
             ServerSource::Env => write!(f, "from $TUG_SERVER"),
             ServerSource::ConfigFile(p) => write!(f, "from the config file {}", p.display()),
+            ServerSource::Kubeconfig { files, context } => {
+                write!(f, "from context {context:?} of the kubeconfig {files}")
+            }
             ServerSource::Default { config: Some(p) } => write!(
                 f,
                 "the default: no --server, no $TUG_SERVER and no server in {}",
@@ -161,6 +197,104 @@ impl fmt::Display for ServerSource {
 pub struct Server {
     pub url: String,
     pub source: ServerSource,
+}
+
+/// The flags that choose a server and credentials.
+#[derive(Clone, Debug, Default)]
+pub struct Flags<'a> {
+    pub server: Option<&'a str>,
+    pub kubeconfig: Option<&'a Path>,
+    pub context: Option<&'a str>,
+    /// tug's client config file (`--config`, else from the environment).
+    pub config: Option<&'a Path>,
+}
+
+/// The server, how it was chosen, the credentials for it and the context's
+/// namespace.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub server: Server,
+    pub credentials: tugboat_api::Credentials,
+    pub namespace: Option<String>,
+}
+
+/// Chooses the server and credentials the documented way (see the module).
+pub fn resolve(flags: &Flags<'_>, env: &Env) -> anyhow::Result<Target> {
+    use tugboat_tls::kubeconfig::Kubeconfig;
+    let explicit =
+        flags.kubeconfig.is_some() || env.kubeconfig.is_some() || flags.context.is_some();
+    let files: Option<Vec<PathBuf>> = if let Some(k) = flags.kubeconfig {
+        Some(vec![k.to_path_buf()])
+    } else if let Some(list) = env.kubeconfig.as_deref() {
+        Some(
+            std::env::split_paths(list)
+                .filter(|p| !p.as_os_str().is_empty())
+                .collect(),
+        )
+    } else if explicit {
+        default_kubeconfig(env).map(|p| vec![p])
+    } else {
+        let recorded = match flags.config {
+            Some(path) => read_config(path)?.and_then(|c| c.kubeconfig),
+            None => None,
+        };
+        match recorded {
+            Some(k) if !k.exists() => anyhow::bail!(
+                "the kubeconfig {} that the local controller recorded in {} does not exist (yet): is the controller running? (`tug up` or `tug controller`)",
+                k.display(),
+                flags
+                    .config
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            ),
+            Some(k) => Some(vec![k]),
+            None => default_kubeconfig(env)
+                .filter(|p| p.exists())
+                .map(|p| vec![p]),
+        }
+    };
+    let mut target = match files {
+        Some(files) if !files.is_empty() => {
+            let shown = files
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect::<Vec<_>>()
+                .join(":");
+            if flags.kubeconfig.is_some() && !files[0].exists() {
+                anyhow::bail!("--kubeconfig {shown}: no such file");
+            }
+            let merged = Kubeconfig::read_merged(&files)?;
+            let r = merged.resolve(flags.context, &shown)?;
+            Target {
+                server: Server {
+                    url: r.server.clone(),
+                    source: ServerSource::Kubeconfig {
+                        files: shown,
+                        context: r.context.clone(),
+                    },
+                },
+                namespace: r.namespace.clone(),
+                credentials: r.into(),
+            }
+        }
+        _ => Target {
+            server: resolve_server(None, env, flags.config)?,
+            credentials: Default::default(),
+            namespace: None,
+        },
+    };
+    if let Some(url) = flags.server.filter(|u| !u.is_empty()) {
+        target.server = Server {
+            url: url.to_string(),
+            source: ServerSource::Flag,
+        };
+    } else if let Some(url) = env.tug_server.as_deref().filter(|u| !u.is_empty()) {
+        target.server = Server {
+            url: url.to_string(),
+            source: ServerSource::Env,
+        };
+    }
+    Ok(target)
 }
 
 /// Chooses the server: `flag`, else `env.tug_server`, else the `server` of the config
@@ -218,6 +352,7 @@ mod tests {
             &path,
             &ClientConfig {
                 server: Some(server.to_string()),
+                kubeconfig: None,
             },
         )
         .unwrap();
@@ -323,6 +458,7 @@ mod tests {
             &path,
             &ClientConfig {
                 server: Some("http://new:2".into()),
+                kubeconfig: None,
             },
         )
         .unwrap();

@@ -21,6 +21,10 @@ pub struct Context<'a> {
     pub server_flag: Option<String>,
     /// `--config` as given.
     pub config_flag: Option<PathBuf>,
+    /// `--kubeconfig` as given.
+    pub kubeconfig_flag: Option<PathBuf>,
+    /// `--context` as given.
+    pub context_flag: Option<String>,
     /// `-n` as given.
     pub namespace_flag: Option<String>,
     /// Cancelled on the first Ctrl-C or SIGTERM; long-running verbs stop on it.
@@ -42,15 +46,27 @@ impl Context<'_> {
             .or_else(|| config::config_path(&self.env))
     }
 
-    /// A client for the server chosen by `--server`, `TUG_SERVER`, the config file or
-    /// the default, in that order.
+    /// A client for the server and credentials chosen the way [`config`]
+    /// describes (kubeconfig, tug's config file, `--server`).
     pub fn client(&mut self) -> anyhow::Result<Client> {
-        let config = self.config_path();
-        let server =
-            config::resolve_server(self.server_flag.as_deref(), &self.env, config.as_deref())?;
-        let client = Client::new(&server.url)
-            .with_context(|| format!("cannot use the server URL ({})", server.source))?;
-        self.server = Some(server);
+        let target = self.target()?;
+        let client = Client::with_credentials(&target.server.url, &target.credentials)
+            .with_context(|| format!("cannot use the server URL ({})", target.server.source))?;
+        self.server = Some(target.server);
         Ok(client)
+    }
+
+    /// The server and credentials, resolved.
+    pub fn target(&self) -> anyhow::Result<config::Target> {
+        let config = self.config_path();
+        config::resolve(
+            &config::Flags {
+                server: self.server_flag.as_deref(),
+                kubeconfig: self.kubeconfig_flag.as_deref(),
+                context: self.context_flag.as_deref(),
+                config: config.as_deref(),
+            },
+            &self.env,
+        )
     }
 }

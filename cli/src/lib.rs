@@ -46,6 +46,8 @@ pub async fn execute_with(
         env,
         server_flag: cli.server,
         config_flag: cli.config,
+        kubeconfig_flag: cli.kubeconfig,
+        context_flag: cli.context,
         namespace_flag: cli.namespace,
         shutdown,
         server: None,
@@ -80,6 +82,8 @@ pub async fn execute_with(
         Command::Up(args) => commands::up::run(args, &mut ctx).await,
         Command::Logs(args) => commands::logs::run(args, &mut ctx).await,
         Command::Down(args) => commands::down::run(args, &mut ctx).await,
+        Command::Kubeconfig(args) => commands::kubeconfig::run(args, &mut ctx).await,
+        Command::Token(args) => commands::token::run(args, &mut ctx).await,
         Command::Pause => {
             ctx.shutdown.cancelled().await;
             Ok(())
@@ -171,15 +175,29 @@ mod tests {
         .await
         .expect("the controller wrote the client config");
         let server = written.server.unwrap();
-        assert!(server.starts_with("http://127.0.0.1:"), "{server}");
+        assert!(server.starts_with("https://127.0.0.1:"), "{server}");
         assert!(!server.ends_with(":0"), "{server}");
+        assert_eq!(
+            written.kubeconfig,
+            Some(std::path::absolute(data.join("admin.kubeconfig")).unwrap())
+        );
 
-        let (result, out) = run(
-            &["--config", config.to_str().unwrap(), "version"],
-            Env::default(),
-        )
-        .await;
-        result.unwrap();
+        // The admin kubeconfig follows the address within moments.
+        let out = tokio::time::timeout(Duration::from_secs(20), async {
+            loop {
+                let (result, out) = run(
+                    &["--config", config.to_str().unwrap(), "version"],
+                    Env::default(),
+                )
+                .await;
+                if result.is_ok() {
+                    break out;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .expect("tug version reached the controller with its kubeconfig");
         assert!(out.contains("Server Version: "), "{out}");
 
         shutdown.cancel();

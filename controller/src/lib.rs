@@ -15,14 +15,19 @@
 //!   runs on the shared watch-and-reconcile layer ([`tugboat_runtime`]: watcher,
 //!   reflector, keyed queue and `Controller`, back-off, event recorder), the same
 //!   one the agent uses over HTTP.
+//! - [`auth`]: who is asking (client certificates, tokens) and what they may
+//!   do (admins, the Node authorizer, namespace-scoped tokens); [`pki`]: the
+//!   cluster CA, the serving certificate and the admin kubeconfig.
 //! - [`controllers`]: the reconcilers, on k8s-openapi types — Deployment,
 //!   ReplicaSet, node lifecycle, event TTL and namespace on
 //!   `tugboat_runtime::Controller`; the scheduler as a pass over reflectors; the
 //!   garbage collector on the watcher.
 
+pub mod auth;
 pub mod controllers;
 pub mod events;
 pub mod patch;
+pub mod pki;
 pub mod registry;
 pub mod server;
 mod source;
@@ -55,6 +60,46 @@ pub enum Error {
     Setup(#[from] tugboat_api::ApiError),
     #[error("the API server failed: {0}")]
     Serve(#[source] std::io::Error),
+    #[error("cannot set up TLS: {0}")]
+    Pki(#[from] pki::PkiError),
+}
+
+/// How the API is served.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Security {
+    /// HTTPS with the cluster CA; client certificates and tokens authenticate.
+    /// `extra_sans` (`--tls-san`) are names and addresses the serving
+    /// certificate must also be valid for.
+    Tls { extra_sans: Vec<String> },
+    /// Plain HTTP where every request is an admin's (`--insecure-http`).
+    InsecureHttp,
+}
+
+impl Default for Security {
+    fn default() -> Self {
+        Security::Tls {
+            extra_sans: Vec::new(),
+        }
+    }
+}
+
+/// The URL clients on this machine use for a controller listening on `addr`:
+/// loopback when it listens on every interface.
+pub fn client_url(addr: SocketAddr, security: &Security) -> String {
+    let addr = if addr.ip().is_unspecified() {
+        let loopback: std::net::IpAddr = if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        };
+        SocketAddr::new(loopback, addr.port())
+    } else {
+        addr
+    };
+    match security {
+        Security::Tls { .. } => format!("https://{addr}"),
+        Security::InsecureHttp => format!("http://{addr}"),
+    }
 }
 
 /// How the controller runs. `Default` gives a working local setup.
@@ -87,6 +132,8 @@ pub struct Config {
     /// Where NodePort and LoadBalancer Services' node ports come from
     /// (`--service-node-port-range`, default `30000-32767`).
     pub node_port_range: registry::services::PortRange,
+    /// HTTPS with authentication (the default) or plain HTTP.
+    pub security: Security,
 }
 
 impl Default for Config {
@@ -102,6 +149,7 @@ impl Default for Config {
             connections: server::ConnLimits::default(),
             service_cidr: registry::services::Ipv4Cidr::default(),
             node_port_range: registry::services::PortRange::default(),
+            security: Security::default(),
         }
     }
 }
@@ -160,24 +208,36 @@ pub async fn run_with_store(
     for ns in registry::SYSTEM_NAMESPACES {
         registry.ensure_namespace(ns).await?;
     }
+    let (mode, agents, tls) = match &config.security {
+        Security::Tls { extra_sans } => {
+            let addr = listener.local_addr().map_err(Error::Serve)?;
+            let url = client_url(addr, &config.security);
+            let pki = pki::Pki::load_or_create(&config.data_dir, addr, extra_sans, &url)?;
+            (
+                auth::Mode::Tls(pki.ca.clone()),
+                server::agents::AgentClients::tls(pki.ca.cert_pem(), pki.controller),
+                Some(pki.server),
+            )
+        }
+        Security::InsecureHttp => {
+            tracing::warn!(
+                "serving plain HTTP (--insecure-http): no TLS, and every request may do everything"
+            );
+            (
+                auth::Mode::InsecureHttp,
+                server::agents::AgentClients::plain()?,
+                None,
+            )
+        }
+    };
     let tracker = TaskTracker::new();
     controllers::spawn_all(&tracker, registry.clone(), &config, shutdown.clone());
     tracker.close();
     let state = Arc::new(server::AppState {
+        auth: Arc::new(auth::Auth::new(mode, registry.clone())),
         registry,
-        // No redirects: the agent never sends one, and following them would let
-        // whoever answers at a Node's address point the controller anywhere.
-        http: reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(
-                tugboat_api::limits::AGENT_CONNECT_TIMEOUT_SECS,
-            ))
-            .build()
-            .map_err(|e| {
-                Error::Setup(tugboat_api::ApiError::internal(format!(
-                    "the HTTP client for agents: {e}"
-                )))
-            })?,
+        agents,
+        tls,
         shutdown: shutdown.clone(),
         conn_limits: config.connections,
     });

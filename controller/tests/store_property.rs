@@ -205,6 +205,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                             with_extra(obj, extra),
                             Subresource::Main,
                             WriteOptions::default(),
+                            None,
                         )
                         .await
                         .map(|_| ())
@@ -231,6 +232,7 @@ async fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                                 &p,
                                 Subresource::Main,
                                 WriteOptions::default(),
+                                None,
                             )
                             .await
                             .map(|_| ()),

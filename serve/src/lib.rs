@@ -6,6 +6,11 @@
 //! hold only so many connections (so one client cannot use up the server's file
 //! descriptors). Connections are served by hyper directly, with the same axum
 //! router.
+//!
+//! With a rustls configuration the connection is TLS: the handshake must finish
+//! within the header timeout, and the client's certificate chain (when it sent
+//! one, already verified by the configuration's client verifier) rides on every
+//! request as a [`PeerCertificates`] extension for the router to authenticate.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -19,12 +24,22 @@ use axum::Router;
 use axum::body::{Body, HttpBody};
 use hyper::body::{Frame, Incoming};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use rustls_pki_types::CertificateDer;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 use tugboat_api::limits;
+
+/// The verified certificate chain a TLS client presented, leaf first; on every
+/// request of its connection.
+#[derive(Clone, Debug)]
+pub struct PeerCertificates(pub Arc<Vec<CertificateDer<'static>>>);
+
+/// Plain TCP, or TLS with this configuration.
+pub type Tls = Option<Arc<rustls::ServerConfig>>;
 
 /// The bounds on connections. `Default` holds [`limits`]' values.
 #[derive(Clone, Copy, Debug)]
@@ -166,6 +181,7 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     limits: ConnLimits,
+    tls: Tls,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
     let counts = Arc::new(Counts::default());
@@ -191,56 +207,36 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let app = app.clone();
         let shutdown = shutdown.clone();
+        let acceptor = tls.clone().map(tokio_rustls::TlsAcceptor::from);
         tracker.spawn(async move {
             let _slot = slot;
-            let activity = Arc::new(Activity {
-                in_flight: AtomicUsize::new(0),
-                last: Mutex::new(Instant::now()),
-            });
-            let per_request = activity.clone();
-            let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
-                let in_flight = InFlight::start(&per_request);
-                let app = app.clone();
-                async move {
-                    let resp = app.oneshot(req.map(Body::new)).await?;
-                    Ok::<_, std::convert::Infallible>(resp.map(|inner| {
-                        Body::new(TrackedBody {
-                            inner,
-                            _in_flight: in_flight,
-                        })
-                    }))
+            let Some(acceptor) = acceptor else {
+                return serve_connection(stream, None, app, limits, peer, shutdown).await;
+            };
+            let handshake = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                h = tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream)) => h,
+            };
+            let stream = match handshake {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(client = %peer, error = %e, "TLS handshake failed");
+                    return;
                 }
-            });
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(limits.header_read_timeout)
-                .keep_alive(true);
-            let conn = builder
-                .serve_connection(TokioIo::new(stream), service)
-                .with_upgrades();
-            tokio::pin!(conn);
-            let mut check = tokio::time::interval(idle_check_period(limits.idle_timeout));
-            loop {
-                tokio::select! {
-                    result = conn.as_mut() => {
-                        if let Err(e) = result {
-                            tracing::debug!(client = %peer, error = %e, "connection ended");
-                        }
-                        return;
-                    }
-                    _ = shutdown.cancelled() => break,
-                    _ = check.tick() => {
-                        if activity.idle_for().is_some_and(|d| d >= limits.idle_timeout) {
-                            tracing::debug!(client = %peer, "closing an idle connection");
-                            break;
-                        }
-                    }
+                Err(_) => {
+                    tracing::debug!(client = %peer, "TLS handshake timed out");
+                    return;
                 }
-            }
-            // Finishes the request in flight, if any, then closes.
-            conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
+            };
+            let certs = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .filter(|c| !c.is_empty())
+                .map(|c| {
+                    PeerCertificates(Arc::new(c.iter().map(|c| c.clone().into_owned()).collect()))
+                });
+            serve_connection(stream, certs, app, limits, peer, shutdown).await;
         });
     }
     tracker.close();
@@ -251,6 +247,71 @@ pub async fn serve(
         tracing::warn!("connections still open 5 s after shutdown; leaving them");
     }
     Ok(())
+}
+
+/// Serves one connection's requests until it ends, idles out or `shutdown`.
+async fn serve_connection<S>(
+    stream: S,
+    certs: Option<PeerCertificates>,
+    app: Router,
+    limits: ConnLimits,
+    peer: std::net::SocketAddr,
+    shutdown: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = Arc::new(Activity {
+        in_flight: AtomicUsize::new(0),
+        last: Mutex::new(Instant::now()),
+    });
+    let per_request = activity.clone();
+    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+        let in_flight = InFlight::start(&per_request);
+        let app = app.clone();
+        let mut req = req.map(Body::new);
+        if let Some(c) = &certs {
+            req.extensions_mut().insert(c.clone());
+        }
+        async move {
+            let resp = app.oneshot(req).await?;
+            Ok::<_, std::convert::Infallible>(resp.map(|inner| {
+                Body::new(TrackedBody {
+                    inner,
+                    _in_flight: in_flight,
+                })
+            }))
+        }
+    });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .keep_alive(true);
+    let conn = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let mut check = tokio::time::interval(idle_check_period(limits.idle_timeout));
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(client = %peer, error = %e, "connection ended");
+                }
+                return;
+            }
+            _ = shutdown.cancelled() => break,
+            _ = check.tick() => {
+                if activity.idle_for().is_some_and(|d| d >= limits.idle_timeout) {
+                    tracing::debug!(client = %peer, "closing an idle connection");
+                    break;
+                }
+            }
+        }
+    }
+    // Finishes the request in flight, if any, then closes.
+    conn.as_mut().graceful_shutdown();
+    let _ = conn.await;
 }
 
 fn idle_check_period(idle: Duration) -> Duration {

@@ -138,6 +138,8 @@ pub struct Shared {
     failed: Mutex<HashMap<SocketAddr, Instant>>,
     /// This node's endpoints of every Service port (what the tunnel may reach).
     local: RwLock<HashSet<(Protocol, SocketAddr)>>,
+    /// The node's credential: tunnels to and from other agents are TLS with it.
+    pub tls: Option<Arc<crate::tls::NodeTls>>,
 }
 
 impl Shared {
@@ -205,7 +207,10 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let node = ctx.node.clone();
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Shared {
+        tls: ctx.tls.clone(),
+        ..Shared::default()
+    });
     tracker.spawn(tunnel::serve(
         tunnel,
         shared.clone(),
@@ -553,32 +558,41 @@ fn apply(
 
 /// Connects to one endpoint: straight to a pod on this node, through its node's
 /// agent otherwise.
-async fn connect(endpoint: &table::Endpoint, shared: &Shared) -> Result<TcpStream, String> {
+async fn connect(endpoint: &table::Endpoint, shared: &Shared) -> Result<tunnel::Stream, String> {
     let result = match &endpoint.route {
         table::Route::Local => {
             match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(endpoint.addr)).await {
-                Ok(Ok(s)) => Ok(s),
+                Ok(Ok(s)) => {
+                    let _ = s.set_nodelay(true);
+                    Ok(Box::new(s) as tunnel::Stream)
+                }
                 Ok(Err(e)) => Err(e.to_string()),
                 Err(_) => Err("timed out".to_string()),
             }
         }
-        table::Route::Via(via) => {
-            tunnel::connect(*via, Protocol::Tcp, endpoint.addr, TUNNEL_TIMEOUT)
-                .await
-                .map_err(|e| e.to_string())
-        }
+        table::Route::Via { addr, node } => tunnel::connect(
+            shared.tls.as_deref(),
+            *addr,
+            node,
+            Protocol::Tcp,
+            endpoint.addr,
+            TUNNEL_TIMEOUT,
+        )
+        .await
+        .map_err(|e| e.to_string()),
     };
     match &result {
-        Ok(s) => {
-            let _ = s.set_nodelay(true);
-            shared.clear_failed(endpoint.addr);
-        }
+        Ok(_) => shared.clear_failed(endpoint.addr),
         Err(_) => shared.mark_failed(endpoint.addr),
     }
     result
 }
 
 /// Copies both ways until both sides are done (half-closes passed on).
-pub(crate) async fn copy_tcp(mut a: TcpStream, mut b: TcpStream) {
+pub(crate) async fn copy_tcp<A, B>(mut a: A, mut b: B)
+where
+    A: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    B: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let _ = tokio::io::copy_bidirectional(&mut a, &mut b).await;
 }

@@ -120,9 +120,10 @@ async fn another_nodes_endpoint_is_reached_through_its_tunnel_and_only_an_endpoi
     let via = tl.local_addr().unwrap();
     tracker.spawn(tunnel::serve(tl, theirs, tracker.clone(), stop.clone()));
 
-    let err = tunnel::connect(via, Protocol::Tcp, other, WAIT)
-        .await
-        .unwrap_err();
+    let err = match tunnel::connect(None, via, "them", Protocol::Tcp, other, WAIT).await {
+        Ok(_) => panic!("the tunnel connected to a non-endpoint"),
+        Err(e) => e,
+    };
     assert!(
         err.to_string().contains("is not an endpoint"),
         "the tunnel is not an open proxy: {err}"
@@ -131,7 +132,13 @@ async fn another_nodes_endpoint_is_reached_through_its_tunnel_and_only_an_endpoi
     let ours = Arc::new(Shared::default());
     let slot = Arc::new(Slot::new(frontend(
         Protocol::Tcp,
-        vec![endpoint(remote, Route::Via(via))],
+        vec![endpoint(
+            remote,
+            Route::Via {
+                addr: via,
+                node: "them".into(),
+            },
+        )],
     )));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -197,7 +204,14 @@ async fn udp_goes_to_a_local_endpoint_and_through_a_tunnel() {
 
     for (target, route, want) in [
         (local, Route::Local, "local:ping"),
-        (remote, Route::Via(via), "remote:ping"),
+        (
+            remote,
+            Route::Via {
+                addr: via,
+                node: "them".into(),
+            },
+            "remote:ping",
+        ),
     ] {
         let slot = Arc::new(Slot::new(frontend(
             Protocol::Udp,
@@ -216,6 +230,104 @@ async fn udp_goes_to_a_local_endpoint_and_through_a_tunnel() {
         assert_eq!(udp_round_trip(addr, "ping").await, want);
         // A second datagram of the same client rides the same flow.
         assert_eq!(udp_round_trip(addr, "ping").await, want);
+    }
+    stop.cancel();
+}
+
+/// A node's credential from `ca`, as joining gives it.
+fn node_tls(ca: &tugboat_tls::ca::Authority, node: &str) -> Arc<crate::tls::NodeTls> {
+    let issued = ca
+        .issue(&tugboat_tls::ca::Leaf {
+            common_name: format!("system:node:{node}"),
+            groups: vec!["system:nodes".into()],
+            dns_names: vec![node.to_string()],
+            server: true,
+            client: true,
+            ..Default::default()
+        })
+        .unwrap();
+    Arc::new(crate::tls::NodeTls::new(ca.cert_pem(), &issued.cert_pem, &issued.key_pem).unwrap())
+}
+
+#[tokio::test]
+async fn tunnels_between_nodes_are_tls_and_take_only_the_node_meant() {
+    let stop = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let remote = named_server("remote", stop.clone()).await;
+    let ca = tugboat_tls::ca::Authority::generate("ca").unwrap();
+    let theirs = Arc::new(Shared {
+        tls: Some(node_tls(&ca, "b")),
+        ..Shared::default()
+    });
+    theirs
+        .local
+        .write()
+        .unwrap()
+        .insert((Protocol::Tcp, remote));
+    let tl = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let via = tl.local_addr().unwrap();
+    tracker.spawn(tunnel::serve(tl, theirs, tracker.clone(), stop.clone()));
+
+    // Node a reaches node b's endpoint over TLS.
+    let a = node_tls(&ca, "a");
+    let stream = tunnel::connect(Some(&a), via, "b", Protocol::Tcp, remote, WAIT).await;
+    let mut stream = match stream {
+        Ok(s) => s,
+        Err(e) => panic!("the tunnel to b failed: {e}"),
+    };
+    let mut got = String::new();
+    tokio::time::timeout(
+        WAIT,
+        tokio::io::AsyncReadExt::read_to_string(&mut stream, &mut got),
+    )
+    .await
+    .unwrap()
+    .unwrap();
+    assert_eq!(got, "remote");
+
+    // Expecting node c at b's address: b's certificate is refused.
+    let err = tunnel::connect(Some(&a), via, "c", Protocol::Tcp, remote, WAIT)
+        .await
+        .err()
+        .expect("b's certificate does not name c");
+    assert!(err.to_string().contains("TLS"), "{err}");
+
+    // A caller without a certificate, or with one from another CA, gets nothing.
+    for caller in [
+        None,
+        Some(node_tls(
+            &tugboat_tls::ca::Authority::generate("x").unwrap(),
+            "a",
+        )),
+    ] {
+        let result = match &caller {
+            None => {
+                tunnel::connect(
+                    None,
+                    via,
+                    "b",
+                    Protocol::Tcp,
+                    remote,
+                    Duration::from_secs(3),
+                )
+                .await
+            }
+            Some(t) => {
+                tunnel::connect(
+                    Some(t),
+                    via,
+                    "b",
+                    Protocol::Tcp,
+                    remote,
+                    Duration::from_secs(3),
+                )
+                .await
+            }
+        };
+        assert!(
+            result.is_err(),
+            "a caller without a valid node certificate was served"
+        );
     }
     stop.cancel();
 }

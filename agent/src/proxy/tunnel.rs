@@ -16,18 +16,28 @@
 //!
 //! An agent connects only to endpoints of Services on its own node (as the
 //! EndpointSlices say), never to anything else: the tunnel is not an open proxy.
+//! With node credentials the tunnel is TLS both ways: the caller presents its
+//! node certificate (anything else is refused in the handshake, and only node
+//! certificates are served), and accepts only the certificate of the node it
+//! meant to reach.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::table::Protocol;
 use super::{CONNECT_TIMEOUT, Shared, UDP_IDLE, copy_tcp};
+use crate::tls::NodeTls;
+
+/// A connection's bytes: plain TCP, or TLS over it between agents.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+pub type Stream = Box<dyn Io>;
 
 /// The longest a request line may be.
 const MAX_LINE: usize = 128;
@@ -48,22 +58,42 @@ pub enum TunnelError {
     Refused(SocketAddr, String),
     #[error("the tunnel at {0} broke: {1}")]
     Io(SocketAddr, std::io::Error),
+    #[error("TLS with the agent at {0} failed: {1}")]
+    Tls(SocketAddr, String),
 }
 
-/// Opens a tunnel through the agent at `via` to `target` (on that agent's node).
-/// Returns once that agent has connected to the target (TCP), or has set up the
-/// flow (UDP).
+/// Opens a tunnel through the agent of node `peer` at `via` to `target` (on
+/// that agent's node), over TLS with `tls`. Returns once that agent has
+/// connected to the target (TCP), or has set up the flow (UDP).
 pub async fn connect(
+    tls: Option<&NodeTls>,
     via: SocketAddr,
+    peer: &str,
     protocol: Protocol,
     target: SocketAddr,
     timeout: Duration,
-) -> Result<TcpStream, TunnelError> {
+) -> Result<Stream, TunnelError> {
     let attempt = async {
-        let mut stream = TcpStream::connect(via)
+        let tcp = TcpStream::connect(via)
             .await
             .map_err(|e| TunnelError::Connect(via, e))?;
-        let _ = stream.set_nodelay(true);
+        let _ = tcp.set_nodelay(true);
+        let mut stream: Stream = match tls {
+            None => Box::new(tcp),
+            Some(tls) => {
+                let connector = tls
+                    .connector(peer)
+                    .map_err(|e| TunnelError::Tls(via, e.to_string()))?;
+                let name = rustls_pki_types::ServerName::try_from(peer.to_string())
+                    .map_err(|e| TunnelError::Tls(via, e.to_string()))?;
+                Box::new(
+                    connector
+                        .connect(name, tcp)
+                        .await
+                        .map_err(|e| TunnelError::Tls(via, e.to_string()))?,
+                )
+            }
+        };
         let line = format!("TUG/1 {} {target}\n", protocol.as_str());
         stream
             .write_all(line.as_bytes())
@@ -100,13 +130,18 @@ pub async fn connect(
         .unwrap_or(Err(TunnelError::Timeout(via)))
 }
 
-/// Serves the tunnel on `listener` until `shutdown`.
+/// Serves the tunnel on `listener` until `shutdown` (over TLS, taking only
+/// other nodes, when `shared` holds the node's credential).
 pub async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
     tracker: TaskTracker,
     shutdown: CancellationToken,
 ) {
+    let acceptor = shared
+        .tls
+        .as_ref()
+        .map(|t| tokio_rustls::TlsAcceptor::from(t.server_config()));
     let permits = Arc::new(tokio::sync::Semaphore::new(MAX_TUNNELS));
     loop {
         let (conn, peer) = tokio::select! {
@@ -126,8 +161,17 @@ pub async fn serve(
         };
         let shared = shared.clone();
         let shutdown = shutdown.clone();
+        let acceptor = acceptor.clone();
         tracker.spawn(async move {
             let _permit = permit;
+            let _ = conn.set_nodelay(true);
+            let conn: Stream = match acceptor {
+                None => Box::new(conn),
+                Some(acceptor) => match accept_node(acceptor, conn, peer).await {
+                    Some(s) => s,
+                    None => return,
+                },
+            };
             tokio::select! {
                 _ = shutdown.cancelled() => {}
                 _ = handle(conn, peer, shared) => {}
@@ -136,8 +180,37 @@ pub async fn serve(
     }
 }
 
-async fn handle(conn: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
-    let _ = conn.set_nodelay(true);
+/// The TLS handshake of a tunnel: the client must hold a node's certificate.
+async fn accept_node(
+    acceptor: tokio_rustls::TlsAcceptor,
+    conn: TcpStream,
+    peer: SocketAddr,
+) -> Option<Stream> {
+    let stream = match tokio::time::timeout(REQUEST_TIMEOUT, acceptor.accept(conn)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "a tunnel's TLS handshake failed");
+            return None;
+        }
+        Err(_) => {
+            tracing::debug!(%peer, "a tunnel's TLS handshake timed out");
+            return None;
+        }
+    };
+    let node = stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .and_then(|c| c.first())
+        .and_then(|c| crate::tls::node_of(c));
+    if node.is_none() {
+        tracing::debug!(%peer, "refused a tunnel from a certificate that is not a node's");
+        return None;
+    }
+    Some(Box::new(stream))
+}
+
+async fn handle(conn: Stream, peer: SocketAddr, shared: Arc<Shared>) {
     let mut reader = BufReader::new(conn);
     let mut line = Vec::new();
     let read = tokio::time::timeout(
@@ -252,8 +325,8 @@ pub async fn udp_to(target: SocketAddr) -> std::io::Result<UdpSocket> {
 
 /// Relays framed datagrams on `stream` to and from the connected `socket` until
 /// either side ends or nothing passed for [`UDP_IDLE`].
-pub async fn relay_framed(stream: TcpStream, socket: UdpSocket) {
-    let (mut rd, mut wr) = stream.into_split();
+pub async fn relay_framed(stream: Stream, socket: UdpSocket) {
+    let (mut rd, mut wr) = tokio::io::split(stream);
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut frame = vec![0u8; MAX_DATAGRAM];
     loop {

@@ -103,7 +103,7 @@ async fn flow(
         }
         tokio::select! {
             _ = stop.cancelled() => {}
-            _ = relay(client, rx, &socket, endpoint.addr, &endpoint.route) => {}
+            _ = relay(client, rx, &socket, endpoint.addr, &endpoint.route, shared.tls.as_deref()) => {}
         }
     } else {
         tracing::debug!(service = %frontend.key, %client, "no ready endpoint for a UDP flow");
@@ -120,6 +120,7 @@ async fn relay(
     socket: &UdpSocket,
     target: SocketAddr,
     route: &Route,
+    tls: Option<&crate::tls::NodeTls>,
 ) {
     match route {
         Route::Local => {
@@ -140,12 +141,13 @@ async fn relay(
                 }
             }
         }
-        Route::Via(via) => {
-            let Ok(stream) = tunnel::connect(*via, Protocol::Udp, target, TUNNEL_TIMEOUT).await
+        Route::Via { addr, node } => {
+            let Ok(stream) =
+                tunnel::connect(tls, *addr, node, Protocol::Udp, target, TUNNEL_TIMEOUT).await
             else {
                 return;
             };
-            let (mut rd, mut wr) = stream.into_split();
+            let (mut rd, mut wr) = tokio::io::split(stream);
             let mut frame = vec![0u8; MAX_DATAGRAM];
             loop {
                 tokio::select! {

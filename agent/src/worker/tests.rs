@@ -131,7 +131,11 @@ impl Harness {
             backoff_max: Duration::from_secs(8),
             network: None,
             host_port_ip: None,
-            http: reqwest::Client::new(),
+            http: {
+                tugboat_tls::install_default_provider();
+                reqwest::Client::new()
+            },
+            tls: None,
             cluster: Arc::new(crate::proxy::cluster::ClusterNet::new(
                 None,
                 tugboat_runtime::reflector::Writer::new().store(),

@@ -1,5 +1,7 @@
 //! `tug agent --node NAME`: runs a node agent against the controller until Ctrl-C or
-//! SIGTERM; its containers keep running after it stops.
+//! SIGTERM; its containers keep running after it stops. The first start joins
+//! with `--server https://HOST:6443 --token K10…`; the credential it gets is kept
+//! in the state directory and used by every later start.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,12 +25,67 @@ fn seconds(flag: &str, v: f64) -> anyhow::Result<Duration> {
     Ok(Duration::from_secs_f64(v))
 }
 
-pub async fn run(args: AgentArgs, ctx: &mut Context<'_>) -> anyhow::Result<()> {
-    let client = ctx.client()?;
-    if !args.listen.ip().is_loopback() {
-        tracing::warn!(addr = %args.listen, "the agent's log endpoint listens on a non-loopback address; there is no authentication yet");
+/// The agent's state directory: the flag's, else `agents/NAME` under the data
+/// directory's parent default.
+fn state_dir(args: &AgentArgs, ctx: &Context<'_>) -> anyhow::Result<std::path::PathBuf> {
+    match &args.state_dir {
+        Some(d) => Ok(d.clone()),
+        None => crate::config::data_dir(&ctx.env)
+            .map(|d| d.join("agents").join(&args.node))
+            .ok_or_else(|| {
+                anyhow::anyhow!("no state directory: pass --state-dir DIR (neither XDG_DATA_HOME nor HOME is set)")
+            }),
     }
-    let mut config = tugboat_agent::Config::new(client.base_url(), &args.node);
+}
+
+/// The server and the node's credential: joined with the token the first
+/// time, read from the state directory after. A plain `http://` server
+/// (`--insecure-http`) needs none.
+pub async fn credential(
+    server: Option<&str>,
+    token: Option<&str>,
+    node: &str,
+    state_dir: &std::path::Path,
+) -> anyhow::Result<(String, Option<Arc<tugboat_agent::tls::NodeTls>>)> {
+    if let Some(url) = server.filter(|s| s.starts_with("http://")) {
+        if token.is_some() {
+            tracing::warn!(
+                "the controller serves plain HTTP (--insecure-http): the token is not used"
+            );
+        }
+        return Ok((url.to_string(), None));
+    }
+    let (url, tls) = tugboat_agent::join::load_or_join(server, token, node, state_dir)
+        .await
+        .with_context(|| format!("node {node} cannot get its credential"))?;
+    Ok((url, Some(Arc::new(tls))))
+}
+
+pub async fn run(args: AgentArgs, ctx: &mut Context<'_>) -> anyhow::Result<()> {
+    let state_dir = state_dir(&args, ctx)?;
+    // The server: --server or $TUG_SERVER, else the one in the node's kept
+    // credential, else the local controller's (tug's client config).
+    let recorded = match ctx.config_path() {
+        Some(p) => crate::config::read_config(&p)?.and_then(|c| c.server),
+        None => None,
+    };
+    let kept = state_dir
+        .join(tugboat_agent::join::NODE_KUBECONFIG)
+        .exists();
+    let server = ctx
+        .server_flag
+        .clone()
+        .or_else(|| ctx.env.tug_server.clone())
+        .or(if kept { None } else { recorded });
+    let (server, credential) = credential(
+        server.as_deref(),
+        args.token.as_deref(),
+        &args.node,
+        &state_dir,
+    )
+    .await?;
+    let mut config = tugboat_agent::Config::new(&server, &args.node);
+    config.credential = credential;
     config.listen = args.listen;
     config.address = args.address;
     config.heartbeat = seconds("heartbeat", args.heartbeat)?;

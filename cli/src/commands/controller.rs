@@ -1,5 +1,7 @@
-//! `tug controller`: binds the API address, records it in the client config so later
-//! `tug` commands find the server, and runs the controller until Ctrl-C or SIGTERM.
+//! `tug controller`: binds the API address, records it (and the admin
+//! kubeconfig the controller writes) in the client config so later `tug`
+//! commands on this machine find the server, and runs the controller until
+//! Ctrl-C or SIGTERM.
 
 use anyhow::{Context as _, anyhow};
 use tokio::net::TcpListener;
@@ -10,9 +12,11 @@ use crate::context::Context;
 
 pub async fn run(args: ControllerArgs, ctx: &mut Context<'_>) -> anyhow::Result<()> {
     let data_dir = data_dir(args.data_dir, ctx)?;
-    let (listener, _url) = bind_and_record(args.listen, ctx).await?;
+    let security = security(&args.security);
+    let (listener, _url) = bind_and_record(args.listen, &security, &data_dir, ctx).await?;
     tracing::info!(data_dir = %data_dir.display(), "controller data directory");
-    let config = controller_config(data_dir, &args.tuning)?;
+    let mut config = controller_config(data_dir, &args.tuning)?;
+    config.security = security;
     tugboat_controller::run(listener, config, ctx.shutdown.clone())
         .await
         .context("the controller stopped")
@@ -49,6 +53,17 @@ pub fn controller_config(
     })
 }
 
+/// How the API is secured, from the flags.
+pub fn security(args: &crate::args::SecurityArgs) -> tugboat_controller::Security {
+    if args.insecure_http {
+        tugboat_controller::Security::InsecureHttp
+    } else {
+        tugboat_controller::Security::Tls {
+            extra_sans: args.tls_san.clone(),
+        }
+    }
+}
+
 /// The data directory: the flag's, else the default under XDG_DATA_HOME or HOME.
 pub fn data_dir(
     flag: Option<std::path::PathBuf>,
@@ -64,11 +79,14 @@ pub fn data_dir(
     }
 }
 
-/// Binds the API address (warning when it is not loopback) and records the URL in
-/// the client config so later `tug` commands find the server. Returns the listener
-/// and the URL clients use.
+/// Binds the API address (warning when it is not loopback and there is no
+/// authentication) and records the URL and the admin kubeconfig in the client
+/// config so later `tug` commands find the server. Returns the listener and the
+/// URL clients use.
 pub async fn bind_and_record(
     listen: std::net::SocketAddr,
+    security: &tugboat_controller::Security,
+    data_dir: &std::path::Path,
     ctx: &mut Context<'_>,
 ) -> anyhow::Result<(TcpListener, String)> {
     let listener = TcpListener::bind(listen)
@@ -77,30 +95,26 @@ pub async fn bind_and_record(
     let addr = listener
         .local_addr()
         .context("cannot read the address the controller listens on")?;
-    if !addr.ip().is_loopback() {
+    let insecure = *security == tugboat_controller::Security::InsecureHttp;
+    if insecure && !addr.ip().is_loopback() {
         tracing::warn!(
             %addr,
-            "listening on a non-loopback address: anyone who can reach it can use the API, there is no authentication yet"
+            "listening on a non-loopback address with --insecure-http: anyone who can reach it can do anything"
         );
     }
     // Clients connect to loopback when the controller listens on every interface.
-    let client_addr = if addr.ip().is_unspecified() {
-        let loopback: std::net::IpAddr = if addr.is_ipv4() {
-            std::net::Ipv4Addr::LOCALHOST.into()
-        } else {
-            std::net::Ipv6Addr::LOCALHOST.into()
-        };
-        std::net::SocketAddr::new(loopback, addr.port())
-    } else {
-        addr
-    };
-    let url = format!("http://{client_addr}");
+    let url = tugboat_controller::client_url(addr, security);
+    let kubeconfig = (!insecure).then(|| {
+        let path = data_dir.join(tugboat_controller::pki::ADMIN_KUBECONFIG);
+        std::path::absolute(&path).unwrap_or(path)
+    });
     match ctx.config_path() {
         Some(path) => {
             config::write_config(
                 &path,
                 &ClientConfig {
                     server: Some(url.clone()),
+                    kubeconfig,
                 },
             )?;
             tracing::info!(config = %path.display(), server = %url, "recorded the server for tug");

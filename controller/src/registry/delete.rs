@@ -93,7 +93,7 @@ impl Registry {
             }
             match self.store.delete(&key, Some(current.revision)).await {
                 Ok(stored) => {
-                    self.release(info, &stored.object);
+                    self.release(info, &stored.object).await;
                     return Ok((*stored.object).clone());
                 }
                 Err(StoreError::Conflict { .. }) => continue,
@@ -116,7 +116,7 @@ impl Registry {
     ) -> Result<Value, ApiError> {
         match self.store.delete(&Self::key(info, ns, name), None).await {
             Ok(stored) => {
-                self.release(info, &stored.object);
+                self.release(info, &stored.object).await;
                 Ok((*stored.object).clone())
             }
             Err(StoreError::NotFound(_)) => Err(ApiError::not_found(&info.store_name(), name)),

@@ -13,8 +13,10 @@
 //! - [`list`](self::list): lists in pages at one revision, and watches;
 //! - [`delete`](self::delete): deletion, propagation to dependents;
 //! - [`write`]: building the object to admit, limits and the errors of the write path;
-//! - [`typed`]: typed reads and status writes for the controllers.
+//! - [`typed`]: typed reads and status writes for the controllers;
+//! - [`credentials`]: node credential and token records (not API objects).
 
+pub mod credentials;
 mod delete;
 mod list;
 pub mod services;
@@ -26,7 +28,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use tugboat_api::admission::{self, FieldValidation};
-use tugboat_api::resource::{NAMESPACES, ResourceInfo, SERVICES};
+use tugboat_api::resource::{NAMESPACES, NODES, ResourceInfo, SERVICES};
 use tugboat_api::selector::{FieldSelector, Selector};
 use tugboat_api::{ApiError, meta};
 
@@ -43,6 +45,12 @@ pub use write::{limit_error, pod_is_active, random_suffix, store_error};
 /// `kube-node-lease`, so losing it would mark every node lost.
 pub const SYSTEM_NAMESPACES: [&str; 4] =
     ["default", "kube-system", "kube-public", "kube-node-lease"];
+
+/// A check of one write against who asks for it: given the stored object and
+/// what would be written (merged, before admission), refuses with the error to
+/// answer. The HTTP edge passes one for writes the caller's identity restricts
+/// (only a node itself may set where its agent is).
+pub type WriteGuard<'a> = &'a (dyn Fn(&Value, &Value) -> Result<(), ApiError> + Send + Sync);
 
 /// Which part of an object a write targets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -171,10 +179,18 @@ impl Registry {
         self.services.reserve(&*self.store, object, old).await
     }
 
-    /// Frees what a deleted object held.
-    fn release(&self, info: &ResourceInfo, deleted: &Value) {
+    /// Frees what a deleted object held: a Service's cluster IP and node ports,
+    /// a Node's credential (deleting a Node revokes it, as Kubernetes' node
+    /// authorizer stops trusting a node that no longer exists).
+    async fn release(&self, info: &ResourceInfo, deleted: &Value) {
         if info == &SERVICES {
             self.services.release(deleted);
+        }
+        if info == &NODES
+            && let Some(name) = meta::name(deleted)
+            && let Err(e) = self.revoke_node_credential(name).await
+        {
+            tracing::warn!(node = name, error = %e, "cannot revoke the deleted node's credential");
         }
     }
 
@@ -365,6 +381,7 @@ impl Registry {
         body: Value,
         sub: Subresource,
         opts: WriteOptions,
+        guard: Option<WriteGuard<'_>>,
     ) -> Result<Written, ApiError> {
         admission::check_type(info, &body)?;
         if let Some(body_name) = meta::name(&body)
@@ -384,6 +401,7 @@ impl Registry {
             opts,
             |_old| Ok(body.clone()),
             sub,
+            guard,
         )
         .await
     }
@@ -397,6 +415,7 @@ impl Registry {
         patch: &crate::patch::Patch,
         sub: Subresource,
         opts: WriteOptions,
+        guard: Option<WriteGuard<'_>>,
     ) -> Result<Written, ApiError> {
         let precondition = patch.resource_version();
         self.write_loop(
@@ -407,6 +426,7 @@ impl Registry {
             opts,
             |old| patch.apply(old),
             sub,
+            guard,
         )
         .await
     }
@@ -435,6 +455,7 @@ impl Registry {
                     Ok(new)
                 },
                 sub,
+                None,
             )
             .await?;
         Ok((!unchanged).then_some(result.object))
@@ -450,6 +471,7 @@ impl Registry {
         opts: WriteOptions,
         mut make: impl FnMut(&Value) -> Result<Value, ApiError>,
         sub: Subresource,
+        guard: Option<WriteGuard<'_>>,
     ) -> Result<Written, ApiError> {
         let key = Self::key(info, ns, name);
         let expected: Option<Revision> = match &precondition {
@@ -476,6 +498,9 @@ impl Registry {
             check_depth(info, &incoming)?;
             let mut warnings = managed_fields_warning(&incoming, Some(old));
             let merged = merge_for_write(info, old, incoming, sub)?;
+            if let Some(guard) = guard {
+                guard(old, &merged)?;
+            }
             if merged == *old {
                 return Ok(Written {
                     object: old.clone(),
@@ -525,7 +550,7 @@ impl Registry {
                 Ok(stored) => {
                     if finalized {
                         drop(reservation);
-                        self.release(info, old);
+                        self.release(info, old).await;
                     } else {
                         reservation.commit();
                     }

@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tracing::Instrument;
-use tugboat_api::resource::ResourceInfo;
+use tugboat_api::resource::{NODES, ResourceInfo};
 use tugboat_api::{ApiError, meta};
 
 use super::path::{self, Target};
@@ -20,11 +20,14 @@ use super::request::{
     content_type, delete_options, not_allowed, parse_body, read_body, write_options,
 };
 use super::{ApiResponse, AppState, discovery, json_response, logs, scale};
+use crate::auth::User;
+use crate::auth::authorize::{self, Attributes, Condition, Decision, Verb};
 use crate::patch::Patch;
 use crate::registry::{ListOptions, Subresource};
 
 pub async fn dispatch(State(state): State<Arc<AppState>>, request: Request) -> Response {
     let (parts, body) = request.into_parts();
+    let user = parts.extensions.get::<User>().cloned();
     let method = parts.method;
     let uri = parts.uri;
     let headers = parts.headers;
@@ -33,9 +36,10 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, request: Request) -> R
     // the awaits below would mark whatever else runs on this thread meanwhile.
     async {
         let result = async {
+            let user = user.ok_or_else(|| ApiError::new(401, "Unauthorized", "Unauthorized"))?;
             let query = Query::parse(uri.query())?;
             let body = read_body(&headers, body).await?;
-            handle(&state, &method, uri.path(), &query, &headers, &body).await
+            handle(&state, &user, &method, uri.path(), &query, &headers, &body).await
         }
         .await;
         match result {
@@ -50,8 +54,160 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, request: Request) -> R
     .await
 }
 
+/// The verb a request is, for authorization.
+fn verb_of(method: &Method, target: &Target, query: &Query) -> Result<Option<Verb>, ApiError> {
+    Ok(Some(match (method, target) {
+        (&Method::GET, Target::Collection { .. }) if query.flag("watch")? => Verb::Watch,
+        (&Method::GET, Target::Collection { .. }) => Verb::List,
+        (&Method::GET, _) => Verb::Get,
+        (&Method::POST, _) => Verb::Create,
+        (&Method::PUT, _) => Verb::Update,
+        (&Method::PATCH, _) => Verb::Patch,
+        (&Method::DELETE, _) => Verb::Delete,
+        _ => return Ok(None),
+    }))
+}
+
+/// Whether `user` may make this request: `Ok(None)` when it may outright,
+/// `Ok(Some((condition, attributes)))` when the handler must also check
+/// `condition` (and refuse with `attributes` when it does not hold).
+fn authorize_target<'a>(
+    user: &User,
+    method: &Method,
+    target: &'a Target,
+    query: &Query,
+) -> Result<Option<(Condition, Attributes<'a>)>, ApiError> {
+    let Some(verb) = verb_of(method, target, query)? else {
+        return Ok(None);
+    };
+    let attrs = match target {
+        // Discovery is for every authenticated user.
+        Target::Group { .. } | Target::GroupVersion { .. } => return Ok(None),
+        Target::Collection { info, namespace } => Attributes {
+            verb,
+            info,
+            namespace: namespace.as_deref(),
+            name: None,
+            subresource: None,
+        },
+        Target::Object {
+            info,
+            namespace,
+            name,
+            subresource,
+        } => Attributes {
+            verb,
+            info,
+            namespace: namespace.as_deref(),
+            name: Some(name.as_str()),
+            subresource: subresource.as_deref(),
+        },
+    };
+    match authorize::authorize(user, &attrs) {
+        Decision::Allow => Ok(None),
+        Decision::Deny(reason) => Err(authorize::forbidden(user, &attrs, reason.as_deref())),
+        Decision::AllowIf(c) => Ok(Some((c, attrs))),
+    }
+}
+
+/// Checks a condition that needs the stored object: the pod must be bound to
+/// the node asking. A pod that does not exist is a 404, as for anyone.
+async fn check_stored(
+    state: &AppState,
+    user: &User,
+    condition: &Option<(Condition, Attributes<'_>)>,
+) -> Result<(), ApiError> {
+    let Some((Condition::PodBoundTo(node), attrs)) = condition else {
+        return Ok(());
+    };
+    let name = attrs.name.unwrap_or("");
+    let pod = state
+        .registry
+        .get(attrs.info, attrs.namespace, name)
+        .await?;
+    let bound = pod.pointer("/spec/nodeName").and_then(Value::as_str);
+    if bound == Some(node.as_str()) {
+        return Ok(());
+    }
+    Err(authorize::forbidden(
+        user,
+        attrs,
+        Some(&format!(
+            "no relationship found between node '{node}' and this object"
+        )),
+    ))
+}
+
+/// Checks a condition on the request itself: a node's list or watch of pods
+/// must select its own.
+fn check_selector(
+    user: &User,
+    query: &Query,
+    condition: &Option<(Condition, Attributes<'_>)>,
+) -> Result<(), ApiError> {
+    let Some((Condition::SelectsNode(node), attrs)) = condition else {
+        return Ok(());
+    };
+    if authorize::selects_node(query.get("fieldSelector"), node) {
+        return Ok(());
+    }
+    Err(authorize::forbidden(
+        user,
+        attrs,
+        Some(&format!(
+            "node {node:?} can only list and watch pods with fieldSelector spec.nodeName={node}"
+        )),
+    ))
+}
+
+/// Checks a condition on the object created: a node creates only its own Node
+/// and Lease.
+fn check_created(
+    user: &User,
+    obj: &Value,
+    condition: &Option<(Condition, Attributes<'_>)>,
+) -> Result<(), ApiError> {
+    let Some((Condition::CreatesName(want), attrs)) = condition else {
+        return Ok(());
+    };
+    if meta::name(obj) == Some(want.as_str()) {
+        return Ok(());
+    }
+    Err(authorize::forbidden(
+        user,
+        attrs,
+        Some(&format!("node {want:?} may create only its own")),
+    ))
+}
+
+/// Where a node's agent is (its addresses and endpoint port) is set only by
+/// that node: the controller connects there, and only the node knows.
+fn node_address_guard(
+    user: &User,
+    name: &str,
+) -> impl Fn(&Value, &Value) -> Result<(), ApiError> + Send + Sync + use<> {
+    let user = user.clone();
+    let name = name.to_string();
+    move |old: &Value, new: &Value| {
+        if matches!(&user.kind, crate::auth::Kind::Node(n) if *n == name) {
+            return Ok(());
+        }
+        for field in ["/status/addresses", "/status/daemonEndpoints"] {
+            if old.pointer(field) != new.pointer(field) {
+                return Err(ApiError::forbidden(format!(
+                    "nodes {name:?} is forbidden: User {:?} cannot change {}: only node {name}'s own credential may set where its agent is (restart its agent with --address to change it)",
+                    user.name,
+                    field.trim_start_matches('/').replace('/', "."),
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
 async fn handle(
     state: &Arc<AppState>,
+    user: &User,
     method: &Method,
     path: &str,
     query: &Query,
@@ -60,8 +216,11 @@ async fn handle(
 ) -> Result<Response, ApiError> {
     let target = path::parse(path)?;
     let registry = &state.registry;
-    match target {
-        Target::Group { group } => match discovery::group(&group) {
+    let condition = authorize_target(user, method, &target, query)?;
+    check_selector(user, query, &condition)?;
+    check_stored(state, user, &condition).await?;
+    match &target {
+        Target::Group { group } => match discovery::group(group) {
             Some(doc) if method == Method::GET => Ok(json_response(StatusCode::OK, &doc, &[])),
             _ => Err(ApiError::new(
                 404,
@@ -69,8 +228,7 @@ async fn handle(
                 format!("the server could not find the requested resource ({path})"),
             )),
         },
-        Target::GroupVersion { group, version } => match discovery::resource_list(&group, &version)
-        {
+        Target::GroupVersion { group, version } => match discovery::resource_list(group, version) {
             Some(doc) if method == Method::GET => Ok(json_response(StatusCode::OK, &doc, &[])),
             _ => Err(ApiError::new(
                 404,
@@ -79,6 +237,7 @@ async fn handle(
             )),
         },
         Target::Collection { info, namespace } => {
+            let info: &'static ResourceInfo = info;
             let ns = namespace.as_deref();
             match *method {
                 Method::GET if query.flag("watch")? => watch(state, info, ns, query).await,
@@ -93,6 +252,7 @@ async fn handle(
                     }
                     let opts = write_options(query)?;
                     let (obj, mut warnings) = parse_body(info, body, headers, opts)?;
+                    check_created(user, &obj, &condition)?;
                     let written = registry.create(info, ns, obj, opts).await?;
                     warnings.extend(written.warnings);
                     Ok(json_response(
@@ -110,18 +270,24 @@ async fn handle(
             name,
             subresource,
         } => {
+            let info: &'static ResourceInfo = info;
+            let name = name.as_str();
             let ns = namespace.as_deref();
             let sub = subresource.as_deref();
+            let guard = (info == &NODES).then(|| node_address_guard(user, name));
+            let guard = guard
+                .as_ref()
+                .map(|g| g as &(dyn Fn(&Value, &Value) -> Result<(), ApiError> + Send + Sync));
             match (sub, method.clone()) {
                 (None | Some("status"), Method::GET) => {
-                    let obj = registry.get(info, ns, &name).await?;
+                    let obj = registry.get(info, ns, name).await?;
                     Ok(json_response(StatusCode::OK, &obj, &[]))
                 }
                 (None | Some("status"), Method::PUT) => {
                     let opts = write_options(query)?;
                     let (obj, mut warnings) = parse_body(info, body, headers, opts)?;
                     let written = registry
-                        .update(info, ns, &name, obj, subresource_of(info, sub)?, opts)
+                        .update(info, ns, name, obj, subresource_of(info, sub)?, opts, guard)
                         .await?;
                     warnings.extend(written.warnings);
                     Ok(json_response(StatusCode::OK, &written.object, &warnings))
@@ -132,10 +298,11 @@ async fn handle(
                         .patch(
                             info,
                             ns,
-                            &name,
+                            name,
                             &patch,
                             subresource_of(info, sub)?,
                             write_options(query)?,
+                            guard,
                         )
                         .await?;
                     Ok(json_response(
@@ -146,7 +313,7 @@ async fn handle(
                 }
                 (None, Method::DELETE) => {
                     let opts = delete_options(query, body)?;
-                    let obj = registry.delete(info, ns, &name, &opts).await?;
+                    let obj = registry.delete(info, ns, name, &opts).await?;
                     let code = if meta::is_deleting(&obj) {
                         StatusCode::ACCEPTED
                     } else {
@@ -155,10 +322,10 @@ async fn handle(
                     Ok(json_response(code, &obj, &[]))
                 }
                 (Some("log"), Method::GET) if info.kind == "Pod" => {
-                    logs::pod_log(state, ns.unwrap_or("default"), &name, query).await
+                    logs::pod_log(state, ns.unwrap_or("default"), name, query).await
                 }
                 (Some("scale"), m) if info.has_scale => {
-                    scale::scale(state, info, ns, &name, &m, query, headers, body).await
+                    scale::scale(state, info, ns, name, &m, query, headers, body).await
                 }
                 (Some(other), _) if other != "status" && other != "scale" => Err(ApiError::new(
                     404,

@@ -1,6 +1,8 @@
 //! `GET /api/v1/namespaces/{ns}/pods/{name}/log`: the container's output, fetched
 //! from the agent of the pod's node (its address and port are in the Node's status)
-//! and streamed through, as the Kubernetes API server does with the kubelet.
+//! and streamed through, as the Kubernetes API server does with the kubelet:
+//! over TLS, presenting the controller's client certificate and accepting only
+//! the node's own serving certificate.
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -103,7 +105,7 @@ pub async fn pod_log(
             forward.push((key, n.to_string()));
         }
     }
-    let mut url = reqwest::Url::parse(&format!("http://{agent}/"))
+    let mut url = reqwest::Url::parse(&format!("{}://{agent}/", state.agents.scheme()))
         .map_err(|e| ApiError::internal(format!("the agent URL for node {node_name}: {e}")))?;
     url.path_segments_mut()
         .map_err(|_| ApiError::internal("the agent URL cannot take a path"))?
@@ -117,13 +119,16 @@ pub async fn pod_log(
             format!("cannot reach the agent of node {node_name} at {agent}"),
         )
     };
-    let resp = state.http.get(url).send().await.map_err(|e| {
+    let http = state.agents.for_node(node_name)?;
+    let resp = http.get(url).send().await.map_err(|e| {
         tracing::debug!(node = %node_name, %agent, error = %e, "log request to the agent failed");
         unreachable()
     })?;
     // Whatever answers at a Node's address is relayed only if it is that node's
-    // agent: Node status is written by clients, and the controller must not become
-    // a way to read other services (redirects are not followed either).
+    // agent: over TLS the agent's certificate must name the node (see
+    // `agents`); the header is the check left with --insecure-http. The
+    // controller must not become a way to read other services (redirects are
+    // not followed either).
     let is_agent = resp
         .headers()
         .get(AGENT_HEADER)

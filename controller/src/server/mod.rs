@@ -2,10 +2,14 @@
 //! and the official client libraries work against it. Routing by URL shape lives in
 //! `path`, resource verbs in `handlers`, discovery documents in `discovery`;
 //! query parameters in `query`, bodies and write options in `request`, the
-//! `scale` subresource in `scale` and pod logs in `logs`.
+//! `scale` subresource in `scale` and pod logs in `logs` (through `agents`);
+//! joining nodes and tokens in `join`. Every request is authenticated first
+//! ([`crate::auth`]) and authorized per resource in `handlers`.
 
+pub mod agents;
 mod discovery;
 mod handlers;
+pub mod join;
 mod logs;
 mod path;
 mod query;
@@ -18,7 +22,7 @@ use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{delete, get, post};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tugboat_api::ApiError;
@@ -30,8 +34,12 @@ pub use tugboat_serve::ConnLimits;
 /// What every handler shares.
 pub struct AppState {
     pub registry: Arc<Registry>,
+    /// Who is asking.
+    pub auth: Arc<crate::auth::Auth>,
     /// For proxying pod logs from the agents.
-    pub http: reqwest::Client,
+    pub agents: agents::AgentClients,
+    /// HTTPS, unless `--insecure-http`.
+    pub tls: tugboat_serve::Tls,
     /// Cancelled on shutdown: ends open watches so the server can stop.
     pub shutdown: CancellationToken,
     /// Bounds on client connections.
@@ -46,7 +54,21 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/version", get(discovery::version))
         .route("/api", get(discovery::api_versions))
         .route("/apis", get(discovery::api_groups))
+        .route("/cacerts", get(join::cacerts))
+        .route(join::JOIN_PATH, post(join::join))
+        .route(
+            join::TOKENS_PATH,
+            get(join::list_tokens).post(join::create_token),
+        )
+        .route(
+            &format!("{}/{{id}}", join::TOKENS_PATH),
+            delete(join::delete_token),
+        )
         .fallback(handlers::dispatch)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::auth::middleware,
+        ))
         .with_state(state)
 }
 
@@ -58,7 +80,8 @@ async fn ok() -> &'static str {
 pub async fn serve(listener: TcpListener, state: Arc<AppState>) -> std::io::Result<()> {
     let shutdown = state.shutdown.clone();
     let limits = state.conn_limits;
-    tugboat_serve::serve(listener, router(state), limits, shutdown).await
+    let tls = state.tls.clone();
+    tugboat_serve::serve(listener, router(state), limits, tls, shutdown).await
 }
 
 /// An `ApiError` answered as a Kubernetes `Status` object.

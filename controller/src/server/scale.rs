@@ -179,6 +179,7 @@ pub async fn scale(
             &Patch::Merge(change),
             Subresource::Main,
             write_options(query)?,
+            None,
         )
         .await?;
     Ok(json_response(

@@ -45,8 +45,9 @@ impl Protocol {
 pub enum Route {
     /// On this node: straight to the pod.
     Local,
-    /// On another node: through that node's agent tunnel at this address.
-    Via(SocketAddr),
+    /// On another node: through that node's agent tunnel at this address
+    /// (whose certificate must name that node).
+    Via { addr: SocketAddr, node: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -225,7 +226,10 @@ pub fn build(
                     let route = match ep.node_name.as_deref() {
                         Some(n) if n == me => Route::Local,
                         Some(n) => match tunnels.get(n) {
-                            Some(t) => Route::Via(*t),
+                            Some(t) => Route::Via {
+                                addr: *t,
+                                node: n.to_string(),
+                            },
                             // A node that does not (yet) publish a tunnel
                             // cannot be reached.
                             None => continue,

@@ -77,7 +77,10 @@ fn a_service_port_gets_its_slices_endpoints_with_routes() {
     assert_eq!(f.endpoints[0].route, Route::Local);
     assert_eq!(
         f.endpoints[1].route,
-        Route::Via("127.0.0.3:4001".parse().unwrap())
+        Route::Via {
+            addr: "127.0.0.3:4001".parse().unwrap(),
+            node: "n2".into(),
+        }
     );
     assert!(f.has_local("172.17.0.2:8080".parse().unwrap()));
     assert!(!f.has_local("172.17.0.3:8080".parse().unwrap()));
