@@ -158,7 +158,7 @@ async fn orphan_propagation_keeps_the_dependents() -> anyhow::Result<()> {
     .await?;
     wait_for_pods(c, "default", "web", 1).await?;
     let http = reqwest_delete(
-        &tc.url,
+        &tc,
         "/apis/apps/v1/namespaces/default/deployments/web?propagationPolicy=Orphan",
     )
     .await?;
@@ -178,8 +178,10 @@ async fn orphan_propagation_keeps_the_dependents() -> anyhow::Result<()> {
     tc.stop().await
 }
 
-async fn reqwest_delete(base: &str, path: &str) -> anyhow::Result<u16> {
+async fn reqwest_delete(tc: &TestController, path: &str) -> anyhow::Result<u16> {
+    let base = &tc.url;
     let out = tokio::process::Command::new("curl")
+        .args(tc.curl_args()?)
         .args([
             "-s",
             "-o",
@@ -480,6 +482,7 @@ async fn unknown_fields_may_be_let_through_with_a_warning() -> anyhow::Result<()
     let mut d = deployment("web", "default", 1);
     d["spec"]["replcas"] = json!(3);
     let out = tokio::process::Command::new("curl")
+        .args(tc.curl_args()?)
         .args([
             "-s",
             "-D",
@@ -560,6 +563,7 @@ async fn errors_are_kubernetes_status_objects() -> anyhow::Result<()> {
     assert_eq!((api.code, api.reason.as_str()), (404, "NotFound"));
     assert_eq!(api.message, "deployments.apps \"missing\" not found");
     let raw = tokio::process::Command::new("curl")
+        .args(tc.curl_args()?)
         .args([
             "-s",
             &format!(

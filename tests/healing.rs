@@ -421,10 +421,13 @@ async fn tug_get_pods_watch_shows_a_crash_as_it_happens() -> anyhow::Result<()> 
     })
     .await?;
     let config = c.config_dir().join("config.json");
+    let kubeconfig = c.controller.kubeconfig();
     let cli = tugboat_cli::Cli::try_parse_from([
         "tug",
         "--server",
         &c.controller.url,
+        "--kubeconfig",
+        &kubeconfig.to_string_lossy(),
         "--config",
         &config.to_string_lossy(),
         "get",

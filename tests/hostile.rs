@@ -37,10 +37,8 @@ impl Cluster {
         let tc = TestController::start_in(dir.path()).await?;
         Ok(Cluster {
             dir,
+            http: tc.http(false)?,
             tc: Some(tc),
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_secs(30))
-                .build()?,
         })
     }
 
@@ -404,26 +402,40 @@ async fn the_logs_proxy_cannot_be_pointed_at_another_url() -> anyhow::Result<()>
     let secret = Recorder::start(ok_response("SECRET")).await?;
     let client = &c.tc().client;
 
-    // An address that smuggles a path into the URL is refused as a Node address.
+    // An address that smuggles a path into the URL is refused as a Node address
+    // (the node's own credential sets it; nobody else may).
+    let evil = c.tc().node_client("evil").await?;
     let rev = c.settled_revision().await?;
     let bad = node(
         "evil",
         &format!("127.0.0.1:{}/secret?x=", secret.port),
         10250,
     );
+    let err = evil
+        .create(&NODES, None, &bad)
+        .await
+        .expect_err("a Node address with a path");
+    let api = err.api().expect("a Status");
+    assert_eq!(api.code, 422, "{api:?}");
+    assert!(
+        api.message.contains("status.addresses[0].address"),
+        "{api:?}"
+    );
     let a = c
         .send_json(
             reqwest::Method::POST,
             "/api/v1/nodes",
             "application/json",
-            &bad,
+            &node("evil", "127.0.0.1", secret.port),
         )
         .await?;
-    assert_status(&a, 422, &["status.addresses[0].address"]);
+    assert_status(&a, 403, &["status.addresses", "only node evil"]);
     assert_eq!(c.revision().await?, rev);
 
-    // A node whose "agent" is some other server: its answer is not relayed.
-    client
+    // A node whose "agent" is some other server: its answer is not relayed (the
+    // controller's TLS check wants the node's own certificate).
+    let other = c.tc().node_client("other").await?;
+    other
         .create(&NODES, None, &node("other", "127.0.0.1", secret.port))
         .await?;
     client
@@ -434,14 +446,16 @@ async fn the_logs_proxy_cannot_be_pointed_at_another_url() -> anyhow::Result<()>
     assert!(!a.text.contains("SECRET"), "relayed: {}", short(&a.text));
     assert_eq!(a.body["kind"], "Status", "{}", short(&a.text));
 
-    // An "agent" answering with a redirect is not followed.
+    // An "agent" answering with a redirect is not followed (nor even asked:
+    // it holds no certificate of the node's).
     let target = Recorder::start(ok_response("SECRET2")).await?;
     let redirect = Recorder::start(format!(
         "HTTP/1.1 302 Found\r\nlocation: http://127.0.0.1:{}/secret\r\nx-tugboat-agent: redirector\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
         target.port
     ))
     .await?;
-    client
+    let redirector = c.tc().node_client("redirector").await?;
+    redirector
         .create(
             &NODES,
             None,
@@ -455,15 +469,12 @@ async fn the_logs_proxy_cannot_be_pointed_at_another_url() -> anyhow::Result<()>
     assert!(a.code >= 400, "{} {}", a.code, short(&a.text));
     assert!(!a.text.contains("SECRET2"), "followed: {}", short(&a.text));
     assert!(target.seen().is_empty(), "followed to {:?}", target.seen());
-    assert_eq!(
-        redirect.seen().len(),
-        1,
-        "the agent was asked once: {:?}",
-        redirect.seen()
-    );
     assert!(
-        redirect.seen()[0].starts_with("GET /containerLogs/default/p2/c"),
-        "{:?}",
+        redirect
+            .seen()
+            .iter()
+            .all(|line| !line.contains("containerLogs")),
+        "the request reached a server without the node's certificate: {:?}",
         redirect.seen()
     );
     c.still_serves().await?;
@@ -773,7 +784,7 @@ async fn requests_that_overflow_when_summed_do_not_fit_any_node() -> anyhow::Res
     let mut c = Cluster::start().await?;
     let client = &c.tc().client;
     // A live node of 2 CPUs, on the in-memory runtime.
-    let mut config = tugboat_agent::Config::new(&c.tc().url, "small");
+    let mut config = c.tc().agent_config("small").await?;
     config.cpus_override = Some(2);
     let agent = FakeAgent::start_with(config);
     eventually("the node is Ready", || async {
@@ -858,13 +869,13 @@ async fn a_client_sending_its_headers_a_byte_at_a_time_is_cut_off() -> anyhow::R
 #[tokio::test]
 async fn the_agents_log_server_cuts_off_slow_clients_too() -> anyhow::Result<()> {
     let tc = TestController::start().await?;
-    let mut config = tugboat_agent::Config::new(&tc.url, "n1");
+    let mut config = tc.agent_config("n1").await?;
     config.connections = tugboat_controller::server::ConnLimits {
         header_read_timeout: Duration::from_secs(1),
         ..Default::default()
     };
     let agent = FakeAgent::start_with(config);
-    let client = tugboat_api::Client::new(&tc.url)?;
+    let client = tc.client.clone();
     let port = eventually("the node publishes its log port", || async {
         let n = client.get(&NODES, None, "n1").await.ok()?;
         n["status"]["daemonEndpoints"]["kubeletEndpoint"]["Port"].as_u64()
@@ -877,13 +888,24 @@ async fn the_agents_log_server_cuts_off_slow_clients_too() -> anyhow::Result<()>
         "the agent kept a dribbling client for {:?}",
         started.elapsed()
     );
-    // Others are still answered.
-    let mut s = TcpStream::connect(addr).await?;
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        .await?;
-    let mut text = String::new();
-    within("an answer", s.read_to_string(&mut text)).await??;
-    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    // Others are still answered (a peer node is told it may not ask).
+    let peer = tc
+        .node_tls("n2")
+        .await?
+        .expect("a TLS controller gives node credentials");
+    let http = reqwest::Client::builder()
+        .use_preconfigured_tls(tugboat_tls::config::client_config(
+            Some(peer.ca_pem.as_bytes()),
+            Some((peer.cert_pem.as_bytes(), peer.key_pem.as_bytes())),
+            tugboat_tls::config::ServerCheck::Named("n1".into()),
+        )?)
+        .build()?;
+    let answer = within(
+        "an answer",
+        http.get(format!("https://{addr}/healthz")).send(),
+    )
+    .await??;
+    assert_eq!(answer.status().as_u16(), 403);
     agent.stop().await?;
     tc.stop().await
 }
@@ -1101,25 +1123,9 @@ async fn the_agent_sets_an_unreadable_pod_aside_and_runs_the_others() -> anyhow:
         inner: RedbStore::in_memory(DEFAULT_HISTORY)?,
         pod_reads: Default::default(),
     });
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let url = format!("http://{}", listener.local_addr()?);
-    let token = tokio_util::sync::CancellationToken::new();
-    let shutdown = token.clone();
-    let served = store.clone();
-    let controller = tokio::spawn(async move {
-        let config = tugboat_controller::Config::default();
-        if let Err(e) = tugboat_controller::run_with_store(listener, served, config, shutdown).await
-        {
-            eprintln!("test controller failed: {e}");
-        }
-    });
-    let _stop = token.clone().drop_guard();
-    let client = tugboat_api::Client::new(&url)?;
-    eventually("the controller answers", || async {
-        client.get_text("/readyz").await.ok()
-    })
-    .await?;
-    let agent = FakeAgent::start_with(tugboat_agent::Config::new(&url, "n1"));
+    let tc = TestController::start_on_store(store.clone()).await?;
+    let client = tc.client.clone();
+    let agent = FakeAgent::start(&tc, "n1").await?;
     eventually("the node is Ready", || async {
         (node_ready(&client, "n1").await? == "True").then_some(())
     })
@@ -1151,7 +1157,7 @@ async fn the_agent_sets_an_unreadable_pod_aside_and_runs_the_others() -> anyhow:
 
     // After a restart, the first list holds the poisoned pod: the rest still run.
     agent.stop().await?;
-    let agent = FakeAgent::start_with(tugboat_agent::Config::new(&url, "n1"));
+    let agent = FakeAgent::start(&tc, "n1").await?;
     client
         .create(&PODS, Some("default"), &bound_pod("good2", "n1"))
         .await?;
@@ -1160,9 +1166,7 @@ async fn the_agent_sets_an_unreadable_pod_aside_and_runs_the_others() -> anyhow:
     })
     .await?;
     agent.stop().await?;
-    token.cancel();
-    within("the controller to stop", controller).await??;
-    Ok(())
+    tc.stop().await
 }
 
 #[tokio::test]
@@ -1199,10 +1203,7 @@ async fn a_restarted_agent_heartbeats_while_it_fences_slow_containers() -> anyho
         })
         .await?;
     runtime.start(&id).await?;
-    let agent = FakeAgent::start_on(
-        tugboat_agent::Config::new(&c.tc().url, "slow"),
-        runtime.clone(),
-    );
+    let agent = FakeAgent::start_on(c.tc().agent_config("slow").await?, runtime.clone());
     let mut seen_ready = false;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     while runtime.container_count() > 0 {
@@ -1232,7 +1233,7 @@ async fn tuned(limits: tugboat_controller::server::ConnLimits) -> anyhow::Result
 }
 
 /// Whether the server closes `s` within `limit` (reads return 0 or fail).
-async fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
+async fn closed_within<S: tokio::io::AsyncRead + Unpin>(s: &mut S, limit: Duration) -> bool {
     let deadline = tokio::time::Instant::now() + limit;
     let mut buf = [0u8; 4096];
     loop {
@@ -1252,7 +1253,7 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() -> any
         ..Default::default()
     })
     .await?;
-    let mut s = TcpStream::connect(tc.addr).await?;
+    let mut s = tc.connect_tls().await?;
     s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         .await?;
     let mut buf = [0u8; 1024];
@@ -1265,7 +1266,7 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() -> any
     );
     assert!(started.elapsed() >= Duration::from_millis(900));
     // A watch with nothing to say is not idle: it stays open past the timeout.
-    let mut w = TcpStream::connect(tc.addr).await?;
+    let mut w = tc.connect_tls().await?;
     w.write_all(b"GET /api/v1/namespaces/default/pods?watch=true HTTP/1.1\r\nHost: x\r\n\r\n")
         .await?;
     assert!(
@@ -1287,7 +1288,11 @@ async fn one_client_cannot_hold_more_connections_than_its_share() -> anyhow::Res
     let mut held = Vec::new();
     let mut refused = 0;
     for _ in 0..10 {
-        let mut s = TcpStream::connect(tc.addr).await?;
+        // A refused connection is closed before the TLS handshake.
+        let Ok(mut s) = tc.connect_tls().await else {
+            refused += 1;
+            continue;
+        };
         let _ = s
             .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
             .await;
@@ -1306,12 +1311,13 @@ async fn one_client_cannot_hold_more_connections_than_its_share() -> anyhow::Res
     // Giving one back makes room again.
     drop(held.pop());
     tokio::time::sleep(Duration::from_millis(200)).await;
-    let mut again = TcpStream::connect(tc.addr).await?;
+    let mut again = tc.connect_tls().await?;
     again
         .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .await?;
     let mut text = String::new();
-    within("an answer", again.read_to_string(&mut text)).await??;
+    // A TLS peer may close without close_notify after `Connection: close`.
+    let _ = within("an answer", again.read_to_string(&mut text)).await?;
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
     drop(held);
     tc.stop().await

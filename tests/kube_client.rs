@@ -10,8 +10,15 @@ use kube::api::{
 use kube::runtime::watcher;
 use tugboat_tests::{TestController, deployment, eventually, within};
 
-fn client(tc: &TestController) -> anyhow::Result<kube::Client> {
-    let config = kube::Config::new(tc.url.parse()?);
+/// kube-rs with the admin kubeconfig the controller wrote, as any program
+/// given a kubeconfig would use it.
+async fn client(tc: &TestController) -> anyhow::Result<kube::Client> {
+    let kubeconfig = kube::config::Kubeconfig::read_from(tc.kubeconfig())?;
+    let config = kube::Config::from_custom_kubeconfig(
+        kubeconfig,
+        &kube::config::KubeConfigOptions::default(),
+    )
+    .await?;
     Ok(kube::Client::try_from(config)?)
 }
 
@@ -19,7 +26,7 @@ fn client(tc: &TestController) -> anyhow::Result<kube::Client> {
 async fn kube_rs_creates_gets_lists_watches_scales_and_deletes_a_deployment() -> anyhow::Result<()>
 {
     let tc = TestController::start().await?;
-    let client = client(&tc)?;
+    let client = client(&tc).await?;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
 
@@ -120,7 +127,7 @@ async fn kube_rs_creates_gets_lists_watches_scales_and_deletes_a_deployment() ->
 #[tokio::test]
 async fn kube_rs_sees_kubernetes_errors() -> anyhow::Result<()> {
     let tc = TestController::start().await?;
-    let deployments: Api<Deployment> = Api::namespaced(client(&tc)?, "default");
+    let deployments: Api<Deployment> = Api::namespaced(client(&tc).await?, "default");
     let mut bad: Deployment = serde_json::from_value(deployment("web", "default", 1))?;
     if let Some(spec) = bad.spec.as_mut() {
         spec.replicas = Some(-1);

@@ -120,7 +120,10 @@ where
 }
 
 async fn start_agents(tc: &TestController, names: &[&str]) -> anyhow::Result<Vec<FakeAgent>> {
-    let agents = names.iter().map(|n| FakeAgent::start(&tc.url, n)).collect();
+    let mut agents = Vec::new();
+    for n in names {
+        agents.push(FakeAgent::start(tc, n).await?);
+    }
     for n in names {
         wait_ready_status(&tc.client, n, "True").await?;
     }
@@ -211,7 +214,7 @@ async fn a_lost_node_goes_not_ready_and_its_pods_run_on_the_others() -> anyhow::
     );
 
     // The agent comes back (same node, a fresh engine): Ready again, nothing returns to it.
-    agents.push(FakeAgent::start(&tc.url, "node-3"));
+    agents.push(FakeAgent::start(&tc, "node-3").await?);
     wait_ready_status(&tc.client, "node-3", "True").await?;
     eventually("a NodeReady event for node-3", || async {
         has_event(
@@ -234,7 +237,7 @@ async fn a_lost_node_goes_not_ready_and_its_pods_run_on_the_others() -> anyhow::
 async fn a_slow_but_alive_agent_keeps_its_node_ready() -> anyhow::Result<()> {
     let tc = TestController::start().await?;
     // Beats every 2 s, against a grace of 3 s.
-    let mut config = tugboat_agent::Config::new(&tc.url, "slow");
+    let mut config = tc.agent_config("slow").await?;
     config.heartbeat = Duration::from_secs(2);
     let agent = FakeAgent::start_with(config);
     wait_ready_status(&tc.client, "slow", "True").await?;

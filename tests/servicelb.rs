@@ -1,7 +1,7 @@
 //! The service load balancer end to end, on an in-process controller with no
-//! agent: nodes are written through the API with a Ready condition and an
-//! InternalIP, as an agent registers them, and their Ready-ness changed through
-//! `/status`; a LoadBalancer Service's `status.loadBalancer.ingress` follows the
+//! agent: nodes are written through the API with each node's own credential, a
+//! Ready condition and an InternalIP, as an agent registers them, and their
+//! Ready-ness changed through `/status`; a LoadBalancer Service's `status.loadBalancer.ingress` follows the
 //! Ready nodes, other Services have none, and `tug get svc` prints it.
 
 use std::time::Duration;
@@ -27,7 +27,8 @@ fn node_status(ready: bool, ip: &str, beat: u32) -> Value {
     })
 }
 
-async fn create_node(c: &Client, name: &str, ip: &str, ready: bool) -> anyhow::Result<()> {
+async fn create_node(tc: &TestController, name: &str, ip: &str, ready: bool) -> anyhow::Result<()> {
+    let c = &tc.node_client(name).await?;
     let node = json!({
         "apiVersion": "v1", "kind": "Node",
         "metadata": {"name": name},
@@ -35,16 +36,17 @@ async fn create_node(c: &Client, name: &str, ip: &str, ready: bool) -> anyhow::R
     });
     c.create(&NODES, None, &node).await?;
     // Whether a create keeps the status or not, this sets it as an agent would.
-    set_status(c, name, ip, ready, 0).await
+    set_status(tc, name, ip, ready, 0).await
 }
 
 async fn set_status(
-    c: &Client,
+    tc: &TestController,
     name: &str,
     ip: &str,
     ready: bool,
     beat: u32,
 ) -> anyhow::Result<()> {
+    let c = tc.node_client(name).await?;
     c.patch_status(
         &NODES,
         None,
@@ -92,9 +94,9 @@ async fn wait_ingress(c: &Client, name: &str, want: &[&str]) -> anyhow::Result<V
 async fn a_load_balancer_service_is_reachable_at_its_ready_nodes() -> anyhow::Result<()> {
     let tc = controller().await?;
     let c = &tc.client;
-    create_node(c, "n2", "192.0.2.20", true).await?;
-    create_node(c, "n1", "192.0.2.3", true).await?;
-    create_node(c, "n3", "192.0.2.30", false).await?;
+    create_node(&tc, "n2", "192.0.2.20", true).await?;
+    create_node(&tc, "n1", "192.0.2.3", true).await?;
+    create_node(&tc, "n3", "192.0.2.30", false).await?;
     c.create(&SERVICES, Some(NS), &service("lb", "LoadBalancer"))
         .await?;
     c.create(&SERVICES, Some(NS), &service("web", "ClusterIP"))
@@ -108,16 +110,16 @@ async fn a_load_balancer_service_is_reachable_at_its_ready_nodes() -> anyhow::Re
     );
 
     // A node going NotReady leaves the list; one becoming Ready joins it.
-    set_status(c, "n2", "192.0.2.20", false, 1).await?;
+    set_status(&tc, "n2", "192.0.2.20", false, 1).await?;
     wait_ingress(c, "lb", &["192.0.2.3"]).await?;
-    set_status(c, "n3", "192.0.2.30", true, 1).await?;
+    set_status(&tc, "n3", "192.0.2.30", true, 1).await?;
     wait_ingress(c, "lb", &["192.0.2.3", "192.0.2.30"]).await?;
 
     // A deleted node leaves it too; a heartbeat of a Ready node changes nothing.
     c.delete(&NODES, None, "n1").await?;
     wait_ingress(c, "lb", &["192.0.2.30"]).await?;
     let before = c.get(&SERVICES, Some(NS), "lb").await?;
-    set_status(c, "n3", "192.0.2.30", true, 2).await?;
+    set_status(&tc, "n3", "192.0.2.30", true, 2).await?;
 
     // The ClusterIP Service never gets one (by now it has been reconciled: the
     // LoadBalancer created after it has).

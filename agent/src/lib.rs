@@ -228,7 +228,17 @@ pub async fn run(
         backoff_max: config.backoff_max,
         network: config.network.clone(),
         host_port_ip: config.host_port_ip.clone(),
+        // HTTPS probes do not check the pod's certificate, as the kubelet's do
+        // not (and a `FROM scratch` agent has no system roots to check with).
         http: reqwest::Client::builder()
+            .use_preconfigured_tls(
+                tugboat_tls::config::client_config(
+                    None,
+                    None,
+                    tugboat_tls::config::ServerCheck::Nothing,
+                )
+                .map_err(|e| Error::Config(format!("TLS for probes: {e}")))?,
+            )
             .pool_max_idle_per_host(0)
             .redirect(reqwest::redirect::Policy::limited(10))
             .build()

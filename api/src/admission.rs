@@ -69,6 +69,20 @@ pub fn admit(
             .warnings
             .extend(crate::unsupported::pod_spec(&spec, path));
     }
+    if info.kind == "Namespace"
+        && crate::pod_security::namespace_level(
+            admitted
+                .object
+                .pointer("/metadata/labels")
+                .and_then(|l| serde_json::from_value(l.clone()).ok())
+                .as_ref(),
+        ) == crate::pod_security::Level::Restricted
+    {
+        admitted.warnings.push(format!(
+            "{}: restricted is enforced as baseline by Tugboat (the restricted checks are not implemented yet)",
+            crate::pod_security::ENFORCE_LABEL
+        ));
+    }
     Ok(admitted)
 }
 
@@ -121,7 +135,11 @@ fn admit_kind(
         }),
         "Namespace" => run::<Namespace>(info, object, old, validation, &name, |ns, _| {
             defaults::namespace(ns);
-            validation::object_meta(&ns.metadata, false, NameRule::Label)
+            let mut errs = validation::object_meta(&ns.metadata, false, NameRule::Label);
+            errs.extend(crate::pod_security::namespace_label_errors(
+                ns.metadata.labels.as_ref(),
+            ));
+            errs
         }),
         "Event" => run::<Event>(info, object, old, validation, &name, |e, _| {
             let mut errs = validation::object_meta(&e.metadata, true, NameRule::Subdomain);

@@ -204,13 +204,22 @@ impl Client {
         }
         tugboat_tls::install_default_provider();
         let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
-        if base.starts_with("https://") {
-            let tls = creds.tls_config().map_err(|e| ClientError::BadUrl {
-                url: base.clone(),
-                message: format!("cannot use the credentials: {e}"),
-            })?;
-            builder = builder.use_preconfigured_tls(tls);
+        // Always a configuration of ours: reqwest's own would look for the
+        // system's roots, which a `FROM scratch` agent image does not have.
+        let tls = if base.starts_with("https://") {
+            creds.tls_config()
+        } else {
+            tugboat_tls::config::client_config(
+                None,
+                None,
+                tugboat_tls::config::ServerCheck::Nothing,
+            )
         }
+        .map_err(|e| ClientError::BadUrl {
+            url: base.clone(),
+            message: format!("cannot use the credentials: {e}"),
+        })?;
+        builder = builder.use_preconfigured_tls(tls);
         if let Some(token) = creds.token.as_ref().filter(|t| !t.is_empty()) {
             let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
                 .map_err(|_| ClientError::BadUrl {

@@ -89,7 +89,7 @@ fuzz_target!(|data: &[u8]| {
             .unwrap_or_else(|e| panic!("the base {} is refused: {}", info.kind, e.message));
         let before = store.revision();
         match registry
-            .patch(info, ns, "f", &patch, sub, WriteOptions::default())
+            .patch(info, ns, "f", &patch, sub, WriteOptions::default(), None)
             .await
         {
             Ok(written) => common::assert_storable(&written.object),

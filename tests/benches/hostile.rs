@@ -127,17 +127,23 @@ async fn main() -> anyhow::Result<()> {
         ],
         &dir.path().join("config.json"),
     )?;
-    let c = Controller {
-        process,
-        url: format!("http://{addr}"),
-        data,
-        http: reqwest::Client::new(),
-    };
-    let client = tugboat_api::Client::new(&c.url)?;
-    eventually("the controller answers", || async {
-        client.get_text("/readyz").await.ok()
+    let url = format!("https://{addr}");
+    let kubeconfig = data.join("admin.kubeconfig");
+    let client = eventually("the controller answers an admin", || async {
+        let creds = tugboat_tests::admin_credentials(&kubeconfig).ok()?;
+        let client = tugboat_api::Client::with_credentials(&url, &creds).ok()?;
+        client.get_text("/readyz").await.ok().map(|_| client)
     })
     .await?;
+    let creds = tugboat_tests::admin_credentials(&kubeconfig)?;
+    let c = Controller {
+        process,
+        url,
+        data,
+        http: reqwest::Client::builder()
+            .use_preconfigured_tls(creds.tls_config()?)
+            .build()?,
+    };
     client
         .create(
             &tugboat_api::resource::DEPLOYMENTS,

@@ -45,6 +45,9 @@ pub struct DockerCluster {
     /// Set for a networked cluster: the private network and the agent containers.
     network: Option<String>,
     agent_containers: Vec<String>,
+    /// The join token agents are started with (their first start joins; a
+    /// restart uses the credential kept in their state directory).
+    join_token: String,
 }
 
 /// A short unique prefix for this test's node and namespace names.
@@ -140,6 +143,7 @@ impl DockerCluster {
         let client = controller.client.clone();
         let id = unique(test);
         let config_dir = tempfile::tempdir()?;
+        let join_token = controller.join_token().await?;
         let mut cluster = DockerCluster {
             client: client.clone(),
             namespace: id.clone(),
@@ -150,22 +154,34 @@ impl DockerCluster {
             network: None,
             agent_containers: Vec::new(),
             agent_args: agent_args.clone(),
+            join_token,
         };
         create_namespace(&client, &id).await?;
         for i in 0..agents {
-            let p = cluster.spawn_agent(i)?;
+            let p = cluster.spawn_agent(i, true)?;
             cluster.agents.push(Some(p));
         }
         wait_nodes_ready(&client, &cluster.nodes).await?;
         Ok(cluster)
     }
 
-    fn spawn_agent(&self, i: usize) -> anyhow::Result<TugProcess> {
+    /// Agent `i`'s state directory (where it keeps its credential).
+    pub fn agent_state_dir(&self, i: usize) -> std::path::PathBuf {
+        self.config_dir.path().join("agents").join(&self.nodes[i])
+    }
+
+    /// Starts `tug agent` for node `i`: the first time with the join token,
+    /// after that with the credential it kept, as a restarted agent does.
+    fn spawn_agent(&self, i: usize, first: bool) -> anyhow::Result<TugProcess> {
         let config = self.config_dir.path().join("config.json");
+        let state = self.agent_state_dir(i);
+        let state = state.to_string_lossy();
         let mut args: Vec<&str> = vec![
             "agent",
             "--server",
             &self.controller.url,
+            "--state-dir",
+            &state,
             "--node",
             &self.nodes[i],
             "--backoff-initial",
@@ -173,6 +189,9 @@ impl DockerCluster {
             "--backoff-max",
             "4",
         ];
+        if first {
+            args.extend(["--token", self.join_token.as_str()]);
+        }
         if let Some(extra) = self.agent_args.get(i) {
             args.extend(extra.iter().map(String::as_str));
         }
@@ -226,6 +245,13 @@ impl DockerCluster {
             }
         };
         let client = controller.client.clone();
+        let join_token = match controller.join_token().await {
+            Ok(t) => t,
+            Err(e) => {
+                let _ = docker(&["network", "rm", &network]);
+                return Err(e);
+            }
+        };
         let mut cluster = DockerCluster {
             client: client.clone(),
             namespace: id.clone(),
@@ -236,6 +262,7 @@ impl DockerCluster {
             network: Some(network.clone()),
             agent_containers: Vec::new(),
             agent_args: Vec::new(),
+            join_token: join_token.clone(),
         };
         create_namespace(&client, &id).await?;
         for (i, node) in cluster.nodes.clone().iter().enumerate() {
@@ -257,6 +284,10 @@ impl DockerCluster {
                 "agent",
                 "--server",
                 &cluster.controller.url,
+                "--token",
+                &join_token,
+                "--state-dir",
+                "/var/lib/tugboat",
                 "--node",
                 node,
                 "--address",
@@ -302,7 +333,7 @@ impl DockerCluster {
 
     /// Starts agent `i` again.
     pub fn restart_agent(&mut self, i: usize) -> anyhow::Result<()> {
-        let p = self.spawn_agent(i)?;
+        let p = self.spawn_agent(i, false)?;
         self.agents[i] = Some(p);
         Ok(())
     }

@@ -20,9 +20,10 @@ pub struct FakeAgent {
 }
 
 impl FakeAgent {
-    /// Node `node` of the controller at `url`, on an engine holding [`IMAGE`].
-    pub fn start(url: &str, node: &str) -> FakeAgent {
-        FakeAgent::start_with(tugboat_agent::Config::new(url, node))
+    /// Node `node` of controller `tc` (joined with a token), on an engine
+    /// holding [`IMAGE`].
+    pub async fn start(tc: &crate::TestController, node: &str) -> anyhow::Result<FakeAgent> {
+        Ok(FakeAgent::start_with(tc.agent_config(node).await?))
     }
 
     pub fn start_with(config: tugboat_agent::Config) -> FakeAgent {

@@ -1,34 +1,74 @@
 //! Shared helpers of the integration tests: a controller started in-process on
 //! port 0 with a temporary data directory, and waits that fail instead of hanging.
 //! [`docker`] adds agents on the real Docker engine.
+//!
+//! Every controller serves HTTPS with authentication, as it does for users: the
+//! test's [`TestController::client`] is an admin with the admin kubeconfig the
+//! controller wrote, agents join with a join token, and [`tug`] runs with that
+//! kubeconfig.
 
 pub mod bench;
 pub mod docker;
 pub mod fake_agent;
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tugboat_api::Client;
+use tugboat_api::{Client, Credentials};
+use tugboat_tls::kubeconfig::Kubeconfig;
 
 /// The longest any single wait in a test may take before the test fails.
 pub const WAIT: Duration = Duration::from_secs(20);
+
+/// The admin kubeconfig of every controller this test binary started, by URL,
+/// so [`tug`] and the `tug` processes find the credentials for a server URL.
+fn kubeconfigs() -> &'static Mutex<HashMap<String, PathBuf>> {
+    static MAP: std::sync::OnceLock<Mutex<HashMap<String, PathBuf>>> = std::sync::OnceLock::new();
+    MAP.get_or_init(Default::default)
+}
+
+/// The admin kubeconfig of the test controller at `url`, if there is one (a
+/// controller serving plain HTTP has none).
+pub fn kubeconfig_for(url: &str) -> Option<PathBuf> {
+    kubeconfigs()
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(url)
+        .cloned()
+}
+
+/// The admin credentials in the kubeconfig at `path`.
+pub fn admin_credentials(path: &Path) -> anyhow::Result<Credentials> {
+    let config = Kubeconfig::read(path)?
+        .ok_or_else(|| anyhow::anyhow!("{} does not exist", path.display()))?;
+    Ok(config.resolve(None, &path.display().to_string())?.into())
+}
 
 /// A controller running in this process, stopped (and its data removed) on drop.
 pub struct TestController {
     pub addr: SocketAddr,
     pub url: String,
+    /// An admin.
     pub client: Client,
+    /// The admin's credentials (`None` for a controller serving plain HTTP).
+    pub credentials: Option<Credentials>,
     shutdown: CancellationToken,
     handle: Option<JoinHandle<()>>,
     data_dir: DataDir,
     /// Set when the controller runs as its own `tug controller` process.
     process: Option<TugProcess>,
+    /// A join token, made on first use.
+    join_token: tokio::sync::OnceCell<String>,
+    /// Nodes' credentials, kept as agents keep them: a node that comes back
+    /// uses its own again.
+    nodes: Mutex<HashMap<String, Arc<tugboat_agent::tls::NodeTls>>>,
 }
 
 enum DataDir {
@@ -91,10 +131,34 @@ impl TestController {
         Self::start_bound_tuned(data_dir, bind, |_| {}).await
     }
 
+    /// A fresh controller serving `store` (an in-memory one, or one that
+    /// misbehaves on purpose), with its own temporary data directory.
+    pub async fn start_on_store(
+        store: Arc<dyn tugboat_controller::store::Store>,
+    ) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        Self::start_full(
+            DataDir::Owned(dir),
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            |_| {},
+            Some(store),
+        )
+        .await
+    }
+
     async fn start_bound_tuned(
         data_dir: DataDir,
         bind: SocketAddr,
         tune: impl FnOnce(&mut tugboat_controller::Config),
+    ) -> anyhow::Result<Self> {
+        Self::start_full(data_dir, bind, tune, None).await
+    }
+
+    async fn start_full(
+        data_dir: DataDir,
+        bind: SocketAddr,
+        tune: impl FnOnce(&mut tugboat_controller::Config),
+        store: Option<Arc<dyn tugboat_controller::store::Store>>,
     ) -> anyhow::Result<Self> {
         init_tracing();
         let listener = TcpListener::bind(bind).await?;
@@ -108,28 +172,35 @@ impl TestController {
             ..Default::default()
         };
         tune(&mut config);
+        let url = tugboat_controller::client_url(addr, &config.security);
+        let tls = config.security != tugboat_controller::Security::InsecureHttp;
+        let kubeconfig = config
+            .data_dir
+            .join(tugboat_controller::pki::ADMIN_KUBECONFIG);
         let token = shutdown.clone();
         let handle = tokio::spawn(async move {
-            if let Err(e) = tugboat_controller::run(listener, config, token).await {
+            let result = match store {
+                Some(store) => {
+                    tugboat_controller::run_with_store(listener, store, config, token).await
+                }
+                None => tugboat_controller::run(listener, config, token).await,
+            };
+            if let Err(e) = result {
                 eprintln!("test controller failed: {e}");
             }
         });
-        let url = format!("http://{addr}");
-        let client = Client::new(&url)?;
-        let probe = client.clone();
-        eventually("the controller answers /readyz", || {
-            let c = probe.clone();
-            async move { c.get_text("/readyz").await.ok().filter(|s| s == "ok") }
-        })
-        .await?;
+        let (client, credentials) = ready_client(&url, tls.then_some(kubeconfig.as_path())).await?;
         Ok(TestController {
             addr,
             url,
             client,
+            credentials,
             shutdown,
             handle: Some(handle),
             data_dir,
             process: None,
+            join_token: Default::default(),
+            nodes: Default::default(),
         })
     }
 
@@ -142,15 +213,18 @@ impl TestController {
             let l = std::net::TcpListener::bind("127.0.0.1:0")?;
             l.local_addr()?
         };
-        let url = format!("http://{addr}");
+        let url = format!("https://{addr}");
         let mut tc = TestController {
             addr,
             client: Client::new(&url)?,
+            credentials: None,
             url,
             shutdown: CancellationToken::new(),
             handle: None,
             data_dir: DataDir::Owned(dir),
             process: None,
+            join_token: Default::default(),
+            nodes: Default::default(),
         };
         tc.restart_process().await?;
         Ok(tc)
@@ -180,13 +254,142 @@ impl TestController {
             &config,
         )?;
         self.process = Some(process);
-        let probe = self.client.clone();
-        eventually("the controller process answers /readyz", || {
-            let c = probe.clone();
-            async move { c.get_text("/readyz").await.ok().filter(|s| s == "ok") }
-        })
-        .await?;
+        let kubeconfig = data.join(tugboat_controller::pki::ADMIN_KUBECONFIG);
+        let (client, credentials) = ready_client(&self.url, Some(&kubeconfig)).await?;
+        self.client = client;
+        self.credentials = credentials;
         Ok(())
+    }
+
+    /// A join token for this cluster (one per controller, never expiring).
+    pub async fn join_token(&self) -> anyhow::Result<String> {
+        let token = self
+            .join_token
+            .get_or_try_init(|| async {
+                let created = self
+                    .client
+                    .post_path(
+                        "/v1-tugboat/tokens",
+                        &serde_json::json!({"kind": "join", "ttlSeconds": 0, "description": "tests"}),
+                    )
+                    .await?;
+                created["token"]
+                    .as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| anyhow::anyhow!("no token in {created}"))
+            })
+            .await?;
+        Ok(token.clone())
+    }
+
+    /// Node `node`'s credential, joined as an agent joins (`None` against a
+    /// controller serving plain HTTP).
+    pub async fn node_tls(
+        &self,
+        node: &str,
+    ) -> anyhow::Result<Option<Arc<tugboat_agent::tls::NodeTls>>> {
+        if self.credentials.is_none() {
+            return Ok(None);
+        }
+        if let Some(kept) = self
+            .nodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(node)
+        {
+            return Ok(Some(kept.clone()));
+        }
+        let token = self.join_token().await?;
+        let config = tugboat_agent::join::join(&self.url, &token, node).await?;
+        let r = config.resolve(None, "joined")?;
+        let text = |b: Option<Vec<u8>>| String::from_utf8(b.unwrap_or_default());
+        let tls = Arc::new(tugboat_agent::tls::NodeTls::new(
+            &text(r.ca_pem)?,
+            &text(r.client_cert_pem)?,
+            &text(r.client_key_pem)?,
+        )?);
+        self.nodes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(node.to_string(), tls.clone());
+        Ok(Some(tls))
+    }
+
+    /// An agent configuration for node `node`, with its credential.
+    pub async fn agent_config(&self, node: &str) -> anyhow::Result<tugboat_agent::Config> {
+        let mut config = tugboat_agent::Config::new(&self.url, node);
+        config.credential = self.node_tls(node).await?;
+        Ok(config)
+    }
+
+    /// A client that authenticates as node `node` (joining it).
+    pub async fn node_client(&self, node: &str) -> anyhow::Result<Client> {
+        let tls = self
+            .node_tls(node)
+            .await?
+            .ok_or_else(|| anyhow::anyhow!("a plain-HTTP controller has no node credentials"))?;
+        Ok(Client::with_credentials(&self.url, &tls.credentials())?)
+    }
+
+    /// A raw HTTP client for this controller: an admin unless `anonymous`.
+    pub fn http(&self, anonymous: bool) -> anyhow::Result<reqwest::Client> {
+        tugboat_tls::install_default_provider();
+        let mut builder = reqwest::Client::builder().timeout(Duration::from_secs(30));
+        if let Some(creds) = &self.credentials {
+            let mut creds = creds.clone();
+            if anonymous {
+                creds.client_cert_pem = None;
+                creds.client_key_pem = None;
+            }
+            builder = builder.use_preconfigured_tls(creds.tls_config()?);
+        }
+        Ok(builder.build()?)
+    }
+
+    /// A raw TLS connection to the API as an admin, for tests that speak HTTP
+    /// by hand (timeouts, connection limits).
+    pub async fn connect_tls(
+        &self,
+    ) -> anyhow::Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>> {
+        let creds = self
+            .credentials
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("a plain-HTTP controller"))?;
+        let connector = tokio_rustls::TlsConnector::from(Arc::new(creds.tls_config()?));
+        let tcp = tokio::net::TcpStream::connect(self.addr).await?;
+        let name = rustls_pki_types::ServerName::from(self.addr.ip());
+        Ok(within("a TLS handshake", connector.connect(name, tcp)).await??)
+    }
+
+    /// The admin kubeconfig.
+    pub fn kubeconfig(&self) -> PathBuf {
+        let data = match &self.process {
+            Some(_) => self.data_dir().join("data"),
+            None => self.data_dir().to_path_buf(),
+        };
+        data.join(tugboat_controller::pki::ADMIN_KUBECONFIG)
+    }
+
+    /// curl's flags for an admin's request to this controller (the CA, the
+    /// client certificate and key, written beside the data).
+    pub fn curl_args(&self) -> anyhow::Result<Vec<String>> {
+        let Some(creds) = &self.credentials else {
+            return Ok(Vec::new());
+        };
+        let dir = self.data_dir().join("curl");
+        std::fs::create_dir_all(&dir)?;
+        let mut args = Vec::new();
+        for (flag, file, pem) in [
+            ("--cacert", "ca.pem", &creds.ca_pem),
+            ("--cert", "cert.pem", &creds.client_cert_pem),
+            ("--key", "key.pem", &creds.client_key_pem),
+        ] {
+            let path = dir.join(file);
+            std::fs::write(&path, pem.as_deref().unwrap_or_default())?;
+            args.push(flag.to_string());
+            args.push(path.to_string_lossy().into_owned());
+        }
+        Ok(args)
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -215,6 +418,37 @@ impl Drop for TestController {
             h.abort();
         }
     }
+}
+
+/// Waits until the controller at `url` answers `/readyz` to an admin (with the
+/// admin kubeconfig at `kubeconfig` once it is written; anonymous without one),
+/// and returns that admin's client. Records the kubeconfig for [`tug`].
+async fn ready_client(
+    url: &str,
+    kubeconfig: Option<&Path>,
+) -> anyhow::Result<(Client, Option<Credentials>)> {
+    init_tracing();
+    let found = eventually("the controller answers /readyz", || async {
+        let creds = match kubeconfig {
+            Some(k) => Some(admin_credentials(k).ok()?),
+            None => None,
+        };
+        let client = Client::with_credentials(url, &creds.clone().unwrap_or_default()).ok()?;
+        client
+            .get_text("/readyz")
+            .await
+            .ok()
+            .filter(|s| s == "ok")
+            .map(|_| (client, creds))
+    })
+    .await?;
+    if let Some(k) = kubeconfig {
+        kubeconfigs()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(url.to_string(), k.to_path_buf());
+    }
+    Ok(found)
 }
 
 /// Polls `check` until it returns `Some`, failing after [`WAIT`].
@@ -280,6 +514,7 @@ pub fn deployment(name: &str, ns: &str, replicas: i64) -> serde_json::Value {
 
 /// Logs to the test's captured output; `RUST_LOG` picks the level (default `warn`).
 pub fn init_tracing() {
+    tugboat_tls::install_default_provider();
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt()
@@ -383,21 +618,19 @@ pub async fn spawn_controller(
         &["controller", "--listen", "127.0.0.1:0", "--data-dir", &dir],
         config,
     )?;
-    let url = eventually(
+    let (url, kubeconfig) = eventually(
         "the controller writes its address to the client config",
         || async {
             let text = std::fs::read_to_string(config).ok()?;
             let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-            v["server"].as_str().map(str::to_string)
+            Some((
+                v["server"].as_str()?.to_string(),
+                v["kubeconfig"].as_str().map(PathBuf::from),
+            ))
         },
     )
     .await?;
-    let client = Client::new(&url)?;
-    eventually("the controller answers /readyz", || {
-        let c = client.clone();
-        async move { c.get_text("/readyz").await.ok().filter(|s| s == "ok") }
-    })
-    .await?;
+    let (client, _) = ready_client(&url, kubeconfig.as_deref()).await?;
     Ok((process, client))
 }
 
@@ -408,9 +641,12 @@ pub async fn tug(server: &str, config_dir: &Path, args: &[&str]) -> anyhow::Resu
     use clap::Parser as _;
     let config = config_dir.join("config.json");
     let config = config.to_string_lossy();
-    let argv = ["tug", "--server", server, "--config", &config]
-        .into_iter()
-        .chain(args.iter().copied());
+    let kubeconfig = kubeconfig_for(server).map(|k| k.to_string_lossy().into_owned());
+    let mut argv = vec!["tug", "--server", server, "--config", &config];
+    if let Some(k) = &kubeconfig {
+        argv.extend(["--kubeconfig", k.as_str()]);
+    }
+    let argv = argv.into_iter().chain(args.iter().copied());
     let cli = tugboat_cli::Cli::try_parse_from(argv)?;
     let mut out = Vec::new();
     let result = within(

@@ -152,10 +152,17 @@ pub fn server_verifier(
 ) -> Result<Arc<dyn ServerCertVerifier>, TlsError> {
     let what = "the server certificate verifier";
     let roots = || -> Result<Arc<RootCertStore>, TlsError> {
-        Ok(Arc::new(match ca_pem {
+        let roots = match ca_pem {
             Some(pem) => root_store(pem, "the certificate authority")?,
             None => system_roots(),
-        }))
+        };
+        if roots.is_empty() {
+            return Err(TlsError::Config {
+                what: what.into(),
+                message: "no certificate authority to check the server with: none was given (a kubeconfig's certificate-authority-data) and this system has no trusted roots".into(),
+            });
+        }
+        Ok(Arc::new(roots))
     };
     let webpki = |roots| {
         WebPkiServerVerifier::builder_with_provider(roots, provider())

@@ -116,15 +116,15 @@ impl Auth {
         if let Some(PeerCertificates(chain)) = certs
             && let Some(leaf) = chain.first()
         {
-            return self.from_certificate(leaf).await.map(Some);
+            return self.certificate_user(leaf).await.map(Some);
         }
         if let Some(value) = bearer {
-            return self.from_bearer(&value).await.map(Some);
+            return self.bearer_user(&value).await.map(Some);
         }
         Ok(None)
     }
 
-    async fn from_certificate(&self, der: &[u8]) -> Result<User, ApiError> {
+    async fn certificate_user(&self, der: &[u8]) -> Result<User, ApiError> {
         let id = CertIdentity::from_der(der).map_err(|e| {
             unauthorized(format!("Unauthorized: unreadable client certificate: {e}"))
         })?;
@@ -153,7 +153,7 @@ impl Auth {
         })
     }
 
-    async fn from_bearer(&self, value: &axum::http::HeaderValue) -> Result<User, ApiError> {
+    async fn bearer_user(&self, value: &axum::http::HeaderValue) -> Result<User, ApiError> {
         let refused =
             || unauthorized("Unauthorized: the bearer token is unknown, expired or deleted");
         let text = value.to_str().map_err(|_| refused())?;

@@ -272,8 +272,9 @@ impl Registry {
             .0)
     }
 
-    /// Checks the namespace an object is to be created in exists and is not being deleted.
-    async fn check_namespace(&self, info: &ResourceInfo, ns: &str) -> Result<(), ApiError> {
+    /// Checks the namespace an object is to be created in exists and is not being
+    /// deleted; returns it.
+    async fn check_namespace(&self, info: &ResourceInfo, ns: &str) -> Result<Arc<Value>, ApiError> {
         let Some(namespace) = self.try_get(&NAMESPACES, None, ns).await? else {
             return Err(ApiError::not_found("namespaces", ns));
         };
@@ -285,7 +286,7 @@ impl Registry {
             ))
             .with_message_fixup(info, ns));
         }
-        Ok(())
+        Ok(namespace)
     }
 
     pub async fn create(
@@ -340,10 +341,14 @@ impl Registry {
             obj.remove("status");
         }
         kind.prepare_for_create(&mut body);
-        if let Some(ns) = &ns {
-            self.check_namespace(info, ns).await?;
-        }
+        let namespace = match &ns {
+            Some(ns) => Some(self.check_namespace(info, ns).await?),
+            None => None,
+        };
         let mut admitted = admission::admit(info, body, None, opts.field_validation)?;
+        if let Some(namespace) = &namespace {
+            pod_security(info, namespace, &mut admitted)?;
+        }
         let name = meta::name(&admitted.object).unwrap_or("").to_string();
         let reservation = self
             .reserve(info, &mut admitted.object, None, Subresource::Main)
@@ -373,6 +378,7 @@ impl Registry {
 
     /// PUT: replaces the object (or only its status). A `metadata.resourceVersion` in
     /// the body is a precondition; without one the write is retried on conflict.
+    #[allow(clippy::too_many_arguments)]
     pub async fn update(
         &self,
         info: &ResourceInfo,
@@ -407,6 +413,7 @@ impl Registry {
     }
 
     /// PATCH with a merge, strategic-merge or JSON patch.
+    #[allow(clippy::too_many_arguments)]
     pub async fn patch(
         &self,
         info: &ResourceInfo,
@@ -602,6 +609,57 @@ impl Registry {
             .await
             .map_err(store_error)
     }
+}
+
+/// Pod Security admission at the namespace's level (`baseline` unless the
+/// namespace's `pod-security.kubernetes.io/enforce` label says otherwise): a pod
+/// that breaks it is refused with Kubernetes' 403, whoever creates it (a
+/// ReplicaSet's pods too); a Deployment or ReplicaSet whose template breaks it
+/// is admitted with Kubernetes' warning, as its pods will be refused.
+fn pod_security(
+    info: &ResourceInfo,
+    namespace: &Value,
+    admitted: &mut admission::Admitted,
+) -> Result<(), ApiError> {
+    use tugboat_api::pod_security::{Level, namespace_level, violations};
+    let spec = match info.kind {
+        "Pod" => admitted.object.get("spec"),
+        "Deployment" | "ReplicaSet" => admitted.object.pointer("/spec/template/spec"),
+        _ => return Ok(()),
+    };
+    let Some(spec) = spec.and_then(|s| serde_json::from_value(s.clone()).ok()) else {
+        return Ok(());
+    };
+    let labels = namespace
+        .pointer("/metadata/labels")
+        .and_then(|l| serde_json::from_value(l.clone()).ok());
+    let level = match namespace_level(labels.as_ref()) {
+        // Restricted's own checks are not implemented: baseline's apply.
+        Level::Restricted => Level::Baseline,
+        other => other,
+    };
+    let Some(found) = violations(level, &spec) else {
+        return Ok(());
+    };
+    let policy = format!("{}:latest", level.as_str());
+    if info.kind == "Pod" {
+        let name = meta::name(&admitted.object).unwrap_or("");
+        let ns = meta::namespace(&admitted.object).unwrap_or("");
+        let mut e = ApiError::forbidden(format!(
+            "pods {name:?} is forbidden: violates PodSecurity {policy:?}: {found} (to allow it, label the namespace: {}={} on namespace {ns})",
+            tugboat_api::pod_security::ENFORCE_LABEL,
+            Level::Privileged.as_str(),
+        ));
+        e.name = Some(name.to_string());
+        e.kind = Some("pods".to_string());
+        e.group = Some(String::new());
+        return Err(e);
+    }
+    admitted.warnings.push(format!(
+        "would violate PodSecurity {policy:?}: {found} (label the namespace {}=privileged to allow it)",
+        tugboat_api::pod_security::ENFORCE_LABEL
+    ));
+    Ok(())
 }
 
 trait MessageFixup {

@@ -38,7 +38,12 @@ fn builder() -> reqwest::ClientBuilder {
 impl AgentClients {
     pub fn plain() -> Result<AgentClients, ApiError> {
         tugboat_tls::install_default_provider();
+        // Agents speak plain HTTP here; a TLS configuration of ours keeps
+        // reqwest from looking for system roots it will never use.
+        let tls = client_config(None, None, ServerCheck::Nothing)
+            .map_err(|e| ApiError::internal(format!("the HTTP client for agents: {e}")))?;
         builder()
+            .use_preconfigured_tls(tls)
             .build()
             .map(AgentClients::Plain)
             .map_err(|e| ApiError::internal(format!("the HTTP client for agents: {e}")))

@@ -253,6 +253,10 @@ async fn handle(
                     let opts = write_options(query)?;
                     let (obj, mut warnings) = parse_body(info, body, headers, opts)?;
                     check_created(user, &obj, &condition)?;
+                    if info == &NODES {
+                        let name = meta::name(&obj).unwrap_or("");
+                        node_address_guard(user, name)(&json!({}), &obj)?;
+                    }
                     let written = registry.create(info, ns, obj, opts).await?;
                     warnings.extend(written.warnings);
                     Ok(json_response(
