@@ -897,7 +897,10 @@ async fn the_agents_log_server_cuts_off_slow_clients_too() -> anyhow::Result<()>
         .use_preconfigured_tls(tugboat_tls::config::client_config(
             Some(peer.ca_pem.as_bytes()),
             Some((peer.cert_pem.as_bytes(), peer.key_pem.as_bytes())),
-            tugboat_tls::config::ServerCheck::Named("n1".into()),
+            tugboat_tls::config::ServerCheck::Node {
+                name: "n1".into(),
+                fingerprint: None,
+            },
         )?)
         .build()?;
     let answer = within(

@@ -622,7 +622,10 @@ async fn the_agents_endpoints_take_only_the_controller_and_the_logs_proxy_only_t
         .as_ref()
         .and_then(|c| c.ca_pem.clone())
         .unwrap_or_default();
-    let named_b = tugboat_tls::config::ServerCheck::Named("b".into());
+    let named_b = tugboat_tls::config::ServerCheck::Node {
+        name: "b".into(),
+        fingerprint: None,
+    };
     let no_cert = reqwest::Client::builder()
         .use_preconfigured_tls(tugboat_tls::config::client_config(
             Some(&ca),
@@ -792,5 +795,149 @@ async fn privileged_pods_and_the_docker_socket_need_a_namespace_that_allows_them
             .then_some(())
     })
     .await?;
+    tc.stop().await
+}
+
+#[tokio::test]
+async fn a_node_may_not_change_what_an_admin_decides_about_it() -> anyhow::Result<()> {
+    let tc = TestController::start().await?;
+    let a = tc.node_client("a").await?;
+    a.create(
+        &NODES,
+        None,
+        &json!({"apiVersion": "v1", "kind": "Node",
+            "metadata": {"name": "a", "labels": {"kubernetes.io/hostname": "a", "disk": "ssd"}}}),
+    )
+    .await?;
+    // Its own labels, yes; a cordon, a finalizer or a restricted label, no.
+    a.patch(
+        &NODES,
+        None,
+        "a",
+        &json!({"metadata": {"labels": {"disk": "nvme"}}}),
+        PatchType::Merge,
+    )
+    .await?;
+    for (patch, says) in [
+        (json!({"spec": {"unschedulable": true}}), "spec"),
+        (
+            json!({"metadata": {"finalizers": ["example.com/keep"]}}),
+            "metadata.finalizers",
+        ),
+        (
+            json!({"metadata": {"labels": {"node-restriction.kubernetes.io/pool": "gold"}}}),
+            "label node-restriction.kubernetes.io/pool",
+        ),
+        (
+            json!({"metadata": {"labels": {"node-role.kubernetes.io/control-plane": ""}}}),
+            "label node-role.kubernetes.io/control-plane",
+        ),
+    ] {
+        let e = refused(a.patch(&NODES, None, "a", &patch, PatchType::Merge).await);
+        assert_eq!(e.code, 403, "{patch}: {e:?}");
+        assert!(e.message.contains(says), "{patch}: {}", e.message);
+    }
+    // An admin's finalizer does not keep the credential alive through a delete.
+    tc.client
+        .patch(
+            &NODES,
+            None,
+            "a",
+            &json!({"metadata": {"finalizers": ["example.com/keep"]}}),
+            PatchType::Merge,
+        )
+        .await?;
+    tc.client.delete(&NODES, None, "a").await?;
+    assert_eq!(refused(a.get(&NODES, None, "a").await).code, 401);
+    // A node that joined but never registered frees its name when "deleted".
+    let ghost = tc.node_client("ghost").await?;
+    tc.client.delete(&NODES, None, "ghost").await?;
+    assert_eq!(
+        refused(ghost.list(&SERVICES, None, &ListParams::default()).await).code,
+        401
+    );
+    let token = tc.join_token().await?;
+    tugboat_agent::join::join(&tc.url, &token, "ghost").await?;
+    // A method the API has no verb for is refused before anything is read.
+    let r = tc
+        .http(false)?
+        .request(
+            reqwest::Method::from_bytes(b"PURGE")?,
+            format!(
+                "{}/apis/apps/v1/namespaces/default/deployments/x/scale",
+                tc.url
+            ),
+        )
+        .send()
+        .await?;
+    assert_eq!(r.status().as_u16(), 405);
+    tc.stop().await
+}
+
+#[tokio::test]
+async fn no_service_can_be_pointed_at_a_node_itself() -> anyhow::Result<()> {
+    let tc = TestController::start().await?;
+    let slice = |ip: &str| {
+        json!({"apiVersion": "discovery.k8s.io/v1", "kind": "EndpointSlice",
+            "metadata": {"name": "evil", "labels": {"kubernetes.io/service-name": "evil"}},
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [ip]}],
+            "ports": [{"port": 2375}]})
+    };
+    for ip in ["127.0.0.1", "169.254.169.254", "0.0.0.0"] {
+        let e = refused(
+            tc.client
+                .create(
+                    &tugboat_api::resource::ENDPOINTSLICES,
+                    Some("default"),
+                    &slice(ip),
+                )
+                .await,
+        );
+        assert_eq!(e.code, 422, "{ip}: {e:?}");
+        assert!(
+            e.message.contains("endpoints[0].addresses[0]"),
+            "{}",
+            e.message
+        );
+    }
+    // And an edit token writes no endpoints at all (Kubernetes' edit since 1.22).
+    let dir = tempfile::tempdir()?;
+    let edit = tug(
+        &tc.url,
+        dir.path(),
+        &["token", "create", "--role", "edit", "-n", "default"],
+    )
+    .await?;
+    let edit = client_with(&tc, Some(edit.trim()))?;
+    let e = refused(
+        edit.create(
+            &tugboat_api::resource::ENDPOINTSLICES,
+            Some("default"),
+            &slice("10.1.2.3"),
+        )
+        .await,
+    );
+    assert_eq!(e.code, 403, "{e:?}");
+    tc.stop().await
+}
+
+#[tokio::test]
+async fn without_tls_agents_still_register_and_run_pods() -> anyhow::Result<()> {
+    let tc = TestController::start_tuned(|c| {
+        c.security = tugboat_controller::Security::InsecureHttp;
+    })
+    .await?;
+    assert!(tc.url.starts_with("http://"), "{}", tc.url);
+    let agent = FakeAgent::start(&tc, "plain").await?;
+    tc.client
+        .create(&PODS, Some("default"), &pod("p", Some("plain"), json!({})))
+        .await?;
+    eventually("the pod runs on the plain-HTTP node", || async {
+        let p = tc.client.get(&PODS, Some("default"), "p").await.ok()?;
+        (p["status"]["phase"] == "Running").then_some(())
+    })
+    .await?;
+    agent.stop().await?;
     tc.stop().await
 }

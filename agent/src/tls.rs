@@ -78,7 +78,10 @@ impl NodeTls {
         let config = client_config(
             Some(self.ca_pem.as_bytes()),
             Some((self.cert_pem.as_bytes(), self.key_pem.as_bytes())),
-            ServerCheck::Named(peer.to_string()),
+            ServerCheck::Node {
+                name: peer.to_string(),
+                fingerprint: None,
+            },
         )?;
         let connector = TlsConnector::from(Arc::new(config));
         let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());

@@ -221,6 +221,9 @@ impl Client {
         })?;
         builder = builder.use_preconfigured_tls(tls);
         if let Some(token) = creds.token.as_ref().filter(|t| !t.is_empty()) {
+            if base.starts_with("http://") {
+                tracing::warn!(server = %base, "sending a bearer token over plain HTTP: anyone on the way can read it");
+            }
             let mut value = reqwest::header::HeaderValue::from_str(&format!("Bearer {token}"))
                 .map_err(|_| ClientError::BadUrl {
                     url: base.clone(),

@@ -182,13 +182,17 @@ pub struct AgentArgs {
     #[arg(long, value_name = "URI")]
     pub docker: Option<String>,
 
-    /// Where the agent serves logs to the controller.
-    #[arg(long, default_value = "127.0.0.1:0", value_name = "ADDR")]
-    pub listen: SocketAddr,
+    /// Where the agent serves its endpoints (logs for the controller, the
+    /// Service tunnel for other nodes; mutual TLS with the node's credential);
+    /// default 0.0.0.0 on any free port (published on the Node), or 127.0.0.1
+    /// against a controller serving plain HTTP.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
 
-    /// The address published as the node's InternalIP (how the controller reaches
-    /// this agent).
-    #[arg(long, default_value = "127.0.0.1", value_name = "IP")]
+    /// The address published as the node's InternalIP (how the controller and
+    /// other nodes reach this agent); `auto`: the one this host reaches the
+    /// controller from.
+    #[arg(long, default_value = "auto", value_name = "IP")]
     pub address: String,
 
     /// Seconds between heartbeats (Lease renewals).
@@ -321,9 +325,10 @@ pub struct LogsArgs {
 
 #[derive(Debug, Args)]
 pub struct ControllerArgs {
-    /// Address to serve the API on (HTTPS; every request authenticated).
-    #[arg(long, default_value = "0.0.0.0:6443", value_name = "ADDR")]
-    pub listen: SocketAddr,
+    /// Address to serve the API on (HTTPS, every request authenticated); default
+    /// 0.0.0.0:6443, or 127.0.0.1:6443 with --insecure-http.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
 
     /// Where the store keeps its data (default: $XDG_DATA_HOME/tugboat or
     /// ~/.local/share/tugboat).

@@ -107,6 +107,16 @@ pub fn explain_unreachable(err: anyhow::Error, server: Option<&Server>) -> anyho
     let how = server
         .map(|s| format!(" ({})", s.source))
         .unwrap_or_default();
+    if cause.contains("certificate") || cause.contains("InvalidCertificate") {
+        return anyhow::anyhow!(
+            "cannot trust the API server at {url}{how}: {cause}. Its certificate is not from the cluster CA the kubeconfig names (another cluster?), or not valid for that address (add it with `tug controller --tls-san`)"
+        );
+    }
+    if url.starts_with("https://") && cause.contains("InvalidContentType") {
+        return anyhow::anyhow!(
+            "the server at {url}{how} does not speak TLS: {cause}. Was it started with --insecure-http? Then use http://"
+        );
+    }
     anyhow::anyhow!(
         "cannot reach the Tugboat API server at {url}{how}: {cause}. Start one with `tug up` or `tug controller`, or point tug at a running one with --server URL"
     )

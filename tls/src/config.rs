@@ -115,6 +115,16 @@ pub enum ServerCheck {
     /// Not checked at all. Only for fetching a CA whose hash is then compared
     /// with the one a join token carries, and for `insecure-skip-tls-verify`.
     Nothing,
+    /// Node `name`'s own certificate, wherever it was reached: valid for
+    /// `NAME.node.tugboat.internal`, user `system:node:NAME` in group
+    /// `system:nodes`, and — when `fingerprint` is given — the very certificate
+    /// the controller last issued to it (a revoked or replaced one is refused).
+    /// So a Node address pointing elsewhere makes the controller (or a peer)
+    /// talk to no one else.
+    Node {
+        name: String,
+        fingerprint: Option<String>,
+    },
 }
 
 /// A TLS client configuration trusting `ca_pem` (the system's roots when
@@ -183,7 +193,94 @@ pub fn server_verifier(
             Arc::new(NamedPeer { inner, name })
         }
         ServerCheck::Nothing => Arc::new(Unchecked(provider())),
+        ServerCheck::Node { name, fingerprint } => {
+            let inner = webpki(roots()?)?;
+            let dns = crate::identity::node_dns_name(&name);
+            let server_name = ServerName::try_from(dns.clone()).map_err(|_| TlsError::Config {
+                what: what.into(),
+                message: format!("{dns:?} is not a DNS name"),
+            })?;
+            Arc::new(NodePeer {
+                named: NamedPeer {
+                    inner,
+                    name: server_name,
+                },
+                node: name,
+                fingerprint,
+            })
+        }
     })
+}
+
+/// A node's certificate, checked as [`ServerCheck::Node`] says.
+#[derive(Debug)]
+struct NodePeer {
+    named: NamedPeer,
+    node: String,
+    fingerprint: Option<String>,
+}
+
+impl ServerCertVerifier for NodePeer {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let verified = self.named.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        let bad = |why: String| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
+                Arc::new(TlsError::Parse(why)),
+            )))
+        };
+        let id =
+            crate::identity::CertIdentity::from_der(end_entity).map_err(|e| bad(e.to_string()))?;
+        if id.node() != Some(self.node.as_str()) {
+            return Err(bad(format!(
+                "the certificate is {:?}'s, not node {}'s",
+                id.user, self.node
+            )));
+        }
+        if let Some(fp) = &self.fingerprint
+            && *fp != id.fingerprint
+        {
+            return Err(bad(format!(
+                "node {}'s certificate is not the one the controller last issued to it (revoked or replaced)",
+                self.node
+            )));
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.named.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.named.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.named.supported_verify_schemes()
+    }
 }
 
 /// The system's trusted roots (for servers with publicly trusted certificates,
@@ -300,7 +397,7 @@ mod tests {
         ca.issue(&Leaf {
             common_name: format!("system:node:{node}"),
             groups: vec!["system:nodes".into()],
-            dns_names: vec![node.to_string()],
+            dns_names: vec![crate::identity::node_dns_name(node)],
             server: true,
             client: true,
             ..Default::default()
@@ -326,17 +423,38 @@ mod tests {
     }
 
     #[test]
-    fn a_named_peer_must_hold_that_names_certificate_wherever_it_is_reached() {
+    fn a_node_peer_must_hold_that_nodes_certificate_wherever_it_is_reached() {
         let ca = Authority::generate("ca").unwrap();
         let n1 = node_cert(&ca, "n1");
         let n2 = node_cert(&ca, "n2");
-        let config = server_verifier(
-            Some(ca.cert_pem().as_bytes()),
-            ServerCheck::Named("n1".into()),
-        )
-        .unwrap();
-        check(&config, &n1.cert_pem, "10.0.0.9").unwrap();
-        assert!(check(&config, &n2.cert_pem, "10.0.0.9").is_err());
+        let node1 = |fingerprint: Option<String>| {
+            server_verifier(
+                Some(ca.cert_pem().as_bytes()),
+                ServerCheck::Node {
+                    name: "n1".into(),
+                    fingerprint,
+                },
+            )
+            .unwrap()
+        };
+        check(&node1(None), &n1.cert_pem, "10.0.0.9").unwrap();
+        assert!(check(&node1(None), &n2.cert_pem, "10.0.0.9").is_err());
+        // A certificate naming n1's DNS name but not issued to node n1.
+        let impostor = ca
+            .issue(&Leaf {
+                common_name: "tugboat-apiserver".into(),
+                dns_names: vec![crate::identity::node_dns_name("n1")],
+                server: true,
+                ..Default::default()
+            })
+            .unwrap();
+        assert!(check(&node1(None), &impostor.cert_pem, "10.0.0.9").is_err());
+        // Pinned: only the certificate last issued to n1.
+        let der = cert_chain(n1.cert_pem.as_bytes(), "n1").unwrap().remove(0);
+        let fp = crate::sha256_hex(&der);
+        check(&node1(Some(fp.clone())), &n1.cert_pem, "10.0.0.9").unwrap();
+        let n1_again = node_cert(&ca, "n1");
+        assert!(check(&node1(Some(fp)), &n1_again.cert_pem, "10.0.0.9").is_err());
     }
 
     #[test]
@@ -345,7 +463,10 @@ mod tests {
         let other = Authority::generate("other").unwrap();
         let config = server_verifier(
             Some(ca.cert_pem().as_bytes()),
-            ServerCheck::Named("n1".into()),
+            ServerCheck::Node {
+                name: "n1".into(),
+                fingerprint: None,
+            },
         )
         .unwrap();
         assert!(check(&config, &node_cert(&other, "n1").cert_pem, "n1").is_err());

@@ -17,6 +17,20 @@ pub const CONTROLLER_USER: &str = "system:tugboat-controller";
 /// The group of the controller's client certificate.
 pub const GROUP_CONTROLLERS: &str = "tugboat:controllers";
 
+/// The domain under which node certificates name their nodes. No client of
+/// the API connects to a name under it, so a node certificate can never pass
+/// for the API server's (or any real host's); and a node named like a host or
+/// an IP address still gets a name that can be checked.
+pub const NODE_DOMAIN: &str = "node.tugboat.internal";
+
+/// The DNS name in node `name`'s certificate: `NAME.node.tugboat.internal`.
+pub fn node_dns_name(name: &str) -> String {
+    format!("{name}.{NODE_DOMAIN}")
+}
+
+/// The longest node name that fits a DNS name with [`NODE_DOMAIN`] after it.
+pub const MAX_NODE_NAME: usize = 253 - NODE_DOMAIN.len() - 1;
+
 /// The user name of node `name`'s credential.
 pub fn node_user(name: &str) -> String {
     format!("{NODE_USER_PREFIX}{name}")

@@ -276,6 +276,34 @@ impl Kubeconfig {
         self.kind.get_or_insert_with(|| "Config".into());
     }
 
+    /// Removes context `name` with the cluster and user it names (when no other
+    /// context uses them); unsets the current context if it was `name`. Whether
+    /// anything was removed.
+    pub fn remove_context(&mut self, name: &str) -> bool {
+        let Some(pos) = self.contexts.iter().position(|c| c.name == name) else {
+            return false;
+        };
+        let ctx = self.contexts.remove(pos);
+        if !self
+            .contexts
+            .iter()
+            .any(|c| c.context.cluster == ctx.context.cluster)
+        {
+            self.clusters.retain(|c| c.name != ctx.context.cluster);
+        }
+        if !self
+            .contexts
+            .iter()
+            .any(|c| c.context.user == ctx.context.user)
+        {
+            self.users.retain(|u| u.name != ctx.context.user);
+        }
+        if self.current_context.as_deref() == Some(name) {
+            self.current_context = None;
+        }
+        true
+    }
+
     /// A kubeconfig with one cluster, user and context, all named `name`
     /// (the user `name-admin`…: `user_name`), embedding the CA and credential.
     pub fn single(
@@ -429,10 +457,12 @@ impl Kubeconfig {
         let token = match (&user.token, &user.token_file) {
             (Some(t), _) if !t.is_empty() => Some(t.clone()),
             (_, Some(f)) if !f.is_empty() => Some(
-                std::fs::read_to_string(f)
-                    .map_err(|e| err(here, format!("tokenFile {f}: {e}")))?
-                    .trim()
-                    .to_string(),
+                String::from_utf8_lossy(
+                    &read_bounded(Path::new(f))
+                        .map_err(|e| err(here, format!("tokenFile {f}: {e}")))?,
+                )
+                .trim()
+                .to_string(),
             ),
             _ => None,
         };
@@ -464,10 +494,26 @@ fn data_or_file(
         return Ok(Some(bytes));
     }
     if let Some(f) = file.filter(|f| !f.is_empty()) {
-        let bytes = std::fs::read(f).map_err(|e| err(origin, format!("{what} {f}: {e}")))?;
+        let bytes =
+            read_bounded(Path::new(f)).map_err(|e| err(origin, format!("{what} {f}: {e}")))?;
         return Ok(Some(bytes));
     }
     Ok(None)
+}
+
+/// A file a kubeconfig names (a CA, a key, a token), at most [`MAX_BYTES`].
+fn read_bounded(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read as _;
+    let mut out = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_BYTES + 1)
+        .read_to_end(&mut out)?;
+    if out.len() as u64 > MAX_BYTES {
+        return Err(std::io::Error::other(format!(
+            "larger than {MAX_BYTES} bytes"
+        )));
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -539,6 +585,13 @@ preferences: {}
         let mut again = back.clone();
         again.merge_over(&ours, true);
         assert_eq!(again.contexts.len(), 2);
+        // Removing it leaves theirs as it was, but for the current context.
+        assert!(again.remove_context("tugboat"));
+        assert_eq!(again.contexts.len(), 1);
+        assert!(again.clusters.iter().all(|c| c.name != "tugboat"));
+        assert!(again.users.iter().all(|u| u.name != "tugboat-admin"));
+        assert_eq!(again.current_context, None);
+        assert!(!again.remove_context("tugboat"));
     }
 
     #[test]

@@ -240,7 +240,7 @@ fn node_tls(ca: &tugboat_tls::ca::Authority, node: &str) -> Arc<crate::tls::Node
         .issue(&tugboat_tls::ca::Leaf {
             common_name: format!("system:node:{node}"),
             groups: vec!["system:nodes".into()],
-            dns_names: vec![node.to_string()],
+            dns_names: vec![tugboat_tls::identity::node_dns_name(node)],
             server: true,
             client: true,
             ..Default::default()

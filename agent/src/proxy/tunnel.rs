@@ -84,8 +84,10 @@ pub async fn connect(
                 let connector = tls
                     .connector(peer)
                     .map_err(|e| TunnelError::Tls(via, e.to_string()))?;
-                let name = rustls_pki_types::ServerName::try_from(peer.to_string())
-                    .map_err(|e| TunnelError::Tls(via, e.to_string()))?;
+                let name = rustls_pki_types::ServerName::try_from(
+                    tugboat_tls::identity::node_dns_name(peer),
+                )
+                .map_err(|e| TunnelError::Tls(via, e.to_string()))?;
                 Box::new(
                     connector
                         .connect(name, tcp)

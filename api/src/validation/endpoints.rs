@@ -49,14 +49,14 @@ pub fn endpoint_slice(s: &EndpointSlice) -> Errors {
         }
         for (j, a) in e.addresses.iter().enumerate() {
             let problem = match kind {
-                "IPv4" => a
-                    .parse::<Ipv4Addr>()
-                    .is_err()
-                    .then(|| "must be a valid IPv4 address".to_string()),
-                "IPv6" => a
-                    .parse::<Ipv6Addr>()
-                    .is_err()
-                    .then(|| "must be a valid IPv6 address".to_string()),
+                "IPv4" => match a.parse::<Ipv4Addr>() {
+                    Err(_) => Some("must be a valid IPv4 address".to_string()),
+                    Ok(ip) => special_ip(ip.into()).map(str::to_string),
+                },
+                "IPv6" => match a.parse::<Ipv6Addr>() {
+                    Err(_) => Some("must be a valid IPv6 address".to_string()),
+                    Ok(ip) => special_ip(ip.into()).map(str::to_string),
+                },
                 "FQDN" => dns1123_subdomain(a),
                 _ => None,
             };
@@ -110,12 +110,21 @@ pub fn endpoints(e: &Endpoints) -> Errors {
             ("notReadyAddresses", &subset.not_ready_addresses),
         ] {
             for (j, a) in list.iter().flatten().enumerate() {
-                if a.ip.parse::<IpAddr>().is_err() {
-                    errs.push(FieldError::invalid(
+                match a.ip.parse::<IpAddr>() {
+                    Err(_) => errs.push(FieldError::invalid(
                         format!("{path}.{field}[{j}].ip"),
                         format!("\"{}\"", a.ip),
                         "must be a valid IP address, (e.g. 10.9.8.7 or 2001:db8::ffff)",
-                    ));
+                    )),
+                    Ok(ip) => {
+                        if let Some(why) = special_ip(ip) {
+                            errs.push(FieldError::invalid(
+                                format!("{path}.{field}[{j}].ip"),
+                                format!("\"{}\"", a.ip),
+                                why,
+                            ));
+                        }
+                    }
                 }
             }
         }
@@ -177,6 +186,31 @@ fn too_many(field: &str, n: usize, max: usize) -> FieldError {
         reason: "FieldValueTooMany",
         field: field.to_string(),
         message: format!("Too many: {n}: must have at most {max} items"),
+    }
+}
+
+/// Why an endpoint may not be at `ip` (Kubernetes' `ValidateEndpointIP`): a
+/// Service's traffic must not be sent to the node itself or its link-local
+/// neighbours (a cloud's metadata service, say) by whoever can write endpoints.
+pub fn special_ip(ip: IpAddr) -> Option<&'static str> {
+    let link_local_multicast = match ip {
+        IpAddr::V4(v4) => v4.octets()[..3] == [224, 0, 0],
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xff0f) == 0xff02,
+    };
+    let link_local = match ip {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    };
+    if ip.is_unspecified() {
+        Some("may not be unspecified (0.0.0.0)")
+    } else if ip.is_loopback() {
+        Some("may not be in the loopback range (127.0.0.0/8, ::1/128)")
+    } else if link_local {
+        Some("may not be in the link-local range (169.254.0.0/16, fe80::/10)")
+    } else if link_local_multicast {
+        Some("may not be in the link-local multicast range (224.0.0.0/24, ff02::/10)")
+    } else {
+        None
     }
 }
 
@@ -246,5 +280,22 @@ mod tests {
                 "subsets[0].ports[1].port"
             ]
         );
+    }
+
+    #[test]
+    fn endpoints_may_not_be_the_node_itself_or_its_link_local_neighbours() {
+        for ip in [
+            "127.0.0.1",
+            "::1",
+            "169.254.169.254",
+            "fe80::1",
+            "0.0.0.0",
+            "224.0.0.5",
+        ] {
+            assert!(super::special_ip(ip.parse().unwrap()).is_some(), "{ip}");
+        }
+        for ip in ["10.1.2.3", "172.17.0.2", "192.168.1.1", "2001:db8::1"] {
+            assert!(super::special_ip(ip.parse().unwrap()).is_none(), "{ip}");
+        }
     }
 }

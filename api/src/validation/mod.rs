@@ -16,7 +16,7 @@ mod pod;
 mod service;
 mod workloads;
 
-pub use self::endpoints::{endpoint_slice, endpoints};
+pub use self::endpoints::{endpoint_slice, endpoints, special_ip};
 pub use self::meta::{NameRule, object_meta};
 pub use self::names::{
     dns1035_label, dns1123_label, dns1123_subdomain, env_var_name, label_value_problem, port_name,

@@ -85,8 +85,15 @@ pub async fn run(args: AgentArgs, ctx: &mut Context<'_>) -> anyhow::Result<()> {
     )
     .await?;
     let mut config = tugboat_agent::Config::new(&server, &args.node);
+    config.listen = match args.listen {
+        Some(l) => l,
+        None if credential.is_some() => std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+        None => std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+    };
+    if credential.is_none() && !config.listen.ip().is_loopback() {
+        tracing::warn!(addr = %config.listen, "the agent serves plain HTTP without authentication (the controller runs with --insecure-http) on a non-loopback address");
+    }
     config.credential = credential;
-    config.listen = args.listen;
     config.address = args.address;
     config.heartbeat = seconds("heartbeat", args.heartbeat)?;
     config.backoff_initial = seconds("backoff-initial", args.backoff_initial)?;

@@ -13,7 +13,16 @@ use crate::context::Context;
 pub async fn run(args: ControllerArgs, ctx: &mut Context<'_>) -> anyhow::Result<()> {
     let data_dir = data_dir(args.data_dir, ctx)?;
     let security = security(&args.security);
-    let (listener, _url) = bind_and_record(args.listen, &security, &data_dir, ctx).await?;
+    let insecure = security == tugboat_controller::Security::InsecureHttp;
+    let listen = match args.listen {
+        Some(l) if insecure && !l.ip().is_loopback() => anyhow::bail!(
+            "--insecure-http serves without authentication, so it listens on loopback only (got --listen {l}); drop --insecure-http to serve HTTPS on the network"
+        ),
+        Some(l) => l,
+        None if insecure => std::net::SocketAddr::from(([127, 0, 0, 1], 6443)),
+        None => std::net::SocketAddr::from(([0, 0, 0, 0], 6443)),
+    };
+    let (listener, _url) = bind_and_record(listen, &security, &data_dir, ctx).await?;
     tracing::info!(data_dir = %data_dir.display(), "controller data directory");
     let mut config = controller_config(data_dir, &args.tuning)?;
     config.security = security;
@@ -97,9 +106,8 @@ pub async fn bind_and_record(
         .context("cannot read the address the controller listens on")?;
     let insecure = *security == tugboat_controller::Security::InsecureHttp;
     if insecure && !addr.ip().is_loopback() {
-        tracing::warn!(
-            %addr,
-            "listening on a non-loopback address with --insecure-http: anyone who can reach it can do anything"
+        anyhow::bail!(
+            "--insecure-http serves without authentication, so it listens on loopback only (got {addr})"
         );
     }
     // Clients connect to loopback when the controller listens on every interface.

@@ -31,6 +31,7 @@ pub async fn run(args: DownArgs, ctx: &mut Context<'_>) -> anyhow::Result<()> {
     }
     if !args.keep_data {
         let dir = data_dir(args.data_dir, ctx)?;
+        forget_context(&dir, ctx);
         if dir.exists() {
             std::fs::remove_dir_all(&dir)
                 .with_context(|| format!("cannot remove {}", dir.display()))?;
@@ -39,4 +40,38 @@ pub async fn run(args: DownArgs, ctx: &mut Context<'_>) -> anyhow::Result<()> {
     }
     writeln!(ctx.out, "{} container(s) removed", ours.len())?;
     Ok(())
+}
+
+/// Removes context `tugboat` from the kubeconfig `tug up` merged it into, if it
+/// is this cluster's (its CA is the one in `data_dir`), as `kind delete
+/// cluster` does: a kubeconfig pointing at a cluster that is gone only misleads.
+fn forget_context(data_dir: &std::path::Path, ctx: &mut Context<'_>) {
+    use tugboat_tls::kubeconfig::Kubeconfig;
+    let Ok(ca) = std::fs::read(data_dir.join("tls").join("ca.crt")) else {
+        return;
+    };
+    let Ok(target) = crate::commands::kubeconfig::merge_target(ctx) else {
+        return;
+    };
+    let context = tugboat_controller::pki::KUBECONFIG_CONTEXT;
+    let Ok(Some(mut config)) = Kubeconfig::read(&target) else {
+        return;
+    };
+    let ours = config
+        .resolve(Some(context), &target.display().to_string())
+        .is_ok_and(|r| r.ca_pem.as_deref() == Some(ca.as_slice()));
+    if ours && config.remove_context(context) {
+        match config.write(&target) {
+            Ok(()) => {
+                let _ = writeln!(
+                    ctx.out,
+                    "context {context} removed from {}",
+                    target.display()
+                );
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot remove context {context} from {}", target.display())
+            }
+        }
+    }
 }

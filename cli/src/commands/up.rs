@@ -214,22 +214,33 @@ async fn join_agents(
         None
     };
     let mut out = Vec::new();
+    let mut failed = None;
     for (node, dir) in nodes.iter().zip(&dirs) {
-        let (_, tls) = crate::commands::agent::credential(
+        match crate::commands::agent::credential(
             Some(url),
             token.as_ref().map(|(_, t)| t.as_str()),
             node,
             dir,
         )
-        .await?;
-        out.push(tls);
+        .await
+        {
+            Ok((_, tls)) => out.push(tls),
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
     }
+    // The token served its purpose (or failed it): it must not linger.
     if let Some((id, _)) = token {
         let _ = client
             .delete_path(&format!("/v1-tugboat/tokens/{id}"))
             .await;
     }
-    Ok(out)
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(out),
+    }
 }
 
 async fn runtime_has(runtime: &DockerRuntime, image: &str) -> bool {

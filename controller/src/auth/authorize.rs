@@ -136,6 +136,7 @@ fn node_rules(node: &str, a: &Attributes<'_>) -> Decision {
         };
     }
     if info == &EVENTS {
+        // Get too: the agent's recorder reads an event to count a repeat.
         return match a.verb {
             Verb::Get | Verb::Create | Verb::Update | Verb::Patch => Decision::Allow,
             _ => Decision::Deny(None),
@@ -155,9 +156,19 @@ fn token_rules(namespace: &str, role: Role, a: &Attributes<'_>) -> Decision {
         )));
     }
     match role {
-        Role::Edit => Decision::Allow,
         Role::View if a.verb.reads() => Decision::Allow,
         Role::View => Decision::Deny(Some("the token's role view only reads".into())),
+        // Kubernetes' `edit` writes neither status (what the system reports)
+        // nor Endpoints and EndpointSlices (since 1.22: writing them lets one
+        // point a Service, and so every node's proxy, anywhere).
+        Role::Edit if a.verb.reads() => Decision::Allow,
+        Role::Edit if a.subresource == Some("status") => Decision::Deny(Some(
+            "the token's role edit does not write status".into(),
+        )),
+        Role::Edit if a.info == &ENDPOINTS || a.info == &ENDPOINTSLICES => Decision::Deny(Some(
+            "the token's role edit does not write Endpoints or EndpointSlices (they follow the Services' selectors)".into(),
+        )),
+        Role::Edit => Decision::Allow,
     }
 }
 
@@ -331,6 +342,16 @@ mod tests {
         let create = attrs(Verb::Create, &DEPLOYMENTS, Some("team"), None, None);
         assert!(matches!(authorize(&view, &create), Decision::Deny(_)));
         assert_eq!(authorize(&edit, &create), Decision::Allow);
+        for denied in [
+            attrs(Verb::Create, &ENDPOINTSLICES, Some("team"), None, None),
+            attrs(Verb::Patch, &ENDPOINTS, Some("team"), Some("web"), None),
+            attrs(Verb::Patch, &PODS, Some("team"), Some("p"), Some("status")),
+        ] {
+            assert!(
+                matches!(authorize(&edit, &denied), Decision::Deny(_)),
+                "{denied:?}"
+            );
+        }
         assert_eq!(
             authorize(&view, &attrs(Verb::List, &PODS, Some("team"), None, None)),
             Decision::Allow

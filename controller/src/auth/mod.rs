@@ -167,10 +167,7 @@ impl Auth {
         };
         let token = Token::parse(raw).map_err(|_| refused())?;
         let record = self.registry.token(&token.id).await?.ok_or_else(refused)?;
-        if record.kind != TokenKind::Api
-            || record.secret_hash != token.secret_hash()
-            || record.expired()
-        {
+        if record.kind != TokenKind::Api || !record.matches(&token) || record.expired() {
             return Err(refused());
         }
         let (Some(namespace), Some(role)) = (record.namespace, record.role) else {

@@ -93,11 +93,26 @@ pub struct TokenRecord {
 }
 
 impl TokenRecord {
+    /// Past its expiry; one whose expiry cannot be read counts as expired.
     pub fn expired(&self) -> bool {
-        self.expires
-            .as_deref()
-            .and_then(|e| e.parse::<jiff::Timestamp>().ok())
-            .is_some_and(|e| e <= jiff::Timestamp::now())
+        match self.expires.as_deref() {
+            None => false,
+            Some(e) => e
+                .parse::<jiff::Timestamp>()
+                .map_or(true, |e| e <= jiff::Timestamp::now()),
+        }
+    }
+
+    /// Whether `secret` is this token's, compared in constant time.
+    pub fn matches(&self, token: &tugboat_tls::token::Token) -> bool {
+        use subtle::ConstantTimeEq as _;
+        token.id == self.id
+            && bool::from(
+                token
+                    .secret_hash()
+                    .as_bytes()
+                    .ct_eq(self.secret_hash.as_bytes()),
+            )
     }
 }
 

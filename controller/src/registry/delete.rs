@@ -25,8 +25,21 @@ impl Registry {
         let key = Self::key(info, ns, name);
         let kind = strategy::of(info);
         kind.validate_delete(name)?;
+        // Deleting a Node revokes its credential first, and fails if it cannot:
+        // a finalizer on the Node, or a crash between the two, must not leave a
+        // credential whose Node is gone. A credential with no Node at all
+        // (joined, never registered) is revoked this way too.
+        let is_node = info == &resource::NODES && !opts.dry_run;
+        let mut revoked = false;
         for _ in 0..CONFLICT_RETRIES {
             let Some(current) = self.store.get(&key).await.map_err(store_error)? else {
+                if is_node && self.revoke_node_credential(name).await? {
+                    return Ok(json!({
+                        "kind": "Status", "apiVersion": "v1", "status": "Success",
+                        "message": format!("node {name} has no Node object; its credential is revoked"),
+                        "details": {"name": name, "kind": "nodes"},
+                    }));
+                }
                 return Err(ApiError::not_found(&info.store_name(), name));
             };
             let obj = &*current.object;
@@ -46,6 +59,10 @@ impl Registry {
                 && meta::resource_version(obj) != Some(rv.as_str())
             {
                 return Err(conflict(info, name));
+            }
+            if is_node && !revoked {
+                self.revoke_node_credential(name).await?;
+                revoked = true;
             }
             if opts.propagation == Propagation::Orphan && !opts.dry_run {
                 self.orphan_dependents(obj).await?;

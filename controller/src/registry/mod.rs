@@ -627,9 +627,16 @@ fn pod_security(
         "Deployment" | "ReplicaSet" => admitted.object.pointer("/spec/template/spec"),
         _ => return Ok(()),
     };
-    let Some(spec) = spec.and_then(|s| serde_json::from_value(s.clone()).ok()) else {
+    let Some(spec) = spec else {
         return Ok(());
     };
+    // Admission decoded it just now; if it cannot be read, refuse rather than
+    // admit unchecked.
+    let spec = serde_json::from_value(spec.clone()).map_err(|e| {
+        ApiError::internal(format!(
+            "cannot check the pod spec against Pod Security: {e}"
+        ))
+    })?;
     let labels = namespace
         .pointer("/metadata/labels")
         .and_then(|l| serde_json::from_value(l.clone()).ok());

@@ -1,8 +1,9 @@
 //! HTTP clients for talking to agents (the logs proxy, and exec and
 //! port-forward when they come). Each node gets its own client whose TLS check
-//! accepts only a certificate from the cluster CA naming that node, and which
-//! presents the controller's own client certificate: whatever a Node's status
-//! says its address is, the controller talks only to that node's agent.
+//! accepts only the certificate the controller last issued to that node (so a
+//! revoked one is refused too), and which presents the controller's own client
+//! certificate: whatever a Node's status says its address is, the controller
+//! talks only to that node's agent.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -21,7 +22,8 @@ pub enum AgentClients {
     Tls {
         ca_pem: String,
         controller: Issued,
-        cache: Mutex<HashMap<String, reqwest::Client>>,
+        /// By node and the fingerprint of its credential.
+        cache: Mutex<HashMap<(String, String), reqwest::Client>>,
     },
 }
 
@@ -65,8 +67,13 @@ impl AgentClients {
         }
     }
 
-    /// The client for node `node`'s agent.
-    pub fn for_node(&self, node: &str) -> Result<reqwest::Client, ApiError> {
+    /// The client for node `node`'s agent, whose credential has `fingerprint`
+    /// (`None`: the node has none, and nothing will be accepted as it).
+    pub fn for_node(
+        &self,
+        node: &str,
+        fingerprint: Option<&str>,
+    ) -> Result<reqwest::Client, ApiError> {
         let (ca_pem, controller, cache) = match self {
             AgentClients::Plain(c) => return Ok(c.clone()),
             AgentClients::Tls {
@@ -75,7 +82,17 @@ impl AgentClients {
                 cache,
             } => (ca_pem, controller, cache),
         };
-        if let Some(c) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(node) {
+        let Some(fingerprint) = fingerprint else {
+            return Err(ApiError::new(
+                503,
+                "ServiceUnavailable",
+                format!(
+                    "node {node} has no credential (it never joined, or was deleted): its agent cannot be trusted"
+                ),
+            ));
+        };
+        let key = (node.to_string(), fingerprint.to_string());
+        if let Some(c) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
             return Ok(c.clone());
         }
         let tls = client_config(
@@ -84,7 +101,10 @@ impl AgentClients {
                 controller.cert_pem.as_bytes(),
                 controller.key_pem.as_bytes(),
             )),
-            ServerCheck::Named(node.to_string()),
+            ServerCheck::Node {
+                name: node.to_string(),
+                fingerprint: Some(fingerprint.to_string()),
+            },
         )
         .map_err(|e| ApiError::internal(format!("TLS for the agent of node {node}: {e}")))?;
         let client = builder()
@@ -95,7 +115,7 @@ impl AgentClients {
         if cache.len() >= MAX_CACHED {
             cache.clear();
         }
-        cache.insert(node.to_string(), client.clone());
+        cache.insert(key, client.clone());
         Ok(client)
     }
 }

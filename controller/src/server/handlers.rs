@@ -20,8 +20,8 @@ use super::request::{
     content_type, delete_options, not_allowed, parse_body, read_body, write_options,
 };
 use super::{ApiResponse, AppState, discovery, json_response, logs, scale};
-use crate::auth::User;
 use crate::auth::authorize::{self, Attributes, Condition, Decision, Verb};
+use crate::auth::{Kind, User};
 use crate::patch::Patch;
 use crate::registry::{ListOptions, Subresource};
 
@@ -38,8 +38,7 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, request: Request) -> R
         let result = async {
             let user = user.ok_or_else(|| ApiError::new(401, "Unauthorized", "Unauthorized"))?;
             let query = Query::parse(uri.query())?;
-            let body = read_body(&headers, body).await?;
-            handle(&state, &user, &method, uri.path(), &query, &headers, &body).await
+            handle(&state, &user, &method, uri.path(), &query, &headers, body).await
         }
         .await;
         match result {
@@ -53,6 +52,10 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, request: Request) -> R
     .instrument(span)
     .await
 }
+
+/// The shortest time a watch is kept open before the server ends it (it ends
+/// between this and twice this).
+const MIN_WATCH_SECS: u64 = 1800;
 
 /// The verb a request is, for authorization.
 fn verb_of(method: &Method, target: &Target, query: &Query) -> Result<Option<Verb>, ApiError> {
@@ -77,11 +80,16 @@ fn authorize_target<'a>(
     target: &'a Target,
     query: &Query,
 ) -> Result<Option<(Condition, Attributes<'a>)>, ApiError> {
-    let Some(verb) = verb_of(method, target, query)? else {
+    // Discovery is for every authenticated user.
+    if matches!(target, Target::Group { .. } | Target::GroupVersion { .. }) {
         return Ok(None);
+    }
+    let Some(verb) = verb_of(method, target, query)? else {
+        return Err(ApiError::method_not_allowed(format!(
+            "the server does not allow the method {method} here"
+        )));
     };
     let attrs = match target {
-        // Discovery is for every authenticated user.
         Target::Group { .. } | Target::GroupVersion { .. } => return Ok(None),
         Target::Collection { info, namespace } => Attributes {
             verb,
@@ -111,14 +119,15 @@ fn authorize_target<'a>(
 }
 
 /// Checks a condition that needs the stored object: the pod must be bound to
-/// the node asking. A pod that does not exist is a 404, as for anyone.
+/// the node asking. A pod that does not exist is a 404, as for anyone. Returns
+/// the pod's UID, so that a delete can be made conditional on it.
 async fn check_stored(
     state: &AppState,
     user: &User,
     condition: &Option<(Condition, Attributes<'_>)>,
-) -> Result<(), ApiError> {
+) -> Result<Option<String>, ApiError> {
     let Some((Condition::PodBoundTo(node), attrs)) = condition else {
-        return Ok(());
+        return Ok(None);
     };
     let name = attrs.name.unwrap_or("");
     let pod = state
@@ -127,7 +136,7 @@ async fn check_stored(
         .await?;
     let bound = pod.pointer("/spec/nodeName").and_then(Value::as_str);
     if bound == Some(node.as_str()) {
-        return Ok(());
+        return Ok(meta::uid(&pod).map(str::to_string));
     }
     Err(authorize::forbidden(
         user,
@@ -180,6 +189,119 @@ fn check_created(
     ))
 }
 
+type Guard = Box<dyn Fn(&Value, &Value) -> Result<(), ApiError> + Send + Sync>;
+
+/// What `user` may not change in a write of `info`/`name`, whatever the
+/// authorizer allowed: where a node's agent is (anyone but that node), what a
+/// node may not change about its own Node (NodeRestriction), and — for a node
+/// writing a pod's status — that the pod is still bound to it. None without
+/// authentication (`--insecure-http`).
+fn write_guard(
+    user: &User,
+    info: &'static ResourceInfo,
+    name: &str,
+    condition: &Option<(Condition, Attributes<'_>)>,
+    insecure: bool,
+) -> Option<Guard> {
+    if insecure {
+        return None;
+    }
+    if info == &NODES {
+        let address = node_address_guard(user, name);
+        let own = matches!(&user.kind, Kind::Node(n) if n == name);
+        let restrict = node_self_guard(name, true);
+        return Some(Box::new(move |old: &Value, new: &Value| {
+            address(old, new)?;
+            if own {
+                restrict(old, new)?;
+            }
+            Ok(())
+        }));
+    }
+    if let Some((Condition::PodBoundTo(node), _)) = condition {
+        let node = node.clone();
+        return Some(Box::new(move |old: &Value, _new: &Value| {
+            match old.pointer("/spec/nodeName").and_then(Value::as_str) {
+                Some(n) if n == node => Ok(()),
+                _ => Err(ApiError::forbidden(format!(
+                    "no relationship found between node '{node}' and this object"
+                ))),
+            }
+        }));
+    }
+    None
+}
+
+/// The labels a node may set on itself (NodeRestriction's allowed set under
+/// the `kubernetes.io` and `k8s.io` prefixes); others under those prefixes, and
+/// all of `node-restriction.kubernetes.io/`, are an admin's to set.
+fn node_may_set_label(key: &str) -> bool {
+    const ALLOWED: [&str; 8] = [
+        "kubernetes.io/hostname",
+        "kubernetes.io/os",
+        "kubernetes.io/arch",
+        "beta.kubernetes.io/os",
+        "beta.kubernetes.io/arch",
+        "topology.kubernetes.io/region",
+        "topology.kubernetes.io/zone",
+        "node.kubernetes.io/instance-type",
+    ];
+    let (prefix, _) = key.split_once('/').unwrap_or(("", key));
+    let restricted = prefix == "kubernetes.io"
+        || prefix == "k8s.io"
+        || prefix.ends_with(".kubernetes.io")
+        || prefix.ends_with(".k8s.io");
+    !restricted || ALLOWED.contains(&key)
+}
+
+/// What a node may not change about its own Node (Kubernetes' NodeRestriction):
+/// its spec (taints, unschedulable: a cordon or drain is an admin's), its
+/// finalizers and owners (which would keep it from being deleted, and its
+/// credential from being revoked), and restricted labels.
+fn node_self_guard(
+    name: &str,
+    update: bool,
+) -> impl Fn(&Value, &Value) -> Result<(), ApiError> + Send + Sync + use<> {
+    let name = name.to_string();
+    move |old: &Value, new: &Value| {
+        let refuse = |what: String| {
+            Err(ApiError::forbidden(format!(
+                "nodes {name:?} is forbidden: node {name:?} may not change {what} of its own Node"
+            )))
+        };
+        let empty =
+            |v: Option<&Value>| v.is_none_or(|v| v.is_null() || v == &json!({}) || v == &json!([]));
+        let differ = |path: &str| {
+            let (a, b) = (old.pointer(path), new.pointer(path));
+            a != b && !(empty(a) && empty(b))
+        };
+        if update && differ("/spec") {
+            return refuse("spec (taints, unschedulable)".into());
+        }
+        for (path, what) in [
+            ("/metadata/finalizers", "metadata.finalizers"),
+            ("/metadata/ownerReferences", "metadata.ownerReferences"),
+        ] {
+            if differ(path) {
+                return refuse(what.into());
+            }
+        }
+        let labels = |v: &Value| -> std::collections::BTreeMap<String, Value> {
+            v.pointer("/metadata/labels")
+                .and_then(Value::as_object)
+                .map(|m| m.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default()
+        };
+        let (before, after) = (labels(old), labels(new));
+        for key in before.keys().chain(after.keys()) {
+            if before.get(key) != after.get(key) && !node_may_set_label(key) {
+                return refuse(format!("label {key}"));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Where a node's agent is (its addresses and endpoint port) is set only by
 /// that node: the controller connects there, and only the node knows.
 fn node_address_guard(
@@ -189,7 +311,7 @@ fn node_address_guard(
     let user = user.clone();
     let name = name.to_string();
     move |old: &Value, new: &Value| {
-        if matches!(&user.kind, crate::auth::Kind::Node(n) if *n == name) {
+        if matches!(&user.kind, Kind::Node(n) if *n == name) {
             return Ok(());
         }
         for field in ["/status/addresses", "/status/daemonEndpoints"] {
@@ -212,13 +334,16 @@ async fn handle(
     path: &str,
     query: &Query,
     headers: &HeaderMap,
-    body: &Bytes,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let target = path::parse(path)?;
     let registry = &state.registry;
     let condition = authorize_target(user, method, &target, query)?;
     check_selector(user, query, &condition)?;
-    check_stored(state, user, &condition).await?;
+    let bound_uid = check_stored(state, user, &condition).await?;
+    // Read only once the caller may make this request at all.
+    let body = &read_body(headers, body).await?;
+    let insecure = matches!(state.auth.mode, crate::auth::Mode::InsecureHttp);
     match &target {
         Target::Group { group } => match discovery::group(group) {
             Some(doc) if method == Method::GET => Ok(json_response(StatusCode::OK, &doc, &[])),
@@ -253,9 +378,12 @@ async fn handle(
                     let opts = write_options(query)?;
                     let (obj, mut warnings) = parse_body(info, body, headers, opts)?;
                     check_created(user, &obj, &condition)?;
-                    if info == &NODES {
+                    if info == &NODES && !insecure {
                         let name = meta::name(&obj).unwrap_or("");
                         node_address_guard(user, name)(&json!({}), &obj)?;
+                        if matches!(&user.kind, Kind::Node(n) if n == name) {
+                            node_self_guard(name, false)(&json!({}), &obj)?;
+                        }
                     }
                     let written = registry.create(info, ns, obj, opts).await?;
                     warnings.extend(written.warnings);
@@ -278,10 +406,8 @@ async fn handle(
             let name = name.as_str();
             let ns = namespace.as_deref();
             let sub = subresource.as_deref();
-            let guard = (info == &NODES).then(|| node_address_guard(user, name));
-            let guard = guard
-                .as_ref()
-                .map(|g| g as &(dyn Fn(&Value, &Value) -> Result<(), ApiError> + Send + Sync));
+            let guard = write_guard(user, info, name, &condition, insecure);
+            let guard = guard.as_deref();
             match (sub, method.clone()) {
                 (None | Some("status"), Method::GET) => {
                     let obj = registry.get(info, ns, name).await?;
@@ -316,7 +442,11 @@ async fn handle(
                     ))
                 }
                 (None, Method::DELETE) => {
-                    let opts = delete_options(query, body)?;
+                    let mut opts = delete_options(query, body)?;
+                    // A node releases the very pod it was found bound to.
+                    if let Some(uid) = bound_uid {
+                        opts.precondition_uid.get_or_insert(uid);
+                    }
                     let obj = registry.delete(info, ns, name, &opts).await?;
                     let code = if meta::is_deleting(&obj) {
                         StatusCode::ACCEPTED
@@ -410,7 +540,18 @@ async fn watch(
     let (labels, fields) = query.selectors(info.kind)?;
     let from = query.resource_version()?;
     query.flag("allowWatchBookmarks")?;
-    let timeout = query.count("timeoutSeconds")?.map(Duration::from_secs);
+    // Every watch ends within 30 to 60 minutes (kube-apiserver's
+    // --min-request-timeout, randomised the same way), so clients relist and
+    // re-authenticate: a revoked node or deleted token does not keep a stream.
+    let server_max = Duration::from_secs(
+        MIN_WATCH_SECS + (uuid::Uuid::new_v4().as_u128() % u128::from(MIN_WATCH_SECS)) as u64,
+    );
+    let timeout = Some(
+        query
+            .count("timeoutSeconds")?
+            .map(Duration::from_secs)
+            .map_or(server_max, |t| t.min(server_max)),
+    );
     let events = state.registry.watch(info, ns, labels, fields, from).await?;
     let shutdown = state.shutdown.clone();
     let lines = events

@@ -26,7 +26,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tugboat_api::{ApiError, meta, validation};
 use tugboat_tls::ca::Leaf;
-use tugboat_tls::identity::{CertIdentity, GROUP_NODES, node_user};
+use tugboat_tls::identity::{CertIdentity, GROUP_NODES, MAX_NODE_NAME, node_dns_name, node_user};
 use tugboat_tls::token::{JoinToken, Token};
 
 use super::{ApiResponse, AppState, json_response};
@@ -99,10 +99,7 @@ async fn join_inner(state: &AppState, body: Body) -> Result<Response, ApiError> 
     };
     let token = Token::parse(&req.token).map_err(|_| refused())?;
     let record = state.registry.token(&token.id).await?.ok_or_else(refused)?;
-    if record.kind != TokenKind::Join
-        || record.secret_hash != token.secret_hash()
-        || record.expired()
-    {
+    if record.kind != TokenKind::Join || !record.matches(&token) || record.expired() {
         return Err(refused());
     }
     if let Some(why) = validation::dns1123_subdomain(&req.node) {
@@ -110,6 +107,17 @@ async fn join_inner(state: &AppState, body: Body) -> Result<Response, ApiError> 
             422,
             "Invalid",
             format!("node name {:?}: {why}", req.node),
+        ));
+    }
+    if req.node.len() > MAX_NODE_NAME {
+        return Err(ApiError::new(
+            422,
+            "Invalid",
+            format!(
+                "node name {:?}: at most {MAX_NODE_NAME} characters (its certificate names it {})",
+                req.node,
+                node_dns_name("NAME")
+            ),
         ));
     }
     let cert_pem = ca
@@ -120,7 +128,7 @@ async fn join_inner(state: &AppState, body: Body) -> Result<Response, ApiError> 
                 groups: vec![GROUP_NODES.to_string()],
                 // The agent serves its endpoints with this certificate too:
                 // whoever connects checks it names the node they meant to reach.
-                dns_names: vec![req.node.clone()],
+                dns_names: vec![node_dns_name(&req.node)],
                 server: true,
                 client: true,
                 ..Default::default()

@@ -119,7 +119,11 @@ pub async fn pod_log(
             format!("cannot reach the agent of node {node_name} at {agent}"),
         )
     };
-    let http = state.agents.for_node(node_name)?;
+    let credential = state.registry.node_credential(node_name).await?;
+    let http = state.agents.for_node(
+        node_name,
+        credential.as_ref().map(|c| c.fingerprint.as_str()),
+    )?;
     let resp = http.get(url).send().await.map_err(|e| {
         tracing::debug!(node = %node_name, %agent, error = %e, "log request to the agent failed");
         unreachable()

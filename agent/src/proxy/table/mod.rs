@@ -241,6 +241,12 @@ pub fn build(
                         let Ok(ip) = a.parse::<IpAddr>() else {
                             continue;
                         };
+                        // Never this node itself or its link-local neighbours
+                        // (the API refuses them too; a slice stored before it
+                        // did must not make every node a relay to them).
+                        if tugboat_api::validation::special_ip(ip).is_some() {
+                            continue;
+                        }
                         let addr = SocketAddr::new(ip, target);
                         endpoints.insert(
                             addr,

@@ -109,10 +109,16 @@ pub fn placeholder_ports(svc: &Service) -> Vec<EndpointPort> {
         .collect()
 }
 
-/// The pod's IPv4 address, when it has one (EndpointSlices here are IPv4).
+/// The pod's IPv4 address, when it has one (EndpointSlices here are IPv4) and
+/// it is one an endpoint may have (not loopback or link-local: validation
+/// refuses those, so that no Service sends traffic to a node itself).
 fn pod_ip(pod: &Pod) -> Option<String> {
     let ip = pod.status.as_ref()?.pod_ip.as_deref()?;
-    ip.parse::<Ipv4Addr>().ok().map(|a| a.to_string())
+    let ip = ip.parse::<Ipv4Addr>().ok()?;
+    if tugboat_api::validation::special_ip(ip.into()).is_some() {
+        return None;
+    }
+    Some(ip.to_string())
 }
 
 /// The pod as an endpoint of `svc`, or `None` when it is none (no IPv4 address
