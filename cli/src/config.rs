@@ -470,4 +470,98 @@ mod tests {
             Some("http://new:2")
         );
     }
+
+    fn kubeconfig(dir: &Path, file: &str, server: &str, namespace: Option<&str>) -> PathBuf {
+        let path = dir.join(file);
+        let mut k = tugboat_tls::kubeconfig::Kubeconfig::single(
+            "ctx",
+            "user",
+            server,
+            "CA",
+            None,
+            Some("token"),
+        );
+        k.contexts[0].context.namespace = namespace.map(str::to_string);
+        k.write(&path).unwrap();
+        path
+    }
+
+    #[test]
+    fn credentials_come_from_the_flag_then_kubeconfig_then_the_local_controller_then_home() {
+        let dir = tempfile::tempdir().unwrap();
+        let flag = kubeconfig(dir.path(), "flag", "https://flag:1", None);
+        let listed = kubeconfig(dir.path(), "listed", "https://listed:1", Some("team"));
+        let recorded = kubeconfig(dir.path(), "recorded", "https://recorded:1", None);
+        std::fs::create_dir_all(dir.path().join("home/.kube")).unwrap();
+        let home_file = kubeconfig(
+            &dir.path().join("home/.kube"),
+            "config",
+            "https://home:1",
+            None,
+        );
+        assert!(home_file.exists());
+        let config = dir.path().join("config.json");
+        write_config(
+            &config,
+            &ClientConfig {
+                server: Some("https://recorded:1".into()),
+                kubeconfig: Some(recorded.clone()),
+            },
+        )
+        .unwrap();
+        let env = Env {
+            kubeconfig: Some(format!(
+                "{}:{}",
+                dir.path().join("missing").display(),
+                listed.display()
+            )),
+            home: Some(dir.path().join("home")),
+            ..Env::default()
+        };
+        fn flags<'a>(k: Option<&'a Path>, config: &'a Path) -> Flags<'a> {
+            Flags {
+                kubeconfig: k,
+                config: Some(config),
+                ..Flags::default()
+            }
+        }
+        let t = resolve(&flags(Some(&flag), &config), &env).unwrap();
+        assert_eq!(t.server.url, "https://flag:1");
+        assert_eq!(t.credentials.token.as_deref(), Some("token"));
+        let t = resolve(&flags(None, &config), &env).unwrap();
+        assert_eq!(t.server.url, "https://listed:1");
+        assert_eq!(t.namespace.as_deref(), Some("team"));
+        let no_env = Env {
+            home: Some(dir.path().join("home")),
+            ..Env::default()
+        };
+        let t = resolve(&flags(None, &config), &no_env).unwrap();
+        assert_eq!(t.server.url, "https://recorded:1");
+        let t = resolve(
+            &Flags {
+                config: None,
+                ..Flags::default()
+            },
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(t.server.url, "https://home:1");
+        // --server replaces the URL, the credentials stay.
+        let t = resolve(
+            &Flags {
+                server: Some("https://other:2"),
+                ..flags(None, &config)
+            },
+            &no_env,
+        )
+        .unwrap();
+        assert_eq!(t.server.url, "https://other:2");
+        assert_eq!(t.credentials.token.as_deref(), Some("token"));
+        // A recorded kubeconfig that is not there yet says so.
+        std::fs::remove_file(&recorded).unwrap();
+        let e = resolve(&flags(None, &config), &no_env)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("is the controller running"), "{e}");
+    }
 }

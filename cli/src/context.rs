@@ -27,6 +27,8 @@ pub struct Context<'a> {
     pub context_flag: Option<String>,
     /// `-n` as given.
     pub namespace_flag: Option<String>,
+    /// The kubeconfig context's namespace, if it names one.
+    pub context_namespace: Option<String>,
     /// Cancelled on the first Ctrl-C or SIGTERM; long-running verbs stop on it.
     pub shutdown: CancellationToken,
     /// The server chosen, once a verb asked for a client; kept to explain failures.
@@ -34,9 +36,12 @@ pub struct Context<'a> {
 }
 
 impl Context<'_> {
-    /// `-n`, else `default`.
+    /// `-n`, else the kubeconfig context's namespace, else `default` (as kubectl).
     pub fn namespace(&self) -> &str {
-        self.namespace_flag.as_deref().unwrap_or(DEFAULT_NAMESPACE)
+        self.namespace_flag
+            .as_deref()
+            .or(self.context_namespace.as_deref())
+            .unwrap_or(DEFAULT_NAMESPACE)
     }
 
     /// The client config file: `--config`, else from the environment.

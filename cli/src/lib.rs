@@ -49,9 +49,13 @@ pub async fn execute_with(
         kubeconfig_flag: cli.kubeconfig,
         context_flag: cli.context,
         namespace_flag: cli.namespace,
+        context_namespace: None,
         shutdown,
         server: None,
     };
+    // The context's namespace, when there is a kubeconfig to read (verbs that
+    // need none, such as `controller`, do not fail for want of one).
+    ctx.context_namespace = ctx.target().ok().and_then(|t| t.namespace);
     let result = match cli.command {
         Command::Controller(args) => commands::controller::run(args, &mut ctx).await,
         Command::Apply(args) => commands::apply::run(args, &mut ctx).await,
