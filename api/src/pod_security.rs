@@ -200,27 +200,45 @@ fn setters(pod: bool, containers: &[&str]) -> Option<String> {
     (!who.is_empty()).then(|| who.join(" and "))
 }
 
-/// AppArmor profile types other than RuntimeDefault and Localhost (the
-/// `container.apparmor.security.beta.kubernetes.io/*` annotations are metadata,
-/// which this module does not see).
-fn app_armor_profile(spec: &PodSpec, containers: &[Visited<'_>]) -> Option<String> {
+/// Who sets a profile type other than RuntimeDefault and Localhost (the pod,
+/// read by `pod_type`, and the containers, by `container_type`), and which
+/// types: AppArmor and seccomp profiles are judged alike.
+fn unconfined<'a>(
+    spec: &'a PodSpec,
+    containers: &[Visited<'a>],
+    pod_type: impl Fn(&'a PodSecurityContext) -> Option<&'a str>,
+    container_type: impl Fn(&'a SecurityContext) -> Option<&'a str>,
+) -> Option<(String, BTreeSet<&'a str>)> {
     let allowed = |t: &str| t == "RuntimeDefault" || t == "Localhost";
     let mut values = BTreeSet::new();
     let mut pod = false;
-    if let Some(p) = pod_security(spec).and_then(|s| s.app_armor_profile.as_ref())
-        && !allowed(&p.type_)
+    if let Some(t) = pod_security(spec).and_then(&pod_type)
+        && !allowed(t)
     {
         pod = true;
-        values.insert(p.type_.as_str());
+        values.insert(t);
     }
-    let bad = offenders(containers, |s| match &s.app_armor_profile {
-        Some(p) if !allowed(&p.type_) => {
-            values.insert(p.type_.as_str());
+    let bad = offenders(containers, |s| match container_type(s) {
+        Some(t) if !allowed(t) => {
+            values.insert(t);
             true
         }
         _ => false,
     });
     let who = setters(pod, &bad)?;
+    Some((who, values))
+}
+
+/// AppArmor profile types other than RuntimeDefault and Localhost (the
+/// `container.apparmor.security.beta.kubernetes.io/*` annotations are metadata,
+/// which this module does not see).
+fn app_armor_profile(spec: &PodSpec, containers: &[Visited<'_>]) -> Option<String> {
+    let (who, values) = unconfined(
+        spec,
+        containers,
+        |p| p.app_armor_profile.as_ref().map(|p| p.type_.as_str()),
+        |c| c.app_armor_profile.as_ref().map(|p| p.type_.as_str()),
+    )?;
     Some(entry(
         pluralize(
             "forbidden AppArmor profile",
@@ -407,23 +425,12 @@ fn se_linux_options(spec: &PodSpec, containers: &[Visited<'_>]) -> Option<String
 
 /// Seccomp profile types other than RuntimeDefault and Localhost.
 fn seccomp_profile(spec: &PodSpec, containers: &[Visited<'_>]) -> Option<String> {
-    let allowed = |t: &str| t == "RuntimeDefault" || t == "Localhost";
-    let mut values = BTreeSet::new();
-    let mut pod = false;
-    if let Some(p) = pod_security(spec).and_then(|s| s.seccomp_profile.as_ref())
-        && !allowed(&p.type_)
-    {
-        pod = true;
-        values.insert(p.type_.as_str());
-    }
-    let bad = offenders(containers, |s| match &s.seccomp_profile {
-        Some(p) if !allowed(&p.type_) => {
-            values.insert(p.type_.as_str());
-            true
-        }
-        _ => false,
-    });
-    let who = setters(pod, &bad)?;
+    let (who, values) = unconfined(
+        spec,
+        containers,
+        |p| p.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+        |c| c.seccomp_profile.as_ref().map(|p| p.type_.as_str()),
+    )?;
     Some(entry(
         "seccompProfile",
         &format!(

@@ -226,7 +226,7 @@ async fn main() -> anyhow::Result<()> {
         &gets(&http_client(None, false)?, &plain_url, fresh).await?,
     );
     row(
-        "HTTPS, admin, new connection (TLS handshake) each",
+        "HTTPS, admin, new connection (handshake) each",
         &gets(
             &http_client(secure.creds.as_ref(), false)?,
             &secure_url,
