@@ -198,12 +198,17 @@ pub async fn load_or_join(
         })
     };
     let ca = r
+        .credentials
         .ca_pem
         .ok_or_else(|| missing("certificate-authority-data"))?;
     let cert = r
+        .credentials
         .client_cert_pem
         .ok_or_else(|| missing("client-certificate-data"))?;
-    let key = r.client_key_pem.ok_or_else(|| missing("client-key-data"))?;
+    let key = r
+        .credentials
+        .client_key_pem
+        .ok_or_else(|| missing("client-key-data"))?;
     let der = tugboat_tls::config::cert_chain(&cert, "the node certificate")?;
     let holder = CertIdentity::from_der(&der[0])?.user;
     if holder != node_user(node) {

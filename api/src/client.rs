@@ -116,66 +116,7 @@ pub struct WatchEvent {
 /// The default server address: where `tug controller` listens unless told otherwise.
 pub const DEFAULT_SERVER: &str = "https://127.0.0.1:6443";
 
-/// How a client proves who it is and checks whom it talks to: what a kubeconfig
-/// context resolves to.
-#[derive(Clone, Default)]
-pub struct Credentials {
-    /// The CA the server's certificate must chain to (`None`: the system's roots).
-    pub ca_pem: Option<Vec<u8>>,
-    /// A client certificate and its key (PEM).
-    pub client_cert_pem: Option<Vec<u8>>,
-    pub client_key_pem: Option<Vec<u8>>,
-    /// A bearer token.
-    pub token: Option<String>,
-    /// Do not check the server's certificate at all.
-    pub insecure_skip_tls_verify: bool,
-    /// Check the server's certificate against this name instead of the URL's host.
-    pub tls_server_name: Option<String>,
-}
-
-impl std::fmt::Debug for Credentials {
-    /// Never prints keys or tokens.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("ca", &self.ca_pem.is_some())
-            .field("client_certificate", &self.client_cert_pem.is_some())
-            .field("token", &self.token.is_some())
-            .field("insecure_skip_tls_verify", &self.insecure_skip_tls_verify)
-            .finish()
-    }
-}
-
-impl From<tugboat_tls::kubeconfig::Resolved> for Credentials {
-    fn from(r: tugboat_tls::kubeconfig::Resolved) -> Self {
-        Credentials {
-            ca_pem: r.ca_pem,
-            client_cert_pem: r.client_cert_pem,
-            client_key_pem: r.client_key_pem,
-            token: r.token,
-            insecure_skip_tls_verify: r.insecure_skip_tls_verify,
-            tls_server_name: r.tls_server_name,
-        }
-    }
-}
-
-impl Credentials {
-    /// The rustls configuration these credentials make.
-    pub fn tls_config(&self) -> Result<rustls::ClientConfig, tugboat_tls::TlsError> {
-        use tugboat_tls::config::{ServerCheck, client_config};
-        let check = if self.insecure_skip_tls_verify {
-            ServerCheck::Nothing
-        } else if let Some(name) = self.tls_server_name.as_ref().filter(|n| !n.is_empty()) {
-            ServerCheck::Named(name.clone())
-        } else {
-            ServerCheck::Hostname
-        };
-        let identity = match (&self.client_cert_pem, &self.client_key_pem) {
-            (Some(c), Some(k)) => Some((c.as_slice(), k.as_slice())),
-            _ => None,
-        };
-        client_config(self.ca_pem.as_deref(), identity, check)
-    }
-}
+pub use tugboat_tls::config::Credentials;
 
 #[derive(Clone, Debug)]
 pub struct Client {

@@ -225,8 +225,9 @@ impl Pki {
         if let Some(existing) = Kubeconfig::read(path)?
             && let Ok(r) = existing.resolve(None, &path.display().to_string())
             && r.server == server_url
-            && r.ca_pem.as_deref() == Some(ca.cert_pem().as_bytes())
-            && r.client_cert_pem
+            && r.credentials.ca_pem.as_deref() == Some(ca.cert_pem().as_bytes())
+            && r.credentials
+                .client_cert_pem
                 .as_deref()
                 .and_then(|c| std::str::from_utf8(c).ok())
                 .is_some_and(fresh_enough)
@@ -306,7 +307,7 @@ mod tests {
         let k = Kubeconfig::read(&pki.admin_kubeconfig).unwrap().unwrap();
         let r = k.resolve(None, "x").unwrap();
         assert_eq!(r.server, "https://127.0.0.1:1");
-        let der = config::cert_chain(&r.client_cert_pem.unwrap(), "x")
+        let der = config::cert_chain(&r.credentials.client_cert_pem.unwrap(), "x")
             .unwrap()
             .remove(0);
         let id = tugboat_tls::identity::CertIdentity::from_der(&der).unwrap();

@@ -29,19 +29,7 @@ struct Controller {
 
 impl Controller {
     fn rss_mb(&self) -> f64 {
-        let Some(pid) = self.process.child.id() else {
-            return f64::NAN;
-        };
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find(|l| l.starts_with("VmRSS:"))
-                    .and_then(|l| l.split_whitespace().nth(1))
-                    .and_then(|kb| kb.parse::<f64>().ok())
-            })
-            .map(|kb| kb / 1024.0)
-            .unwrap_or(f64::NAN)
+        tugboat_tests::bench::rss_mb(self.process.child.id())
     }
 
     fn file_mb(&self) -> f64 {

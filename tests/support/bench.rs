@@ -103,3 +103,20 @@ impl Drop for Swarm {
         }
     }
 }
+
+/// The resident memory of process `pid` in MB (NaN when it cannot be read).
+pub fn rss_mb(pid: Option<u32>) -> f64 {
+    let Some(pid) = pid else {
+        return f64::NAN;
+    };
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}

@@ -303,10 +303,11 @@ impl TestController {
         let config = tugboat_agent::join::join(&self.url, &token, node).await?;
         let r = config.resolve(None, "joined")?;
         let text = |b: Option<Vec<u8>>| String::from_utf8(b.unwrap_or_default());
+        let c = r.credentials;
         let tls = Arc::new(tugboat_agent::tls::NodeTls::new(
-            &text(r.ca_pem)?,
-            &text(r.client_cert_pem)?,
-            &text(r.client_key_pem)?,
+            &text(c.ca_pem)?,
+            &text(c.client_cert_pem)?,
+            &text(c.client_key_pem)?,
         )?);
         self.nodes
             .lock()

@@ -102,6 +102,54 @@ pub fn server_config(
     Ok(Arc::new(config))
 }
 
+/// How a client proves who it is and checks whom it talks to: what a
+/// kubeconfig context resolves to (the CA, a client certificate or a bearer
+/// token, and how to check the server).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Credentials {
+    /// The CA the server's certificate must chain to (`None`: the system's roots).
+    pub ca_pem: Option<Vec<u8>>,
+    /// A client certificate and its key (PEM).
+    pub client_cert_pem: Option<Vec<u8>>,
+    pub client_key_pem: Option<Vec<u8>>,
+    /// A bearer token.
+    pub token: Option<String>,
+    /// Do not check the server's certificate at all.
+    pub insecure_skip_tls_verify: bool,
+    /// Check the server's certificate against this name instead of the URL's host.
+    pub tls_server_name: Option<String>,
+}
+
+impl std::fmt::Debug for Credentials {
+    /// Never prints keys or tokens.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("ca", &self.ca_pem.is_some())
+            .field("client_certificate", &self.client_cert_pem.is_some())
+            .field("token", &self.token.is_some())
+            .field("insecure_skip_tls_verify", &self.insecure_skip_tls_verify)
+            .finish()
+    }
+}
+
+impl Credentials {
+    /// The rustls configuration these credentials make.
+    pub fn tls_config(&self) -> Result<ClientConfig, TlsError> {
+        let check = if self.insecure_skip_tls_verify {
+            ServerCheck::Nothing
+        } else if let Some(name) = self.tls_server_name.as_ref().filter(|n| !n.is_empty()) {
+            ServerCheck::Named(name.clone())
+        } else {
+            ServerCheck::Hostname
+        };
+        let identity = match (&self.client_cert_pem, &self.client_key_pem) {
+            (Some(c), Some(k)) => Some((c.as_slice(), k.as_slice())),
+            _ => None,
+        };
+        client_config(self.ca_pem.as_deref(), identity, check)
+    }
+}
+
 /// How a client checks the server's certificate.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ServerCheck {

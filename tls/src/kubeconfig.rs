@@ -16,6 +16,7 @@ use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
 use crate::TlsError;
+use crate::config::Credentials;
 
 /// The largest kubeconfig file read.
 pub const MAX_BYTES: u64 = 4 * 1024 * 1024;
@@ -123,33 +124,20 @@ pub struct ContextEntry {
     pub other: BTreeMap<String, Value>,
 }
 
-/// What a client needs from a kubeconfig's context: everything read, decoded and
-/// loaded from the files it names.
-#[derive(Clone, Default, PartialEq, Eq)]
+/// What a client needs from a kubeconfig's context: the server, the
+/// credentials (everything read, decoded and loaded from the files it names)
+/// and the namespace.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Resolved {
     pub context: String,
     pub server: String,
-    pub ca_pem: Option<Vec<u8>>,
-    pub client_cert_pem: Option<Vec<u8>>,
-    pub client_key_pem: Option<Vec<u8>>,
-    pub token: Option<String>,
-    pub insecure_skip_tls_verify: bool,
-    pub tls_server_name: Option<String>,
+    pub credentials: Credentials,
     pub namespace: Option<String>,
 }
 
-impl std::fmt::Debug for Resolved {
-    /// Never prints keys or tokens.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Resolved")
-            .field("context", &self.context)
-            .field("server", &self.server)
-            .field("ca", &self.ca_pem.is_some())
-            .field("client_certificate", &self.client_cert_pem.is_some())
-            .field("token", &self.token.is_some())
-            .field("insecure_skip_tls_verify", &self.insecure_skip_tls_verify)
-            .field("namespace", &self.namespace)
-            .finish()
+impl From<Resolved> for Credentials {
+    fn from(r: Resolved) -> Credentials {
+        r.credentials
     }
 }
 
@@ -469,12 +457,14 @@ impl Kubeconfig {
         Ok(Resolved {
             context: name.clone(),
             server,
-            ca_pem,
-            client_cert_pem,
-            client_key_pem,
-            token,
-            insecure_skip_tls_verify: cluster.cluster.insecure_skip_tls_verify.unwrap_or(false),
-            tls_server_name: cluster.cluster.tls_server_name.clone(),
+            credentials: Credentials {
+                ca_pem,
+                client_cert_pem,
+                client_key_pem,
+                token,
+                insecure_skip_tls_verify: cluster.cluster.insecure_skip_tls_verify.unwrap_or(false),
+                tls_server_name: cluster.cluster.tls_server_name.clone(),
+            },
             namespace: ctx.context.namespace.clone().filter(|n| !n.is_empty()),
         })
     }
@@ -550,8 +540,8 @@ preferences: {}
         let config = Kubeconfig::read(&path).unwrap().unwrap();
         let r = config.resolve(None, "x").unwrap();
         assert_eq!(r.server, "https://prod:6443");
-        assert_eq!(r.ca_pem.as_deref(), Some(&b"CA"[..]));
-        assert_eq!(r.token.as_deref(), Some("abc"));
+        assert_eq!(r.credentials.ca_pem.as_deref(), Some(&b"CA"[..]));
+        assert_eq!(r.credentials.token.as_deref(), Some("abc"));
         assert_eq!(r.namespace.as_deref(), Some("team"));
     }
 
@@ -578,9 +568,9 @@ preferences: {}
         );
         assert!(back.other.contains_key("preferences"), "{text}");
         let r = back.resolve(None, "x").unwrap();
-        assert_eq!(r.client_cert_pem.as_deref(), Some(&b"C"[..]));
-        assert_eq!(r.client_key_pem.as_deref(), Some(&b"K"[..]));
-        assert_eq!(r.ca_pem.as_deref(), Some(&b"CA"[..]));
+        assert_eq!(r.credentials.client_cert_pem.as_deref(), Some(&b"C"[..]));
+        assert_eq!(r.credentials.client_key_pem.as_deref(), Some(&b"K"[..]));
+        assert_eq!(r.credentials.ca_pem.as_deref(), Some(&b"CA"[..]));
         // Merging again replaces rather than duplicates.
         let mut again = back.clone();
         again.merge_over(&ours, true);
@@ -618,7 +608,7 @@ preferences: {}
         let r = merged.resolve(None, "x").unwrap();
         assert_eq!(r.context, "one");
         assert_eq!(r.server, "https://a:1");
-        assert_eq!(r.token.as_deref(), Some("ta"));
+        assert_eq!(r.credentials.token.as_deref(), Some("ta"));
         assert_eq!(
             merged.resolve(Some("two"), "x").unwrap().server,
             "https://a:1"

@@ -110,15 +110,7 @@ async fn another_nodes_endpoint_is_reached_through_its_tunnel_and_only_an_endpoi
     let remote = named_server("remote", stop.clone()).await;
     let other = named_server("not-an-endpoint", stop.clone()).await;
     // The other node's agent: its tunnel, knowing `remote` as its local endpoint.
-    let theirs = Arc::new(Shared::default());
-    theirs
-        .local
-        .write()
-        .unwrap()
-        .insert((Protocol::Tcp, remote));
-    let tl = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let via = tl.local_addr().unwrap();
-    tracker.spawn(tunnel::serve(tl, theirs, tracker.clone(), stop.clone()));
+    let via = their_tunnel(Shared::default(), (Protocol::Tcp, remote), &tracker, &stop).await;
 
     let err = match tunnel::connect(None, via, "them", Protocol::Tcp, other, WAIT).await {
         Ok(_) => panic!("the tunnel connected to a non-endpoint"),
@@ -192,15 +184,7 @@ async fn udp_goes_to_a_local_endpoint_and_through_a_tunnel() {
     let tracker = TaskTracker::new();
     let local = udp_echo("local:", stop.clone()).await;
     let remote = udp_echo("remote:", stop.clone()).await;
-    let theirs = Arc::new(Shared::default());
-    theirs
-        .local
-        .write()
-        .unwrap()
-        .insert((Protocol::Udp, remote));
-    let tl = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let via = tl.local_addr().unwrap();
-    tracker.spawn(tunnel::serve(tl, theirs, tracker.clone(), stop.clone()));
+    let via = their_tunnel(Shared::default(), (Protocol::Udp, remote), &tracker, &stop).await;
 
     for (target, route, want) in [
         (local, Route::Local, "local:ping"),
@@ -234,6 +218,25 @@ async fn udp_goes_to_a_local_endpoint_and_through_a_tunnel() {
     stop.cancel();
 }
 
+/// Another node's agent: its tunnel, with `endpoint` as its local endpoint.
+async fn their_tunnel(
+    shared: Shared,
+    endpoint: (Protocol, SocketAddr),
+    tracker: &TaskTracker,
+    stop: &CancellationToken,
+) -> SocketAddr {
+    shared.local.write().unwrap().insert(endpoint);
+    let tl = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let via = tl.local_addr().unwrap();
+    tracker.spawn(tunnel::serve(
+        tl,
+        Arc::new(shared),
+        tracker.clone(),
+        stop.clone(),
+    ));
+    via
+}
+
 /// A node's credential from `ca`, as joining gives it.
 fn node_tls(ca: &tugboat_tls::ca::Authority, node: &str) -> Arc<crate::tls::NodeTls> {
     let issued = ca
@@ -255,18 +258,16 @@ async fn tunnels_between_nodes_are_tls_and_take_only_the_node_meant() {
     let tracker = TaskTracker::new();
     let remote = named_server("remote", stop.clone()).await;
     let ca = tugboat_tls::ca::Authority::generate("ca").unwrap();
-    let theirs = Arc::new(Shared {
-        tls: Some(node_tls(&ca, "b")),
-        ..Shared::default()
-    });
-    theirs
-        .local
-        .write()
-        .unwrap()
-        .insert((Protocol::Tcp, remote));
-    let tl = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let via = tl.local_addr().unwrap();
-    tracker.spawn(tunnel::serve(tl, theirs, tracker.clone(), stop.clone()));
+    let via = their_tunnel(
+        Shared {
+            tls: Some(node_tls(&ca, "b")),
+            ..Shared::default()
+        },
+        (Protocol::Tcp, remote),
+        &tracker,
+        &stop,
+    )
+    .await;
 
     // Node a reaches node b's endpoint over TLS.
     let a = node_tls(&ca, "a");

@@ -59,7 +59,7 @@ fn forget_context(data_dir: &std::path::Path, ctx: &mut Context<'_>) {
     };
     let ours = config
         .resolve(Some(context), &target.display().to_string())
-        .is_ok_and(|r| r.ca_pem.as_deref() == Some(ca.as_slice()));
+        .is_ok_and(|r| r.credentials.ca_pem.as_deref() == Some(ca.as_slice()));
     if ours && config.remove_context(context) {
         match config.write(&target) {
             Ok(()) => {
