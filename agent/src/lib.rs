@@ -155,6 +155,9 @@ pub struct AgentCtx {
     pub http: reqwest::Client,
     /// The node's credential, for its endpoints and for connecting to peers.
     pub tls: Option<Arc<tls::NodeTls>>,
+    /// What the node's Service proxy routes by (pod workers wait on it to
+    /// drain a terminating pod).
+    pub proxy: Arc<proxy::Shared>,
 }
 
 /// Runs the agent until `shutdown`; containers are left running when it stops.
@@ -244,6 +247,7 @@ pub async fn run(
             .build()
             .map_err(|e| Error::Config(format!("cannot set up the HTTP client for probes: {e}")))?,
         tls: config.credential.clone(),
+        proxy: Arc::new(proxy::Shared::with_tls(config.credential.clone())),
     });
     let identity = node::NodeIdentity {
         name: config.node_name.clone(),

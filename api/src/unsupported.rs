@@ -67,8 +67,9 @@ pub fn pod_spec(spec: &PodSpec, path: &str) -> Vec<String> {
                 note(format!("{cp}.env[{j}].valueFrom"));
             }
         }
-        if c.lifecycle.is_some() {
-            note(format!("{cp}.lifecycle"));
+        // preStop runs (exec, httpGet, tcpSocket, sleep); postStart does not yet.
+        if c.lifecycle.as_ref().is_some_and(|l| l.post_start.is_some()) {
+            note(format!("{cp}.lifecycle.postStart"));
         }
         if c.security_context.is_some() {
             note(format!("{cp}.securityContext"));

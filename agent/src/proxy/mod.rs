@@ -19,6 +19,7 @@
 
 pub mod cluster;
 pub mod dns;
+pub mod drain;
 pub mod netns;
 pub mod sandbox;
 pub mod table;
@@ -131,8 +132,18 @@ impl Slot {
     }
 }
 
-/// What the listeners, the tunnel and the manager share.
-#[derive(Default)]
+/// What this node's proxy has applied to its listeners: the highest
+/// EndpointSlice revision it has seen, and the addresses that are ready
+/// endpoints (get new connections) there. A terminating pod's agent waits for
+/// every node to have applied the revision that took its pod out
+/// ([`drain`]).
+#[derive(Clone, Debug, Default)]
+pub struct Applied {
+    pub revision: u64,
+    pub ready: Arc<HashSet<IpAddr>>,
+}
+
+/// What the listeners, the tunnel, the manager and the pod workers share.
 pub struct Shared {
     /// Endpoints that recently refused or timed out, with when.
     failed: Mutex<HashMap<SocketAddr, Instant>>,
@@ -140,9 +151,58 @@ pub struct Shared {
     local: RwLock<HashSet<(Protocol, SocketAddr)>>,
     /// The node's credential: tunnels to and from other agents are TLS with it.
     pub tls: Option<Arc<crate::tls::NodeTls>>,
+    /// What the listeners route by now.
+    applied: tokio::sync::watch::Sender<Applied>,
+    /// The other Ready nodes' tunnels: whom to ask to drain an endpoint.
+    peers: RwLock<Vec<(String, SocketAddr)>>,
+}
+
+impl Default for Shared {
+    fn default() -> Self {
+        Shared {
+            failed: Mutex::default(),
+            local: RwLock::default(),
+            tls: None,
+            applied: tokio::sync::watch::Sender::new(Applied::default()),
+            peers: RwLock::default(),
+        }
+    }
 }
 
 impl Shared {
+    /// A node's shared proxy state, with its credential.
+    pub fn with_tls(tls: Option<Arc<crate::tls::NodeTls>>) -> Shared {
+        Shared {
+            tls,
+            ..Shared::default()
+        }
+    }
+
+    /// Follows what the listeners route by.
+    pub fn applied(&self) -> tokio::sync::watch::Receiver<Applied> {
+        self.applied.subscribe()
+    }
+
+    /// Records what was just applied (the revision never goes back).
+    fn publish(&self, revision: u64, ready: HashSet<IpAddr>) {
+        self.applied.send_if_modified(|a| {
+            let revision = revision.max(a.revision);
+            if a.revision == revision && *a.ready == ready {
+                return false;
+            }
+            *a = Applied {
+                revision,
+                ready: Arc::new(ready),
+            };
+            true
+        });
+    }
+
+    /// The other Ready nodes' tunnels.
+    pub fn peers(&self) -> Vec<(String, SocketAddr)> {
+        self.peers.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
     pub fn mark_failed(&self, addr: SocketAddr) {
         let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
         failed.retain(|_, at| at.elapsed() < FAILED_FOR);
@@ -207,10 +267,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let node = ctx.node.clone();
-    let shared = Arc::new(Shared {
-        tls: ctx.tls.clone(),
-        ..Shared::default()
-    });
+    let shared = ctx.proxy.clone();
     tracker.spawn(tunnel::serve(
         tunnel,
         shared.clone(),
@@ -253,8 +310,8 @@ pub async fn run(
         if !(svc_store.is_ready() && slices.is_ready() && nodes.is_ready()) {
             continue;
         }
-        let (svcs, slcs) = (svc_store.state(), slices.state());
-        let frontends = table::build(&node, &svcs, &slcs, &nodes.state());
+        let (svcs, slcs, all_nodes) = (svc_store.state(), slices.state(), nodes.state());
+        let frontends = table::build(&node, &svcs, &slcs, &all_nodes);
         if let Some(c) = ctx.cluster.config.as_ref() {
             *records.write().unwrap_or_else(|e| e.into_inner()) =
                 Arc::new(dns::records(&c.domain, &svcs, &slcs));
@@ -269,6 +326,11 @@ pub async fn run(
             &tracker,
             &shutdown,
         );
+        // Only now, with the listeners routing by them, do these count as applied.
+        let (revision, ready) = drain::routed(&slcs);
+        *shared.peers.write().unwrap_or_else(|e| e.into_inner()) =
+            drain::peers(&node, &all_nodes);
+        shared.publish(revision, ready);
     }
     for l in listeners.values() {
         l.stop.cancel();

@@ -12,6 +12,10 @@
 //! agent → caller:  OK\n  |  ERR <reason>\n
 //! then, TCP: the connection's bytes both ways;
 //!       UDP: datagrams, each as a 2-byte big-endian length and its bytes.
+//!
+//! caller → agent:  TUG/1 SYNC 1234\n
+//! agent → caller:  OK\n once its proxy routes by EndpointSlice revision 1234
+//!                  or later (see `drain`), ERR <reason>\n after a few seconds.
 //! ```
 //!
 //! An agent connects only to endpoints of Services on its own node (as the
@@ -45,6 +49,8 @@ const MAX_LINE: usize = 128;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(2);
 /// The most tunnels open at once on this agent.
 pub const MAX_TUNNELS: usize = 4096;
+/// How long a SYNC waits for the proxy to reach the revision asked for.
+const SYNC_WAIT: Duration = Duration::from_secs(5);
 /// The largest UDP datagram relayed.
 pub const MAX_DATAGRAM: usize = 65_507;
 
@@ -73,63 +79,86 @@ pub async fn connect(
     target: SocketAddr,
     timeout: Duration,
 ) -> Result<Stream, TunnelError> {
-    let attempt = async {
-        let tcp = TcpStream::connect(via)
-            .await
-            .map_err(|e| TunnelError::Connect(via, e))?;
-        let _ = tcp.set_nodelay(true);
-        let mut stream: Stream = match tls {
-            None => Box::new(tcp),
-            Some(tls) => {
-                let connector = tls
-                    .connector(peer)
-                    .map_err(|e| TunnelError::Tls(via, e.to_string()))?;
-                let name = rustls_pki_types::ServerName::try_from(
-                    tugboat_tls::identity::node_dns_name(peer),
-                )
-                .map_err(|e| TunnelError::Tls(via, e.to_string()))?;
-                Box::new(
-                    connector
-                        .connect(name, tcp)
-                        .await
-                        .map_err(|e| TunnelError::Tls(via, e.to_string()))?,
-                )
-            }
-        };
-        let line = format!("TUG/1 {} {target}\n", protocol.as_str());
-        stream
-            .write_all(line.as_bytes())
-            .await
-            .map_err(|e| TunnelError::Io(via, e))?;
-        // Read the answer a byte at a time: whatever follows it belongs to the
-        // connection (the server may speak first), so nothing may be buffered.
-        let mut answer = Vec::with_capacity(16);
-        loop {
-            let b = stream
-                .read_u8()
-                .await
-                .map_err(|e| TunnelError::Io(via, e))?;
-            if b == b'\n' {
-                break;
-            }
-            if answer.len() >= MAX_LINE {
-                return Err(TunnelError::Refused(via, "answer too long".into()));
-            }
-            answer.push(b);
-        }
-        let answer = String::from_utf8_lossy(&answer).into_owned();
-        match answer.strip_prefix("ERR ") {
-            _ if answer == "OK" => Ok(stream),
-            Some(why) => Err(TunnelError::Refused(via, why.to_string())),
-            None => Err(TunnelError::Refused(
-                via,
-                format!("unexpected answer {answer:?}"),
-            )),
-        }
-    };
-    tokio::time::timeout(timeout, attempt)
+    let line = format!("TUG/1 {} {target}\n", protocol.as_str());
+    tokio::time::timeout(timeout, ask(tls, via, peer, &line))
         .await
         .unwrap_or(Err(TunnelError::Timeout(via)))
+}
+
+/// Asks the agent of node `peer` at `via` to answer once its proxy routes by
+/// EndpointSlice revision `revision` or later.
+pub async fn sync(
+    tls: Option<&NodeTls>,
+    via: SocketAddr,
+    peer: &str,
+    revision: u64,
+    timeout: Duration,
+) -> Result<(), TunnelError> {
+    let line = format!("TUG/1 SYNC {revision}\n");
+    tokio::time::timeout(timeout, ask(tls, via, peer, &line))
+        .await
+        .unwrap_or(Err(TunnelError::Timeout(via)))
+        .map(|_| ())
+}
+
+/// Connects to the tunnel at `via` (TLS with `tls`, expecting `peer`'s
+/// certificate), sends `line` and reads the answer; the stream after an `OK`.
+async fn ask(
+    tls: Option<&NodeTls>,
+    via: SocketAddr,
+    peer: &str,
+    line: &str,
+) -> Result<Stream, TunnelError> {
+    let tcp = TcpStream::connect(via)
+        .await
+        .map_err(|e| TunnelError::Connect(via, e))?;
+    let _ = tcp.set_nodelay(true);
+    let mut stream: Stream = match tls {
+        None => Box::new(tcp),
+        Some(tls) => {
+            let connector = tls
+                .connector(peer)
+                .map_err(|e| TunnelError::Tls(via, e.to_string()))?;
+            let name =
+                rustls_pki_types::ServerName::try_from(tugboat_tls::identity::node_dns_name(peer))
+                    .map_err(|e| TunnelError::Tls(via, e.to_string()))?;
+            Box::new(
+                connector
+                    .connect(name, tcp)
+                    .await
+                    .map_err(|e| TunnelError::Tls(via, e.to_string()))?,
+            )
+        }
+    };
+    stream
+        .write_all(line.as_bytes())
+        .await
+        .map_err(|e| TunnelError::Io(via, e))?;
+    // Read the answer a byte at a time: whatever follows it belongs to the
+    // connection (the server may speak first), so nothing may be buffered.
+    let mut answer = Vec::with_capacity(16);
+    loop {
+        let b = stream
+            .read_u8()
+            .await
+            .map_err(|e| TunnelError::Io(via, e))?;
+        if b == b'\n' {
+            break;
+        }
+        if answer.len() >= MAX_LINE {
+            return Err(TunnelError::Refused(via, "answer too long".into()));
+        }
+        answer.push(b);
+    }
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    match answer.strip_prefix("ERR ") {
+        _ if answer == "OK" => Ok(stream),
+        Some(why) => Err(TunnelError::Refused(via, why.to_string())),
+        None => Err(TunnelError::Refused(
+            via,
+            format!("unexpected answer {answer:?}"),
+        )),
+    }
 }
 
 /// Serves the tunnel on `listener` until `shutdown` (over TLS, taking only
@@ -232,7 +261,26 @@ async fn handle(conn: Stream, peer: SocketAddr, shared: Arc<Shared>) {
     let mut conn = reader.into_inner();
     let request = String::from_utf8_lossy(&line[..line.len() - 1]).into_owned();
     let (protocol, target) = match parse(&request) {
-        Ok(r) => r,
+        Ok(Request::Connect(p, t)) => (p, t),
+        Ok(Request::Sync(revision)) => {
+            let mut applied = shared.applied();
+            let reached =
+                tokio::time::timeout(SYNC_WAIT, applied.wait_for(|a| a.revision >= revision))
+                    .await
+                    .is_ok_and(|r| r.is_ok());
+            let _ = match reached {
+                true => conn.write_all(b"OK\n").await,
+                false => {
+                    let at = shared.applied().borrow().revision;
+                    refuse(
+                        &mut conn,
+                        &format!("not at revision {revision} within {SYNC_WAIT:?} (at {at})"),
+                    )
+                    .await
+                }
+            };
+            return;
+        }
         Err(why) => {
             let _ = refuse(&mut conn, &why).await;
             return;
@@ -288,7 +336,16 @@ async fn handle(conn: Stream, peer: SocketAddr, shared: Arc<Shared>) {
     }
 }
 
-fn parse(request: &str) -> Result<(Protocol, SocketAddr), String> {
+/// What a caller asks.
+#[derive(Debug, PartialEq, Eq)]
+enum Request {
+    /// A connection or flow to one of this node's endpoints.
+    Connect(Protocol, SocketAddr),
+    /// An answer once the proxy routes by this EndpointSlice revision.
+    Sync(u64),
+}
+
+fn parse(request: &str) -> Result<Request, String> {
     let mut parts = request.split(' ');
     if parts.next() != Some("TUG/1") {
         return Err("expected a request line starting with TUG/1".into());
@@ -296,7 +353,17 @@ fn parse(request: &str) -> Result<(Protocol, SocketAddr), String> {
     let protocol = match parts.next() {
         Some("TCP") => Protocol::Tcp,
         Some("UDP") => Protocol::Udp,
-        other => return Err(format!("protocol {other:?}: expected TCP or UDP")),
+        Some("SYNC") => {
+            let revision = parts
+                .next()
+                .and_then(|r| r.parse::<u64>().ok())
+                .ok_or_else(|| "expected a revision after SYNC".to_string())?;
+            if parts.next().is_some() {
+                return Err("unexpected text after the revision".into());
+            }
+            return Ok(Request::Sync(revision));
+        }
+        other => return Err(format!("protocol {other:?}: expected TCP, UDP or SYNC")),
     };
     let target = parts
         .next()
@@ -305,7 +372,7 @@ fn parse(request: &str) -> Result<(Protocol, SocketAddr), String> {
     if parts.next().is_some() {
         return Err("unexpected text after the target".into());
     }
-    Ok((protocol, target))
+    Ok(Request::Connect(protocol, target))
 }
 
 async fn refuse<W: AsyncWrite + Unpin>(w: &mut W, why: &str) -> std::io::Result<()> {
@@ -363,12 +430,15 @@ mod tests {
     fn requests_are_parsed_strictly() {
         assert_eq!(
             parse("TUG/1 TCP 10.0.0.1:80"),
-            Ok((Protocol::Tcp, "10.0.0.1:80".parse().unwrap()))
+            Ok(Request::Connect(Protocol::Tcp, "10.0.0.1:80".parse().unwrap()))
         );
         assert_eq!(
             parse("TUG/1 UDP 10.0.0.1:53"),
-            Ok((Protocol::Udp, "10.0.0.1:53".parse().unwrap()))
+            Ok(Request::Connect(Protocol::Udp, "10.0.0.1:53".parse().unwrap()))
         );
+        assert_eq!(parse("TUG/1 SYNC 42"), Ok(Request::Sync(42)));
+        assert!(parse("TUG/1 SYNC x").is_err());
+        assert!(parse("TUG/1 SYNC 1 2").is_err());
         assert!(parse("TUG/2 TCP 10.0.0.1:80").is_err());
         assert!(
             parse("TUG/1 SCTP 10.0.0.1:80")

@@ -224,10 +224,74 @@ impl Act {
         }
     }
 
+    /// Runs the `preStop` hook of every running container that has one, all at
+    /// once, each until it is done or `deadline` (the end of the grace period):
+    /// `exec` in the container, `httpGet` or `tcpSocket` against it, or `sleep`.
+    /// A failed hook is a `FailedPreStopHook` event; the stop goes on.
+    pub async fn pre_stop(&self, containers: &[ContainerInfo], deadline: tokio::time::Instant) {
+        let spec = self.pod.spec.as_ref();
+        let ip = self.pod.status.as_ref().and_then(|s| s.pod_ip.clone());
+        let hooks = containers.iter().filter(|i| i.state.running).filter_map(|info| {
+            let name = info.labels.get(LABEL_CONTAINER_NAME)?;
+            let c = spec?.containers.iter().find(|c| &c.name == name)?;
+            let hook = c.lifecycle.as_ref()?.pre_stop.clone()?;
+            Some((info, c.clone(), hook))
+        });
+        let runs = hooks.map(|(info, c, hook)| {
+            let ip = ip.clone();
+            async move {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                let name = c.name.clone();
+                let result = match &hook.sleep {
+                    Some(s) => {
+                        let want = Duration::from_secs(u64::try_from(s.seconds.max(0)).unwrap_or(0));
+                        tokio::time::sleep(want.min(left)).await;
+                        Ok(())
+                    }
+                    None => {
+                        let probe = k8s_openapi::api::core::v1::Probe {
+                            exec: hook.exec.clone(),
+                            http_get: hook.http_get.clone(),
+                            tcp_socket: hook.tcp_socket.clone(),
+                            timeout_seconds: Some(
+                                i32::try_from(left.as_secs().max(1)).unwrap_or(i32::MAX),
+                            ),
+                            ..Default::default()
+                        };
+                        let target = crate::probe::Target {
+                            container: c,
+                            container_id: info.id.clone(),
+                            ip: ip.or_else(|| info.ip.clone()),
+                            runtime: self.ctx.runtime.clone(),
+                            http: self.ctx.http.clone(),
+                        };
+                        match tokio::time::timeout(left, crate::probe::check(&target, &probe)).await {
+                            Ok(r) => r,
+                            Err(_) => Err("the grace period ended first".to_string()),
+                        }
+                    }
+                };
+                if let Err(why) = result {
+                    self.warning(
+                        "FailedPreStopHook",
+                        &format!("PreStopHook failed for container {name}: {why}"),
+                    )
+                    .await;
+                }
+            }
+        });
+        futures::future::join_all(runs).await;
+    }
+
     /// Stops (SIGTERM, SIGKILL after `grace` seconds) and removes `containers`,
     /// all at once.
     pub async fn stop_and_remove(&self, containers: &[ContainerInfo], grace: i64) {
         let grace = Duration::from_secs(u64::try_from(grace.max(0)).unwrap_or(0));
+        self.stop_and_remove_within(containers, grace).await;
+    }
+
+    /// Like [`Act::stop_and_remove`], with the grace as a duration.
+    pub async fn stop_and_remove_within(&self, containers: &[ContainerInfo], grace: Duration) {
         let stops = containers.iter().map(|info| async move {
             if info.state.running {
                 let name = info

@@ -38,6 +38,10 @@ use self::plan::{ContainerMemo, Phase, Step};
 use self::status::Observed;
 use crate::AgentCtx;
 use crate::probe::{self, ProbeState, Prober};
+
+/// The longest a deleted pod waits for the nodes' proxies to stop sending it
+/// new connections (usually milliseconds), within its grace period.
+pub const DRAIN_WAIT: Duration = Duration::from_secs(10);
 use crate::runtime::{ContainerInfo, LABEL_NODE, LABEL_POD_UID, RuntimeError};
 
 /// What the pod manager tells a worker.
@@ -130,7 +134,7 @@ impl Worker {
                 _ = tokio::time::sleep_until(next) => {
                     if self.pod.metadata.deletion_timestamp.is_some() {
                         let grace = self.pod.metadata.deletion_grace_period_seconds;
-                        self.terminate(grace).await;
+                        self.shut_down(grace).await;
                         self.release().await;
                         return;
                     }
@@ -373,6 +377,58 @@ impl Worker {
         };
         Act::new(&self.ctx, &self.pod)
             .stop_and_remove(&containers, grace)
+            .await;
+        tracing::info!(pod = %self.label(), containers = containers.len(), "pod's containers removed");
+    }
+
+    /// A deleted pod's end, in the order that drops no request: out of every
+    /// node's Service traffic first (acknowledged, at most [`DRAIN_WAIT`]),
+    /// then each container's `preStop` hook, then SIGTERM, and SIGKILL when the
+    /// grace period (counted from the start) runs out.
+    pub async fn shut_down(&self, grace: Option<i64>) {
+        let grace = grace
+            .or_else(|| {
+                self.pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds)
+            })
+            .unwrap_or(30)
+            .max(0);
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(u64::try_from(grace).unwrap_or(0));
+        let Ok(containers) = self.containers().await else {
+            return;
+        };
+        let running = containers.iter().any(|c| c.state.running);
+        let ip = self
+            .pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.as_deref())
+            .and_then(|ip| ip.parse().ok());
+        if let Some(ip) = ip.filter(|_| running && grace > 0) {
+            let drained = crate::proxy::drain::drain(
+                &self.ctx.proxy,
+                ip,
+                (started + DRAIN_WAIT).min(deadline),
+            )
+            .await;
+            tracing::info!(
+                pod = %self.label(),
+                revision = drained.revision,
+                local = drained.local,
+                acknowledged = drained.acknowledged,
+                asked = drained.asked,
+                took_ms = drained.took.as_millis() as u64,
+                "out of every node's Service traffic"
+            );
+        }
+        let act = Act::new(&self.ctx, &self.pod);
+        act.pre_stop(&containers, deadline).await;
+        // The hooks may have ended their containers already.
+        let containers = self.containers().await.unwrap_or(containers);
+        act.stop_and_remove_within(&containers, deadline.saturating_duration_since(Instant::now()))
             .await;
         tracing::info!(pod = %self.label(), containers = containers.len(), "pod's containers removed");
     }

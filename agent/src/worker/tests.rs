@@ -136,6 +136,7 @@ impl Harness {
                 reqwest::Client::new()
             },
             tls: None,
+            proxy: Arc::new(crate::proxy::Shared::default()),
             cluster: Arc::new(crate::proxy::cluster::ClusterNet::new(
                 None,
                 tugboat_runtime::reflector::Writer::new().store(),
@@ -561,6 +562,77 @@ async fn stopping_the_agent_leaves_the_containers_running() {
     within(worker.run(shutdown)).await;
     assert_eq!(fake.container_count(), 1);
     assert!(fake.stops().is_empty());
+    tracker.close();
+    within(tracker.wait()).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_deleted_pods_pre_stop_hook_runs_first_and_its_time_counts_against_the_grace() {
+    let pod = PodBuilder::new()
+        .grace(10)
+        .probe("lifecycle", json!({"preStop": {"sleep": {"seconds": 3}}}))
+        .build();
+    let mut h = Harness::new(pod.clone(), fake().with_sigterm_ignored());
+    h.sync().await;
+    let id = h.latest().await.id;
+    let mut deleting = pod;
+    deleting.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::now()));
+    deleting.metadata.deletion_grace_period_seconds = Some(10);
+    h.tx.send(Msg::Update(Arc::new(deleting))).await.unwrap();
+    let started = Instant::now();
+    let Harness {
+        fake,
+        tracker,
+        worker,
+        tx: _tx,
+        ..
+    } = h;
+    within(worker.run(CancellationToken::new())).await;
+    // The hook's 3 s, then SIGTERM with what is left of the 10 s.
+    assert_eq!(fake.stops(), [(id, Duration::from_secs(7))]);
+    assert!(started.elapsed() >= Duration::from_secs(10));
+    tracker.close();
+    within(tracker.wait()).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_pre_stop_exec_is_reported_and_the_pod_still_stops() {
+    let pod = PodBuilder::new()
+        .grace(5)
+        .probe(
+            "lifecycle",
+            json!({"preStop": {"exec": {"command": ["/bin/drain", "--now"]}}}),
+        )
+        .build();
+    let fake = fake();
+    let ran = Arc::new(Mutex::new(Vec::<Vec<String>>::new()));
+    let seen = ran.clone();
+    fake.set_exec_handler(Arc::new(move |_, cmd| {
+        seen.lock().unwrap().push(cmd.to_vec());
+        Ok(crate::runtime::ExecOutput {
+            exit_code: 1,
+            output: "busy".into(),
+        })
+    }));
+    let mut h = Harness::new(pod.clone(), fake);
+    h.sync().await;
+    let mut deleting = pod;
+    deleting.metadata.deletion_timestamp = Some(Time(jiff::Timestamp::now()));
+    deleting.metadata.deletion_grace_period_seconds = Some(5);
+    h.tx.send(Msg::Update(Arc::new(deleting))).await.unwrap();
+    let Harness {
+        fake,
+        sink,
+        tracker,
+        worker,
+        tx: _tx,
+    } = h;
+    within(worker.run(CancellationToken::new())).await;
+    assert_eq!(*ran.lock().unwrap(), [vec!["/bin/drain".to_string(), "--now".into()]]);
+    let failed = sink.messages("FailedPreStopHook");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert!(failed[0].contains("exited with 1"), "{failed:?}");
+    assert_eq!(fake.container_count(), 0);
     tracker.close();
     within(tracker.wait()).await;
 }

@@ -2,9 +2,19 @@
 //! template's hash), rolled from old to new by the Deployment's strategy
 //! (`RollingUpdate` within `maxSurge`/`maxUnavailable`, or `Recreate`), old ones
 //! kept up to `revisionHistoryLimit`, and the Deployment's status summed from them.
+//!
+//! As Kubernetes' (pkg/controller/deployment): a change of `replicas` in the
+//! middle of a rollout is spread over the ReplicaSets in proportion to their
+//! sizes; a paused Deployment still scales but does not roll; a template that
+//! comes back (a rollback) reuses its old ReplicaSet with the next revision;
+//! the `kubernetes.io/change-cause` annotation follows the template onto its
+//! ReplicaSet; and a rollout that makes no progress for
+//! `progressDeadlineSeconds` gets `Progressing=False`, reason
+//! `ProgressDeadlineExceeded`, while the old pods keep serving.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentCondition, DeploymentSpec, DeploymentStatus, ReplicaSet, ReplicaSetSpec,
@@ -13,7 +23,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
-use tugboat_api::resource::{DEPLOYMENTS, REPLICASETS};
+use tugboat_api::resource::{DEPLOYMENTS, PODS, REPLICASETS};
 use tugboat_runtime::controller::{Action, Controller, backoff_policy};
 
 use super::{Error, controller_ref, controller_uid};
@@ -24,6 +34,16 @@ use crate::registry::{DeleteOptions, Registry, Subresource};
 pub const HASH_LABEL: &str = "pod-template-hash";
 const REVISION: &str = "deployment.kubernetes.io/revision";
 const DESIRED_REPLICAS: &str = "deployment.kubernetes.io/desired-replicas";
+const MAX_REPLICAS: &str = "deployment.kubernetes.io/max-replicas";
+pub const CHANGE_CAUSE: &str = "kubernetes.io/change-cause";
+/// Progressing condition reasons, as Kubernetes names them.
+const NEW_RS_CREATED: &str = "NewReplicaSetCreated";
+const FOUND_NEW_RS: &str = "FoundNewReplicaSet";
+const RS_UPDATED: &str = "ReplicaSetUpdated";
+const NEW_RS_AVAILABLE: &str = "NewReplicaSetAvailable";
+pub const TIMED_OUT: &str = "ProgressDeadlineExceeded";
+const PAUSED: &str = "DeploymentPaused";
+const RESUMED: &str = "DeploymentResumed";
 
 pub struct Ctx {
     registry: Arc<Registry>,
@@ -159,6 +179,11 @@ pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Erro
     let old_total: i64 = old.iter().map(replicas_of).sum();
     let recreate = is_recreate(spec);
     let paused = spec.paused == Some(true);
+    // What the Progressing condition will say happened in this pass.
+    let mut event: Option<&str> = None;
+    // A Recreate waiting for old pods to be gone: their removal is no change of
+    // a ReplicaSet, so look again soon.
+    let mut recreate_wait = false;
 
     if new_rs.is_none() && !paused {
         let initial = if old_total == 0 {
@@ -184,23 +209,39 @@ pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Erro
                 .await;
         }
         new_rs = Some(created);
+        event = Some(NEW_RS_CREATED);
     }
 
-    if !paused && let Some(new) = new_rs.as_ref() {
+    // A change of replicas: spread over the ReplicaSets (paused or not).
+    let scaled = scale_replica_sets(&ctx, &d, spec, new_rs.as_ref(), &old, replicas).await?;
+
+    if !paused
+        && !scaled
+        && let Some(new) = new_rs.as_ref()
+    {
         if recreate {
             for rs in &old {
                 scale(&ctx, &d, rs, 0).await?;
             }
-            let old_pods: i64 = old.iter().map(status_replicas).sum();
+            // Every old pod gone — terminating ones too — before a new one
+            // starts (Kubernetes' oldPodsRunning).
+            let old_pods = pods_of(&ctx, ns, &old).await?;
             if old_pods == 0 && replicas_of(new) != replicas {
                 scale(&ctx, &d, new, replicas).await?;
+            } else if old_pods > 0 {
+                recreate_wait = true;
             }
         } else {
             rolling(&ctx, &d, spec, new, &old, replicas).await?;
         }
-        // Bring the new ReplicaSet's revision forward if it is an old template come back.
+        // Bring the new ReplicaSet's revision forward if it is an old template
+        // come back (a rollback), with the Deployment's change-cause.
         let top = old.iter().map(revision_of).max().unwrap_or(0);
-        if revision_of(new) <= top {
+        let cause = annotation(&d.metadata, CHANGE_CAUSE);
+        if revision_of(new) <= top || annotation(&new.metadata, CHANGE_CAUSE) != cause {
+            if revision_of(new) <= top {
+                event.get_or_insert(FOUND_NEW_RS);
+            }
             ctx.registry
                 .update_typed::<ReplicaSet>(
                     &REPLICASETS,
@@ -208,19 +249,167 @@ pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Erro
                     name_of(&new.metadata),
                     Subresource::Main,
                     |rs| {
-                        rs.metadata
-                            .annotations
-                            .get_or_insert_default()
-                            .insert(REVISION.to_string(), (top + 1).to_string());
-                        true
+                        let a = rs.metadata.annotations.get_or_insert_default();
+                        let mut changed = false;
+                        let revision = a.get(REVISION).and_then(|r| r.parse::<i64>().ok());
+                        if revision.unwrap_or(0) <= top {
+                            a.insert(REVISION.to_string(), (top + 1).to_string());
+                            changed = true;
+                        }
+                        if let Some(c) = cause
+                            && a.get(CHANGE_CAUSE).map(String::as_str) != Some(c)
+                        {
+                            a.insert(CHANGE_CAUSE.to_string(), c.to_string());
+                            changed = true;
+                        }
+                        changed
                     },
                 )
                 .await?;
         }
     }
     cleanup(&ctx, &d, &old).await?;
-    update_status(&ctx, &d, spec, new_rs.as_ref(), &old, replicas).await?;
-    Ok(Action::await_change())
+    let deadline = update_status(&ctx, &d, spec, new_rs.as_ref(), &old, replicas, event).await?;
+    // Look again when the progress deadline would pass, to mark it.
+    Ok(match (recreate_wait, deadline) {
+        (true, _) => Action::requeue(Duration::from_millis(500)),
+        (false, Some(after)) => Action::requeue(after),
+        (false, None) => Action::await_change(),
+    })
+}
+
+/// How many pods of `sets` still exist and have not finished, terminating ones
+/// included.
+async fn pods_of(ctx: &Ctx, ns: &str, sets: &[ReplicaSet]) -> Result<usize, Error> {
+    let uids: std::collections::HashSet<&str> = sets
+        .iter()
+        .filter_map(|rs| rs.metadata.uid.as_deref())
+        .collect();
+    if uids.is_empty() {
+        return Ok(0);
+    }
+    let pods = ctx
+        .registry
+        .list_typed::<k8s_openapi::api::core::v1::Pod>(&PODS, Some(ns))
+        .await?;
+    Ok(pods
+        .iter()
+        .filter(|p| controller_uid(&p.metadata).is_some_and(|u| uids.contains(u)))
+        .filter(|p| {
+            !matches!(
+                p.status.as_ref().and_then(|s| s.phase.as_deref()),
+                Some("Succeeded" | "Failed")
+            )
+        })
+        .count())
+}
+
+fn annotation<'a>(m: &'a ObjectMeta, key: &str) -> Option<&'a str> {
+    m.annotations
+        .as_ref()
+        .and_then(|a| a.get(key))
+        .map(String::as_str)
+}
+
+/// The `deployment.kubernetes.io/desired-replicas` a ReplicaSet was last
+/// scaled for.
+fn desired_annotation(rs: &ReplicaSet) -> Option<i64> {
+    annotation(&rs.metadata, DESIRED_REPLICAS).and_then(|v| v.parse().ok())
+}
+
+/// Kubernetes' `scale`: when `replicas` changed, brings the ReplicaSets to it
+/// without a rollout step — a single active one (or a saturated new one) takes
+/// it all; during a rollout the change is spread in proportion to their sizes
+/// (`maxSurge` included), the remainder to the largest. Whether it scaled.
+async fn scale_replica_sets(
+    ctx: &Ctx,
+    d: &Deployment,
+    spec: &DeploymentSpec,
+    new: Option<&ReplicaSet>,
+    old: &[ReplicaSet],
+    replicas: i64,
+) -> Result<bool, Error> {
+    let mut active: Vec<&ReplicaSet> = new
+        .into_iter()
+        .chain(old.iter())
+        .filter(|rs| replicas_of(rs) > 0)
+        .collect();
+    if active.is_empty() {
+        return Ok(false);
+    }
+    let scaling = active
+        .iter()
+        .any(|rs| desired_annotation(rs).is_some_and(|want| want != replicas));
+    if active.len() == 1 {
+        let only = active[0];
+        // The one left is the new one, or the Deployment is paused on an old
+        // one: it takes the whole count.
+        let is_new = new.is_some_and(|n| n.metadata.name == only.metadata.name);
+        if (is_new || spec.paused == Some(true) || scaling) && replicas_of(only) != replicas {
+            scale(ctx, d, only, replicas).await?;
+            return Ok(true);
+        }
+        return Ok(false);
+    }
+    if !scaling || is_recreate(spec) {
+        return Ok(false);
+    }
+    let allowed = if replicas > 0 {
+        replicas + max_surge(spec, replicas)
+    } else {
+        0
+    };
+    let current: i64 = active.iter().map(|rs| replicas_of(rs)).sum();
+    let to_add = allowed - current;
+    // Largest first; among equals the newer when growing, the older when
+    // shrinking (Kubernetes' ReplicaSetsBySizeNewer / BySizeOlder).
+    active.sort_by(|a, b| {
+        let by_age = if to_add > 0 {
+            revision_of(b).cmp(&revision_of(a))
+        } else {
+            revision_of(a).cmp(&revision_of(b))
+        };
+        replicas_of(b).cmp(&replicas_of(a)).then(by_age)
+    });
+    let mut sizes: Vec<i64> = active.iter().map(|rs| replicas_of(rs)).collect();
+    let mut added = 0;
+    for (i, rs) in active.iter().enumerate() {
+        if to_add == 0 || to_add == added {
+            break;
+        }
+        let fraction = if replicas == 0 {
+            -replicas_of(rs)
+        } else {
+            // Its share of the new most-pods, against the most-pods it was
+            // sized for (`deployment.kubernetes.io/max-replicas`).
+            let before = annotation(&rs.metadata, MAX_REPLICAS)
+                .and_then(|v| v.parse::<i64>().ok())
+                .filter(|v| *v > 0)
+                .unwrap_or(allowed)
+                .max(1);
+            ((replicas_of(rs) * allowed) as f64 / before as f64).round() as i64 - replicas_of(rs)
+        };
+        let left = to_add - added;
+        let proportion = if to_add > 0 {
+            fraction.min(left)
+        } else {
+            fraction.max(left)
+        };
+        sizes[i] += proportion;
+        added += proportion;
+    }
+    if to_add - added != 0 && !sizes.is_empty() {
+        sizes[0] += to_add - added;
+    }
+    for (rs, size) in active.iter().zip(&sizes) {
+        let size = (*size).max(0);
+        // Note the new count even where the size stays, so this is not taken
+        // for a scaling event again.
+        if size != replicas_of(rs) || desired_annotation(rs) != Some(replicas) {
+            scale_annotated(ctx, d, rs, size, true).await?;
+        }
+    }
+    Ok(true)
 }
 
 async fn create_replica_set(
@@ -251,13 +440,21 @@ async fn create_replica_set(
             name: Some(name.clone()),
             namespace: ns.map(str::to_string),
             labels: Some(labels),
-            annotations: Some(BTreeMap::from([
-                (REVISION.to_string(), revision.to_string()),
-                (
-                    DESIRED_REPLICAS.to_string(),
-                    spec.replicas.unwrap_or(1).to_string(),
-                ),
-            ])),
+            annotations: Some({
+                let desired = i64::from(spec.replicas.unwrap_or(1));
+                let mut a = BTreeMap::from([
+                    (REVISION.to_string(), revision.to_string()),
+                    (DESIRED_REPLICAS.to_string(), desired.to_string()),
+                    (
+                        MAX_REPLICAS.to_string(),
+                        (desired + max_surge(spec, desired)).to_string(),
+                    ),
+                ]);
+                if let Some(cause) = annotation(&d.metadata, CHANGE_CAUSE) {
+                    a.insert(CHANGE_CAUSE.to_string(), cause.to_string());
+                }
+                a
+            }),
             owner_references: Some(vec![controller_ref(d)]),
             ..Default::default()
         },
@@ -287,12 +484,27 @@ async fn create_replica_set(
 }
 
 async fn scale(ctx: &Ctx, d: &Deployment, rs: &ReplicaSet, to: i64) -> Result<(), Error> {
+    scale_annotated(ctx, d, rs, to, false).await
+}
+
+/// Sets `rs`'s replicas to `to` (with the Deployment's desired count and the
+/// most it may have, as Kubernetes annotates them); with `always`, writes the
+/// annotations even when the count stays.
+async fn scale_annotated(
+    ctx: &Ctx,
+    d: &Deployment,
+    rs: &ReplicaSet,
+    to: i64,
+    always: bool,
+) -> Result<(), Error> {
     let from = replicas_of(rs);
-    if from == to {
+    if from == to && !always {
         return Ok(());
     }
     let rs_name = name_of(&rs.metadata);
-    let desired = d.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
+    let spec = d.spec.as_ref();
+    let desired = i64::from(spec.and_then(|s| s.replicas).unwrap_or(1));
+    let max = desired + spec.map(|s| max_surge(s, desired)).unwrap_or(0);
     ctx.registry
         .update_typed::<ReplicaSet>(
             &REPLICASETS,
@@ -302,14 +514,16 @@ async fn scale(ctx: &Ctx, d: &Deployment, rs: &ReplicaSet, to: i64) -> Result<()
             |o| {
                 o.spec.get_or_insert_default().replicas =
                     Some(i32::try_from(to).unwrap_or(i32::MAX));
-                o.metadata
-                    .annotations
-                    .get_or_insert_default()
-                    .insert(DESIRED_REPLICAS.to_string(), desired.to_string());
+                let a = o.metadata.annotations.get_or_insert_default();
+                a.insert(DESIRED_REPLICAS.to_string(), desired.to_string());
+                a.insert(MAX_REPLICAS.to_string(), max.to_string());
                 true
             },
         )
         .await?;
+    if from == to {
+        return Ok(());
+    }
     let verb = if to > from { "up" } else { "down" };
     ctx.recorder
         .publish(
@@ -441,6 +655,99 @@ fn condition(
     }
 }
 
+/// What the Progressing condition says now, from the one before, what this
+/// pass did (`event`), whether the counts moved forward, and the deadline:
+/// Kubernetes' syncRolloutStatus. `lastUpdateTime` moves whenever progress is
+/// seen (the deadline counts from the last progress).
+#[allow(clippy::too_many_arguments)]
+fn progressing(
+    previous: Option<&DeploymentCondition>,
+    paused: bool,
+    complete: bool,
+    event: Option<&str>,
+    progress: bool,
+    deadline: Option<Duration>,
+    new_name: &str,
+    now: &Time,
+) -> DeploymentCondition {
+    let fresh = |status: &str, reason: &str, message: String| {
+        // Progress refreshes the update time; the transition time moves only
+        // when the status does.
+        let mut c = condition(previous, "Progressing", (status, reason, message), now);
+        c.last_update_time = Some(now.clone());
+        c
+    };
+    let kept = |status: &str, reason: &str, message: String| {
+        condition(previous, "Progressing", (status, reason, message), now)
+    };
+    let previous_reason = previous.and_then(|p| p.reason.as_deref());
+    if paused {
+        return kept("Unknown", PAUSED, "Deployment is paused".into());
+    }
+    if complete {
+        return kept(
+            "True",
+            NEW_RS_AVAILABLE,
+            format!("ReplicaSet \"{new_name}\" has successfully progressed."),
+        );
+    }
+    match event {
+        Some(NEW_RS_CREATED) => {
+            return fresh(
+                "True",
+                NEW_RS_CREATED,
+                format!("Created new replica set \"{new_name}\""),
+            );
+        }
+        Some(FOUND_NEW_RS) => {
+            return fresh(
+                "True",
+                FOUND_NEW_RS,
+                format!("Found new replica set \"{new_name}\""),
+            );
+        }
+        _ => {}
+    }
+    if progress || previous.is_none() || previous_reason == Some(NEW_RS_AVAILABLE) {
+        return fresh(
+            "True",
+            RS_UPDATED,
+            format!("ReplicaSet \"{new_name}\" is progressing."),
+        );
+    }
+    if previous_reason == Some(PAUSED) {
+        return fresh("Unknown", RESUMED, "Deployment is resumed".into());
+    }
+    if previous_reason == Some(TIMED_OUT) {
+        return kept(
+            "False",
+            TIMED_OUT,
+            format!("ReplicaSet \"{new_name}\" has timed out progressing."),
+        );
+    }
+    let since = previous
+        .and_then(|p| p.last_update_time.as_ref())
+        .map(|t| now.0.duration_since(t.0))
+        .and_then(|d| Duration::try_from(d).ok())
+        .unwrap_or_default();
+    if deadline.is_some_and(|limit| since > limit) {
+        return kept(
+            "False",
+            TIMED_OUT,
+            format!("ReplicaSet \"{new_name}\" has timed out progressing."),
+        );
+    }
+    previous.cloned().unwrap_or_else(|| {
+        fresh(
+            "True",
+            RS_UPDATED,
+            format!("ReplicaSet \"{new_name}\" is progressing."),
+        )
+    })
+}
+
+/// Writes the Deployment's status; returns when to look again to check the
+/// progress deadline (`None`: nothing to watch for).
 async fn update_status(
     ctx: &Ctx,
     d: &Deployment,
@@ -448,7 +755,8 @@ async fn update_status(
     new: Option<&ReplicaSet>,
     old: &[ReplicaSet],
     replicas: i64,
-) -> Result<(), Error> {
+    event: Option<&str>,
+) -> Result<Option<Duration>, Error> {
     let all: Vec<&ReplicaSet> = new.into_iter().chain(old.iter()).collect();
     let total: i64 = all.iter().map(|rs| status_replicas(rs)).sum();
     let ready: i64 = all.iter().map(|rs| count(rs, |s| s.ready_replicas)).sum();
@@ -472,6 +780,7 @@ async fn update_status(
                 .and_then(|s| s.observed_generation)
                 .unwrap_or(0)
                 >= rs.metadata.generation.unwrap_or(0)
+                && count(rs, |s| s.available_replicas) == replicas
         });
     let new_name = new.map(|rs| name_of(&rs.metadata)).unwrap_or("");
     let available_cond = if is_available {
@@ -487,22 +796,15 @@ async fn update_status(
             "Deployment does not have minimum availability.".to_string(),
         )
     };
-    let progressing_cond = if complete {
-        (
-            "True",
-            "NewReplicaSetAvailable",
-            format!("ReplicaSet \"{new_name}\" has successfully progressed."),
-        )
-    } else {
-        (
-            "True",
-            "ReplicaSetUpdated",
-            format!("ReplicaSet \"{new_name}\" is progressing."),
-        )
-    };
+    let paused = spec.paused == Some(true);
+    let deadline = spec
+        .progress_deadline_seconds
+        .filter(|s| *s > 0)
+        .map(|s| Duration::from_secs(s as u64));
     let now = super::now();
     let generation = d.metadata.generation.unwrap_or(0);
     let to_i32 = |n: i64| Some(i32::try_from(n).unwrap_or(i32::MAX));
+    let mut recheck = None;
     ctx.registry
         .update_typed::<Deployment>(
             &DEPLOYMENTS,
@@ -517,6 +819,36 @@ async fn update_status(
                         .iter()
                         .flatten()
                         .find(|c| c.type_ == t)
+                };
+                // Kubernetes' DeploymentProgressing: more updated, ready or
+                // available replicas, or fewer old ones.
+                let old_updated = i64::from(old_status.updated_replicas.unwrap_or(0));
+                let old_old = i64::from(old_status.replicas.unwrap_or(0)) - old_updated;
+                let progress = updated > old_updated
+                    || ready > i64::from(old_status.ready_replicas.unwrap_or(0))
+                    || available > i64::from(old_status.available_replicas.unwrap_or(0))
+                    || (total - updated) < old_old;
+                let progressing_cond = progressing(
+                    previous("Progressing"),
+                    paused,
+                    complete,
+                    event,
+                    progress,
+                    deadline,
+                    new_name,
+                    &now,
+                );
+                recheck = match (&progressing_cond.reason, deadline) {
+                    (Some(r), Some(limit)) if r != NEW_RS_AVAILABLE && r != TIMED_OUT && !paused => {
+                        let since = progressing_cond
+                            .last_update_time
+                            .as_ref()
+                            .map(|t| now.0.duration_since(t.0))
+                            .and_then(|d| Duration::try_from(d).ok())
+                            .unwrap_or_default();
+                        Some(limit.saturating_sub(since) + Duration::from_secs(1))
+                    }
+                    _ => None,
                 };
                 let unavailable = (replicas - available).max(0);
                 let status = DeploymentStatus {
@@ -534,12 +866,7 @@ async fn update_status(
                             available_cond.clone(),
                             &now,
                         ),
-                        condition(
-                            previous("Progressing"),
-                            "Progressing",
-                            progressing_cond.clone(),
-                            &now,
-                        ),
+                        progressing_cond,
                     ]),
                     terminating_replicas: None,
                 };
@@ -551,7 +878,7 @@ async fn update_status(
             },
         )
         .await?;
-    Ok(())
+    Ok(recheck)
 }
 
 #[cfg(test)]

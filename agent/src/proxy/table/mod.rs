@@ -284,7 +284,7 @@ pub fn build(
 }
 
 /// A node's tunnel address: its InternalIP and the port it publishes.
-fn tunnel_of(node: &Node) -> Option<(&str, SocketAddr)> {
+pub fn tunnel_of(node: &Node) -> Option<(&str, SocketAddr)> {
     let name = node.metadata.name.as_deref()?;
     let port: u16 = node
         .metadata
