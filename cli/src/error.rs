@@ -1,7 +1,8 @@
 //! How failures reach the user: API errors in kubectl's words
 //! (`Error from server (NotFound): deployments.apps "web" not found`), everything else
 //! as `error: …`, several independent failures one per line, and an unreachable server
-//! explained with the URL tried, how it was chosen and what to do.
+//! explained with the URL tried, how it was chosen and what to do. [`Exit`] lets a verb
+//! choose its exit status (every other error exits 1).
 
 use std::fmt;
 
@@ -23,6 +24,69 @@ impl fmt::Display for Failures {
 
 impl std::error::Error for Failures {}
 
+/// A verb's own exit status, for verbs whose status says more than "failed":
+/// `tug diff` exits 1 when it found differences (having printed them, it has
+/// nothing to add on stderr) and 2 when it failed, as `kubectl diff` does.
+///
+/// It travels as an error so `execute_with` keeps returning `anyhow::Result<()>`:
+/// the binary exits with [`exit_code`] and prints [`report`] if there is one; an
+/// in-process caller (the tests' `tug` helper) sees an `Err` whose output was
+/// written as usual, so a diff with differences is an error that still carries
+/// the printed diff.
+#[derive(Debug)]
+pub struct Exit {
+    pub code: u8,
+    /// What went wrong, reported on stderr like any error; `None` when the output
+    /// already said it all.
+    pub error: Option<anyhow::Error>,
+    /// What the status means, for in-process callers (`differences found`).
+    pub meaning: &'static str,
+}
+
+impl Exit {
+    /// Exit with `code` and print nothing more.
+    pub fn quiet(code: u8, meaning: &'static str) -> Exit {
+        Exit {
+            code,
+            error: None,
+            meaning,
+        }
+    }
+
+    /// Report `error` as usual, but exit with `code`.
+    pub fn failed(code: u8, error: anyhow::Error) -> Exit {
+        Exit {
+            code,
+            error: Some(error),
+            meaning: "failed",
+        }
+    }
+}
+
+impl fmt::Display for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.error {
+            Some(e) => f.write_str(&render(e)),
+            None => write!(f, "{} (exit status {})", self.meaning, self.code),
+        }
+    }
+}
+
+impl std::error::Error for Exit {}
+
+/// The status `tug` exits with for `err`: an [`Exit`]'s code, else 1.
+pub fn exit_code(err: &anyhow::Error) -> u8 {
+    err.downcast_ref::<Exit>().map_or(1, |e| e.code)
+}
+
+/// What to print on stderr for `err`, if anything (a quiet [`Exit`] prints nothing).
+pub fn report(err: &anyhow::Error) -> Option<String> {
+    match err.downcast_ref::<Exit>() {
+        Some(Exit { error: None, .. }) => None,
+        _ => Some(render(err)),
+    }
+}
+
 /// Folds per-item errors into one result.
 pub fn collect(errors: Vec<anyhow::Error>) -> anyhow::Result<()> {
     match errors.len() {
@@ -39,6 +103,9 @@ pub fn collect(errors: Vec<anyhow::Error>) -> anyhow::Result<()> {
 pub fn render(err: &anyhow::Error) -> String {
     if let Some(failures) = err.downcast_ref::<Failures>() {
         return failures.to_string();
+    }
+    if let Some(exit) = err.downcast_ref::<Exit>() {
+        return exit.to_string();
     }
     let message = chain_message(err);
     match api_error(err) {
@@ -85,6 +152,22 @@ fn chain_message(err: &anyhow::Error) -> String {
 /// Replaces a connection failure by an explanation: which URL, how it was chosen, and
 /// how to get a server. Other errors pass through.
 pub fn explain_unreachable(err: anyhow::Error, server: Option<&Server>) -> anyhow::Error {
+    let err = match err.downcast::<Exit>() {
+        Ok(Exit {
+            code,
+            error,
+            meaning,
+        }) => {
+            let error = error.map(|e| explain_unreachable(e, server));
+            return Exit {
+                code,
+                error,
+                meaning,
+            }
+            .into();
+        }
+        Err(err) => err,
+    };
     let err = match err.downcast::<Failures>() {
         Ok(Failures(items)) => {
             let items = items
@@ -187,5 +270,31 @@ mod tests {
         );
         assert!(is_not_found(&collect(vec![not_found()]).unwrap_err()));
         assert!(collect(Vec::new()).is_ok());
+    }
+
+    #[test]
+    fn every_error_exits_1_unless_a_verb_chose_another_status() {
+        assert_eq!(exit_code(&anyhow::anyhow!("bad")), 1);
+        let differences: anyhow::Error = Exit::quiet(1, "differences found").into();
+        assert_eq!(exit_code(&differences), 1);
+        assert_eq!(report(&differences), None);
+        assert_eq!(render(&differences), "differences found (exit status 1)");
+        let failed: anyhow::Error = Exit::failed(2, not_found()).into();
+        assert_eq!(exit_code(&failed), 2);
+        assert_eq!(
+            report(&failed).as_deref(),
+            Some("Error from server (NotFound): deployments.apps \"web\" not found")
+        );
+    }
+
+    #[test]
+    fn an_unreachable_server_is_explained_inside_an_exit_status_too() {
+        let connect = ClientError::BadUrl {
+            url: "x".into(),
+            message: "y".into(),
+        };
+        // Not a connection failure: passes through, status kept.
+        let err = explain_unreachable(Exit::failed(2, connect.into()).into(), None);
+        assert_eq!(exit_code(&err), 2);
     }
 }

@@ -1,7 +1,10 @@
 //! `tug`, the Tugboat command line, as a library: [`Cli`] is the parsed command line
 //! and [`execute`] runs it, writing everything meant for the user to the writer it is
 //! given, so tests run verbs in-process and read what they printed. The binary in
-//! `main.rs` only adds signals, logging and the exit code.
+//! `main.rs` only adds signals, logging and the exit code: 1 for any error, or the
+//! status a verb chose with [`error::Exit`] (`tug diff`: 1 when it found
+//! differences, which in-process callers see as an `Err` after the diff was
+//! written).
 
 pub mod args;
 pub mod columns;

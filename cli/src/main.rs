@@ -1,6 +1,7 @@
 //! The `tug` binary: parses the command line, sets up logging to stderr, turns Ctrl-C
 //! and SIGTERM into a graceful shutdown (a second one exits at once), runs the verb
-//! with stdout as its output, and reports failure kubectl's way with a non-zero exit.
+//! with stdout as its output, and reports failure kubectl's way with a non-zero exit
+//! (1, or the status the verb chose: `tug_cli::error::Exit`).
 
 use std::io::IsTerminal as _;
 use std::process::ExitCode;
@@ -8,7 +9,8 @@ use std::process::ExitCode;
 use clap::Parser as _;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
-use tugboat_cli::{Cli, Command, Env, execute_with, render_error};
+use tugboat_cli::error::{exit_code, report};
+use tugboat_cli::{Cli, Command, Env, execute_with};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -36,8 +38,10 @@ async fn main() -> ExitCode {
     match execute_with(cli, &mut out, Env::from_process(), shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("{}", render_error(&err));
-            ExitCode::FAILURE
+            if let Some(text) = report(&err) {
+                eprintln!("{text}");
+            }
+            ExitCode::from(exit_code(&err))
         }
     }
 }
