@@ -82,6 +82,136 @@ pub enum Command {
     /// Create, list and delete join tokens (for new nodes) and API tokens (for
     /// automation, bound to a namespace and role).
     Token(TokenArgs),
+    /// Manage a deployment's rollout: status, history, undo, restart, pause, resume.
+    Rollout(RolloutArgs),
+    /// Update a deployment's pod template: container images, environment.
+    Set(SetArgs),
+    /// Show what `tug apply -f` would change, as a unified diff. Exit status: 0
+    /// no differences, 1 differences found, greater than 1 an error.
+    Diff(DiffArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RolloutArgs {
+    #[command(subcommand)]
+    pub what: RolloutCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Show the status of the rollout, watching it until it is done.
+    Status(RolloutStatusArgs),
+    /// List the revisions of a deployment (its replica sets), or show one.
+    History(RolloutHistoryArgs),
+    /// Roll back to a previous revision (by default the one before the current).
+    Undo(RolloutUndoArgs),
+    /// Restart every pod by a rolling update (a new template annotation).
+    Restart(RolloutTargets),
+    /// Mark a deployment paused: template changes do not roll out until resumed.
+    Pause(RolloutTargets),
+    /// Resume a paused deployment.
+    Resume(RolloutTargets),
+}
+
+/// `deployment/NAME…`, or `deployment NAME…`.
+#[derive(Debug, Args)]
+pub struct RolloutTargets {
+    #[arg(required = true, value_name = "TYPE[/NAME]")]
+    pub targets: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RolloutStatusArgs {
+    /// `deployment/NAME` or `deployment NAME` (`deploy` works too).
+    #[arg(required = true, value_name = "TYPE[/NAME]")]
+    pub targets: Vec<String>,
+
+    /// Watch the status of the rollout until it's done; `--watch=false` prints it
+    /// once and exits 0 whatever it says.
+    #[arg(
+        short = 'w',
+        long,
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_name = "BOOL"
+    )]
+    pub watch: bool,
+
+    /// How long to wait before giving up (`2s`, `5m`, `1m30s`); 0 waits as long
+    /// as it takes.
+    #[arg(long, default_value = "0s", value_parser = crate::duration::parse_flag, value_name = "DURATION")]
+    pub timeout: std::time::Duration,
+}
+
+#[derive(Debug, Args)]
+pub struct RolloutHistoryArgs {
+    /// `deployment/NAME` or `deployment NAME`.
+    #[arg(required = true, value_name = "TYPE[/NAME]")]
+    pub targets: Vec<String>,
+
+    /// Show the pod template of this revision.
+    #[arg(long, allow_negative_numbers = true, value_name = "N")]
+    pub revision: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+pub struct RolloutUndoArgs {
+    /// `deployment/NAME` or `deployment NAME`.
+    #[arg(required = true, value_name = "TYPE[/NAME]")]
+    pub targets: Vec<String>,
+
+    /// The revision to roll back to; 0: the one before the current.
+    #[arg(
+        long,
+        default_value_t = 0,
+        allow_negative_numbers = true,
+        value_name = "N"
+    )]
+    pub to_revision: i64,
+}
+
+#[derive(Debug, Args)]
+pub struct SetArgs {
+    #[command(subcommand)]
+    pub what: SetCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SetCommand {
+    /// Set containers' images: `tug set image deployment/web web=tugboat/sample:2`
+    /// (`*=IMAGE` for every container).
+    Image(SetImageArgs),
+    /// Set or remove environment variables: `tug set env deployment/web A=1 B-`.
+    Env(SetEnvArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SetImageArgs {
+    /// `deployment/NAME` (or `deployment NAME`), then `CONTAINER=IMAGE` pairs.
+    #[arg(required = true, num_args = 2.., value_name = "TYPE[/NAME] CONTAINER=IMAGE")]
+    pub args: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SetEnvArgs {
+    /// `deployment/NAME` (or `deployment NAME`), then `KEY=VALUE` to set and
+    /// `KEY-` to remove.
+    #[arg(required = true, num_args = 2.., value_name = "TYPE[/NAME] KEY=VALUE|KEY-")]
+    pub args: Vec<String>,
+
+    /// The containers to change (a name, or a glob such as `web*`); default all.
+    #[arg(short = 'c', long, default_value = "*", value_name = "NAME")]
+    pub containers: String,
+}
+
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// Manifest file, directory of .yaml/.yml/.json files, or `-` for stdin. Repeatable.
+    #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
+    pub filenames: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -399,6 +529,15 @@ pub struct ApplyArgs {
     /// Manifest file, directory of .yaml/.yml/.json files, or `-` for stdin. Repeatable.
     #[arg(short = 'f', long = "filename", value_name = "FILE", required = true)]
     pub filenames: Vec<PathBuf>,
+
+    /// Then wait for every Deployment applied to roll out, as `tug rollout
+    /// status` does; fail naming the one that did not.
+    #[arg(long)]
+    pub wait: bool,
+
+    /// With --wait: how long to wait in all (`5m`, `90s`; 0: as long as it takes).
+    #[arg(long, default_value = "5m", value_parser = crate::duration::parse_flag, value_name = "DURATION", requires = "wait")]
+    pub timeout: std::time::Duration,
 }
 
 /// How `get` prints what it found.
@@ -559,6 +698,46 @@ mod tests {
             panic!("expected scale");
         };
         assert_eq!(scale.replicas, Some(-1));
+    }
+
+    #[test]
+    fn rollout_status_watches_unless_told_watch_false() {
+        let status = |args: &[&str]| {
+            let cli = Cli::try_parse_from(args).unwrap();
+            let Command::Rollout(RolloutArgs {
+                what: RolloutCommand::Status(s),
+            }) = cli.command
+            else {
+                panic!("expected rollout status");
+            };
+            s
+        };
+        let s = status(&["tug", "rollout", "status", "deploy/web"]);
+        assert!(s.watch);
+        assert_eq!(s.timeout, std::time::Duration::ZERO);
+        let s = status(&["tug", "rollout", "status", "deploy/web", "--watch=false"]);
+        assert!(!s.watch);
+        let s = status(&[
+            "tug",
+            "rollout",
+            "status",
+            "deployment",
+            "web",
+            "-w",
+            "--timeout",
+            "2s",
+        ]);
+        assert!(s.watch);
+        assert_eq!(s.targets, ["deployment", "web"]);
+        assert_eq!(s.timeout, std::time::Duration::from_secs(2));
+    }
+
+    #[test]
+    fn timeout_on_apply_needs_wait() {
+        assert!(Cli::try_parse_from(["tug", "apply", "-f", "x", "--timeout", "1s"]).is_err());
+        assert!(
+            Cli::try_parse_from(["tug", "apply", "-f", "x", "--wait", "--timeout", "1s"]).is_ok()
+        );
     }
 
     #[test]

@@ -23,7 +23,8 @@ use anyhow::Context as _;
 use serde_json::Value;
 use tugboat_api::client::DEFAULT_SERVER;
 
-/// The environment variables `tug` reads, captured once. Empty values count as unset.
+/// What `tug` reads from its surroundings, captured once: environment variables
+/// (empty values count as unset) and whether its output is a terminal.
 #[derive(Clone, Debug, Default)]
 pub struct Env {
     pub tug_server: Option<String>,
@@ -33,6 +34,10 @@ pub struct Env {
     pub xdg_config_home: Option<PathBuf>,
     pub xdg_data_home: Option<PathBuf>,
     pub home: Option<PathBuf>,
+    /// Standard output is a terminal: progress is drawn in place (`rollout
+    /// status`) instead of printed a line per change. Decided here, not by the
+    /// verb, because a verb writes to whatever `Context::out` is.
+    pub terminal: bool,
 }
 
 impl Env {
@@ -53,6 +58,7 @@ impl Env {
             xdg_config_home: path("XDG_CONFIG_HOME"),
             xdg_data_home: path("XDG_DATA_HOME"),
             home: path("HOME"),
+            terminal: std::io::IsTerminal::is_terminal(&std::io::stdout()),
         }
     }
 }

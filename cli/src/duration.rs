@@ -101,6 +101,28 @@ pub fn parse_flag(s: &str) -> Result<std::time::Duration, String> {
     std::time::Duration::try_from(d).map_err(|_| format!("{s:?} must not be negative"))
 }
 
+/// A flag's duration as Go prints one, the way kubectl's messages show it:
+/// `500ms`, `2s`, `1m30s`, `1h5m`.
+pub fn format_flag(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    let mut text = String::new();
+    if h > 0 {
+        text.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        text.push_str(&format!("{m}m"));
+    }
+    if s > 0 || text.is_empty() {
+        text.push_str(&format!("{s}s"));
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -116,6 +138,16 @@ mod tests {
         assert_eq!(parse_flag("0"), Ok(Duration::ZERO));
         assert!(parse_flag("soon").is_err());
         assert!(parse_flag("-5s").is_err());
+    }
+
+    #[test]
+    fn flag_durations_print_as_they_are_written() {
+        use std::time::Duration;
+        assert_eq!(format_flag(Duration::from_millis(500)), "500ms");
+        assert_eq!(format_flag(Duration::from_secs(2)), "2s");
+        assert_eq!(format_flag(Duration::from_secs(90)), "1m30s");
+        assert_eq!(format_flag(Duration::from_secs(3900)), "1h5m");
+        assert_eq!(format_flag(parse_flag("2m").unwrap()), "2m");
     }
 
     fn secs(s: i64) -> String {

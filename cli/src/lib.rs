@@ -17,6 +17,7 @@ pub mod error;
 pub mod manifests;
 pub mod merge;
 pub mod output;
+pub mod rollout;
 pub mod table;
 pub mod target;
 
@@ -91,6 +92,9 @@ pub async fn execute_with(
         Command::Down(args) => commands::down::run(args, &mut ctx).await,
         Command::Kubeconfig(args) => commands::kubeconfig::run(args, &mut ctx).await,
         Command::Token(args) => commands::token::run(args, &mut ctx).await,
+        Command::Rollout(args) => commands::rollout::run(args, &mut ctx).await,
+        Command::Set(args) => commands::set::run(args, &mut ctx).await,
+        Command::Diff(args) => commands::diff::run(args, &mut ctx).await,
         Command::Pause => {
             ctx.shutdown.cancelled().await;
             Ok(())

@@ -1,24 +1,28 @@
 //! `tug apply -f`: client-side apply as kubectl does it. Each object is created if
 //! missing, left alone if it already says what the manifest says, or patched with a
 //! three-way JSON merge patch (see `merge.rs`). Every document is tried; failures are
-//! reported together at the end.
+//! reported together at the end. With `--wait`, every Deployment applied is then
+//! followed until it has rolled out, as `tug rollout status` follows one.
 
 use anyhow::Context as _;
 use serde_json::Value;
+use tugboat_api::resource::DEPLOYMENTS;
 use tugboat_api::{Client, PatchType};
 
 use crate::args::ApplyArgs;
 use crate::context::Context;
 use crate::error::{self, is_unreachable};
-use crate::manifests::{Document, locate, read_sources};
+use crate::manifests::{Document, Located, locate, read_sources};
 use crate::merge::{self, Plan};
 use crate::output::qualified_name;
+use crate::rollout::wait::{self, Follow};
 
 pub async fn run(args: ApplyArgs, ctx: &mut Context<'_>) -> anyhow::Result<()> {
     let docs = read_sources(&args.filenames)?;
     let client = ctx.client()?;
     let default_ns = ctx.namespace().to_string();
     let mut errors = Vec::new();
+    let mut deployments = Vec::new();
     for doc in &docs {
         let result = apply_one(&client, doc, &default_ns, ctx.namespace_flag.as_deref()).await;
         // Like kubectl: the server's warnings go to stderr, before the result line.
@@ -26,23 +30,48 @@ pub async fn run(args: ApplyArgs, ctx: &mut Context<'_>) -> anyhow::Result<()> {
             eprintln!("Warning: {w}");
         }
         match result {
-            Ok(line) => writeln!(ctx.out, "{line}")?,
+            Ok((line, loc)) => {
+                writeln!(ctx.out, "{line}")?;
+                if *loc.resource == DEPLOYMENTS {
+                    deployments.push(loc);
+                }
+            }
             // With no server there is nothing more to try.
             Err(e) if is_unreachable(&e) => return Err(e),
             Err(e) => errors.push(e),
         }
     }
+    if args.wait {
+        // One deadline for them all: --timeout bounds the whole wait.
+        let follow = Follow::until_done(args.timeout, ctx.env.terminal);
+        for loc in deployments {
+            let ns = loc.namespace.as_deref().unwrap_or(&default_ns);
+            let waited =
+                wait::rollout(&client, ns, &loc.name, follow, &mut *ctx.out, &ctx.shutdown).await;
+            match waited {
+                Ok(()) => {}
+                Err(e) if is_unreachable(&e) => return Err(e),
+                Err(e) => errors.push(e),
+            }
+        }
+    }
     error::collect(errors)
 }
 
-/// Applies one document; returns the line to print (`deployment.apps/web created`).
+/// Applies one document; returns the line to print (`deployment.apps/web created`)
+/// and where the object is.
 async fn apply_one(
     client: &Client,
     doc: &Document,
     default_ns: &str,
     ns_flag: Option<&str>,
-) -> anyhow::Result<String> {
+) -> anyhow::Result<(String, Located)> {
     let loc = locate(doc, default_ns, ns_flag)?;
+    let line = apply_located(client, doc, &loc).await?;
+    Ok((line, loc))
+}
+
+async fn apply_located(client: &Client, doc: &Document, loc: &Located) -> anyhow::Result<String> {
     let mut manifest = doc.object.clone();
     if let (Some(ns), Some(meta)) = (
         &loc.namespace,

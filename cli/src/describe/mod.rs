@@ -201,6 +201,13 @@ pub fn namespace(ns: &Namespace) -> String {
     w.finish()
 }
 
+/// A pod template alone, as `kubectl rollout history --revision N` shows one.
+pub fn pod_template(t: &k8s_openapi::api::core::v1::PodTemplateSpec) -> String {
+    let mut w = Writer::default();
+    template::pod_template(&mut w, Some(t));
+    w.finish()
+}
+
 /// Any other object: its metadata and events.
 pub fn generic(meta: &ObjectMeta, evs: &[Event], now: Timestamp) -> String {
     let mut w = Writer::default();
