@@ -191,7 +191,7 @@ pub enum SetCommand {
 #[derive(Debug, Args)]
 pub struct SetImageArgs {
     /// `deployment/NAME` (or `deployment NAME`), then `CONTAINER=IMAGE` pairs.
-    #[arg(required = true, num_args = 2.., value_name = "TYPE[/NAME] CONTAINER=IMAGE")]
+    #[arg(required = true, value_name = "TYPE[/NAME] CONTAINER=IMAGE")]
     pub args: Vec<String>,
 }
 
@@ -199,7 +199,7 @@ pub struct SetImageArgs {
 pub struct SetEnvArgs {
     /// `deployment/NAME` (or `deployment NAME`), then `KEY=VALUE` to set and
     /// `KEY-` to remove.
-    #[arg(required = true, num_args = 2.., value_name = "TYPE[/NAME] KEY=VALUE|KEY-")]
+    #[arg(required = true, value_name = "TYPE[/NAME] KEY=VALUE|KEY-")]
     pub args: Vec<String>,
 
     /// The containers to change (a name, or a glob such as `web*`); default all.
@@ -730,6 +730,21 @@ mod tests {
         assert!(s.watch);
         assert_eq!(s.targets, ["deployment", "web"]);
         assert_eq!(s.timeout, std::time::Duration::from_secs(2));
+    }
+
+    #[test]
+    fn set_env_takes_the_container_flag_between_its_arguments() {
+        let cli =
+            Cli::try_parse_from(["tug", "set", "env", "deploy/web", "-c", "web", "A-", "B=2"])
+                .unwrap();
+        let Command::Set(SetArgs {
+            what: SetCommand::Env(env),
+        }) = cli.command
+        else {
+            panic!("expected set env");
+        };
+        assert_eq!(env.containers, "web");
+        assert_eq!(env.args, ["deploy/web", "A-", "B=2"]);
     }
 
     #[test]
