@@ -134,32 +134,36 @@ impl Progress {
         }
     }
 
-    /// `deployment "web" [███▒▒░░░░░] 2/3 updated, 1/3 available, 1 old pending`:
-    /// `█` an available pod of the new template, `▒` an updated one not yet
-    /// available, `░` one still to make; `width` cells in all.
+    /// `deployment "web" [███▒▒░░░░░] 2/3 updated, 1 available, 1 old pending
+    /// termination`: `█` a pod of the new template known to be available, `▒`
+    /// one made, `░` one still to make; `width` cells in all. Availability is
+    /// counted over old and new pods alike, so new pods are known available only
+    /// once the old ones are gone.
     pub fn bar(&self, name: &str, width: usize) -> String {
         let desired = self.desired.max(0) as usize;
         let cells = |n: i32| -> usize {
             let n = (n.max(0) as usize).min(desired);
             (n * width).checked_div(desired).unwrap_or(0)
         };
-        // New pods that are available: at most the updated ones.
-        let ready = cells(self.available.min(self.updated));
+        let ready = if self.old == 0 {
+            cells(self.available.min(self.updated))
+        } else {
+            0
+        };
         let made = cells(self.updated).max(ready);
-        let full = if desired == 0 { width } else { made };
         let mut bar = String::with_capacity(width * 3);
         for i in 0..width {
             bar.push(if desired == 0 || i < ready {
                 '█'
-            } else if i < full {
+            } else if i < made {
                 '▒'
             } else {
                 '░'
             });
         }
         let mut line = format!(
-            "deployment {name:?} [{bar}] {}/{} updated, {}/{} available",
-            self.updated, self.desired, self.available, self.desired
+            "deployment {name:?} [{bar}] {}/{} updated, {} available",
+            self.updated, self.desired, self.available
         );
         if self.old > 0 {
             line.push_str(&format!(", {} old pending termination", self.old));
@@ -305,14 +309,15 @@ mod tests {
                 old: 2
             }
         );
+        // Old pods still there: whose the available ones are is not known.
         assert_eq!(
             p.bar("web", 6),
-            "deployment \"web\" [██▒▒░░] 2/3 updated, 1/3 available, 2 old pending termination"
+            "deployment \"web\" [▒▒▒▒░░] 2/3 updated, 1 available, 2 old pending termination"
         );
-        let done = Progress::of(&with_status(3, 3, 3));
+        let almost = Progress::of(&with_status(3, 3, 2));
         assert_eq!(
-            done.bar("web", 3),
-            "deployment \"web\" [███] 3/3 updated, 3/3 available"
+            almost.bar("web", 3),
+            "deployment \"web\" [██▒] 3/3 updated, 2 available"
         );
     }
 }
