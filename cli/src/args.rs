@@ -277,14 +277,17 @@ pub struct EventsArgs {
 
 #[derive(Debug, Args)]
 pub struct DownArgs {
-    /// The data directory to remove (default: $XDG_DATA_HOME/tugboat or
-    /// ~/.local/share/tugboat).
+    /// The data directory (default: $XDG_DATA_HOME/tugboat or
+    /// ~/.local/share/tugboat): where `tug up -d` left its pid file; removed
+    /// with --purge.
     #[arg(long, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
-    /// Keep the data directory; only remove the containers.
+    /// Also remove every container Tugboat created on this Docker engine and the
+    /// data directory (without it the cluster only stops, and the next `tug up`
+    /// adopts what it left).
     #[arg(long)]
-    pub keep_data: bool,
+    pub purge: bool,
 
     /// The Docker engine; default: DOCKER_HOST or the local socket.
     #[arg(long, value_name = "URI")]
@@ -415,6 +418,11 @@ pub struct UpArgs {
     /// Do not merge the admin kubeconfig into ~/.kube/config.
     #[arg(long)]
     pub no_kubeconfig: bool,
+
+    /// Run in the background: return once every node is Ready, logging to
+    /// DATA_DIR/tug-up.log (`tug down` stops it).
+    #[arg(short = 'd', long)]
+    pub detach: bool,
 
     #[command(flatten)]
     pub security: SecurityArgs,

@@ -7,6 +7,7 @@
 //! written).
 
 pub mod args;
+pub mod background;
 pub mod columns;
 pub mod commands;
 pub mod config;

@@ -1,6 +1,9 @@
-//! `tug down`: removes what a local cluster left behind — every container carrying
-//! Tugboat's node label on this Docker engine, and the controller's data directory.
-//! Stop `tug up` (or the controller and agents) first, or they recreate pods.
+//! `tug down`: stops the local cluster — SIGTERM to the `tug up` whose pid is in
+//! the data directory (only if it is one), then waits for it to exit — leaving its
+//! containers and data for the next `tug up` to adopt. `tug down --purge` then
+//! also removes what it left behind: every container carrying Tugboat's node label
+//! on this Docker engine, the controller's data directory and the kubeconfig
+//! context `tug up` merged.
 
 use std::time::Duration;
 
@@ -9,10 +12,35 @@ use tugboat_agent::runtime::docker::DockerRuntime;
 use tugboat_agent::runtime::{ContainerRuntime as _, LABEL_NODE};
 
 use crate::args::DownArgs;
+use crate::background::{self, Stopped};
 use crate::commands::controller::data_dir;
 use crate::context::Context;
 
+/// How long `tug up` may take to stop gracefully.
+const STOP_WITHIN: Duration = Duration::from_secs(30);
+
 pub async fn run(args: DownArgs, ctx: &mut Context<'_>) -> anyhow::Result<()> {
+    let dir = data_dir(args.data_dir.clone(), ctx)?;
+    match background::stop(&dir, STOP_WITHIN).await? {
+        Stopped::Stopped(pid) => writeln!(ctx.out, "tug up (pid {pid}) stopped")?,
+        Stopped::NotRunning => writeln!(ctx.out, "no tug up is running on {}", dir.display())?,
+    }
+    if !args.purge {
+        writeln!(
+            ctx.out,
+            "containers and data kept: the next `tug up` adopts them (`tug down --purge` removes them)"
+        )?;
+        return Ok(());
+    }
+    purge(args, dir, ctx).await
+}
+
+/// Removes every container an agent created and the data directory.
+async fn purge(
+    args: DownArgs,
+    dir: std::path::PathBuf,
+    ctx: &mut Context<'_>,
+) -> anyhow::Result<()> {
     let runtime = DockerRuntime::connect(args.docker.as_deref())
         .await
         .context("cannot connect to Docker (is the daemon running? see --docker)")?;
@@ -29,14 +57,11 @@ pub async fn run(args: DownArgs, ctx: &mut Context<'_>) -> anyhow::Result<()> {
         runtime.remove(&c.id).await?;
         writeln!(ctx.out, "container {} removed", c.name)?;
     }
-    if !args.keep_data {
-        let dir = data_dir(args.data_dir, ctx)?;
-        forget_context(&dir, ctx);
-        if dir.exists() {
-            std::fs::remove_dir_all(&dir)
-                .with_context(|| format!("cannot remove {}", dir.display()))?;
-            writeln!(ctx.out, "data directory {} removed", dir.display())?;
-        }
+    forget_context(&dir, ctx);
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)
+            .with_context(|| format!("cannot remove {}", dir.display()))?;
+        writeln!(ctx.out, "data directory {} removed", dir.display())?;
     }
     writeln!(ctx.out, "{} container(s) removed", ours.len())?;
     Ok(())

@@ -5,7 +5,9 @@
 //! prints what to try next, and on Ctrl-C stops the control plane while the
 //! workloads keep running. Its agents join the way remote ones do: with a
 //! short-lived join token, the first time; their credentials are kept under
-//! `DATA_DIR/agents/NODE`.
+//! `DATA_DIR/agents/NODE`. While it runs its pid is in `DATA_DIR/tug-up.pid`, so a
+//! second `tug up` is refused and `tug down` can stop it; `tug up -d` runs it in
+//! the background and returns once every node is Ready (`crate::background`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,14 +17,24 @@ use tugboat_agent::image::{self, SAMPLE_IMAGE};
 use tugboat_agent::runtime::docker::DockerRuntime;
 
 use crate::args::UpArgs;
+use crate::background::{self, PidFile};
 use crate::commands::controller::{bind_and_record, controller_config, data_dir, security};
 use crate::context::Context;
+
+/// How long `tug up -d` waits for every node to be Ready (the first start
+/// builds the sample image).
+const READY_WITHIN: Duration = Duration::from_secs(180);
 
 pub async fn run(args: UpArgs, ctx: &mut Context<'_>) -> anyhow::Result<()> {
     if args.agents == 0 || args.agents > 50 {
         bail!("--agents: expected 1 to 50 agents, got {}", args.agents);
     }
+    if args.detach {
+        return detach(args, ctx).await;
+    }
     let data_dir = data_dir(args.data_dir, ctx)?;
+    // Held until the cluster stops: one `tug up` per data directory.
+    let _pid_file = PidFile::claim(&data_dir)?;
     let runtime = DockerRuntime::connect(args.docker.as_deref())
         .await
         .context("cannot connect to Docker (is the daemon running? see --docker)")?;
@@ -119,21 +131,7 @@ pub async fn run(args: UpArgs, ctx: &mut Context<'_>) -> anyhow::Result<()> {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    writeln!(
-        ctx.out,
-        "Tugboat is up: controller at {url}, nodes {}, data in {}.\n\
-         \n\
-         Try, in another terminal:\n  \
-           tug apply -f manifests/web.yaml\n  \
-           tug get pods -o wide\n  \
-           tug logs POD_NAME\n  \
-           tug scale deployment/web --replicas 5\n  \
-           tug get events -w\n\
-         \n\
-         Ctrl-C stops the control plane; the containers keep running and are adopted on the next `tug up`.",
-        nodes.join(", "),
-        data_dir.display()
-    )?;
+    writeln!(ctx.out, "{}", banner(&url, &nodes, &data_dir, None))?;
     ctx.out.flush()?;
     let result = controller.await.context("the controller task failed")?;
     for a in agents {
@@ -144,6 +142,124 @@ pub async fn run(args: UpArgs, ctx: &mut Context<'_>) -> anyhow::Result<()> {
         }
     }
     result.context("the controller stopped")
+}
+
+/// What `tug up` says once the cluster is up; `background` is the pid of a
+/// detached one.
+fn banner(
+    url: &str,
+    nodes: &[String],
+    data_dir: &std::path::Path,
+    background: Option<u32>,
+) -> String {
+    let stop = match background {
+        None => "Ctrl-C stops the control plane; the containers keep running and are adopted on the next `tug up`.".to_string(),
+        Some(pid) => format!(
+            "It runs in the background (pid {pid}, log in {}). `tug down` stops it; the containers keep running and are adopted on the next `tug up`. `tug down --purge` removes them and the data.",
+            data_dir.join(background::LOG_FILE).display()
+        ),
+    };
+    format!(
+        "Tugboat is up: controller at {url}, nodes {}, data in {}.\n\
+         \n\
+         Try, in another terminal:\n  \
+           tug apply -f manifests/web.yaml\n  \
+           tug get pods -o wide\n  \
+           tug logs POD_NAME\n  \
+           tug scale deployment/web --replicas 5\n  \
+           tug get events -w\n\
+         \n\
+         {stop}",
+        nodes.join(", "),
+        data_dir.display()
+    )
+}
+
+/// `tug up -d`: the same `tug up` started again in the background; returns once
+/// every one of its nodes is Ready, or says why not (with the end of its log).
+async fn detach(args: UpArgs, ctx: &mut Context<'_>) -> anyhow::Result<()> {
+    let data_dir = data_dir(args.data_dir.clone(), ctx)?;
+    if let Some(pid) = background::running(&data_dir) {
+        bail!("{}", background::already_running(&data_dir, pid));
+    }
+    let log = data_dir.join(background::LOG_FILE);
+    let mut child = background::spawn(background::foreground_args(std::env::args_os()), &data_dir)?;
+    let nodes: Vec<String> = (1..=args.agents).map(|i| format!("node-{i}")).collect();
+    let tls = !args.security.insecure_http;
+    let deadline = tokio::time::Instant::now() + READY_WITHIN;
+    let url = loop {
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "tug up stopped ({status}) before the cluster was ready; the end of {}:\n{}",
+                log.display(),
+                background::log_tail(&data_dir, 20)
+            );
+        }
+        if ctx.shutdown.is_cancelled() {
+            // Ctrl-C while starting: the start is abandoned, not left half done.
+            let _ = background::stop(&data_dir, Duration::from_secs(30)).await;
+            bail!("interrupted: tug up was stopped before it was ready");
+        }
+        let config = ctx.config_path();
+        if let Some(url) = ready_at(&args, config.as_deref(), &data_dir, tls, &nodes).await {
+            break url;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!(
+                "the nodes were not all Ready within {}s; tug up (pid {}) is still running: see {}, and `tug down` stops it",
+                READY_WITHIN.as_secs(),
+                child.id(),
+                log.display()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    writeln!(
+        ctx.out,
+        "{}",
+        banner(&url, &nodes, &data_dir, Some(child.id()))
+    )?;
+    Ok(())
+}
+
+/// The controller's URL once the background `tug up` answers and all of `nodes`
+/// are Ready.
+async fn ready_at(
+    args: &UpArgs,
+    config: Option<&std::path::Path>,
+    data_dir: &std::path::Path,
+    tls: bool,
+    nodes: &[String],
+) -> Option<String> {
+    use k8s_openapi::api::core::v1::Node;
+    // Port 0 is chosen when bound: then the address is the one it recorded.
+    let url = if args.listen.port() == 0 {
+        crate::config::read_config(config?).ok()??.server?
+    } else {
+        tugboat_controller::client_url(args.listen, &security(&args.security))
+    };
+    let creds = if tls {
+        let path = data_dir.join(tugboat_controller::pki::ADMIN_KUBECONFIG);
+        let config = tugboat_tls::kubeconfig::Kubeconfig::read(&path).ok()??;
+        tugboat_api::Credentials::from(config.resolve(None, &path.display().to_string()).ok()?)
+    } else {
+        Default::default()
+    };
+    let client = tugboat_api::Client::with_credentials(&url, &creds).ok()?;
+    let listed: Vec<Node> = client
+        .list_as(&tugboat_api::resource::NODES, None, &Default::default())
+        .await
+        .ok()?;
+    let ready = |name: &String| {
+        listed.iter().any(|n| {
+            n.metadata.name.as_ref() == Some(name)
+                && n.status
+                    .iter()
+                    .flat_map(|s| s.conditions.iter().flatten())
+                    .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
+    };
+    nodes.iter().all(ready).then_some(url)
 }
 
 /// An admin client for the controller just started at `url`, once it answers
