@@ -674,3 +674,65 @@ async fn a_rollout_past_its_progress_deadline_fails_status_and_apply_wait() -> a
     );
     Ok(())
 }
+
+/// `tug up -d` as a process, with its own HOME and XDG directories, never
+/// touching Docker: its background `tug up` is pointed at a socket that does not
+/// exist, so the start fails, and must say why (from its log) and leave no pid
+/// behind. (A start that succeeds runs agents named `node-1…`, which fence the
+/// containers of any local cluster of the same names on this engine: not for a
+/// test.)
+#[tokio::test]
+async fn up_detached_reports_a_background_start_that_failed_and_down_finds_nothing_to_stop()
+-> anyhow::Result<()> {
+    let tug_bin = tugboat_tests::tug_binary()?;
+    let home = tempfile::tempdir()?;
+    let data = home.path().join("data");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let run = |args: Vec<String>| {
+        let mut cmd = tokio::process::Command::new(&tug_bin);
+        cmd.args(args)
+            .env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("HOME", home.path())
+            .env("XDG_CONFIG_HOME", home.path().join("config"))
+            .env("XDG_DATA_HOME", home.path().join("share"))
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        cmd
+    };
+    let data_arg = data.to_string_lossy().into_owned();
+    let up = run(vec![
+        "up".into(),
+        "-d".into(),
+        "--agents".into(),
+        "1".into(),
+        "--listen".into(),
+        format!("127.0.0.1:{port}"),
+        "--data-dir".into(),
+        data_arg.clone(),
+        "--docker".into(),
+        "unix:///nonexistent/docker.sock".into(),
+        "--no-kubeconfig".into(),
+    ])
+    .output();
+    let out = within("tug up -d", up).await??;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("tug up stopped"), "{stderr}");
+    assert!(stderr.contains("before the cluster was ready"), "{stderr}");
+    assert!(stderr.contains("cannot connect to Docker"), "{stderr}");
+    assert!(data.join("tug-up.log").exists());
+    assert!(
+        !data.join("tug-up.pid").exists(),
+        "the failed tug up released its pid file"
+    );
+
+    let down = run(vec!["down".into(), "--data-dir".into(), data_arg]).output();
+    let out = within("tug down", down).await??;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}");
+    assert!(stdout.starts_with("no tug up is running on "), "{stdout}");
+    Ok(())
+}
