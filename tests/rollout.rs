@@ -12,16 +12,15 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tugboat_api::resource::{DEPLOYMENTS, PODS, REPLICASETS};
 use tugboat_api::{Client, ListParams, PatchType};
 use tugboat_tests::docker::{DockerCluster, sample_deployment};
 use tugboat_tests::fake_agent::FakeAgent;
+use tugboat_tests::load::{Load, get as request};
 use tugboat_tests::{TestController, eventually, eventually_within, within};
 
 /// New connections per second during an update.
@@ -49,86 +48,6 @@ fn node_port_service() -> Value {
     })
 }
 
-/// `GET /` on a new connection; an error says what went wrong.
-async fn request(addr: SocketAddr) -> Result<(), String> {
-    let attempt = async {
-        let mut c = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
-        c.write_all(b"GET / HTTP/1.1\r\nHost: svc\r\nConnection: close\r\n\r\n")
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut raw = Vec::new();
-        c.read_to_end(&mut raw).await.map_err(|e| e.to_string())?;
-        if raw.starts_with(b"HTTP/1.1 200") {
-            Ok(())
-        } else {
-            Err(format!(
-                "answered {:?}",
-                String::from_utf8_lossy(&raw[..raw.len().min(40)])
-            ))
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(5), attempt)
-        .await
-        .unwrap_or_else(|_| Err("timed out".into()))
-}
-
-/// A client opening [`RATE`] new connections a second, alternating over
-/// `addrs`, until stopped (or 3 minutes at most).
-struct Load {
-    stop: Arc<AtomicBool>,
-    ok: Arc<AtomicUsize>,
-    failures: Arc<std::sync::Mutex<Vec<String>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Load {
-    fn start(addrs: Vec<SocketAddr>) -> Load {
-        let stop = Arc::new(AtomicBool::new(false));
-        let ok = Arc::new(AtomicUsize::new(0));
-        let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let task = tokio::spawn({
-            let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
-            async move {
-                let started = Instant::now();
-                let mut tick = tokio::time::interval(Duration::from_millis(1000 / RATE));
-                let mut inflight = Vec::new();
-                let mut i = 0usize;
-                while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(180) {
-                    tick.tick().await;
-                    let addr = addrs[i % addrs.len()];
-                    i += 1;
-                    let (ok, failures) = (ok.clone(), failures.clone());
-                    inflight.push(tokio::spawn(async move {
-                        match request(addr).await {
-                            Ok(()) => {
-                                ok.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Err(e) => failures.lock().unwrap().push(format!("{addr}: {e}")),
-                        }
-                    }));
-                }
-                for t in inflight {
-                    let _ = t.await;
-                }
-            }
-        });
-        Load {
-            stop,
-            ok,
-            failures,
-            task,
-        }
-    }
-
-    /// Stops and returns (answered, failures).
-    async fn finish(self) -> anyhow::Result<(usize, Vec<String>)> {
-        self.stop.store(true, Ordering::Relaxed);
-        within("the load to finish", self.task).await??;
-        let failures = self.failures.lock().unwrap().clone();
-        Ok((self.ok.load(Ordering::Relaxed), failures))
-    }
-}
-
 /// The Deployment's pods as a sampler counts them: not terminating, and of
 /// those Ready.
 async fn counts(client: &Client, ns: &str) -> Option<(usize, usize)> {
@@ -145,9 +64,10 @@ async fn counts(client: &Client, ns: &str) -> Option<(usize, usize)> {
     let ready = live
         .iter()
         .filter(|p| {
-            p["status"]["conditions"]
-                .as_array()
-                .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+            p["status"]["conditions"].as_array().is_some_and(|c| {
+                c.iter()
+                    .any(|c| c["type"] == "Ready" && c["status"] == "True")
+            })
         })
         .count();
     Some((live.len(), ready))
@@ -168,7 +88,8 @@ impl Sampler {
             async move {
                 let (mut least_ready, mut most, mut samples) = (usize::MAX, 0, 0);
                 let started = Instant::now();
-                while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(180) {
+                while !stop.load(Ordering::Relaxed) && started.elapsed() < Duration::from_secs(180)
+                {
                     if let Some((live, ready)) = counts(&client, &ns).await {
                         least_ready = least_ready.min(ready);
                         most = most.max(live);
@@ -219,7 +140,13 @@ async fn update_env(client: &Client, ns: &str, value: &str) -> anyhow::Result<()
 
 /// Rolls `web` (4 replicas, `strategy`) to a new env value under load; checks
 /// no request failed and the bounds held; returns a summary line.
-async fn update_under_load(test: &str, first: u8, strategy: Value, max_unavailable: usize, max_surge: usize) -> anyhow::Result<String> {
+async fn update_under_load(
+    test: &str,
+    first: u8,
+    strategy: Value,
+    max_unavailable: usize,
+    max_surge: usize,
+) -> anyhow::Result<String> {
     let (c, ips) = DockerCluster::start_loopback_nodes(test, first, &[]).await?;
     let ns = c.namespace.clone();
     c.apply(&web(4, strategy)).await?;
@@ -237,15 +164,19 @@ async fn update_under_load(test: &str, first: u8, strategy: Value, max_unavailab
     for a in &addrs {
         eventually("the node port answers", || async { request(*a).await.ok() }).await?;
     }
-    let load = Load::start(addrs);
+    let load = Load::start(addrs, RATE);
     let sampler = Sampler::start(c.client.clone(), ns.clone());
     tokio::time::sleep(Duration::from_secs(2)).await;
     let started = Instant::now();
     update_env(&c.client, &ns, "2").await?;
-    eventually_within(Duration::from_secs(120), "the rollout completes", || async {
-        let d = status(&c.client, &ns).await.ok()?;
-        (complete(&d) && d["metadata"]["generation"].as_i64() == Some(2)).then_some(())
-    })
+    eventually_within(
+        Duration::from_secs(120),
+        "the rollout completes",
+        || async {
+            let d = status(&c.client, &ns).await.ok()?;
+            (complete(&d) && d["metadata"]["generation"].as_i64() == Some(2)).then_some(())
+        },
+    )
     .await?;
     let rolled = started.elapsed();
     // The old pods' containers are gone too.
@@ -253,9 +184,14 @@ async fn update_under_load(test: &str, first: u8, strategy: Value, max_unavailab
         let pods = c.pods("app=web").await.ok()?;
         let hashes: BTreeSet<String> = pods
             .iter()
-            .filter_map(|p| p["metadata"]["labels"]["pod-template-hash"].as_str().map(str::to_string))
+            .filter_map(|p| {
+                p["metadata"]["labels"]["pod-template-hash"]
+                    .as_str()
+                    .map(str::to_string)
+            })
             .collect();
-        (pods.len() == 4 && hashes.len() == 1).then(|| hashes.into_iter().next().unwrap_or_default())
+        (pods.len() == 4 && hashes.len() == 1)
+            .then(|| hashes.into_iter().next().unwrap_or_default())
     })
     .await?;
     let pods: BTreeSet<String> = c
@@ -266,7 +202,10 @@ async fn update_under_load(test: &str, first: u8, strategy: Value, max_unavailab
         .collect();
     eventually("only the new pods' containers remain", || async {
         let containers = c.containers(false).ok()?;
-        containers.iter().all(|k| pods.contains(&k.pod)).then_some(())
+        containers
+            .iter()
+            .all(|k| pods.contains(&k.pod))
+            .then_some(())
     })
     .await?;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -346,7 +285,7 @@ async fn an_update_to_a_missing_image_stalls_with_the_old_pods_serving() -> anyh
     for a in &addrs {
         eventually("the node port answers", || async { request(*a).await.ok() }).await?;
     }
-    let load = Load::start(addrs);
+    let load = Load::start(addrs, RATE);
     c.client
         .patch(
             &DEPLOYMENTS,
@@ -388,14 +327,18 @@ async fn an_update_to_a_missing_image_stalls_with_the_old_pods_serving() -> anyh
             PatchType::Strategic,
         )
         .await?;
-    eventually_within(Duration::from_secs(60), "the rollback completes", || async {
-        let d = status(&c.client, &ns).await.ok()?;
-        let pods = c.pods("app=web").await.ok()?;
-        let stuck = pods
-            .iter()
-            .any(|p| p["spec"]["containers"][0]["image"] == "tugboat/missing:never");
-        (complete(&d) && !stuck).then_some(())
-    })
+    eventually_within(
+        Duration::from_secs(60),
+        "the rollback completes",
+        || async {
+            let d = status(&c.client, &ns).await.ok()?;
+            let pods = c.pods("app=web").await.ok()?;
+            let stuck = pods
+                .iter()
+                .any(|p| p["spec"]["containers"][0]["image"] == "tugboat/missing:never");
+            (complete(&d) && !stuck).then_some(())
+        },
+    )
     .await?;
     let (answered, failures) = load.finish().await?;
     assert!(
@@ -541,7 +484,11 @@ async fn recreate_stops_every_old_pod_before_a_new_one_starts() -> anyhow::Resul
         {
             break;
         }
-        anyhow::ensure!(Instant::now() < deadline, "the Recreate rollout did not finish: {}", d["status"]);
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the Recreate rollout did not finish: {}",
+            d["status"]
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(!seen_both, "old and new pods existed at the same time");

@@ -30,7 +30,9 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tugboat_api::resource::DEPLOYMENTS;
-use tugboat_tests::bench::{Swarm, loadavg, output_of, rounds_from_env, utc_now};
+use tugboat_tests::bench::{
+    Swarm, loadavg, output_of, rounds_from_env, swarm_mesh_service, utc_now,
+};
 use tugboat_tests::docker::{DockerCluster, docker, sample_deployment};
 use tugboat_tests::eventually_within;
 
@@ -146,67 +148,6 @@ fn row(case: &str, replicas: usize, f: &Figures) -> String {
     )
 }
 
-/// The benchmark's Swarm service, removed on drop (before the swarm is left).
-struct MeshService;
-
-impl Drop for MeshService {
-    fn drop(&mut self) {
-        let _ = docker(&["service", "rm", SWARM_SERVICE]);
-    }
-}
-
-/// A Swarm service of `replicas` published through the routing mesh; its mesh
-/// address and one task container's address, once every replica answers.
-async fn swarm_service(replicas: usize, port: u16) -> anyhow::Result<(SocketAddr, SocketAddr)> {
-    let _ = docker(&["service", "rm", SWARM_SERVICE]);
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    docker(&[
-        "service",
-        "create",
-        "--detach",
-        "--quiet",
-        "--name",
-        SWARM_SERVICE,
-        "--replicas",
-        &replicas.to_string(),
-        "--publish",
-        &format!("published={port},target=8080"),
-        "--label",
-        BENCH_LABEL,
-        "--container-label",
-        BENCH_LABEL,
-        IMAGE,
-    ])?;
-    let mesh: SocketAddr = format!("127.0.0.1:{port}").parse()?;
-    let task = eventually_within(WAIT, "the swarm service runs and answers", || async {
-        let ids = docker(&[
-            "ps",
-            "-q",
-            "--filter",
-            &format!("label=com.docker.swarm.service.name={SWARM_SERVICE}"),
-        ])
-        .ok()?;
-        let ids: Vec<&str> = ids.split_whitespace().collect();
-        if ids.len() != replicas {
-            return None;
-        }
-        // The task's address on the ingress network is the one the mesh uses;
-        // any of its addresses answers.
-        let ips = docker(&[
-            "inspect",
-            "-f",
-            "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
-            ids[0],
-        ])
-        .ok()?;
-        let ip = ips.split_whitespace().next()?.to_string();
-        let task: SocketAddr = format!("{ip}:8080").parse().ok()?;
-        (one(mesh).await.is_ok() && one(task).await.is_ok()).then_some(task)
-    })
-    .await?;
-    Ok((mesh, task))
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let total = rounds_from_env("SERVICES_REQUESTS", 2000)?;
@@ -255,7 +196,7 @@ async fn main() -> anyhow::Result<()> {
         .id;
     let client_pid: i64 = docker(&["inspect", "-f", "{{.State.Pid}}", &client_id])?.parse()?;
     let swarm = match Swarm::join() {
-        Ok(s) => Some((MeshService, s)),
+        Ok(s) => Some(s),
         Err(e) => {
             println!("# no Swarm: {e}");
             None
@@ -309,8 +250,9 @@ async fn main() -> anyhow::Result<()> {
         .await??;
         println!("{}", row("ClusterIP", replicas, &f));
         if swarm.is_some() {
-            match swarm_service(replicas, 30999).await {
-                Ok((mesh, task)) => {
+            match swarm_mesh_service(SWARM_SERVICE, IMAGE, replicas, 30999, BENCH_LABEL, WAIT).await
+            {
+                Ok((_service, mesh, task)) => {
                     let _ = load(mesh, 50, 2).await;
                     println!(
                         "{}",

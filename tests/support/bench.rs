@@ -120,3 +120,79 @@ pub fn rss_mb(pid: Option<u32>) -> f64 {
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
 }
+
+/// A Swarm service of the sample image, removed on drop.
+pub struct SwarmService {
+    pub name: String,
+}
+
+impl Drop for SwarmService {
+    fn drop(&mut self) {
+        let _ = docker(&["service", "rm", &self.name]);
+    }
+}
+
+/// A Swarm service `name` of `image` with `replicas`, published on port `port`
+/// through the ingress routing mesh and labelled `label` (`key=value`), once
+/// its mesh address and one task's address both answer `GET /`; fails (and
+/// removes the service) after `wait` — as it does where the kernel has no IPVS.
+pub async fn swarm_mesh_service(
+    name: &str,
+    image: &str,
+    replicas: usize,
+    port: u16,
+    label: &str,
+    wait: std::time::Duration,
+) -> anyhow::Result<(SwarmService, std::net::SocketAddr, std::net::SocketAddr)> {
+    let _ = docker(&["service", "rm", name]);
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    docker(&[
+        "service",
+        "create",
+        "--detach",
+        "--quiet",
+        "--name",
+        name,
+        "--replicas",
+        &replicas.to_string(),
+        "--publish",
+        &format!("published={port},target=8080"),
+        "--label",
+        label,
+        "--container-label",
+        label,
+        image,
+    ])?;
+    let service = SwarmService {
+        name: name.to_string(),
+    };
+    let mesh: std::net::SocketAddr = format!("127.0.0.1:{port}").parse()?;
+    let task = crate::eventually_within(wait, "the swarm service runs and answers", || async {
+        let ids = docker(&[
+            "ps",
+            "-q",
+            "--filter",
+            &format!("label=com.docker.swarm.service.name={name}"),
+        ])
+        .ok()?;
+        let ids: Vec<&str> = ids.split_whitespace().collect();
+        if ids.len() != replicas {
+            return None;
+        }
+        // The task's address on the ingress network is the one the mesh uses;
+        // any of its addresses answers.
+        let ips = docker(&[
+            "inspect",
+            "-f",
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+            ids[0],
+        ])
+        .ok()?;
+        let ip = ips.split_whitespace().next()?.to_string();
+        let task: std::net::SocketAddr = format!("{ip}:8080").parse().ok()?;
+        (crate::load::get(mesh).await.is_ok() && crate::load::get(task).await.is_ok())
+            .then_some(task)
+    })
+    .await?;
+    Ok((service, mesh, task))
+}

@@ -10,6 +10,7 @@
 pub mod bench;
 pub mod docker;
 pub mod fake_agent;
+pub mod load;
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -50,7 +50,8 @@ pub fn routed(slices: &[Arc<EndpointSlice>]) -> (u64, HashSet<IpAddr>) {
         .flat_map(|s| s.endpoints.iter())
         .filter(|e| {
             let c = e.conditions.as_ref();
-            c.and_then(|c| c.ready).unwrap_or(true) && !c.and_then(|c| c.terminating).unwrap_or(false)
+            c.and_then(|c| c.ready).unwrap_or(true)
+                && !c.and_then(|c| c.terminating).unwrap_or(false)
         })
         .flat_map(|e| e.addresses.iter())
         .filter_map(|a| a.parse().ok())
@@ -138,10 +139,16 @@ mod tests {
                     {"addresses": ["10.0.0.3"]},
                 ]),
             ),
-            slice("9", json!([{"addresses": ["10.0.0.4"], "conditions": {"ready": false}}])),
+            slice(
+                "9",
+                json!([{"addresses": ["10.0.0.4"], "conditions": {"ready": false}}]),
+            ),
         ]);
         assert_eq!(rev, 9);
-        let ips: HashSet<IpAddr> = ["10.0.0.1", "10.0.0.3"].iter().map(|s| s.parse().unwrap()).collect();
+        let ips: HashSet<IpAddr> = ["10.0.0.1", "10.0.0.3"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
         assert_eq!(ready, ips);
     }
 
@@ -157,7 +164,10 @@ mod tests {
             })
         };
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(!waiter.is_finished(), "drained while the pod was still routed");
+        assert!(
+            !waiter.is_finished(),
+            "drained while the pod was still routed"
+        );
         shared.publish(6, HashSet::new());
         let d = tokio::time::timeout(Duration::from_secs(5), waiter)
             .await

@@ -328,8 +328,7 @@ pub async fn run(
         );
         // Only now, with the listeners routing by them, do these count as applied.
         let (revision, ready) = drain::routed(&slcs);
-        *shared.peers.write().unwrap_or_else(|e| e.into_inner()) =
-            drain::peers(&node, &all_nodes);
+        *shared.peers.write().unwrap_or_else(|e| e.into_inner()) = drain::peers(&node, &all_nodes);
         shared.publish(revision, ready);
     }
     for l in listeners.values() {

@@ -430,11 +430,17 @@ mod tests {
     fn requests_are_parsed_strictly() {
         assert_eq!(
             parse("TUG/1 TCP 10.0.0.1:80"),
-            Ok(Request::Connect(Protocol::Tcp, "10.0.0.1:80".parse().unwrap()))
+            Ok(Request::Connect(
+                Protocol::Tcp,
+                "10.0.0.1:80".parse().unwrap()
+            ))
         );
         assert_eq!(
             parse("TUG/1 UDP 10.0.0.1:53"),
-            Ok(Request::Connect(Protocol::Udp, "10.0.0.1:53".parse().unwrap()))
+            Ok(Request::Connect(
+                Protocol::Udp,
+                "10.0.0.1:53".parse().unwrap()
+            ))
         );
         assert_eq!(parse("TUG/1 SYNC 42"), Ok(Request::Sync(42)));
         assert!(parse("TUG/1 SYNC x").is_err());

@@ -231,12 +231,15 @@ impl Act {
     pub async fn pre_stop(&self, containers: &[ContainerInfo], deadline: tokio::time::Instant) {
         let spec = self.pod.spec.as_ref();
         let ip = self.pod.status.as_ref().and_then(|s| s.pod_ip.clone());
-        let hooks = containers.iter().filter(|i| i.state.running).filter_map(|info| {
-            let name = info.labels.get(LABEL_CONTAINER_NAME)?;
-            let c = spec?.containers.iter().find(|c| &c.name == name)?;
-            let hook = c.lifecycle.as_ref()?.pre_stop.clone()?;
-            Some((info, c.clone(), hook))
-        });
+        let hooks = containers
+            .iter()
+            .filter(|i| i.state.running)
+            .filter_map(|info| {
+                let name = info.labels.get(LABEL_CONTAINER_NAME)?;
+                let c = spec?.containers.iter().find(|c| &c.name == name)?;
+                let hook = c.lifecycle.as_ref()?.pre_stop.clone()?;
+                Some((info, c.clone(), hook))
+            });
         let runs = hooks.map(|(info, c, hook)| {
             let ip = ip.clone();
             async move {
@@ -244,7 +247,8 @@ impl Act {
                 let name = c.name.clone();
                 let result = match &hook.sleep {
                     Some(s) => {
-                        let want = Duration::from_secs(u64::try_from(s.seconds.max(0)).unwrap_or(0));
+                        let want =
+                            Duration::from_secs(u64::try_from(s.seconds.max(0)).unwrap_or(0));
                         tokio::time::sleep(want.min(left)).await;
                         Ok(())
                     }
@@ -265,7 +269,8 @@ impl Act {
                             runtime: self.ctx.runtime.clone(),
                             http: self.ctx.http.clone(),
                         };
-                        match tokio::time::timeout(left, crate::probe::check(&target, &probe)).await {
+                        match tokio::time::timeout(left, crate::probe::check(&target, &probe)).await
+                        {
                             Ok(r) => r,
                             Err(_) => Err("the grace period ended first".to_string()),
                         }

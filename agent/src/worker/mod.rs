@@ -428,8 +428,11 @@ impl Worker {
         act.pre_stop(&containers, deadline).await;
         // The hooks may have ended their containers already.
         let containers = self.containers().await.unwrap_or(containers);
-        act.stop_and_remove_within(&containers, deadline.saturating_duration_since(Instant::now()))
-            .await;
+        act.stop_and_remove_within(
+            &containers,
+            deadline.saturating_duration_since(Instant::now()),
+        )
+        .await;
         tracing::info!(pod = %self.label(), containers = containers.len(), "pod's containers removed");
     }
 

@@ -628,7 +628,10 @@ async fn a_failing_pre_stop_exec_is_reported_and_the_pod_still_stops() {
         tx: _tx,
     } = h;
     within(worker.run(CancellationToken::new())).await;
-    assert_eq!(*ran.lock().unwrap(), [vec!["/bin/drain".to_string(), "--now".into()]]);
+    assert_eq!(
+        *ran.lock().unwrap(),
+        [vec!["/bin/drain".to_string(), "--now".into()]]
+    );
     let failed = sink.messages("FailedPreStopHook");
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert!(failed[0].contains("exited with 1"), "{failed:?}");

@@ -839,7 +839,9 @@ async fn update_status(
                     &now,
                 );
                 recheck = match (&progressing_cond.reason, deadline) {
-                    (Some(r), Some(limit)) if r != NEW_RS_AVAILABLE && r != TIMED_OUT && !paused => {
+                    (Some(r), Some(limit))
+                        if r != NEW_RS_AVAILABLE && r != TIMED_OUT && !paused =>
+                    {
                         let since = progressing_cond
                             .last_update_time
                             .as_ref()
