@@ -21,7 +21,7 @@ use tugboat_api::{Client, ListParams, PatchType};
 use tugboat_tests::docker::{DockerCluster, sample_deployment};
 use tugboat_tests::fake_agent::FakeAgent;
 use tugboat_tests::load::{Load, get as request};
-use tugboat_tests::{TestController, eventually, eventually_within, within};
+use tugboat_tests::{TestController, eventually, eventually_within, tug, within};
 
 /// New connections per second during an update.
 const RATE: u64 = 50;
@@ -169,15 +169,32 @@ async fn update_under_load(
     tokio::time::sleep(Duration::from_secs(2)).await;
     let started = Instant::now();
     update_env(&c.client, &ns, "2").await?;
-    eventually_within(
-        Duration::from_secs(120),
-        "the rollout completes",
-        || async {
-            let d = status(&c.client, &ns).await.ok()?;
-            (complete(&d) && d["metadata"]["generation"].as_i64() == Some(2)).then_some(())
-        },
+    // `tug rollout status` follows it and exits 0 when it is complete.
+    let said = tug(
+        &c.controller.url,
+        c.config_dir(),
+        &[
+            "rollout",
+            "status",
+            "deployment/web",
+            "-n",
+            &ns,
+            "--timeout",
+            "120s",
+        ],
     )
     .await?;
+    assert!(
+        said.trim_end()
+            .ends_with("deployment \"web\" successfully rolled out"),
+        "{said}"
+    );
+    let d = status(&c.client, &ns).await?;
+    assert!(
+        complete(&d) && d["metadata"]["generation"].as_i64() == Some(2),
+        "{}",
+        d["status"]
+    );
     let rolled = started.elapsed();
     // The old pods' containers are gone too.
     let new_hash = eventually("every pod has the new template", || async {
@@ -316,17 +333,34 @@ async fn an_update_to_a_missing_image_stalls_with_the_old_pods_serving() -> anyh
         "{}",
         stalled["status"]
     );
+    let err = tug(
+        &c.controller.url,
+        c.config_dir(),
+        &[
+            "rollout",
+            "status",
+            "deployment/web",
+            "-n",
+            &ns,
+            "--timeout",
+            "20s",
+        ],
+    )
+    .await
+    .expect_err("a stalled rollout's status fails");
+    assert!(
+        err.to_string()
+            .contains("deployment \"web\" exceeded its progress deadline"),
+        "{err}"
+    );
     // Back to the previous template: the stuck pods go.
-    c.client
-        .patch(
-            &DEPLOYMENTS,
-            Some(&ns),
-            "web",
-            &json!({"spec": {"template": {"spec": {"containers": [
-                {"name": "web", "image": "tugboat/sample:latest"}]}}}}),
-            PatchType::Strategic,
-        )
-        .await?;
+    let undone = tug(
+        &c.controller.url,
+        c.config_dir(),
+        &["rollout", "undo", "deployment/web", "-n", &ns],
+    )
+    .await?;
+    assert!(undone.contains("rolled back"), "{undone}");
     eventually_within(
         Duration::from_secs(60),
         "the rollback completes",
@@ -520,4 +554,69 @@ async fn recreate_stops_every_old_pod_before_a_new_one_starts() -> anyhow::Resul
     assert_eq!(causes, want);
     agent.stop().await?;
     tc.stop().await
+}
+
+#[tokio::test]
+async fn a_rollout_restart_replaces_every_pod_without_dropping_below_capacity() -> anyhow::Result<()>
+{
+    let tc = TestController::start().await?;
+    let agent = FakeAgent::start(&tc, "n1").await?;
+    let c = &tc.client;
+    let mut d = tugboat_tests::deployment("web", "default", 4);
+    d["spec"]["strategy"] = json!({"type": "RollingUpdate",
+        "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}});
+    c.create(&DEPLOYMENTS, Some("default"), &d).await?;
+    eventually_within(Duration::from_secs(30), "4 replicas available", || async {
+        let d = c.get(&DEPLOYMENTS, Some("default"), "web").await.ok()?;
+        (d["status"]["availableReplicas"] == 4).then_some(())
+    })
+    .await?;
+    let before: BTreeSet<String> = pod_names(c).await?;
+    let sampler = Sampler::start(c.clone(), "default".into());
+    let dir = tempfile::tempdir()?;
+    let said = tug(
+        &tc.url,
+        dir.path(),
+        &["rollout", "restart", "deployment/web"],
+    )
+    .await?;
+    assert_eq!(said, "deployment.apps/web restarted\n");
+    tug(
+        &tc.url,
+        dir.path(),
+        &["rollout", "status", "deployment/web", "--timeout", "60s"],
+    )
+    .await?;
+    let after = eventually("only new pods remain", || async {
+        let now = pod_names(c).await.ok()?;
+        (now.len() == 4 && now.is_disjoint(&before)).then_some(now)
+    })
+    .await?;
+    let (least_ready, most, samples) = sampler.finish().await?;
+    assert!(samples >= 3, "{samples} samples");
+    assert!(least_ready >= 4, "only {least_ready} Ready at one point");
+    assert!(most <= 5, "{most} pods at one point");
+    assert!(after.is_disjoint(&before));
+    agent.stop().await?;
+    tc.stop().await
+}
+
+async fn pod_names(c: &Client) -> anyhow::Result<BTreeSet<String>> {
+    let pods = c
+        .list(
+            &PODS,
+            Some("default"),
+            &ListParams {
+                label_selector: Some("app=web".into()),
+                ..Default::default()
+            },
+        )
+        .await?;
+    Ok(pods["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
+        .collect())
 }
