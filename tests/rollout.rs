@@ -138,18 +138,17 @@ async fn update_env(client: &Client, ns: &str, value: &str) -> anyhow::Result<()
     Ok(())
 }
 
-/// Rolls `web` (4 replicas, `strategy`) to a new env value under load; checks
-/// no request failed and the bounds held; returns a summary line.
-async fn update_under_load(
+/// Two nodes running `deployment` (4 replicas) behind a NodePort Service, every
+/// replica ready and every node answering: the cluster, its namespace and the
+/// node port on each node.
+async fn serving(
     test: &str,
     first: u8,
-    strategy: Value,
-    max_unavailable: usize,
-    max_surge: usize,
-) -> anyhow::Result<String> {
+    deployment: Value,
+) -> anyhow::Result<(DockerCluster, String, Vec<SocketAddr>)> {
     let (c, ips) = DockerCluster::start_loopback_nodes(test, first, &[]).await?;
     let ns = c.namespace.clone();
-    c.apply(&web(4, strategy)).await?;
+    c.apply(&deployment).await?;
     let svc = c.apply(&node_port_service()).await?;
     let port = u16::try_from(svc["spec"]["ports"][0]["nodePort"].as_u64().unwrap_or(0))?;
     eventually_within(Duration::from_secs(60), "4 replicas are ready", || async {
@@ -164,6 +163,19 @@ async fn update_under_load(
     for a in &addrs {
         eventually("the node port answers", || async { request(*a).await.ok() }).await?;
     }
+    Ok((c, ns, addrs))
+}
+
+/// Rolls `web` (4 replicas, `strategy`) to a new env value under load; checks
+/// no request failed and the bounds held; returns a summary line.
+async fn update_under_load(
+    test: &str,
+    first: u8,
+    strategy: Value,
+    max_unavailable: usize,
+    max_surge: usize,
+) -> anyhow::Result<String> {
+    let (c, ns, addrs) = serving(test, first, web(4, strategy)).await?;
     let load = Load::start(addrs, RATE);
     let sampler = Sampler::start(c.client.clone(), ns.clone());
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -284,24 +296,9 @@ async fn a_rolling_update_with_no_unavailable_pod_drops_no_request() -> anyhow::
 
 #[tokio::test]
 async fn an_update_to_a_missing_image_stalls_with_the_old_pods_serving() -> anyhow::Result<()> {
-    let (c, ips) = DockerCluster::start_loopback_nodes("roll-stall", 34, &[]).await?;
-    let ns = c.namespace.clone();
     let mut d = web(4, json!({"type": "RollingUpdate"}));
     d["spec"]["progressDeadlineSeconds"] = json!(8);
-    c.apply(&d).await?;
-    let svc = c.apply(&node_port_service()).await?;
-    let port = u16::try_from(svc["spec"]["ports"][0]["nodePort"].as_u64().unwrap_or(0))?;
-    eventually_within(Duration::from_secs(60), "4 replicas are ready", || async {
-        complete(&status(&c.client, &ns).await.ok()?).then_some(())
-    })
-    .await?;
-    let addrs: Vec<SocketAddr> = ips
-        .iter()
-        .map(|ip| format!("{ip}:{port}").parse())
-        .collect::<Result<_, _>>()?;
-    for a in &addrs {
-        eventually("the node port answers", || async { request(*a).await.ok() }).await?;
-    }
+    let (c, ns, addrs) = serving("roll-stall", 34, d).await?;
     let load = Load::start(addrs, RATE);
     c.client
         .patch(

@@ -6,12 +6,10 @@
 
 use std::path::Path;
 
-use anyhow::Context as _;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use tokio_util::sync::CancellationToken;
 use tugboat_api::ListParams;
 use tugboat_api::resource::{DEPLOYMENTS, REPLICASETS};
-use tugboat_tests::{TestController, eventually, kubeconfig_for, tug, within};
+use tugboat_tests::{TestController, eventually, tug, within};
 
 /// A Deployment of one replica; `IMAGE`, `CAUSE`, `REPLICAS` and `NAME` are
 /// replaced.
@@ -117,43 +115,15 @@ fn image_of(d: &Deployment) -> String {
         .unwrap_or_default()
 }
 
-/// Runs `tug ARGS` in-process as the `tug` helper does, returning the exit status
-/// the binary would have (`tugboat_cli::error::exit_code`) and what it printed.
+/// Runs `tug ARGS` in-process, returning the exit status the binary would have
+/// and what it printed.
 async fn tug_status(
     tc: &TestController,
     dir: &Path,
     args: &[&str],
 ) -> anyhow::Result<(u8, String)> {
-    use clap::Parser as _;
-    let config = dir.join("config.json").to_string_lossy().into_owned();
-    let kubeconfig = kubeconfig_for(&tc.url).context("the controller's kubeconfig")?;
-    let kubeconfig = kubeconfig.to_string_lossy().into_owned();
-    let argv = [
-        "tug",
-        "--server",
-        &tc.url,
-        "--config",
-        &config,
-        "--kubeconfig",
-        &kubeconfig,
-    ];
-    let cli = tugboat_cli::Cli::try_parse_from(argv.iter().chain(args))?;
-    let mut out = Vec::new();
-    let result = within(
-        &format!("tug {}", args.join(" ")),
-        tugboat_cli::execute_with(
-            cli,
-            &mut out,
-            tugboat_cli::Env::default(),
-            CancellationToken::new(),
-        ),
-    )
-    .await?;
-    let code = match &result {
-        Ok(()) => 0,
-        Err(e) => tugboat_cli::error::exit_code(e),
-    };
-    Ok((code, String::from_utf8(out)?))
+    let (code, out, _) = tugboat_tests::tug_exit(&tc.url, dir, args).await?;
+    Ok((code, out))
 }
 
 #[tokio::test]

@@ -640,6 +640,23 @@ pub async fn spawn_controller(
 /// environment is empty and the config file a path in `config_dir`, so the user's own
 /// configuration is never read or written.
 pub async fn tug(server: &str, config_dir: &Path, args: &[&str]) -> anyhow::Result<String> {
+    let (_, text, result) = tug_exit(server, config_dir, args).await?;
+    match result {
+        Ok(()) => Ok(text),
+        Err(e) => Err(anyhow::anyhow!(
+            "{}\n(output so far: {text})",
+            tugboat_cli::render_error(&e)
+        )),
+    }
+}
+
+/// Like [`tug`], with the exit status the binary would have
+/// (`tugboat_cli::error::exit_code`), what it printed, and its error.
+pub async fn tug_exit(
+    server: &str,
+    config_dir: &Path,
+    args: &[&str],
+) -> anyhow::Result<(u8, String, anyhow::Result<()>)> {
     use clap::Parser as _;
     let config = config_dir.join("config.json");
     let config = config.to_string_lossy();
@@ -661,12 +678,9 @@ pub async fn tug(server: &str, config_dir: &Path, args: &[&str]) -> anyhow::Resu
         ),
     )
     .await?;
-    let text = String::from_utf8(out)?;
-    match result {
-        Ok(()) => Ok(text),
-        Err(e) => Err(anyhow::anyhow!(
-            "{}\n(output so far: {text})",
-            tugboat_cli::render_error(&e)
-        )),
-    }
+    let code = match &result {
+        Ok(()) => 0,
+        Err(e) => tugboat_cli::error::exit_code(e),
+    };
+    Ok((code, String::from_utf8(out)?, result))
 }

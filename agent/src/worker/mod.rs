@@ -363,15 +363,7 @@ impl Worker {
     /// Stops and removes every container of the pod: SIGTERM, SIGKILL after `grace`
     /// (the pod's `terminationGracePeriodSeconds` when `None`).
     pub async fn terminate(&self, grace: Option<i64>) {
-        let grace = grace
-            .or_else(|| {
-                self.pod
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.termination_grace_period_seconds)
-            })
-            .unwrap_or(30)
-            .max(0);
+        let grace = self.grace(grace);
         let Ok(containers) = self.containers().await else {
             return;
         };
@@ -386,15 +378,7 @@ impl Worker {
     /// then each container's `preStop` hook, then SIGTERM, and SIGKILL when the
     /// grace period (counted from the start) runs out.
     pub async fn shut_down(&self, grace: Option<i64>) {
-        let grace = grace
-            .or_else(|| {
-                self.pod
-                    .spec
-                    .as_ref()
-                    .and_then(|s| s.termination_grace_period_seconds)
-            })
-            .unwrap_or(30)
-            .max(0);
+        let grace = self.grace(grace);
         let started = Instant::now();
         let deadline = started + Duration::from_secs(u64::try_from(grace).unwrap_or(0));
         let Ok(containers) = self.containers().await else {
@@ -434,6 +418,20 @@ impl Worker {
         )
         .await;
         tracing::info!(pod = %self.label(), containers = containers.len(), "pod's containers removed");
+    }
+
+    /// The grace period in seconds: the deletion's, else the pod's
+    /// `terminationGracePeriodSeconds`, else 30.
+    fn grace(&self, grace: Option<i64>) -> i64 {
+        grace
+            .or_else(|| {
+                self.pod
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.termination_grace_period_seconds)
+            })
+            .unwrap_or(30)
+            .max(0)
     }
 
     /// Tells the API the pod's containers are gone, so the object can go.

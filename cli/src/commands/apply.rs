@@ -71,7 +71,9 @@ async fn apply_one(
     Ok((line, loc))
 }
 
-async fn apply_located(client: &Client, doc: &Document, loc: &Located) -> anyhow::Result<String> {
+/// What client-side apply sends of the manifest, in its namespace
+/// (`merge::desired`).
+pub(crate) fn desired_for(doc: &Document, loc: &Located) -> merge::Desired {
     let mut manifest = doc.object.clone();
     if let (Some(ns), Some(meta)) = (
         &loc.namespace,
@@ -79,7 +81,11 @@ async fn apply_located(client: &Client, doc: &Document, loc: &Located) -> anyhow
     ) {
         meta.insert("namespace".to_string(), Value::String(ns.clone()));
     }
-    let desired = merge::desired(&manifest);
+    merge::desired(&manifest)
+}
+
+async fn apply_located(client: &Client, doc: &Document, loc: &Located) -> anyhow::Result<String> {
+    let desired = desired_for(doc, loc);
     let name = qualified_name(loc.resource, &loc.name);
     let ns = loc.namespace.as_deref();
     match client.get(loc.resource, ns, &loc.name).await {

@@ -66,14 +66,7 @@ async fn diff_one(
     ns_flag: Option<&str>,
 ) -> anyhow::Result<Option<String>> {
     let loc = locate(doc, default_ns, ns_flag)?;
-    let mut manifest = doc.object.clone();
-    if let (Some(ns), Some(meta)) = (
-        &loc.namespace,
-        manifest.get_mut("metadata").and_then(Value::as_object_mut),
-    ) {
-        meta.insert("namespace".to_string(), Value::String(ns.clone()));
-    }
-    let desired = merge::desired(&manifest);
+    let desired = crate::commands::apply::desired_for(doc, &loc);
     let ns = loc.namespace.as_deref();
     let r = loc.resource;
     let (live, merged) = match client.get(r, ns, &loc.name).await {
