@@ -1,6 +1,7 @@
 //! A TCP listener for one Service port: each accepted connection is sent to the
 //! first endpoint of [`Frontend::candidates`](super::table::Frontend::candidates)
-//! that accepts it, and its bytes are copied both ways.
+//! that accepts it, and its bytes are copied both ways. The connection is counted
+//! against that endpoint while it lasts (not the ones that refused it).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -10,7 +11,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use super::{MAX_TRIES, Shared, Slot, connect, copy_tcp};
+use tokio::io::AsyncWriteExt as _;
+
+use super::table::{Activator, Endpoint, Frontend};
+use super::{ACTIVATE_EVERY, ACTIVATION_HOLD, MAX_TRIES, Shared, Slot, connect, copy_tcp};
 
 /// The most connections one Service port proxies at once on this node.
 pub const MAX_CONNECTIONS: usize = 16_384;
@@ -51,12 +55,43 @@ pub async fn serve(
     }
 }
 
-async fn proxy(conn: TcpStream, peer: SocketAddr, slot: &Slot, shared: &Shared, external: bool) {
+async fn proxy(
+    mut conn: TcpStream,
+    peer: SocketAddr,
+    slot: &Slot,
+    shared: &Shared,
+    external: bool,
+) {
     let _ = conn.set_nodelay(true);
-    let (frontend, candidates) = slot.pick(peer.ip(), external, shared);
+    let (mut frontend, mut candidates) = slot.pick(peer.ip(), external, shared);
     if candidates.is_empty() {
-        tracing::debug!(service = %frontend.key, %peer, "no ready endpoint; closing the connection");
-        return;
+        let Some(activator) = frontend.activator.clone() else {
+            tracing::debug!(service = %frontend.key, %peer, "no ready endpoint; closing the connection");
+            return;
+        };
+        match hold(peer, slot, shared, external, &activator).await {
+            Some((f, c)) => (frontend, candidates) = (f, c),
+            None => {
+                if activator.http {
+                    let body = format!(
+                        "no replica of Service {}/{} became ready within {}s\n",
+                        activator.namespace,
+                        activator.service,
+                        ACTIVATION_HOLD.as_secs()
+                    );
+                    let reply = format!(
+                        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nretry-after: 5\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = tokio::time::timeout(
+                        Duration::from_secs(2),
+                        conn.write_all(reply.as_bytes()),
+                    )
+                    .await;
+                }
+                return;
+            }
+        }
     }
     for endpoint in candidates.iter().take(MAX_TRIES) {
         match connect(endpoint, shared).await {
@@ -64,6 +99,7 @@ async fn proxy(conn: TcpStream, peer: SocketAddr, slot: &Slot, shared: &Shared, 
                 if let Some(timeout) = frontend.affinity {
                     slot.remember(peer.ip(), endpoint.addr, timeout);
                 }
+                let _counted = shared.opened(endpoint.addr.ip());
                 copy_tcp(conn, upstream).await;
                 return;
             }
@@ -73,4 +109,46 @@ async fn proxy(conn: TcpStream, peer: SocketAddr, slot: &Slot, shared: &Shared, 
         }
     }
     tracing::warn!(service = %frontend.key, %peer, tried = candidates.len().min(MAX_TRIES), "no endpoint accepted the connection");
+}
+
+/// Holds a connection to a Service scaled to zero: asks the controller to
+/// scale it up (again every [`ACTIVATE_EVERY`] while waiting) and waits, up to
+/// [`ACTIVATION_HOLD`], for this node's proxy to route to a ready endpoint.
+/// `None` when nothing scales the Service or none became ready in time.
+async fn hold(
+    peer: SocketAddr,
+    slot: &Slot,
+    shared: &Shared,
+    external: bool,
+    activator: &Activator,
+) -> Option<(Arc<Frontend>, Vec<Endpoint>)> {
+    let started = tokio::time::Instant::now();
+    let deadline = started + ACTIVATION_HOLD;
+    let mut applied = shared.applied();
+    tracing::debug!(service = %activator.service, namespace = %activator.namespace, %peer, "holding a connection while the Service scales up from zero");
+    loop {
+        if !shared.activate(activator).await {
+            return None;
+        }
+        let ask_again = tokio::time::Instant::now() + ACTIVATE_EVERY;
+        loop {
+            let (frontend, candidates) = slot.pick(peer.ip(), external, shared);
+            if !candidates.is_empty() {
+                tracing::info!(service = %activator.service, namespace = %activator.namespace, waited_ms = started.elapsed().as_millis() as u64, "a held connection goes to the first ready replica");
+                return Some((frontend, candidates));
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(service = %activator.service, namespace = %activator.namespace, "no replica became ready while a connection was held");
+                return None;
+            }
+            tokio::select! {
+                changed = applied.changed() => if changed.is_err() { return None },
+                _ = tokio::time::sleep_until(deadline.min(ask_again)) => {
+                    if tokio::time::Instant::now() >= ask_again {
+                        break;
+                    }
+                }
+            }
+        }
+    }
 }
