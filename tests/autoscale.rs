@@ -15,15 +15,17 @@
 //! each by default). Traffic goes only to loopback (the node ports).
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::{Value, json};
-use tugboat_api::resource::{DEPLOYMENTS, EVENTS, HORIZONTALPODAUTOSCALERS, PODS};
+use serde_json::json;
+use tugboat_api::resource::{EVENTS, HORIZONTALPODAUTOSCALERS};
 use tugboat_api::{Client, ListParams};
-use tugboat_tests::docker::{DockerCluster, docker, sample_deployment};
+use tugboat_tests::autoscale::{
+    burn, connections_hpa, cpu_hpa, held_get, node_ports, ready_pods, replicas, service, web,
+};
+use tugboat_tests::docker::{DockerCluster, docker};
 use tugboat_tests::load::{Load, get_from};
 use tugboat_tests::{eventually, eventually_within, tug};
 
@@ -31,69 +33,7 @@ use tugboat_tests::{eventually, eventually_within, tug};
 const PERIOD: Duration = Duration::from_secs(2);
 
 async fn cluster(test: &str, first: u8) -> anyhow::Result<(DockerCluster, Vec<String>)> {
-    DockerCluster::start_loopback_nodes_tuned(test, first, &[], |c| {
-        c.metrics_interval = PERIOD;
-        c.hpa.sync_period = PERIOD;
-        c.hpa.scale_to_zero = true;
-    })
-    .await
-}
-
-/// The sample with a CPU request, ready once `/ready` answers.
-fn web(replicas: i64, cpu_request: &str) -> Value {
-    let mut d = sample_deployment("web", replicas);
-    let c = &mut d["spec"]["template"]["spec"]["containers"][0];
-    c["ports"] = json!([{"name": "http", "containerPort": 8080}]);
-    c["resources"] = json!({"requests": {"cpu": cpu_request}});
-    c["readinessProbe"] = json!({"httpGet": {"path": "/ready", "port": 8080},
-        "periodSeconds": 1, "failureThreshold": 1, "successThreshold": 1});
-    d
-}
-
-fn service() -> Value {
-    json!({
-        "apiVersion": "v1", "kind": "Service",
-        "metadata": {"name": "web"},
-        "spec": {"type": "NodePort", "selector": {"app": "web"},
-            "ports": [{"name": "http", "port": 80, "targetPort": "http"}]},
-    })
-}
-
-/// The node port on each node.
-fn node_ports(svc: &Value, ips: &[String]) -> anyhow::Result<Vec<SocketAddr>> {
-    let port = u16::try_from(svc["spec"]["ports"][0]["nodePort"].as_u64().unwrap_or(0))?;
-    Ok(ips
-        .iter()
-        .map(|ip| format!("{ip}:{port}").parse())
-        .collect::<Result<_, _>>()?)
-}
-
-async fn replicas(client: &Client, ns: &str) -> Option<i64> {
-    let d = client.get(&DEPLOYMENTS, Some(ns), "web").await.ok()?;
-    d["spec"]["replicas"].as_i64()
-}
-
-/// The Deployment's pods that are Ready and not terminating.
-async fn ready_pods(client: &Client, ns: &str) -> Option<Vec<String>> {
-    let params = ListParams {
-        label_selector: Some("app=web".into()),
-        ..Default::default()
-    };
-    let list = client.list(&PODS, Some(ns), &params).await.ok()?;
-    Some(
-        list["items"]
-            .as_array()?
-            .iter()
-            .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-            .filter(|p| {
-                p["status"]["conditions"].as_array().is_some_and(|c| {
-                    c.iter()
-                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                })
-            })
-            .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_string))
-            .collect(),
-    )
+    tugboat_tests::autoscale::cluster(test, first, PERIOD).await
 }
 
 /// Records the highest `spec.replicas` seen every 200 ms until dropped.
@@ -159,21 +99,6 @@ async fn rescales(client: &Client, ns: &str) -> Vec<String> {
     events.into_iter().map(|(_, m)| m).collect()
 }
 
-/// `POST /burn` through the node port: lands on one pod.
-async fn burn(addr: SocketAddr, seconds: u64, millicores: u64) -> anyhow::Result<String> {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut c = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
-        .await??;
-    let req = format!(
-        "POST /burn?seconds={seconds}&millicores={millicores} HTTP/1.1\r\nHost: web\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    );
-    c.write_all(req.as_bytes()).await?;
-    let mut raw = String::new();
-    tokio::time::timeout(Duration::from_secs(5), c.read_to_string(&mut raw)).await??;
-    anyhow::ensure!(raw.starts_with("HTTP/1.1 200"), "burn answered {raw:?}");
-    Ok(raw)
-}
-
 #[tokio::test]
 async fn cpu_load_scales_a_deployment_up_to_its_maximum_and_back_down() -> anyhow::Result<()> {
     let (c, ips) = cluster("hpa-cpu", 50).await?;
@@ -181,18 +106,7 @@ async fn cpu_load_scales_a_deployment_up_to_its_maximum_and_back_down() -> anyho
     c.apply(&web(1, "100m")).await?;
     let svc = c.apply(&service()).await?;
     let addrs = node_ports(&svc, &ips)?;
-    c.apply(&json!({
-        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
-        "metadata": {"name": "web"},
-        "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
-            "minReplicas": 1, "maxReplicas": 3,
-            "metrics": [{"type": "Resource", "resource": {"name": "cpu",
-                "target": {"type": "Utilization", "averageUtilization": 50}}}],
-            "behavior": {"scaleDown": {"stabilizationWindowSeconds": 10}},
-        },
-    }))
-    .await?;
+    c.apply(&cpu_hpa(1, 3, 50, 10)).await?;
     // Idle: the autoscaler measures the pod (a few percent) and keeps 1.
     let idle = eventually_within(Duration::from_secs(60), "the HPA reports CPU", || async {
         let h = c
@@ -384,20 +298,7 @@ async fn an_idle_deployment_scales_to_zero_and_the_first_request_wakes_it() -> a
     c.apply(&web(1, "50m")).await?;
     let svc = c.apply(&service()).await?;
     let addrs = node_ports(&svc, &ips)?;
-    c.apply(&json!({
-        "apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
-        "metadata": {"name": "web"},
-        "spec": {
-            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
-            "minReplicas": 0, "maxReplicas": 2,
-            "metrics": [{"type": "Object", "object": {
-                "describedObject": {"apiVersion": "v1", "kind": "Service", "name": "web"},
-                "metric": {"name": "connections_per_second"},
-                "target": {"type": "AverageValue", "averageValue": "5"}}}],
-            "behavior": {"scaleDown": {"stabilizationWindowSeconds": 6}},
-        },
-    }))
-    .await?;
+    c.apply(&connections_hpa(0, 2, "5", 6)).await?;
     eventually_within(Duration::from_secs(90), "0 replicas and no pod", || async {
         let none = ready_pods(&c.client, &ns).await?.is_empty();
         (replicas(&c.client, &ns).await? == 0 && none).then_some(())
@@ -415,32 +316,22 @@ async fn an_idle_deployment_scales_to_zero_and_the_first_request_wakes_it() -> a
     // Nothing serves now; the proxy holds the request while the Deployment
     // scales up, then it is answered.
     let started = Instant::now();
-    let pod = tokio::time::timeout(Duration::from_secs(90), async {
-        // One request, held up to a minute (its own timeout is 5 s, so a
-        // dedicated client).
-        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-        let mut conn = tokio::net::TcpStream::connect(addrs[1]).await?;
-        conn.write_all(b"GET / HTTP/1.1\r\nHost: web\r\nConnection: close\r\n\r\n")
-            .await?;
-        let mut raw = String::new();
-        conn.read_to_string(&mut raw).await?;
-        anyhow::Ok(raw)
-    })
-    .await??;
+    // One request, held up to a minute (longer than the loads' 5 s timeout).
+    let pod = held_get(addrs[1], Duration::from_secs(90)).await?;
     let cold = started.elapsed();
     assert!(pod.starts_with("HTTP/1.1 200"), "answered {pod:?}");
     assert!(pod.contains("\"hostname\":\"web-"), "{pod}");
     assert_eq!(replicas(&c.client, &ns).await, Some(1));
-    let events = rescales(&c.client, &ns).await;
-    assert!(
-        events.iter().any(|m| m
-            == "New size: 1; reason: a connection to Service web arrived while scaled to zero"),
-        "{events:?}"
-    );
-    assert!(
-        events.iter().any(|m| m.starts_with("New size: 0;")),
-        "{events:?}"
-    );
+    // Events are recorded beside the rescale, not before it: wait for them.
+    let woke = "New size: 1; reason: a connection to Service web arrived while scaled to zero";
+    let found = eventually_within(Duration::from_secs(20), "the rescale events", || async {
+        let events = rescales(&c.client, &ns).await;
+        let both = events.iter().any(|m| m == woke)
+            && events.iter().any(|m| m.starts_with("New size: 0;"));
+        both.then_some(events)
+    })
+    .await;
+    assert!(found.is_ok(), "{:?}", rescales(&c.client, &ns).await);
     // Idle again: back to zero.
     eventually_within(Duration::from_secs(60), "0 replicas again", || async {
         (replicas(&c.client, &ns).await? == 0).then_some(())

@@ -63,65 +63,91 @@ async fn proxy(
     external: bool,
 ) {
     let _ = conn.set_nodelay(true);
-    let (mut frontend, mut candidates) = slot.pick(peer.ip(), external, shared);
-    if candidates.is_empty() {
-        let Some(activator) = frontend.activator.clone() else {
-            tracing::debug!(service = %frontend.key, %peer, "no ready endpoint; closing the connection");
-            return;
-        };
-        match hold(peer, slot, shared, external, &activator).await {
-            Some((f, c)) => (frontend, candidates) = (f, c),
-            None => {
-                if activator.http {
-                    let body = format!(
-                        "no replica of Service {}/{} became ready within {}s\n",
-                        activator.namespace,
-                        activator.service,
-                        ACTIVATION_HOLD.as_secs()
-                    );
-                    let reply = format!(
-                        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nretry-after: 5\r\nconnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = tokio::time::timeout(
-                        Duration::from_secs(2),
-                        conn.write_all(reply.as_bytes()),
-                    )
-                    .await;
-                }
-                return;
-            }
-        }
+    let (frontend, candidates) = slot.pick(peer.ip(), external, shared);
+    if let Some((endpoint, upstream)) = first_accepting(&frontend, &candidates, shared).await {
+        return forward(conn, upstream, peer, &frontend, &endpoint, slot, shared).await;
     }
+    // No ready endpoint, or none accepted (the last replica of a Service being
+    // scaled to zero may still be listed for a moment after it stopped).
+    let Some(activator) = frontend.activator.clone() else {
+        if candidates.is_empty() {
+            tracing::debug!(service = %frontend.key, %peer, "no ready endpoint; closing the connection");
+        } else {
+            tracing::warn!(service = %frontend.key, %peer, tried = candidates.len().min(MAX_TRIES), "no endpoint accepted the connection");
+        }
+        return;
+    };
+    if let Some((frontend, endpoint, upstream)) =
+        hold(peer, slot, shared, external, &activator).await
+    {
+        return forward(conn, upstream, peer, &frontend, &endpoint, slot, shared).await;
+    }
+    if activator.http {
+        let body = format!(
+            "no replica of Service {}/{} became ready within {}s\n",
+            activator.namespace,
+            activator.service,
+            ACTIVATION_HOLD.as_secs()
+        );
+        let reply = format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: {}\r\nretry-after: 5\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let _ =
+            tokio::time::timeout(Duration::from_secs(2), conn.write_all(reply.as_bytes())).await;
+    }
+}
+
+/// The first of `candidates` (at most [`MAX_TRIES`]) that accepts a connection.
+async fn first_accepting(
+    frontend: &Frontend,
+    candidates: &[Endpoint],
+    shared: &Shared,
+) -> Option<(Endpoint, super::tunnel::Stream)> {
     for endpoint in candidates.iter().take(MAX_TRIES) {
         match connect(endpoint, shared).await {
-            Ok(upstream) => {
-                if let Some(timeout) = frontend.affinity {
-                    slot.remember(peer.ip(), endpoint.addr, timeout);
-                }
-                let _counted = shared.opened(endpoint.addr.ip());
-                copy_tcp(conn, upstream).await;
-                return;
-            }
+            Ok(upstream) => return Some((endpoint.clone(), upstream)),
             Err(e) => {
                 tracing::debug!(service = %frontend.key, endpoint = %endpoint.addr, error = %e, "endpoint refused; trying the next");
             }
         }
     }
-    tracing::warn!(service = %frontend.key, %peer, tried = candidates.len().min(MAX_TRIES), "no endpoint accepted the connection");
+    None
 }
+
+/// Copies `conn` to `upstream` and back, counted against `endpoint` while it
+/// lasts.
+async fn forward(
+    conn: TcpStream,
+    upstream: super::tunnel::Stream,
+    peer: SocketAddr,
+    frontend: &Frontend,
+    endpoint: &Endpoint,
+    slot: &Slot,
+    shared: &Shared,
+) {
+    if let Some(timeout) = frontend.affinity {
+        slot.remember(peer.ip(), endpoint.addr, timeout);
+    }
+    let _counted = shared.opened(endpoint.addr.ip());
+    copy_tcp(conn, upstream).await;
+}
+
+/// How often a held connection tries again endpoints that are listed but did
+/// not accept, when the table has not changed meanwhile.
+const RETRY_LISTED: Duration = Duration::from_millis(250);
 
 /// Holds a connection to a Service scaled to zero: asks the controller to
 /// scale it up (again every [`ACTIVATE_EVERY`] while waiting) and waits, up to
-/// [`ACTIVATION_HOLD`], for this node's proxy to route to a ready endpoint.
-/// `None` when nothing scales the Service or none became ready in time.
+/// [`ACTIVATION_HOLD`], until an endpoint this node's proxy routes to accepts
+/// it. `None` when nothing scales the Service or nothing accepted in time.
 async fn hold(
     peer: SocketAddr,
     slot: &Slot,
     shared: &Shared,
     external: bool,
     activator: &Activator,
-) -> Option<(Arc<Frontend>, Vec<Endpoint>)> {
+) -> Option<(Arc<Frontend>, Endpoint, super::tunnel::Stream)> {
     let started = tokio::time::Instant::now();
     let deadline = started + ACTIVATION_HOLD;
     let mut applied = shared.applied();
@@ -133,17 +159,27 @@ async fn hold(
         let ask_again = tokio::time::Instant::now() + ACTIVATE_EVERY;
         loop {
             let (frontend, candidates) = slot.pick(peer.ip(), external, shared);
-            if !candidates.is_empty() {
+            if let Some((endpoint, upstream)) =
+                first_accepting(&frontend, &candidates, shared).await
+            {
                 tracing::info!(service = %activator.service, namespace = %activator.namespace, waited_ms = started.elapsed().as_millis() as u64, "a held connection goes to the first ready replica");
-                return Some((frontend, candidates));
+                return Some((frontend, endpoint, upstream));
             }
-            if tokio::time::Instant::now() >= deadline {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
                 tracing::warn!(service = %activator.service, namespace = %activator.namespace, "no replica became ready while a connection was held");
                 return None;
             }
+            // Listed endpoints that refused are tried again shortly even if
+            // the table does not change; otherwise wait for it to.
+            let wake = if candidates.is_empty() {
+                deadline.min(ask_again)
+            } else {
+                deadline.min(ask_again).min(now + RETRY_LISTED)
+            };
             tokio::select! {
                 changed = applied.changed() => if changed.is_err() { return None },
-                _ = tokio::time::sleep_until(deadline.min(ask_again)) => {
+                _ = tokio::time::sleep_until(wake) => {
                     if tokio::time::Instant::now() >= ask_again {
                         break;
                     }
