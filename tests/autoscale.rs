@@ -300,8 +300,9 @@ async fn an_idle_deployment_scales_to_zero_and_the_first_request_wakes_it() -> a
     let addrs = node_ports(&svc, &ips)?;
     c.apply(&connections_hpa(0, 2, "5", 6)).await?;
     eventually_within(Duration::from_secs(90), "0 replicas and no pod", || async {
-        let none = ready_pods(&c.client, &ns).await?.is_empty();
-        (replicas(&c.client, &ns).await? == 0 && none).then_some(())
+        let none = c.pods("app=web").await.ok()?.is_empty();
+        let stopped = c.containers(true).ok()?.is_empty();
+        (replicas(&c.client, &ns).await? == 0 && none && stopped).then_some(())
     })
     .await?;
     let marked = c

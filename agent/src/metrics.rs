@@ -456,7 +456,10 @@ fn sum_of(pods: &[PodUsage]) -> Rate {
             .max()
             .unwrap_or_else(jiff::Timestamp::now),
         window: pods.iter().map(|p| p.window).max().unwrap_or(IDLE_WINDOW),
-        cpu_nano_cores: containers.clone().map(|c| c.cpu_nano_cores).sum(),
-        memory_working_set: containers.map(|c| c.memory_working_set_bytes).sum(),
+        cpu_nano_cores: containers
+            .clone()
+            .fold(0u64, |s, c| s.saturating_add(c.cpu_nano_cores)),
+        memory_working_set: containers
+            .fold(0u64, |s, c| s.saturating_add(c.memory_working_set_bytes)),
     }
 }

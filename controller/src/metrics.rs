@@ -53,8 +53,10 @@ struct Counter {
     total: u64,
     at: Instant,
     active: u64,
-    /// New connections per second since the scrape before.
-    rate: f64,
+    /// New connections per second since the scrape before; `None` when
+    /// there was none to compare with (this controller's first scrape of the
+    /// node).
+    rate: Option<f64>,
 }
 
 /// One endpoint pod IP's requests, by the node whose proxy opened them.
@@ -66,6 +68,8 @@ pub struct Metrics {
     nodes: RwLock<HashMap<String, Reading<NodeUsage>>>,
     pods: RwLock<HashMap<(String, String), Reading<PodUsage>>>,
     requests: RwLock<HashMap<IpAddr, Requests>>,
+    /// The nodes scraped at least twice, whose connection rates are known.
+    baseline: RwLock<std::collections::HashSet<String>>,
     interval: RwLock<Duration>,
     /// Told after every scrape (the autoscaler looks again then).
     pub scraped: tokio::sync::Notify,
@@ -91,7 +95,10 @@ impl Metrics {
     /// connections, rather than unknown)?
     pub fn scraping(&self) -> bool {
         let nodes = self.nodes.read().unwrap_or_else(|e| e.into_inner());
-        nodes.values().any(|r| self.fresh(r))
+        let baseline = self.baseline.read().unwrap_or_else(|e| e.into_inner());
+        nodes
+            .iter()
+            .any(|(name, r)| self.fresh(r) && baseline.contains(name))
     }
 
     pub fn node(&self, name: &str) -> Option<NodeUsage> {
@@ -128,21 +135,27 @@ impl Metrics {
             .collect()
     }
 
-    /// New connections per second to the pod at `ip`, and connections open now,
-    /// summed over every node's proxy (`None` when no proxy reported it).
-    pub fn requests(&self, ip: IpAddr) -> Option<(f64, u64)> {
+    /// New connections per second to the pod at `ip` (`None` while a proxy's
+    /// rate is not known yet), and connections open now, summed over every
+    /// node's proxy (`None` when no proxy reported it).
+    pub fn requests(&self, ip: IpAddr) -> Option<(Option<f64>, u64)> {
         let requests = self.requests.read().unwrap_or_else(|e| e.into_inner());
         let stale = self.interval() * STALE_INTERVALS;
         let by_node = requests.get(&ip)?;
         let live = by_node.values().filter(|c| c.at.elapsed() <= stale);
-        let (rate, active) = live.fold((0.0, 0), |(r, a), c| (r + c.rate, a + c.active));
+        let (rate, active) = live.fold((Some(0.0), 0u64), |(r, a), c| {
+            (
+                r.zip(c.rate).map(|(r, c)| r + c),
+                a.saturating_add(c.active),
+            )
+        });
         Some((rate, active))
     }
 
     /// Takes in node `node`'s summary.
     pub fn record(&self, node: &str, summary: Summary) {
         let now = Instant::now();
-        {
+        let previous = {
             let mut n = summary.node;
             n.name = node.to_string();
             self.nodes
@@ -154,7 +167,23 @@ impl Metrics {
                         value: n,
                         seen: now,
                     },
-                );
+                )
+                .map(|r| r.seen)
+        };
+        let stale = self.interval() * STALE_INTERVALS;
+        self.nodes
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|_, r| r.seen.elapsed() <= stale);
+        {
+            let mut baseline = self.baseline.write().unwrap_or_else(|e| e.into_inner());
+            let nodes = self.nodes.read().unwrap_or_else(|e| e.into_inner());
+            baseline.retain(|n| nodes.contains_key(n));
+            if previous.is_some() {
+                baseline.insert(node.to_string());
+            } else {
+                baseline.remove(node);
+            }
         }
         {
             let mut pods = self.pods.write().unwrap_or_else(|e| e.into_inner());
@@ -175,14 +204,25 @@ impl Metrics {
             let by_node = requests.entry(e.ip).or_default();
             let before = by_node.get(node).copied();
             // The counter's change since the node's last scrape (one that went
-            // back is an agent restarted from 0).
-            let rate = before.map_or(0.0, |b| {
-                let dt = now.duration_since(b.at).as_secs_f64();
+            // back is an agent restarted from 0). A counter the node did not
+            // report last time started since: all of it is new. On the first
+            // scrape of a node there is nothing to compare with.
+            let (from_total, since) = match (before, previous) {
+                (Some(b), _) => (Some(b.total), Some(b.at)),
+                (None, Some(p)) => (Some(0), Some(p)),
+                (None, None) => (None, None),
+            };
+            let rate = from_total.zip(since).and_then(|(from, at)| {
+                let dt = now.duration_since(at).as_secs_f64();
                 let delta = e
                     .connections_total
-                    .checked_sub(b.total)
+                    .checked_sub(from)
                     .unwrap_or(e.connections_total);
-                if dt > 0.0 { delta as f64 / dt } else { b.rate }
+                if dt > 0.0 {
+                    Some(delta as f64 / dt)
+                } else {
+                    before.and_then(|b| b.rate)
+                }
             });
             by_node.insert(
                 node.to_string(),
@@ -300,4 +340,54 @@ async fn scrape(
         .await
         .map_err(|_| format!("{url}: the answer took longer than {TIMEOUT:?}"))??;
     serde_json::from_slice(&bytes).map_err(|e| format!("{url}: not a summary: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use tugboat_api::metrics::{EndpointConnections, NodeUsage, Summary};
+
+    use super::*;
+
+    fn summary(endpoints: &[(&str, u64)]) -> Summary {
+        Summary {
+            node: NodeUsage {
+                name: String::new(),
+                timestamp: jiff::Timestamp::now(),
+                window: Duration::from_secs(1),
+                cpu_nano_cores: 0,
+                memory_working_set_bytes: 0,
+            },
+            pods: Vec::new(),
+            endpoints: endpoints
+                .iter()
+                .map(|(ip, total)| EndpointConnections {
+                    ip: ip.parse().unwrap(),
+                    connections_total: *total,
+                    active: 1,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn connection_rates_are_unknown_until_a_node_was_read_twice() {
+        let m = Metrics::new(Duration::from_secs(15));
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        // A controller that just started knows totals, not rates: it must not
+        // read them as 0 (an autoscaler would scale a busy Service down).
+        m.record("n1", summary(&[("10.0.0.1", 500)]));
+        assert_eq!(m.requests(a), Some((None, 1)));
+        assert!(!m.scraping());
+        std::thread::sleep(Duration::from_millis(100));
+        m.record("n1", summary(&[("10.0.0.1", 510), ("10.0.0.2", 5)]));
+        assert!(m.scraping());
+        let (rate, _) = m.requests(a).unwrap();
+        let rate = rate.expect("known after two reads");
+        assert!(rate > 10.0 && rate < 110.0, "10 in about 0.1 s: {rate}");
+        // An endpoint first reported now opened all its connections since the
+        // read before.
+        let (rate, _) = m.requests(b).unwrap();
+        assert!(rate.is_some_and(|r| r > 5.0), "{rate:?}");
+    }
 }

@@ -83,6 +83,16 @@ impl Bench {
         Ok(started.elapsed())
     }
 
+    /// Until the Deployment has no pod and no running container at all.
+    async fn until_gone(&self) -> anyhow::Result<()> {
+        eventually_within(LIMIT, "no pod and no container left", || async {
+            let pods = self.c.pods("app=web").await.ok()?;
+            let running = self.c.containers(true).ok()?;
+            (pods.is_empty() && running.is_empty()).then_some(())
+        })
+        .await
+    }
+
     /// Removes the autoscaler, if any, and sets 1 replica by hand.
     async fn reset(&self) -> anyhow::Result<()> {
         let _ = self
@@ -154,7 +164,7 @@ impl Bench {
 
     async fn by_hand_from_zero(&self) -> anyhow::Result<Duration> {
         self.set_replicas(0).await?;
-        self.until_ready(0, "no Ready pod").await?;
+        self.until_gone().await?;
         let started = Instant::now();
         self.set_replicas(1).await?;
         eventually_within(LIMIT, "the node port answers", || async {
@@ -171,6 +181,7 @@ impl Bench {
             (replicas(&self.c.client, self.ns()).await? == 0 && none).then_some(())
         })
         .await?;
+        self.until_gone().await?;
         // The proxies learn that the Service is now behind the activator.
         tokio::time::sleep(Duration::from_secs(1)).await;
         let started = Instant::now();

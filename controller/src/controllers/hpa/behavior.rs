@@ -46,14 +46,26 @@ impl History {
         self.scales.push_back((now, change));
     }
 
-    fn changed_within(&self, now: Instant, period: Duration, up: bool) -> i32 {
+    /// Pods added and removed by the rescales within `period`.
+    fn changed_within(&self, now: Instant, period: Duration) -> (i64, i64) {
         self.scales
             .iter()
             .filter(|(t, _)| now.duration_since(*t) <= period)
-            .map(|(_, c)| *c)
-            .filter(|c| if up { *c > 0 } else { *c < 0 })
-            .map(|c| c.abs())
-            .sum()
+            .fold((0, 0), |(added, removed), (_, c)| {
+                if *c > 0 {
+                    (added + i64::from(*c), removed)
+                } else {
+                    (added, removed + i64::from(c.unsigned_abs()))
+                }
+            })
+    }
+
+    /// The replica count at the start of `period`, as Kubernetes computes it
+    /// for a policy: the current one less what was added and plus what was
+    /// removed within it.
+    fn at_start_of(&self, now: Instant, period: Duration, current: i32) -> i64 {
+        let (added, removed) = self.changed_within(now, period);
+        (i64::from(current) - added + removed).max(0)
     }
 }
 
@@ -94,7 +106,19 @@ impl Limit {
     }
 }
 
-/// Kubernetes' defaults for a direction without rules.
+/// The rules of an autoscaler without `behavior` at all, as Kubernetes'
+/// normalizeDesiredReplicas: no policies (scale up at most to double or 4,
+/// scale down without a rate limit) and the 300 s scale-down window.
+pub fn legacy_rules(up: bool) -> HPAScalingRules {
+    HPAScalingRules {
+        stabilization_window_seconds: Some(if up { 0 } else { 300 }),
+        select_policy: Some("Max".into()),
+        policies: None,
+        tolerance: None,
+    }
+}
+
+/// Kubernetes' defaults for a direction without rules in a `behavior`.
 pub fn default_rules(up: bool) -> HPAScalingRules {
     let policy = |type_: &str, value: i32| HPAScalingPolicy {
         type_: type_.into(),
@@ -128,10 +152,15 @@ fn up_limit(current: i32, history: &History, rules: &HPAScalingRules, now: Insta
     if select == "Disabled" {
         return current;
     }
+    let policies = rules.policies.as_deref().unwrap_or_default();
+    if policies.is_empty() {
+        // An autoscaler without `behavior`: Kubernetes' calculateScaleUpLimit,
+        // at most double and at least 4.
+        return current.saturating_mul(2).max(4);
+    }
     let mut result: Option<i64> = None;
-    for p in rules.policies.iter().flatten() {
-        let added = history.changed_within(now, secs(Some(p.period_seconds)), true);
-        let start = i64::from(current - added);
+    for p in policies {
+        let start = history.at_start_of(now, secs(Some(p.period_seconds)), current);
         let proposed = if p.type_ == "Pods" {
             start + i64::from(p.value)
         } else {
@@ -152,10 +181,14 @@ fn down_limit(current: i32, history: &History, rules: &HPAScalingRules, now: Ins
     if select == "Disabled" {
         return current;
     }
+    let policies = rules.policies.as_deref().unwrap_or_default();
+    if policies.is_empty() {
+        // An autoscaler without `behavior`: no rate limit on scaling down.
+        return 0;
+    }
     let mut result: Option<i64> = None;
-    for p in rules.policies.iter().flatten() {
-        let removed = history.changed_within(now, secs(Some(p.period_seconds)), false);
-        let start = i64::from(current + removed);
+    for p in policies {
+        let start = history.at_start_of(now, secs(Some(p.period_seconds)), current);
         let proposed = if p.type_ == "Pods" {
             start - i64::from(p.value)
         } else {
@@ -185,6 +218,12 @@ pub fn decide(
     down: &HPAScalingRules,
 ) -> (i32, Limit) {
     history.trim(now);
+    // As Kubernetes' recordInitialRecommendation: a new autoscaler (or one a
+    // restarted controller has no history of) starts as if it had recommended
+    // the current count, so its first readings cannot scale down at once.
+    if history.recommendations.is_empty() {
+        history.recommendations.push_back((now, current));
+    }
     // Stabilization: the lowest recommendation of the up window, the highest
     // of the down window, this one included.
     let up_window = secs(up.stabilization_window_seconds);
@@ -193,10 +232,10 @@ pub fn decide(
     let mut down_rec = recommendation;
     for (t, r) in &history.recommendations {
         let age = now.duration_since(*t);
-        if age <= up_window {
+        if age < up_window {
             up_rec = up_rec.min(*r);
         }
-        if age <= down_window {
+        if age < down_window {
             down_rec = down_rec.max(*r);
         }
     }
@@ -358,6 +397,56 @@ mod tests {
             )
             .0,
             1
+        );
+    }
+
+    #[test]
+    fn a_new_autoscaler_starts_from_the_current_count_and_without_behavior_at_most_doubles() {
+        let t0 = Instant::now();
+        let (up, down) = (legacy_rules(true), legacy_rules(false));
+        let mut h = History::default();
+        // Its first reading is low: the 300 s window keeps the current 5.
+        assert_eq!(decide(&mut h, t0, 5, 1, 1, 10, &up, &down).0, 5);
+        assert_eq!(
+            decide(
+                &mut h,
+                t0 + Duration::from_secs(301),
+                5,
+                1,
+                1,
+                10,
+                &up,
+                &down
+            ),
+            (1, Limit::None)
+        );
+        // From 1: at least 4; from 3: double.
+        let mut h = History::default();
+        assert_eq!(
+            decide(&mut h, t0, 1, 20, 1, 100, &up, &down),
+            (4, Limit::ScaleUpLimit)
+        );
+        let mut h = History::default();
+        assert_eq!(
+            decide(&mut h, t0, 3, 20, 1, 100, &up, &down),
+            (6, Limit::ScaleUpLimit)
+        );
+    }
+
+    #[test]
+    fn a_rate_limit_counts_both_directions_of_its_period() {
+        // Up by 4 then down by 2 within 60 s: the period started at 3.
+        let t0 = Instant::now();
+        let up = rules(0, &[("Pods", 4, 60)], "Max");
+        let down = rules(0, &[("Pods", 4, 60)], "Max");
+        let mut h = History::default();
+        h.scaled(t0, 4);
+        h.scaled(t0 + Duration::from_secs(1), -2);
+        let now = t0 + Duration::from_secs(2);
+        // current 5 = 3 + 4 - 2: up to 3 + 4 = 7 at most.
+        assert_eq!(
+            decide(&mut h, now, 5, 20, 1, 100, &up, &down),
+            (7, Limit::ScaleUpLimit)
         );
     }
 

@@ -5,8 +5,9 @@
 //! the pods that are ready and have a reading; then, when some pods are
 //! unready or have no reading, recomputed as Kubernetes does: on a scale-up,
 //! missing and unready pods count as using nothing; on a scale-down, missing
-//! pods count as using exactly their target (so a lack of data never drives
-//! the count down); and if that recomputation reverses the direction or lands
+//! pods count as using all of their request (or the target if above 100 %),
+//! or exactly the target average (so a lack of data never drives the count
+//! down); and if that recomputation reverses the direction or lands
 //! within the tolerance, nothing changes.
 
 /// One pod as the calculator sees it.
@@ -128,10 +129,11 @@ pub fn per_pod(
     }
     let mut all = ready.clone();
     if usage_ratio < 1.0 {
-        // Scaling down: a pod without a reading uses exactly its target.
+        // Scaling down: a pod without a reading uses all of its request (or
+        // the target, when that is above 100 %), or the target average.
         for p in &missing {
             let v = if utilization {
-                request(p) * target / 100.0
+                request(p) * target.max(100.0) / 100.0
             } else {
                 target
             };
@@ -272,16 +274,39 @@ mod tests {
 
     #[test]
     fn missing_readings_never_drive_a_scale_down() {
-        // Two pods idle, one without a reading: counted at its target, the
-        // ratio moves toward 1 and the count falls less.
+        // TestReplicaCalcScaleDownIncludeUnreadyPods' sibling: two pods
+        // lightly used, one without a reading, counted at 100 % of its
+        // request: the ratio moves toward 1 and the count falls less, here
+        // not at all.
         let pods = [
             pod("a", Some(100.0), 1000.0),
             pod("b", Some(100.0), 1000.0),
             pod("c", None, 1000.0),
         ];
         let p = per_pod(3, &pods, 50.0, true, 0.1, "cpu").unwrap();
-        // (100 + 100 + 500) / 3000 = 23.3 % → ratio 0.467 → ceil(1.4) = 2.
-        assert_eq!(p.replicas, 2);
+        // (100 + 100 + 1000) / 3000 = 40 % → ratio 0.8 → ceil(2.4) = 3.
+        assert_eq!(p.replicas, 3);
+        // Two idle ones: (0 + 0 + 1000) / 3000 = 33 % → ceil(2.0) = 2.
+        let pods = [
+            pod("a", Some(0.0), 1000.0),
+            pod("b", Some(0.0), 1000.0),
+            pod("c", None, 1000.0),
+        ];
+        assert_eq!(
+            per_pod(3, &pods, 50.0, true, 0.1, "cpu").unwrap().replicas,
+            2
+        );
+        // A target above 100 %: the missing pod counts at the target.
+        let pods = [
+            pod("a", Some(0.0), 1000.0),
+            pod("b", Some(0.0), 1000.0),
+            pod("c", None, 1000.0),
+        ];
+        // (0 + 0 + 1500) / 3000 = 50 % of 150 % → ratio 0.333 → ceil(1.0) = 1.
+        assert_eq!(
+            per_pod(3, &pods, 150.0, true, 0.1, "cpu").unwrap().replicas,
+            1
+        );
     }
 
     #[test]

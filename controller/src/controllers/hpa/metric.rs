@@ -119,13 +119,16 @@ fn pod_usage(metrics: &Metrics, pod: &Pod, resource: &str) -> Option<f64> {
     {
         return None;
     }
+    // Saturating: the figures come from a node.
     let sum: u64 = match resource {
-        "cpu" => reading.containers.iter().map(|c| c.cpu_nano_cores).sum(),
+        "cpu" => reading
+            .containers
+            .iter()
+            .fold(0u64, |s, c| s.saturating_add(c.cpu_nano_cores)),
         _ => reading
             .containers
             .iter()
-            .map(|c| c.memory_working_set_bytes)
-            .sum(),
+            .fold(0u64, |s, c| s.saturating_add(c.memory_working_set_bytes)),
     };
     Some(if resource == "cpu" {
         sum as f64 / 1e9
@@ -256,11 +259,11 @@ fn resource(
 fn connections(metrics: &Metrics, name: &str, ip: IpAddr) -> Option<f64> {
     let (rate, active) = match metrics.requests(ip) {
         Some(r) => r,
-        None if metrics.scraping() => (0.0, 0),
+        None if metrics.scraping() => (Some(0.0), 0),
         None => return None,
     };
     match name {
-        CONNECTIONS_PER_SECOND => Some(rate),
+        CONNECTIONS_PER_SECOND => rate,
         _ => Some(active as f64),
     }
 }
@@ -446,8 +449,9 @@ fn service_value(inputs: &Inputs<'_>, service: &Service, name: &str) -> Option<f
             .iter()
             .filter(|p| selector.matches(p.metadata.labels.as_ref().unwrap_or(&empty)))
             .filter_map(|p| pod_ip(p))
-            .filter_map(|ip| connections(inputs.metrics, name, ip))
-            .sum(),
+            .map(|ip| connections(inputs.metrics, name, ip))
+            // A pod whose rate is not known yet makes the sum unknown.
+            .sum::<Option<f64>>()?,
     )
 }
 

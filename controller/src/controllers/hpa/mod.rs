@@ -102,9 +102,32 @@ impl Activations {
 /// What the controller keeps of one autoscaler between evaluations.
 #[derive(Default)]
 struct State {
+    /// The autoscaler's uid: one deleted and made again starts afresh.
+    uid: String,
     history: History,
     last_eval: Option<Instant>,
     generation: i64,
+}
+
+/// The state of `hpa`, new if there is none or it was another object's of
+/// the same name. Once a sync period at most, states not evaluated for three
+/// sync periods (their autoscaler was deleted) are dropped.
+fn state_of<'a>(
+    states: &'a mut HashMap<ObjectRef, State>,
+    hpa: &HorizontalPodAutoscaler,
+    period: Duration,
+) -> &'a mut State {
+    let stale = period.saturating_mul(3);
+    states.retain(|_, st| st.last_eval.is_none_or(|t| t.elapsed() < stale));
+    let uid = hpa.metadata.uid.clone().unwrap_or_default();
+    let st = states.entry(hpa.object_ref()).or_default();
+    if st.uid != uid {
+        *st = State {
+            uid,
+            ..State::default()
+        };
+    }
+    st
 }
 
 pub struct Ctx {
@@ -205,6 +228,9 @@ fn rules(hpa: &HorizontalPodAutoscaler, up: bool) -> HPAScalingRules {
             b.scale_down.clone()
         }
     });
+    if behavior.is_none() {
+        return behavior::legacy_rules(up);
+    }
     let defaults = behavior::default_rules(up);
     match given {
         None => defaults,
@@ -259,10 +285,13 @@ pub async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, ctx: Arc<Ctx>) -> Resu
         let states = ctx.states.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(st) = states.get(&key)
             && st.generation == generation
+            && st.uid == hpa.metadata.uid.as_deref().unwrap_or_default()
             && let Some(last) = st.last_eval
-            && last.elapsed() < period
         {
-            return Ok(Action::requeue(period - last.elapsed()));
+            let since = last.elapsed();
+            if since < period {
+                return Ok(Action::requeue(period.saturating_sub(since)));
+            }
         }
     }
     let ns = hpa.metadata.namespace.as_deref().unwrap_or("default");
@@ -327,7 +356,7 @@ pub async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, ctx: Arc<Ctx>) -> Resu
     };
     {
         let mut states = ctx.states.lock().unwrap_or_else(|e| e.into_inner());
-        let st = states.entry(key).or_default();
+        let st = state_of(&mut states, &hpa, period);
         st.last_eval = Some(Instant::now());
         st.generation = generation;
     }
@@ -504,11 +533,22 @@ async fn evaluate(
     let mut recommendation = best.proposal.replicas;
     let mut reason = format!("{} above target", best.description);
     if let Some(e) = &first_error {
-        // As Kubernetes: with a metric missing, never scale down on the others.
         ctx.recorder
             .publish(hpa, EventType::Warning, e.reason, &e.message)
             .await;
-        recommendation = recommendation.max(current);
+        if recommendation < current {
+            // As Kubernetes: with a metric missing, never scale down on the
+            // others; the failure is what the status says.
+            return Ok(Outcome {
+                desired: current,
+                metrics: statuses,
+                conditions: vec![
+                    able,
+                    condition("ScalingActive", false, e.reason, e.message.clone()),
+                ],
+                scaled: false,
+            });
+        }
     }
     let down = rules(hpa, false);
     let up = rules(hpa, true);
@@ -524,10 +564,9 @@ async fn evaluate(
         recommendation = 1;
         reason = "a connection arrived while scaled to zero".into();
     }
-    let key = hpa.object_ref();
     let (desired, limit) = {
         let mut states = ctx.states.lock().unwrap_or_else(|e| e.into_inner());
-        let st = states.entry(key.clone()).or_default();
+        let st = state_of(&mut states, hpa, ctx.config.sync_period);
         behavior::decide(
             &mut st.history,
             Instant::now(),
@@ -582,13 +621,22 @@ async fn evaluate(
     if matches!(limit, Limit::TooMany) && desired < current {
         reason = "Current number of replicas above Spec.MaxReplicas".into();
     }
-    match set_replicas(&ctx.registry, info, ns, &target.name, desired).await {
-        Ok(()) => {
+    match set_replicas(&ctx.registry, info, ns, &target.name, current, desired).await {
+        Ok(false) => {
+            // Someone else changed the count since it was read: decide again
+            // on the next evaluation, from what it is now.
+            tracing::debug!(hpa = %hpa.object_ref(), "the target's replicas changed during the evaluation; not rescaling");
+            Ok(Outcome {
+                desired: current,
+                metrics: statuses,
+                conditions,
+                scaled: false,
+            })
+        }
+        Ok(true) => {
             {
                 let mut states = ctx.states.lock().unwrap_or_else(|e| e.into_inner());
-                states
-                    .entry(key)
-                    .or_default()
+                state_of(&mut states, hpa, ctx.config.sync_period)
                     .history
                     .scaled(Instant::now(), desired - current);
             }
@@ -640,24 +688,34 @@ async fn evaluate(
     }
 }
 
-/// Writes the target's `spec.replicas`, as its scale subresource would.
+/// Writes the target's `spec.replicas`, as its scale subresource would, if
+/// it is still `from` (the count the decision was made on); `false` when
+/// someone else changed it meanwhile (a `tug scale`, an activation).
 async fn set_replicas(
     registry: &Registry,
     info: &ResourceInfo,
     ns: &str,
     name: &str,
+    from: i32,
     replicas: i32,
-) -> Result<(), ApiError> {
+) -> Result<bool, ApiError> {
+    let moved = std::sync::atomic::AtomicBool::new(false);
     registry
         .update_with(info, Some(ns), name, Subresource::Main, |o| {
-            if o.pointer("/spec/replicas").and_then(Value::as_i64) == Some(i64::from(replicas)) {
+            let stored = o.pointer("/spec/replicas").and_then(Value::as_i64);
+            let from_stored = stored.unwrap_or(1);
+            moved.store(
+                from_stored != i64::from(from) && stored != Some(i64::from(replicas)),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+            if from_stored != i64::from(from) {
                 return false;
             }
             o["spec"]["replicas"] = json!(replicas);
             true
         })
-        .await
-        .map(|_| ())
+        .await?;
+    Ok(!moved.load(std::sync::atomic::Ordering::Relaxed))
 }
 
 /// A connection arrived at Service `service` in `ns` while it had no
@@ -707,7 +765,16 @@ pub async fn activate(
                 o["spec"]["replicas"] = json!(1);
                 true
             })
-            .await?;
+            .await;
+        // One autoscaler's missing target does not keep the others from
+        // waking theirs.
+        let written = match written {
+            Ok(w) => w,
+            Err(e) => {
+                tracing::warn!(hpa = %hpa.object_ref(), target = %target.name, error = %e.message, "cannot scale an autoscaler's target from zero");
+                continue;
+            }
+        };
         if written.is_some() {
             scaled += 1;
             recorder
