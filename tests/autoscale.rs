@@ -333,14 +333,60 @@ async fn an_idle_deployment_scales_to_zero_and_the_first_request_wakes_it() -> a
     })
     .await;
     assert!(found.is_ok(), "{:?}", rescales(&c.client, &ns).await);
-    // Idle again: back to zero.
+    // Idle again: back to zero, and woken again by the next request.
     eventually_within(Duration::from_secs(60), "0 replicas again", || async {
-        (replicas(&c.client, &ns).await? == 0).then_some(())
+        let none = c.pods("app=web").await.ok()?.is_empty();
+        let stopped = c.containers(true).ok()?.is_empty();
+        (replicas(&c.client, &ns).await? == 0 && none && stopped).then_some(())
     })
     .await?;
+    let started = Instant::now();
+    let again = held_get(addrs[0], Duration::from_secs(90)).await?;
+    let cold_again = started.elapsed();
+    assert!(again.starts_with("HTTP/1.1 200"), "answered {again:?}");
+    // Without the autoscaler, nothing wakes the Service: the next connection
+    // is closed instead of held, and the Service loses its mark.
+    c.client
+        .delete(&HORIZONTALPODAUTOSCALERS, Some(&ns), "web")
+        .await?;
+    c.client
+        .patch(
+            &tugboat_api::resource::DEPLOYMENTS,
+            Some(&ns),
+            "web",
+            &json!({"spec": {"replicas": 0}}),
+            tugboat_api::PatchType::Merge,
+        )
+        .await?;
+    eventually_within(Duration::from_secs(60), "0 replicas once more", || async {
+        let none = c.pods("app=web").await.ok()?.is_empty();
+        (replicas(&c.client, &ns).await? == 0 && none).then_some(())
+    })
+    .await?;
+    let refused = held_get(addrs[0], Duration::from_secs(20)).await;
+    assert!(
+        refused.as_ref().is_ok_and(|r| r.is_empty()) || refused.is_err(),
+        "with no autoscaler the connection is closed: {refused:?}"
+    );
+    eventually_within(
+        Duration::from_secs(20),
+        "the Service is unmarked",
+        || async {
+            let s = c
+                .client
+                .get(&tugboat_api::resource::SERVICES, Some(&ns), "web")
+                .await
+                .ok()?;
+            s["metadata"]["annotations"]["autoscaling.tugboat.io/activator"]
+                .is_null()
+                .then_some(())
+        },
+    )
+    .await?;
     eprintln!(
-        "scale to zero: the first request answered {:.2}s after it was sent (cold start)",
-        cold.as_secs_f64()
+        "scale to zero: the first request answered {:.2}s after it was sent (cold start), the next time {:.2}s",
+        cold.as_secs_f64(),
+        cold_again.as_secs_f64()
     );
     Ok(())
 }

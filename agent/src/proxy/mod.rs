@@ -246,7 +246,7 @@ impl Shared {
 
     /// Asks the controller to scale the Service's target up from zero; at most
     /// once per [`ACTIVATE_EVERY`] per Service from this node (a held
-    /// connection arriving meanwhile shares the answer). False when the
+    /// connection arriving meanwhile goes on holding). False when the
     /// controller says nothing scales it from zero: the connection is closed.
     async fn activate(&self, a: &table::Activator) -> bool {
         {
@@ -273,11 +273,14 @@ impl Shared {
         match answer {
             Ok(Ok(_)) => true,
             Ok(Err(e)) if e.is_not_found() => {
+                // Not remembered: an autoscaler made a moment later is asked
+                // about by the next connection (the controller also takes the
+                // Service's annotation off, so connections stop being held).
                 tracing::debug!(service = %a.service, namespace = %a.namespace, error = %e, "nothing scales the Service from zero");
                 self.activations
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .insert(a.clone(), (Instant::now(), false));
+                    .remove(a);
                 false
             }
             // The controller could not be asked now: keep holding, ask again.

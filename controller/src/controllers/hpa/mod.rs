@@ -404,6 +404,32 @@ async fn mark_services(ctx: &Ctx, hpa: &HorizontalPodAutoscaler, ns: &str, name:
     }
 }
 
+/// Takes [`ACTIVATOR_ANNOTATION`] off Service `service`.
+async fn unmark_service(registry: &Registry, ns: &str, service: &str) {
+    let unmarked = registry
+        .update_with(&SERVICES, Some(ns), service, Subresource::Main, |s| {
+            s["metadata"]["annotations"]
+                .as_object_mut()
+                .and_then(|a| a.remove(ACTIVATOR_ANNOTATION))
+                .is_some()
+        })
+        .await;
+    match unmarked {
+        Ok(Some(_)) => {
+            tracing::info!(
+                service,
+                namespace = ns,
+                "no autoscaler scales the Service from zero any more; unmarked it"
+            );
+        }
+        Ok(None) => {}
+        Err(e) if e.is_not_found() => {}
+        Err(e) => {
+            tracing::warn!(service, error = %e.message, "cannot unmark a Service no autoscaler scales from zero");
+        }
+    }
+}
+
 /// One evaluation of an autoscaler whose target is `obj`.
 async fn evaluate(
     hpa: &HorizontalPodAutoscaler,
@@ -739,6 +765,9 @@ pub async fn activate(
         .filter(|h| described_services(h).iter().any(|s| s == service))
         .collect();
     if ours.is_empty() {
+        // The Service was marked by an autoscaler since deleted or raised
+        // above zero: unmark it, so its connections are not held any more.
+        unmark_service(registry, ns, service).await;
         return Err(ApiError::new(
             404,
             "NotFound",
