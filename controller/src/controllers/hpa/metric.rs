@@ -443,16 +443,14 @@ fn service_value(inputs: &Inputs<'_>, service: &Service, name: &str) -> Option<f
         },
     );
     let empty = Default::default();
-    Some(
-        inputs
-            .namespace_pods
-            .iter()
-            .filter(|p| selector.matches(p.metadata.labels.as_ref().unwrap_or(&empty)))
-            .filter_map(|p| pod_ip(p))
-            .map(|ip| connections(inputs.metrics, name, ip))
-            // A pod whose rate is not known yet makes the sum unknown.
-            .sum::<Option<f64>>()?,
-    )
+    inputs
+        .namespace_pods
+        .iter()
+        .filter(|p| selector.matches(p.metadata.labels.as_ref().unwrap_or(&empty)))
+        .filter_map(|p| pod_ip(p))
+        .map(|ip| connections(inputs.metrics, name, ip))
+        // A pod whose rate is not known yet makes the sum unknown.
+        .sum::<Option<f64>>()
 }
 
 fn quantity_value(q: Option<&Quantity>) -> Option<f64> {
