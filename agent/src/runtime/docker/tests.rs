@@ -163,21 +163,7 @@ async fn a_real_engine_runs_the_sample_through_its_whole_life() {
     let outcome = std::panic::AssertUnwindSafe(whole_life(&runtime, TAG, &name))
         .catch_unwind()
         .await;
-    runtime.remove(&name).await.expect("removing the container");
-    let options = bollard::query_parameters::RemoveImageOptionsBuilder::default()
-        .force(true)
-        .build();
-    match runtime
-        .docker()
-        .remove_image(TAG, Some(options), None)
-        .await
-    {
-        Err(e) if status_of(&e) != Some(404) => panic!("removing {TAG}: {e}"),
-        _ => {}
-    }
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
+    remove_then_resume(&runtime, &name, TAG, outcome).await;
 }
 
 async fn whole_life(runtime: &DockerRuntime, tag: &str, name: &str) {
@@ -519,21 +505,7 @@ async fn a_real_engine_streams_a_busy_containers_usage_until_it_stops() {
     let outcome = std::panic::AssertUnwindSafe(busy_stats(&runtime, TAG, &name))
         .catch_unwind()
         .await;
-    runtime.remove(&name).await.expect("removing the container");
-    let options = bollard::query_parameters::RemoveImageOptionsBuilder::default()
-        .force(true)
-        .build();
-    match runtime
-        .docker()
-        .remove_image(TAG, Some(options), None)
-        .await
-    {
-        Err(e) if status_of(&e) != Some(404) => panic!("removing {TAG}: {e}"),
-        _ => {}
-    }
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
+    remove_then_resume(&runtime, &name, TAG, outcome).await;
 }
 
 async fn busy_stats(runtime: &DockerRuntime, tag: &str, name: &str) {
@@ -659,4 +631,29 @@ async fn busy_stats(runtime: &DockerRuntime, tag: &str, name: &str) {
         runtime.stats("tug_statstest_missing").await,
         Err(RuntimeError::NoSuchContainer(_))
     ));
+}
+
+/// Removes the test's container and throwaway image tag whatever happened, then
+/// fails as the test body did, if it did.
+async fn remove_then_resume(
+    runtime: &DockerRuntime,
+    name: &str,
+    tag: &str,
+    outcome: std::thread::Result<()>,
+) {
+    runtime.remove(name).await.expect("removing the container");
+    let options = bollard::query_parameters::RemoveImageOptionsBuilder::default()
+        .force(true)
+        .build();
+    match runtime
+        .docker()
+        .remove_image(tag, Some(options), None)
+        .await
+    {
+        Err(e) if status_of(&e) != Some(404) => panic!("removing {tag}: {e}"),
+        _ => {}
+    }
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
 }
