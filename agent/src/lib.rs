@@ -15,7 +15,10 @@
 //!   I/O); [`probe`] runs the probes it reads;
 //! - [`sink`]: where workers write status, releases and events (the API over HTTP);
 //! - [`runtime`]: the container engine trait, Docker and the in-memory fake;
-//! - [`server`]: container logs for the controller; [`image`]: the sample image;
+//! - [`metrics`]: the node's, its pods' and its endpoints' usage figures, from
+//!   the engine's stats streams, `/proc` and the Service proxy's counters;
+//! - [`server`]: container logs and usage figures for the controller; [`image`]:
+//!   the sample image;
 //! - [`join`]: joining with a token and keeping the node's credential;
 //!   [`tls`]: that credential at run time (the API client, the agent's
 //!   endpoints, connections to peers).
@@ -24,6 +27,7 @@
 
 pub mod image;
 pub mod join;
+pub mod metrics;
 pub mod node;
 pub mod pods;
 pub mod probe;
@@ -158,6 +162,8 @@ pub struct AgentCtx {
     /// What the node's Service proxy routes by (pod workers wait on it to
     /// drain a terminating pod).
     pub proxy: Arc<proxy::Shared>,
+    /// The usage figures the controller scrapes (Docker's events feed it).
+    pub metrics: Arc<metrics::Collector>,
 }
 
 /// Runs the agent until `shutdown`; containers are left running when it stops.
@@ -210,6 +216,8 @@ pub async fn run(
     // Every task of the agent runs on this tracker, and the agent waits for them.
     let tracker = TaskTracker::new();
     let services = tugboat_runtime::reflector::Writer::new();
+    let (collector, collector_inbox) =
+        metrics::Collector::new(&config.node_name, runtime.node_figures());
     let ctx = Arc::new(AgentCtx {
         cluster: Arc::new(proxy::cluster::ClusterNet::new(
             config.cluster.clone(),
@@ -248,6 +256,7 @@ pub async fn run(
             .map_err(|e| Error::Config(format!("cannot set up the HTTP client for probes: {e}")))?,
         tls: config.credential.clone(),
         proxy: Arc::new(proxy::Shared::with_tls(config.credential.clone())),
+        metrics: collector.clone(),
     });
     let identity = node::NodeIdentity {
         name: config.node_name.clone(),
@@ -299,6 +308,13 @@ pub async fn run(
     // The service sandbox before any pod starts, so pods get the cluster DNS.
     proxy::check_sandbox(&ctx).await;
     tracker.spawn(pods::run(ctx.clone(), tracker.clone(), shutdown.clone()));
+    tracker.spawn(metrics::run(
+        collector,
+        runtime.clone(),
+        collector_inbox,
+        tracker.clone(),
+        shutdown.clone(),
+    ));
     let node_port_ip = match config.host_port_ip.as_deref() {
         Some(ip) => Some(ip.parse().map_err(|_| {
             Error::Config(format!("--host-port-ip {ip:?}: expected an IP address"))

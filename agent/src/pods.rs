@@ -1,7 +1,9 @@
 //! The pod manager: watches the pods bound to this node (`spec.nodeName=NODE`)
 //! through the shared [`watcher`] (resume, relist on `410 Gone`, back-off), and
 //! keeps one [`Worker`] per pod. Docker's event stream (die, oom, destroy…) pokes the
-//! worker of the pod a container belongs to, so a crash is seen at once.
+//! worker of the pod a container belongs to, so a crash is seen at once, and
+//! tells the usage collector ([`crate::metrics`]) which containers started and
+//! stopped.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -158,6 +160,7 @@ async fn follow_docker(
                     ev = events.next() => match ev {
                         Some(Ok(ev)) => {
                             since = Some(ev.time_nanos + 1);
+                            ctx.metrics.observe(&ev);
                             if matches!(ev.action.as_str(), "die" | "oom" | "destroy" | "start" | "kill" | "stop")
                                 && let Some(uid) = ev.labels.get(LABEL_POD_UID)
                             {

@@ -1,21 +1,24 @@
 //! The agent's own small HTTP server: container logs for the controller's
-//! `pods/{name}/log` proxy (`GET /containerLogs/{ns}/{pod}/{container}`), and
-//! `/healthz`. Listens on 127.0.0.1 unless told otherwise.
+//! `pods/{name}/log` proxy (`GET /containerLogs/{ns}/{pod}/{container}`), the
+//! node's usage figures for its metrics API and autoscaler (`GET /stats/summary`,
+//! [`tugboat_api::metrics::Summary`]), and `/healthz`. Listens on 127.0.0.1
+//! unless told otherwise.
 //!
 //! With the node's credential it serves HTTPS with that certificate and takes
 //! only clients whose certificate the cluster CA signed (the TLS handshake
 //! refuses the rest), and of those answers only the controller: logs are the
-//! controller's to relay, under its own authorization of the user asking.
+//! controller's to relay, under its own authorization of the user asking, and
+//! usage figures its to publish.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::{Json, Router};
 use futures::StreamExt;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -38,6 +41,7 @@ pub async fn serve(
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/containerLogs/{ns}/{pod}/{container}", get(container_logs))
+        .route(tugboat_api::metrics::SUMMARY_PATH, get(stats_summary))
         .with_state((ctx, shutdown.clone()))
         .layer(axum::middleware::from_fn(
             move |req: axum::extract::Request, next: axum::middleware::Next| async move {
@@ -70,6 +74,22 @@ pub async fn serve(
             }
         }));
     tugboat_serve::serve(listener, app, limits, tls, shutdown).await
+}
+
+async fn stats_summary(State((ctx, _)): State<(Arc<AgentCtx>, CancellationToken)>) -> Response {
+    match ctx.metrics.summary(ctx.proxy.endpoint_connections()) {
+        Some(summary) => Json(summary).into_response(),
+        // Only in the agent's first second or so.
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, "1")],
+            format!(
+                "node {} has no CPU figure yet: a rate needs two readings of the host, a second apart\n",
+                ctx.node
+            ),
+        )
+            .into_response(),
+    }
 }
 
 async fn container_logs(
@@ -129,3 +149,6 @@ async fn container_logs(
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -3,6 +3,7 @@
 //! every create and update through [`admit`], whoever sends it.
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Endpoints, Event, Namespace, Node, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -168,6 +169,12 @@ fn admit_kind(
         "EndpointSlice" => run::<EndpointSlice>(info, object, old, validation, &name, |e, _| {
             validation::endpoint_slice(e)
         }),
+        "HorizontalPodAutoscaler" => {
+            run::<HorizontalPodAutoscaler>(info, object, old, validation, &name, |h, _| {
+                defaults::hpa(h);
+                validation::hpa(h)
+            })
+        }
         other => Err(ApiError::internal(format!(
             "no admission rules for kind {other}"
         ))),

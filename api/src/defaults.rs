@@ -33,6 +33,51 @@ pub fn deployment(d: &mut Deployment) {
     pod_template(&mut spec.template);
 }
 
+/// Kubernetes' autoscaling/v2 defaults: one replica at least, CPU at 80 % of
+/// requests when no metric is given, and a `behavior` that is given filled in
+/// (scale up: no window, at most double or +4 pods per 15 s, the larger;
+/// scale down: a 300 s window, anything per 15 s).
+pub fn hpa(h: &mut k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler) {
+    use k8s_openapi::api::autoscaling::v2::{
+        HPAScalingPolicy, MetricSpec, MetricTarget, ResourceMetricSource,
+    };
+    let Some(spec) = h.spec.as_mut() else { return };
+    spec.min_replicas.get_or_insert(1);
+    if spec.metrics.as_ref().is_none_or(Vec::is_empty) {
+        spec.metrics = Some(vec![MetricSpec {
+            type_: "Resource".into(),
+            resource: Some(ResourceMetricSource {
+                name: "cpu".into(),
+                target: MetricTarget {
+                    type_: "Utilization".into(),
+                    average_utilization: Some(80),
+                    ..Default::default()
+                },
+            }),
+            ..Default::default()
+        }]);
+    }
+    if let Some(b) = spec.behavior.as_mut() {
+        let policy = |type_: &str, value: i32| HPAScalingPolicy {
+            type_: type_.into(),
+            value,
+            period_seconds: 15,
+        };
+        let up = b.scale_up.get_or_insert_with(Default::default);
+        up.stabilization_window_seconds.get_or_insert(0);
+        up.select_policy.get_or_insert_with(|| "Max".into());
+        if up.policies.as_ref().is_none_or(Vec::is_empty) {
+            up.policies = Some(vec![policy("Pods", 4), policy("Percent", 100)]);
+        }
+        let down = b.scale_down.get_or_insert_with(Default::default);
+        down.stabilization_window_seconds.get_or_insert(300);
+        down.select_policy.get_or_insert_with(|| "Max".into());
+        if down.policies.as_ref().is_none_or(Vec::is_empty) {
+            down.policies = Some(vec![policy("Percent", 100)]);
+        }
+    }
+}
+
 pub fn replica_set(rs: &mut ReplicaSet) {
     let Some(spec) = rs.spec.as_mut() else { return };
     spec.replicas.get_or_insert(1);

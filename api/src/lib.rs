@@ -13,6 +13,7 @@ pub mod json;
 pub mod limits;
 pub mod manifest;
 pub mod meta;
+pub mod metrics;
 pub mod pod_security;
 pub mod quantity;
 pub mod resource;

@@ -210,6 +210,21 @@ pub const ENDPOINTSLICES: ResourceInfo = ResourceInfo {
     has_spec: false,
 };
 
+/// HorizontalPodAutoscalers: replicas of a scalable object from its pods'
+/// metrics.
+pub const HORIZONTALPODAUTOSCALERS: ResourceInfo = ResourceInfo {
+    group: "autoscaling",
+    version: "v2",
+    kind: "HorizontalPodAutoscaler",
+    plural: "horizontalpodautoscalers",
+    singular: "horizontalpodautoscaler",
+    namespaced: true,
+    short_names: &["hpa"],
+    has_status: true,
+    has_scale: false,
+    has_spec: true,
+};
+
 /// Every resource the server serves, in discovery order.
 pub const ALL: &[&ResourceInfo] = &[
     &NAMESPACES,
@@ -222,6 +237,7 @@ pub const ALL: &[&ResourceInfo] = &[
     &SERVICES,
     &ENDPOINTS,
     &ENDPOINTSLICES,
+    &HORIZONTALPODAUTOSCALERS,
 ];
 
 /// The resource served at `group`/`version`/`plural`.

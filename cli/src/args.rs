@@ -49,6 +49,11 @@ pub enum Command {
     Describe(DescribeArgs),
     /// Set the number of replicas of a deployment or replica set.
     Scale(ScaleArgs),
+    /// Create a HorizontalPodAutoscaler for a deployment or replica set: its
+    /// replicas follow the load between --min and --max.
+    Autoscale(AutoscaleArgs),
+    /// Show the current CPU and memory use of nodes or pods.
+    Top(TopArgs),
     /// Delete objects by name or from manifests.
     Delete(DeleteArgs),
     /// Create an object from arguments.
@@ -530,6 +535,21 @@ pub struct ControllerTuning {
     /// The ports NodePort and LoadBalancer Services are given on every node.
     #[arg(long, default_value = "30000-32767", value_name = "FIRST-LAST")]
     pub service_node_port_range: tugboat_controller::registry::services::PortRange,
+
+    /// Seconds between two readings of every node's and pod's usage (what
+    /// `top` shows and autoscalers act on).
+    #[arg(long, default_value_t = 15.0, value_name = "SECS")]
+    pub metrics_interval: f64,
+
+    /// Seconds between two evaluations of each HorizontalPodAutoscaler.
+    #[arg(long, default_value_t = 15.0, value_name = "SECS")]
+    pub hpa_sync_period: f64,
+
+    /// Allow HorizontalPodAutoscalers with `minReplicas: 0`: an idle target is
+    /// scaled to nothing and the first connection to its Service wakes it
+    /// (Kubernetes' HPAScaleToZero).
+    #[arg(long)]
+    pub hpa_scale_to_zero: bool,
 }
 
 #[derive(Debug, Args)]
@@ -609,6 +629,100 @@ pub struct ScaleArgs {
     /// The new number of replicas.
     #[arg(long, allow_negative_numbers = true, value_name = "N")]
     pub replicas: Option<i64>,
+}
+
+#[derive(Debug, Args)]
+pub struct AutoscaleArgs {
+    /// `deployment/NAME`, or `deployment NAME` (also replica sets).
+    #[arg(required = true, value_name = "TYPE[/NAME]")]
+    pub targets: Vec<String>,
+
+    /// The fewest replicas to run (0 needs the controller's --hpa-scale-to-zero
+    /// and --connections-per-second, the metric that wakes it).
+    #[arg(long, value_name = "N")]
+    pub min: Option<i32>,
+
+    /// The most replicas to run.
+    #[arg(long, value_name = "N", required = true)]
+    pub max: i32,
+
+    /// Target average CPU use, in percent of the pods' CPU request (80 when
+    /// no metric is given).
+    #[arg(long, value_name = "PERCENT")]
+    pub cpu_percent: Option<i32>,
+
+    /// Target new connections per second per pod, as counted by the
+    /// Service in front of the pods (`--service`, or the one whose selector
+    /// picks them).
+    #[arg(long, value_name = "RATE")]
+    pub connections_per_second: Option<String>,
+
+    /// The Service in front of the pods, for --connections-per-second.
+    #[arg(long, value_name = "NAME")]
+    pub service: Option<String>,
+
+    /// The autoscaler's name (default: the target's).
+    #[arg(long)]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TopArgs {
+    #[command(subcommand)]
+    pub what: TopCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopCommand {
+    /// CPU and memory of each node (the whole host), and their share of what the
+    /// node has.
+    #[command(visible_alias = "node", visible_alias = "no")]
+    Nodes(TopNodesArgs),
+    /// CPU and memory of each pod (or of each container, with --containers).
+    #[command(visible_alias = "pod", visible_alias = "po")]
+    Pods(TopPodsArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TopNodesArgs {
+    /// Only this node.
+    pub name: Option<String>,
+
+    /// Only nodes with these labels (`role=edge`).
+    #[arg(short = 'l', long = "selector", value_name = "SELECTOR")]
+    pub selector: Option<String>,
+
+    /// Sort by `cpu` or `memory`, highest first.
+    #[arg(long, value_name = "cpu|memory")]
+    pub sort_by: Option<TopSort>,
+}
+
+#[derive(Debug, Args)]
+pub struct TopPodsArgs {
+    /// Only this pod.
+    pub name: Option<String>,
+
+    /// Pods of every namespace.
+    #[arg(short = 'A', long)]
+    pub all_namespaces: bool,
+
+    /// Only pods with these labels (`app=web`).
+    #[arg(short = 'l', long = "selector", value_name = "SELECTOR")]
+    pub selector: Option<String>,
+
+    /// One line per container.
+    #[arg(long)]
+    pub containers: bool,
+
+    /// Sort by `cpu` or `memory`, highest first.
+    #[arg(long, value_name = "cpu|memory")]
+    pub sort_by: Option<TopSort>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum TopSort {
+    Cpu,
+    Memory,
 }
 
 #[derive(Debug, Args)]

@@ -81,6 +81,8 @@ pub async fn execute_with(
         }
         Command::Describe(args) => commands::describe::run(args, &mut ctx).await,
         Command::Scale(args) => commands::scale::run(args, &mut ctx).await,
+        Command::Autoscale(args) => commands::autoscale::run(args, &mut ctx).await,
+        Command::Top(args) => commands::top::run(args, &mut ctx).await,
         Command::Delete(args) => commands::delete::run(args, &mut ctx).await,
         Command::Create(args) => commands::create::run(args, &mut ctx).await,
         Command::Cordon(args) => commands::cordon::run(args, &mut ctx).await,

@@ -26,6 +26,7 @@
 pub mod auth;
 pub mod controllers;
 pub mod events;
+pub mod metrics;
 pub mod patch;
 pub mod pki;
 pub mod registry;
@@ -134,6 +135,12 @@ pub struct Config {
     pub node_port_range: registry::services::PortRange,
     /// HTTPS with authentication (the default) or plain HTTP.
     pub security: Security,
+    /// How often the agents are asked for their nodes' and pods' usage
+    /// (`--metrics-interval`, default 15 s as metrics-server).
+    pub metrics_interval: Duration,
+    /// The autoscalers' sync period and whether they may scale to zero
+    /// (`--hpa-sync-period`, `--hpa-scale-to-zero`).
+    pub hpa: controllers::hpa::Config,
 }
 
 impl Default for Config {
@@ -150,6 +157,8 @@ impl Default for Config {
             service_cidr: registry::services::Ipv4Cidr::default(),
             node_port_range: registry::services::PortRange::default(),
             security: Security::default(),
+            metrics_interval: metrics::DEFAULT_INTERVAL,
+            hpa: controllers::hpa::Config::default(),
         }
     }
 }
@@ -231,12 +240,33 @@ pub async fn run_with_store(
         }
     };
     let tracker = TaskTracker::new();
-    controllers::spawn_all(&tracker, registry.clone(), &config, shutdown.clone());
+    let agents = Arc::new(agents);
+    let metrics = metrics::Metrics::new(config.metrics_interval);
+    tracker.spawn(metrics::run(
+        registry.clone(),
+        agents.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
+    let activations = Arc::new(controllers::hpa::Activations::default());
+    registry.set_scale_to_zero(config.hpa.scale_to_zero);
+    controllers::spawn_all(
+        &tracker,
+        registry.clone(),
+        &config,
+        controllers::Autoscaling {
+            metrics: metrics.clone(),
+            activations: activations.clone(),
+        },
+        shutdown.clone(),
+    );
     tracker.close();
     let state = Arc::new(server::AppState {
         auth: Arc::new(auth::Auth::new(mode, registry.clone())),
         registry,
         agents,
+        metrics,
+        activations,
         tls,
         shutdown: shutdown.clone(),
         conn_limits: config.connections,

@@ -47,6 +47,11 @@ fn base(info: &ResourceInfo) -> Value {
         "EndpointSlice" => json!({"metadata": meta, "addressType": "IPv4",
             "endpoints": [{"addresses": ["10.244.0.5"], "conditions": {"ready": true}}],
             "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}]}),
+        "HorizontalPodAutoscaler" => json!({"metadata": meta, "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "f"},
+            "minReplicas": 1, "maxReplicas": 5,
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": 50}}}]}}),
         _ => json!({"metadata": meta}),
     }
 }

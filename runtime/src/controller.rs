@@ -149,6 +149,12 @@ type Started<K, E> = (ObjectRef, Outcome<K, E>);
 
 /// How long to wait before reading a primary object again after the source failed.
 const UNREADABLE_RETRY: Duration = Duration::from_secs(1);
+/// When an object whose reconcile panicked is tried again.
+const PANIC_RETRY: Duration = if cfg!(test) {
+    Duration::from_millis(50)
+} else {
+    Duration::from_secs(5)
+};
 
 impl<S: Source> Controller<S> {
     /// A controller for objects of `primary`, read from `source`.
@@ -237,6 +243,9 @@ impl<S: Source> Controller<S> {
         let mut queue = Queue::default();
         let mut running: HashSet<ObjectRef> = HashSet::new();
         let mut tasks: JoinSet<Started<K, E>> = JoinSet::new();
+        // Which object each task reconciles, so a task that panicked releases
+        // its object (and it is tried again) instead of holding it forever.
+        let mut task_keys: HashMap<tokio::task::Id, ObjectRef> = HashMap::new();
         let mut failures: HashMap<ObjectRef, u32> = HashMap::new();
         loop {
             let next_due = queue.next_due(&running);
@@ -252,6 +261,7 @@ impl<S: Source> Controller<S> {
                     while running.len() < self.concurrency {
                         let Some((key, reason)) = queue.pop_due(now, &running) else { break };
                         running.insert(key.clone());
+                        let key_of_task = key.clone();
                         let span = tracing::info_span!(
                             "reconcile",
                             controller = self.name,
@@ -265,11 +275,26 @@ impl<S: Source> Controller<S> {
                             reconcile.clone(),
                             ctx.clone(),
                         );
-                        tasks.spawn(task.instrument(span));
+                        let handle = tasks.spawn(task.instrument(span));
+                        task_keys.insert(handle.id(), key_of_task);
                     }
                 }
-                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                    let Ok((key, outcome)) = done else { continue };
+                Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                    let (key, outcome) = match done {
+                        Ok((id, started)) => {
+                            task_keys.remove(&id);
+                            started
+                        }
+                        Err(e) => {
+                            let Some(key) = task_keys.remove(&e.id()) else { continue };
+                            running.remove(&key);
+                            if e.is_panic() {
+                                tracing::error!(controller = self.name, object = %key, "a reconcile panicked; retrying it later");
+                                queue.schedule(key, Instant::now() + PANIC_RETRY, ReconcileReason::ErrorPolicyRequestedRetry);
+                            }
+                            continue;
+                        }
+                    };
                     running.remove(&key);
                     let (obj, result) = match outcome {
                         Outcome::Skipped => continue,
@@ -427,6 +452,40 @@ mod tests {
         })
         .await
         .unwrap_or_else(|_| panic!("timed out waiting until {what}"));
+    }
+
+    #[tokio::test]
+    async fn an_object_whose_reconcile_panicked_is_tried_again() {
+        let source = MemorySource::new();
+        source.put("panics-once");
+        let seen = Arc::new(Seen::default());
+        let shutdown = CancellationToken::new();
+        let controller = Controller::new("test", source.clone(), &tugboat_api::resource::PODS);
+        let run = tokio::spawn(controller.run(
+            |obj: Arc<Obj>, seen: Arc<Seen>| async move {
+                let first = {
+                    let mut r = seen.reconciled.lock().unwrap();
+                    r.push(obj.metadata.name.clone());
+                    r.len() == 1
+                };
+                if first {
+                    panic!("a bug in a reconciler");
+                }
+                Ok::<_, String>(Action::await_change())
+            },
+            policy,
+            seen.clone(),
+            shutdown.clone(),
+        ));
+        until("it is reconciled again after the panic", || {
+            seen.reconciled.lock().unwrap().len() >= 2
+        })
+        .await;
+        shutdown.cancel();
+        tokio::time::timeout(Duration::from_secs(5), run)
+            .await
+            .expect("the controller stops on shutdown")
+            .expect("the controller itself does not panic");
     }
 
     #[tokio::test]

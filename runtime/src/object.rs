@@ -71,4 +71,5 @@ typed_objects!(
     k8s_openapi::api::apps::v1::Deployment,
     k8s_openapi::api::apps::v1::ReplicaSet,
     k8s_openapi::api::coordination::v1::Lease,
+    k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler,
 );

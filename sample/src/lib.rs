@@ -7,6 +7,7 @@
 //! serves connections (tokio and hyper) and handles signals and `--exit-after`.
 
 pub mod args;
+pub mod burn;
 pub mod net;
 pub mod routes;
 pub mod server;

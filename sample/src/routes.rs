@@ -99,6 +99,8 @@ pub struct State {
     failed: AtomicBool,
     /// Set by `POST /unready`, cleared by `POST /ready`.
     unready: AtomicBool,
+    /// `POST /burn`'s threads.
+    burners: crate::burn::Burners,
 }
 
 impl State {
@@ -116,6 +118,7 @@ impl State {
             ready_after: args.ready_after,
             failed: AtomicBool::new(false),
             unready: AtomicBool::new(false),
+            burners: Default::default(),
         }
     }
 
@@ -243,6 +246,10 @@ pub fn route(
             state.unready.store(false, Ordering::Relaxed);
             keep(Reply::text(200, "ok"))
         }
+        "/burn" if post => keep(match state.burners.start(query) {
+            Ok(text) => Reply::text(200, text),
+            Err((status, message)) => Reply::text(status, message),
+        }),
         "/crash" if post => (Reply::text(200, "ok"), After::Exit(1)),
         "/exit" if post => match query_param(query, "code").map(str::parse::<u8>) {
             None => (Reply::text(200, "ok"), After::Exit(0)),
@@ -254,7 +261,9 @@ pub fn route(
         },
         "/ready" => keep(Reply::not_allowed("GET", "GET, HEAD, POST")),
         "/" | "/healthz" | "/env" => keep(Reply::not_allowed("GET", "GET, HEAD")),
-        "/fail" | "/unready" | "/crash" | "/exit" => keep(Reply::not_allowed("POST", "POST")),
+        "/fail" | "/unready" | "/crash" | "/exit" | "/burn" => {
+            keep(Reply::not_allowed("POST", "POST"))
+        }
         _ => keep(Reply::text(404, "not found")),
     }
 }

@@ -106,8 +106,19 @@ impl DockerCluster {
         first: u8,
         extra: &[&str],
     ) -> anyhow::Result<(Self, Vec<String>)> {
+        Self::start_loopback_nodes_tuned(test, first, extra, |_| {}).await
+    }
+
+    /// [`DockerCluster::start_loopback_nodes`] with the controller's config
+    /// adjusted by `tune`.
+    pub async fn start_loopback_nodes_tuned(
+        test: &str,
+        first: u8,
+        extra: &[&str],
+        tune: impl FnOnce(&mut tugboat_controller::Config),
+    ) -> anyhow::Result<(Self, Vec<String>)> {
         let ips: Vec<String> = (0..2).map(|i| format!("127.0.0.{}", first + i)).collect();
-        let args = ips
+        let args: Vec<Vec<String>> = ips
             .iter()
             .map(|ip| {
                 let mut a = vec![
@@ -122,7 +133,10 @@ impl DockerCluster {
                 a
             })
             .collect();
-        let c = Self::start_with_agent_args(test, args).await?;
+        sample_image().await?;
+        let controller = TestController::start_tuned(tune).await?;
+        let n = args.len();
+        let c = Self::start_with(test, n, controller, args).await?;
         Ok((c, ips))
     }
 

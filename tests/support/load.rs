@@ -20,6 +20,12 @@ pub const MAX_LOAD: Duration = Duration::from_secs(300);
 
 /// `GET /` on a new connection; an error says what went wrong.
 pub async fn get(addr: SocketAddr) -> Result<(), String> {
+    get_from(addr).await.map(|_| ())
+}
+
+/// `GET /` on a new connection: the name of the pod that answered (the
+/// sample's `hostname`).
+pub async fn get_from(addr: SocketAddr) -> Result<String, String> {
     let attempt = async {
         let mut c = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
         c.write_all(b"GET / HTTP/1.1\r\nHost: svc\r\nConnection: close\r\n\r\n")
@@ -28,7 +34,13 @@ pub async fn get(addr: SocketAddr) -> Result<(), String> {
         let mut raw = Vec::new();
         c.read_to_end(&mut raw).await.map_err(|e| e.to_string())?;
         if raw.starts_with(b"HTTP/1.1 200") {
-            Ok(())
+            let text = String::from_utf8_lossy(&raw);
+            let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+            let host = serde_json::from_str::<serde_json::Value>(body)
+                .ok()
+                .and_then(|v| v["hostname"].as_str().map(str::to_string))
+                .unwrap_or_default();
+            Ok(host)
         } else {
             Err(format!(
                 "answered {:?}",
@@ -45,6 +57,8 @@ pub async fn get(addr: SocketAddr) -> Result<(), String> {
 pub struct Load {
     stop: Arc<AtomicBool>,
     ok: Arc<AtomicUsize>,
+    /// Requests answered, by the pod that answered them.
+    served_by: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>>,
     failures: Arc<std::sync::Mutex<Vec<String>>>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -54,8 +68,11 @@ impl Load {
         let stop = Arc::new(AtomicBool::new(false));
         let ok = Arc::new(AtomicUsize::new(0));
         let failures = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let served_by: Arc<std::sync::Mutex<std::collections::HashMap<String, usize>>> =
+            Arc::default();
         let task = tokio::spawn({
             let (stop, ok, failures) = (stop.clone(), ok.clone(), failures.clone());
+            let served_by = served_by.clone();
             async move {
                 let started = Instant::now();
                 let mut tick =
@@ -67,10 +84,16 @@ impl Load {
                     let addr = addrs[i % addrs.len()];
                     i += 1;
                     let (ok, failures) = (ok.clone(), failures.clone());
+                    let served_by = served_by.clone();
                     inflight.push(tokio::spawn(async move {
-                        match get(addr).await {
-                            Ok(()) => {
+                        match get_from(addr).await {
+                            Ok(pod) => {
                                 ok.fetch_add(1, Ordering::Relaxed);
+                                *served_by
+                                    .lock()
+                                    .unwrap_or_else(|e| e.into_inner())
+                                    .entry(pod)
+                                    .or_default() += 1;
                             }
                             Err(e) => failures
                                 .lock()
@@ -88,9 +111,16 @@ impl Load {
         Load {
             stop,
             ok,
+            served_by,
             failures,
             task,
         }
+    }
+
+    /// Requests answered so far, by the pod that answered them (and starts
+    /// counting afresh).
+    pub fn take_served_by(&self) -> std::collections::HashMap<String, usize> {
+        std::mem::take(&mut *self.served_by.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     /// Stops, waits for the requests in flight; (answered, failures).

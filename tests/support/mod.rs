@@ -7,6 +7,7 @@
 //! controller wrote, agents join with a join token, and [`tug`] runs with that
 //! kubeconfig.
 
+pub mod autoscale;
 pub mod bench;
 pub mod docker;
 pub mod fake_agent;

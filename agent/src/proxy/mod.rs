@@ -11,6 +11,10 @@
 //!   is tried, so a replica that just died costs no request. Terminating endpoints get
 //!   no new connections (unless nothing else serves); open ones run to their end.
 //! - Endpoints on other nodes are reached through those nodes' agents ([`tunnel`]).
+//! - Each connection (or UDP flow) opened to an endpoint is counted, per endpoint
+//!   IP, on this node only: the node whose proxy accepted the client counts it;
+//!   another node's tunnel that carries it does not ([`Shared::endpoint_connections`],
+//!   for the autoscaler's request rates).
 //!
 //! What it serves comes from Services, EndpointSlices and Nodes, each watched on the
 //! shared watcher and kept in a reflector; [`table::build`] turns them into
@@ -62,6 +66,15 @@ pub const MAX_TRIES: usize = 8;
 pub const UDP_IDLE: Duration = Duration::from_secs(30);
 /// The most client IPs remembered per Service port for `ClientIP` affinity.
 pub const MAX_AFFINITY: usize = 10_000;
+/// How long a connection to a Service scaled to zero is held for a replica
+/// to become ready before it is answered 503 (HTTP) or closed.
+pub const ACTIVATION_HOLD: Duration = Duration::from_secs(60);
+/// How often one node asks the controller to activate one Service at most.
+pub const ACTIVATE_EVERY: Duration = Duration::from_secs(2);
+/// How long one activation request may take.
+const ACTIVATE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most Services remembered as activated from this node.
+const MAX_ACTIVATIONS: usize = 4096;
 /// How often listeners that could not be opened are retried.
 const RETRY_BIND: Duration = Duration::from_secs(5);
 
@@ -155,6 +168,36 @@ pub struct Shared {
     applied: tokio::sync::watch::Sender<Applied>,
     /// The other Ready nodes' tunnels: whom to ask to drain an endpoint.
     peers: RwLock<Vec<(String, SocketAddr)>>,
+    /// Connections and UDP flows this node's proxy opened, per endpoint IP;
+    /// IPs that are no endpoint any more are forgotten once nothing is open.
+    connections: Mutex<HashMap<IpAddr, Counts>>,
+    /// The API, for asking the controller to wake a Service scaled to zero.
+    api: std::sync::OnceLock<Client>,
+    /// When each Service scaled to zero was last activated from this node, and
+    /// whether the controller had an autoscaler for it.
+    activations: Mutex<HashMap<table::Activator, (Instant, bool)>>,
+}
+
+/// One endpoint IP's connections: opened in all, and open now.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Counts {
+    total: u64,
+    active: u64,
+}
+
+/// A connection (or flow) counted as open while this lives.
+pub(crate) struct Counted<'a> {
+    shared: &'a Shared,
+    ip: IpAddr,
+}
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        let mut counts = self.shared.counts();
+        if let Some(c) = counts.get_mut(&self.ip) {
+            c.active = c.active.saturating_sub(1);
+        }
+    }
 }
 
 impl Default for Shared {
@@ -165,6 +208,9 @@ impl Default for Shared {
             tls: None,
             applied: tokio::sync::watch::Sender::new(Applied::default()),
             peers: RwLock::default(),
+            connections: Mutex::default(),
+            api: std::sync::OnceLock::new(),
+            activations: Mutex::default(),
         }
     }
 }
@@ -198,6 +244,57 @@ impl Shared {
         });
     }
 
+    /// Asks the controller to scale the Service's target up from zero; at most
+    /// once per [`ACTIVATE_EVERY`] per Service from this node (a held
+    /// connection arriving meanwhile goes on holding). False when the
+    /// controller says nothing scales it from zero: the connection is closed.
+    async fn activate(&self, a: &table::Activator) -> bool {
+        {
+            let mut map = self.activations.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((at, known)) = map.get(a)
+                && at.elapsed() < ACTIVATE_EVERY
+            {
+                return *known;
+            }
+            if map.len() >= MAX_ACTIVATIONS {
+                map.retain(|_, (at, _)| at.elapsed() < ACTIVATE_EVERY);
+            }
+            map.insert(a.clone(), (Instant::now(), true));
+        }
+        let Some(api) = self.api.get() else {
+            return false;
+        };
+        let body = serde_json::json!({"namespace": a.namespace, "service": a.service});
+        let answer = tokio::time::timeout(
+            ACTIVATE_TIMEOUT,
+            api.post_path(tugboat_api::metrics::ACTIVATE_PATH, &body),
+        )
+        .await;
+        match answer {
+            Ok(Ok(_)) => true,
+            Ok(Err(e)) if e.is_not_found() => {
+                // Not remembered: an autoscaler made a moment later is asked
+                // about by the next connection (the controller also takes the
+                // Service's annotation off, so connections stop being held).
+                tracing::debug!(service = %a.service, namespace = %a.namespace, error = %e, "nothing scales the Service from zero");
+                self.activations
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(a);
+                false
+            }
+            // The controller could not be asked now: keep holding, ask again.
+            Ok(Err(e)) => {
+                tracing::warn!(service = %a.service, namespace = %a.namespace, error = %e, "cannot ask the controller to scale the Service up from zero");
+                true
+            }
+            Err(_) => {
+                tracing::warn!(service = %a.service, namespace = %a.namespace, "the controller did not answer an activation in time");
+                true
+            }
+        }
+    }
+
     /// The other Ready nodes' tunnels.
     pub fn peers(&self) -> Vec<(String, SocketAddr)> {
         self.peers.read().unwrap_or_else(|e| e.into_inner()).clone()
@@ -219,6 +316,44 @@ impl Shared {
     fn clear_failed(&self, addr: SocketAddr) {
         let mut failed = self.failed.lock().unwrap_or_else(|e| e.into_inner());
         failed.remove(&addr);
+    }
+
+    /// Counts a connection or flow this node's proxy opened to endpoint `ip`
+    /// (never one it only carries for another node's proxy); open until the
+    /// returned guard drops.
+    pub(crate) fn opened(&self, ip: IpAddr) -> Counted<'_> {
+        let mut counts = self.counts();
+        let c = counts.entry(ip).or_default();
+        c.total += 1;
+        c.active += 1;
+        Counted { shared: self, ip }
+    }
+
+    /// What this node's proxy opened, per endpoint IP, in IP order.
+    pub fn endpoint_connections(&self) -> Vec<tugboat_api::metrics::EndpointConnections> {
+        let mut out: Vec<_> = self
+            .counts()
+            .iter()
+            .map(|(ip, c)| tugboat_api::metrics::EndpointConnections {
+                ip: *ip,
+                connections_total: c.total,
+                active: c.active,
+            })
+            .collect();
+        out.sort_by_key(|e| e.ip);
+        out
+    }
+
+    /// Forgets the counts of IPs that are no endpoint now and have nothing open
+    /// (so the map stays as large as the endpoints; an IP that comes back starts
+    /// from 0, which the scraper reads as a counter reset).
+    fn keep_counts_of(&self, endpoints: &HashSet<IpAddr>) {
+        self.counts()
+            .retain(|ip, c| c.active > 0 || endpoints.contains(ip));
+    }
+
+    fn counts(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Counts>> {
+        self.connections.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     pub fn is_local_endpoint(&self, protocol: Protocol, addr: SocketAddr) -> bool {
@@ -268,6 +403,7 @@ pub async fn run(
 ) {
     let node = ctx.node.clone();
     let shared = ctx.proxy.clone();
+    let _ = shared.api.set(ctx.client.clone());
     tracker.spawn(tunnel::serve(
         tunnel,
         shared.clone(),
@@ -499,6 +635,12 @@ fn apply(
         })
         .collect();
     *shared.local.write().unwrap_or_else(|e| e.into_inner()) = local;
+    let endpoints: HashSet<IpAddr> = wanted
+        .iter()
+        .filter_map(|(_, f)| f.as_ref())
+        .flat_map(|f| f.endpoints.iter().map(|e| e.addr.ip()))
+        .collect();
+    shared.keep_counts_of(&endpoints);
     let keys: HashSet<ListenerKey> = wanted.iter().map(|(k, _)| *k).collect();
     listeners.retain(|key, l| {
         let keep = keys.contains(key);

@@ -59,6 +59,7 @@ fn frontend(protocol: Protocol, endpoints: Vec<Endpoint>) -> Arc<Frontend> {
         affinity: None,
         external_local: false,
         internal_local: false,
+        activator: None,
     })
 }
 
@@ -220,20 +221,16 @@ async fn udp_goes_to_a_local_endpoint_and_through_a_tunnel() {
 
 /// Another node's agent: its tunnel, with `endpoint` as its local endpoint.
 async fn their_tunnel(
-    shared: Shared,
+    shared: impl Into<Arc<Shared>>,
     endpoint: (Protocol, SocketAddr),
     tracker: &TaskTracker,
     stop: &CancellationToken,
 ) -> SocketAddr {
+    let shared = shared.into();
     shared.local.write().unwrap().insert(endpoint);
     let tl = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let via = tl.local_addr().unwrap();
-    tracker.spawn(tunnel::serve(
-        tl,
-        Arc::new(shared),
-        tracker.clone(),
-        stop.clone(),
-    ));
+    tracker.spawn(tunnel::serve(tl, shared, tracker.clone(), stop.clone()));
     via
 }
 
@@ -331,4 +328,205 @@ async fn tunnels_between_nodes_are_tls_and_take_only_the_node_meant() {
         );
     }
     stop.cancel();
+}
+
+/// A TCP server on `ip` that sends `name` and keeps each connection open until
+/// the client closes it.
+async fn holding_server(ip: &str, name: &'static str, stop: CancellationToken) -> SocketAddr {
+    let l = TcpListener::bind((ip, 0)).await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                c = l.accept() => if let Ok((mut c, _)) = c {
+                    tokio::spawn(async move {
+                        let _ = c.write_all(name.as_bytes()).await;
+                        let mut rest = Vec::new();
+                        let _ = c.read_to_end(&mut rest).await;
+                    });
+                },
+            }
+        }
+    });
+    addr
+}
+
+/// A Service port of `shared`'s node on loopback, sending to `endpoints`.
+async fn tcp_service(
+    shared: &Arc<Shared>,
+    endpoints: Vec<Endpoint>,
+    tracker: &TaskTracker,
+    stop: &CancellationToken,
+) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tracker.spawn(tcp::serve(
+        listener,
+        Arc::new(Slot::new(frontend(Protocol::Tcp, endpoints))),
+        shared.clone(),
+        true,
+        tracker.clone(),
+        stop.clone(),
+    ));
+    addr
+}
+
+/// `(total, active)` of `ip` as `shared` counts it.
+fn counts(shared: &Shared, ip: SocketAddr) -> (u64, u64) {
+    shared
+        .endpoint_connections()
+        .iter()
+        .find(|e| e.ip == ip.ip())
+        .map_or((0, 0), |e| (e.connections_total, e.active))
+}
+
+async fn eventually_counts(shared: &Shared, ip: SocketAddr, want: (u64, u64)) {
+    let reached = tokio::time::timeout(WAIT, async {
+        while counts(shared, ip) != want {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    assert!(
+        reached.is_ok(),
+        "{ip}: want {want:?}, have {:?}",
+        counts(shared, ip)
+    );
+}
+
+#[tokio::test]
+async fn each_client_connection_is_counted_once_on_the_node_that_accepted_it_even_through_a_tunnel()
+{
+    let stop = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    // Distinct loopback addresses stand for pod IPs.
+    let local = holding_server("127.0.0.2", "local", stop.clone()).await;
+    let remote = holding_server("127.0.0.3", "remote", stop.clone()).await;
+    let dead = refused_port().await;
+    let theirs = Arc::new(Shared::default());
+    let via = their_tunnel(theirs.clone(), (Protocol::Tcp, remote), &tracker, &stop).await;
+    let ours = Arc::new(Shared::default());
+    let to_remote = tcp_service(
+        &ours,
+        vec![endpoint(
+            remote,
+            Route::Via {
+                addr: via,
+                node: "them".into(),
+            },
+        )],
+        &tracker,
+        &stop,
+    )
+    .await;
+    let to_local = tcp_service(
+        &ours,
+        vec![endpoint(dead, Route::Local), endpoint(local, Route::Local)],
+        &tracker,
+        &stop,
+    )
+    .await;
+
+    let mut open = Vec::new();
+    for (service, name) in [
+        (to_remote, "remote"),
+        (to_remote, "remote"),
+        (to_local, "local"),
+    ] {
+        let mut c = TcpStream::connect(service).await.unwrap();
+        let mut got = vec![0u8; name.len()];
+        tokio::time::timeout(WAIT, c.read_exact(&mut got))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, name.as_bytes());
+        open.push(c);
+    }
+    assert_eq!(counts(&ours, remote), (2, 2));
+    assert_eq!(counts(&ours, local), (1, 1));
+    assert_eq!(
+        counts(&ours, dead),
+        (0, 0),
+        "an endpoint that refused opened nothing"
+    );
+    assert!(
+        theirs.endpoint_connections().is_empty(),
+        "the tunnel's node counts nothing: {:?}",
+        theirs.endpoint_connections()
+    );
+
+    drop(open);
+    eventually_counts(&ours, remote, (2, 0)).await;
+    eventually_counts(&ours, local, (1, 0)).await;
+    assert!(theirs.endpoint_connections().is_empty());
+    stop.cancel();
+}
+
+#[tokio::test]
+async fn a_udp_flow_counts_as_one_connection_on_the_node_that_received_it() {
+    let stop = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let remote = udp_echo("remote:", stop.clone()).await;
+    let theirs = Arc::new(Shared::default());
+    let via = their_tunnel(theirs.clone(), (Protocol::Udp, remote), &tracker, &stop).await;
+    let ours = Arc::new(Shared::default());
+    let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let service = socket.local_addr().unwrap();
+    tracker.spawn(udp::serve(
+        socket,
+        Arc::new(Slot::new(frontend(
+            Protocol::Udp,
+            vec![endpoint(
+                remote,
+                Route::Via {
+                    addr: via,
+                    node: "them".into(),
+                },
+            )],
+        ))),
+        ours.clone(),
+        true,
+        tracker.clone(),
+        stop.clone(),
+    ));
+    let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    client.connect(service).await.unwrap();
+    let mut buf = [0u8; 64];
+    for _ in 0..3 {
+        client.send(b"ping").await.unwrap();
+        let n = tokio::time::timeout(WAIT, client.recv(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(&buf[..n], b"remote:ping");
+    }
+    assert_eq!(counts(&ours, remote), (1, 1), "one client, one flow");
+    assert!(theirs.endpoint_connections().is_empty());
+    stop.cancel();
+}
+
+#[test]
+fn counts_of_ips_that_are_no_endpoint_are_forgotten_once_nothing_is_open() {
+    let shared = Shared::default();
+    let (a, b): (std::net::IpAddr, std::net::IpAddr) =
+        ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+    drop(shared.opened(a));
+    let open = shared.opened(b);
+    shared.keep_counts_of(&Default::default());
+    let left: Vec<_> = shared
+        .endpoint_connections()
+        .iter()
+        .map(|e| (e.ip, e.connections_total, e.active))
+        .collect();
+    assert_eq!(left, [(b, 1, 1)], "b still has a connection open");
+    drop(open);
+    shared.keep_counts_of(&[b].into());
+    assert_eq!(
+        shared.endpoint_connections().len(),
+        1,
+        "b is still an endpoint"
+    );
+    shared.keep_counts_of(&Default::default());
+    assert!(shared.endpoint_connections().is_empty());
 }

@@ -18,6 +18,9 @@
 //!                  or later (see `drain`), ERR <reason>\n after a few seconds.
 //! ```
 //!
+//! What the tunnel carries is not counted against the endpoint here: the node
+//! whose proxy accepted the client has counted it already.
+//!
 //! An agent connects only to endpoints of Services on its own node (as the
 //! EndpointSlices say), never to anything else: the tunnel is not an open proxy.
 //! With node credentials the tunnel is TLS both ways: the caller presents its

@@ -2,7 +2,8 @@
 //! address is kept (its endpoint chosen as a TCP connection's would be, without a
 //! refusal to retry on) and forgotten after [`UDP_IDLE`] without a datagram.
 //! Replies go back from the Service's own socket, so the client sees the address
-//! it sent to.
+//! it sent to. A flow is counted against its endpoint once it is set up (the
+//! socket to a local pod, or the tunnel to another node's), until it ends.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -103,7 +104,7 @@ async fn flow(
         }
         tokio::select! {
             _ = stop.cancelled() => {}
-            _ = relay(client, rx, &socket, endpoint.addr, &endpoint.route, shared.tls.as_deref()) => {}
+            _ = relay(client, rx, &socket, endpoint.addr, &endpoint.route, &shared) => {}
         }
     } else {
         tracing::debug!(service = %frontend.key, %client, "no ready endpoint for a UDP flow");
@@ -120,13 +121,14 @@ async fn relay(
     socket: &UdpSocket,
     target: SocketAddr,
     route: &Route,
-    tls: Option<&crate::tls::NodeTls>,
+    shared: &Shared,
 ) {
     match route {
         Route::Local => {
             let Ok(upstream) = tunnel::udp_to(target).await else {
                 return;
             };
+            let _counted = shared.opened(target.ip());
             let mut buf = vec![0u8; MAX_DATAGRAM];
             loop {
                 tokio::select! {
@@ -142,11 +144,19 @@ async fn relay(
             }
         }
         Route::Via { addr, node } => {
-            let Ok(stream) =
-                tunnel::connect(tls, *addr, node, Protocol::Udp, target, TUNNEL_TIMEOUT).await
+            let Ok(stream) = tunnel::connect(
+                shared.tls.as_deref(),
+                *addr,
+                node,
+                Protocol::Udp,
+                target,
+                TUNNEL_TIMEOUT,
+            )
+            .await
             else {
                 return;
             };
+            let _counted = shared.opened(target.ip());
             let (mut rd, mut wr) = tokio::io::split(stream);
             let mut frame = vec![0u8; MAX_DATAGRAM];
             loop {

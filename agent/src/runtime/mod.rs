@@ -158,8 +158,34 @@ pub struct ExecOutput {
     pub output: String,
 }
 
+/// One sample of a container's usage, as the engine streams them (about one a
+/// second). CPU is cumulative, so a rate takes two samples; memory is what the
+/// container holds at `read`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ContainerStats {
+    /// When the engine took the sample (Docker's `read`).
+    pub read: jiff::Timestamp,
+    /// CPU time used since the container started, in nanoseconds (the cgroup's
+    /// `cpu_stats.cpu_usage.total_usage`).
+    pub cpu_total_ns: u64,
+    /// Memory in use less the inactive file pages the kernel can take back at
+    /// once: the working set, as cAdvisor and the kubelet compute it.
+    pub memory_working_set: u64,
+}
+
+/// Where a node's own CPU and memory figures come from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NodeFigures {
+    /// The host's kernel (`/proc`): the engine's containers run on this machine.
+    Host,
+    /// The sum of the pods' figures: the containers are simulated (hollow nodes),
+    /// so the host's load is nothing of the node's.
+    SumOfPods,
+}
+
 pub type EventStream = Pin<Box<dyn Stream<Item = Result<RuntimeEvent, RuntimeError>> + Send>>;
 pub type LogStream = Pin<Box<dyn Stream<Item = Result<Bytes, RuntimeError>> + Send>>;
+pub type StatsStream = Pin<Box<dyn Stream<Item = Result<ContainerStats, RuntimeError>> + Send>>;
 
 /// Everything the agent asks of a container engine.
 #[async_trait::async_trait]
@@ -202,6 +228,17 @@ pub trait ContainerRuntime: Send + Sync + 'static {
 
     /// The container's output (stdout and stderr interleaved).
     async fn logs(&self, id: &str, opts: &LogOptions) -> Result<LogStream, RuntimeError>;
+
+    /// The container's usage, a sample about every second, until it stops (the
+    /// stream then ends; at once for a container that is not running).
+    /// `NoSuchContainer` when there is no such container.
+    async fn stats(&self, id: &str) -> Result<StatsStream, RuntimeError>;
+
+    /// Where the node's own figures come from (see [`NodeFigures`]): the host,
+    /// unless the engine's containers are not real.
+    fn node_figures(&self) -> NodeFigures {
+        NodeFigures::Host
+    }
 
     /// Runs `cmd` inside the container and waits for it (for exec probes).
     async fn exec(

@@ -137,6 +137,7 @@ impl Harness {
             },
             tls: None,
             proxy: Arc::new(crate::proxy::Shared::default()),
+            metrics: crate::metrics::Collector::new("n1", crate::runtime::NodeFigures::SumOfPods).0,
             cluster: Arc::new(crate::proxy::cluster::ClusterNet::new(
                 None,
                 tugboat_runtime::reflector::Writer::new().store(),

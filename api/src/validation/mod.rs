@@ -6,9 +6,11 @@
 //! names, label values, environment variable names), `meta` (object metadata and
 //! labels), `pod` (pods, their specs, containers and probes), `workloads`
 //! (Deployments and ReplicaSets, their selectors and templates), `node`,
-//! `service` and `endpoints` (Endpoints and EndpointSlices).
+//! `service` and `endpoints` (Endpoints and EndpointSlices), `hpa`
+//! (HorizontalPodAutoscalers).
 
 mod endpoints;
+mod hpa;
 mod meta;
 mod names;
 mod node;
@@ -17,6 +19,7 @@ mod service;
 mod workloads;
 
 pub use self::endpoints::{endpoint_slice, endpoints, special_ip};
+pub use self::hpa::hpa;
 pub use self::meta::{NameRule, object_meta};
 pub use self::names::{
     dns1035_label, dns1123_label, dns1123_subdomain, env_var_name, label_value_problem, port_name,

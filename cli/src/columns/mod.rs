@@ -2,6 +2,7 @@
 //! deployment's READY, a pod's STATUS and RESTARTS, a node's STATUS and ROLES, an
 //! event's LAST SEEN and OBJECT, a service's PORT(S) and EXTERNAL-IP.
 
+mod hpa;
 mod pod;
 mod service;
 
@@ -86,6 +87,18 @@ pub fn header(r: &ResourceInfo, layout: &Layout) -> Vec<String> {
         ),
         "Endpoints" => (&["NAME", "ENDPOINTS", "AGE"], &[]),
         "EndpointSlice" => (&["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"], &[]),
+        "HorizontalPodAutoscaler" => (
+            &[
+                "NAME",
+                "REFERENCE",
+                "TARGETS",
+                "MINPODS",
+                "MAXPODS",
+                "REPLICAS",
+                "AGE",
+            ],
+            &[],
+        ),
         _ => (&["NAME", "AGE"], &[]),
     };
     let mut cols: Vec<String> = Vec::new();
@@ -114,6 +127,7 @@ pub fn row(r: &ResourceInfo, obj: &Value, layout: &Layout) -> anyhow::Result<Vec
         "Service" => service::service_row(&decode(obj)?, layout),
         "Endpoints" => service::endpoints_row(&decode(obj)?, layout),
         "EndpointSlice" => service::endpoint_slice_row(&decode(obj)?, layout),
+        "HorizontalPodAutoscaler" => hpa::hpa_row(&decode(obj)?, layout),
         _ => {
             let meta: ObjectMeta = obj
                 .get("metadata")

@@ -58,6 +58,11 @@ pub fn controller_config(
         },
         service_cidr: tuning.service_cidr,
         node_port_range: tuning.service_node_port_range,
+        metrics_interval: secs("metrics-interval", tuning.metrics_interval)?,
+        hpa: tugboat_controller::controllers::hpa::Config {
+            sync_period: secs("hpa-sync-period", tuning.hpa_sync_period)?,
+            scale_to_zero: tuning.hpa_scale_to_zero,
+        },
         ..Default::default()
     })
 }

@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod apply;
+pub mod autoscale;
 pub mod controller;
 pub mod cordon;
 pub mod create;
@@ -17,5 +18,6 @@ pub mod rollout;
 pub mod scale;
 pub mod set;
 pub mod token;
+pub mod top;
 pub mod up;
 pub mod version;

@@ -7,6 +7,7 @@ pub mod deployment;
 pub mod endpoints;
 pub mod eventttl;
 pub mod gc;
+pub mod hpa;
 pub mod namespace;
 pub mod nodelifecycle;
 pub mod replicaset;
@@ -28,8 +29,17 @@ pub fn spawn_all(
     tracker: &TaskTracker,
     registry: Arc<Registry>,
     config: &Config,
+    autoscaling: Autoscaling,
     shutdown: CancellationToken,
 ) {
+    tracker.spawn(hpa::run(
+        registry.clone(),
+        autoscaling.metrics,
+        autoscaling.activations,
+        config.hpa,
+        config.concurrency,
+        shutdown.clone(),
+    ));
     tracker.spawn(deployment::run(
         registry.clone(),
         config.concurrency,
@@ -75,6 +85,22 @@ pub fn services_reflector(
     tugboat_runtime::reflector::Store<k8s_openapi::api::core::v1::Service>,
     impl std::future::Future<Output = ()> + Send + 'static,
 ) {
+    reflector(registry, &tugboat_api::resource::SERVICES, name)
+}
+
+/// Every object of `info`, kept by a reflector; the future drives its watch
+/// (see [`services_reflector`]).
+pub fn reflector<K>(
+    registry: &Arc<Registry>,
+    info: &'static tugboat_api::resource::ResourceInfo,
+    name: &str,
+) -> (
+    tugboat_runtime::reflector::Store<K>,
+    impl std::future::Future<Output = ()> + Send + 'static,
+)
+where
+    K: serde::de::DeserializeOwned + tugboat_runtime::object::Object + Send + Sync + 'static,
+{
     use futures::StreamExt as _;
     let writer = tugboat_runtime::reflector::Writer::new();
     let store = writer.store();
@@ -82,19 +108,22 @@ pub fn services_reflector(
         std::time::Duration::from_millis(200),
         std::time::Duration::from_secs(5),
     );
-    let services = tugboat_runtime::reflector::reflector(
+    let objects = tugboat_runtime::reflector::reflector(
         writer,
-        tugboat_runtime::watcher::watch::<k8s_openapi::api::core::v1::Service, _>(
-            registry.clone(),
-            &tugboat_api::resource::SERVICES,
-            config,
-        ),
+        tugboat_runtime::watcher::watch::<K, _>(registry.clone(), info, config),
     );
     let drive = async move {
-        let mut services = std::pin::pin!(services);
-        while services.next().await.is_some() {}
+        let mut objects = std::pin::pin!(objects);
+        while objects.next().await.is_some() {}
     };
     (store, drive)
+}
+
+/// What the autoscalers share with the API server: the readings it serves and
+/// the activations of Services scaled to zero it takes in.
+pub struct Autoscaling {
+    pub metrics: Arc<crate::metrics::Metrics>,
+    pub activations: Arc<hpa::Activations>,
 }
 
 /// Why a reconcile failed; `error_policy` backs off on every kind alike for now.

@@ -28,7 +28,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use tugboat_api::admission::{self, FieldValidation};
-use tugboat_api::resource::{NAMESPACES, NODES, ResourceInfo, SERVICES};
+use tugboat_api::resource::{HORIZONTALPODAUTOSCALERS, NAMESPACES, NODES, ResourceInfo, SERVICES};
 use tugboat_api::selector::{FieldSelector, Selector};
 use tugboat_api::{ApiError, meta};
 
@@ -142,6 +142,8 @@ const CONFLICT_RETRIES: usize = 16;
 pub struct Registry {
     store: Arc<dyn Store>,
     services: services::Allocator,
+    /// Whether an autoscaler may have `minReplicas: 0` (`--hpa-scale-to-zero`).
+    scale_to_zero: std::sync::atomic::AtomicBool,
 }
 
 impl Registry {
@@ -156,7 +158,37 @@ impl Registry {
         Registry {
             store,
             services: services::Allocator::new(network),
+            scale_to_zero: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Allows (or refuses) autoscalers with `minReplicas: 0`.
+    pub fn set_scale_to_zero(&self, allowed: bool) {
+        self.scale_to_zero
+            .store(allowed, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Refuses an autoscaler with `minReplicas: 0` unless scale to zero is on,
+    /// as kube-apiserver does without the HPAScaleToZero feature gate.
+    fn check_features(&self, info: &ResourceInfo, object: &Value) -> Result<(), ApiError> {
+        if info != &HORIZONTALPODAUTOSCALERS
+            || object.pointer("/spec/minReplicas").and_then(Value::as_i64) != Some(0)
+            || self
+                .scale_to_zero
+                .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Ok(());
+        }
+        Err(ApiError::invalid(
+            info.kind,
+            info.group,
+            meta::name(object).unwrap_or(""),
+            vec![tugboat_api::FieldError::invalid(
+                "spec.minReplicas",
+                0,
+                "must be greater than or equal to 1 (scaling to zero is off: start the controller with --hpa-scale-to-zero)",
+            )],
+        ))
     }
 
     /// The ranges Services draw from (what the node proxies serve).
@@ -346,6 +378,7 @@ impl Registry {
             None => None,
         };
         let mut admitted = admission::admit(info, body, None, opts.field_validation)?;
+        self.check_features(info, &admitted.object)?;
         if let Some(namespace) = &namespace {
             pod_security(info, namespace, &mut admitted)?;
         }
@@ -515,6 +548,9 @@ impl Registry {
                 });
             }
             let admitted = admission::admit(info, merged, Some(old), opts.field_validation)?;
+            if sub == Subresource::Main {
+                self.check_features(info, &admitted.object)?;
+            }
             warnings.extend(admitted.warnings);
             let mut object = admitted.object;
             let reservation = self.reserve(info, &mut object, Some(old), sub).await?;

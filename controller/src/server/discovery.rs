@@ -36,12 +36,27 @@ fn groups() -> Vec<&'static str> {
         .filter(|g| !g.is_empty())
         .collect();
     groups.dedup();
+    // Served from memory, not the store (see `metrics`).
+    groups.push(super::metrics::GROUP);
     groups
 }
 
 fn group_doc(group: &str) -> Value {
-    let gv = json!({"groupVersion": format!("{group}/v1"), "version": "v1"});
-    json!({"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": [gv.clone()], "preferredVersion": gv})
+    let mut versions: Vec<&str> = resource::ALL
+        .iter()
+        .filter(|r| r.group == group)
+        .map(|r| r.version)
+        .collect();
+    if group == super::metrics::GROUP {
+        versions.push(super::metrics::VERSION);
+    }
+    versions.dedup();
+    let gvs: Vec<Value> = versions
+        .iter()
+        .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))
+        .collect();
+    let preferred = gvs.first().cloned().unwrap_or_default();
+    json!({"kind": "APIGroup", "apiVersion": "v1", "name": group, "versions": gvs, "preferredVersion": preferred})
 }
 
 pub async fn api_groups() -> Json<Value> {
@@ -67,6 +82,9 @@ fn verbs(r: &ResourceInfo) -> Vec<&'static str> {
 
 /// The `APIResourceList` of one group version, or `None` if we serve none of it.
 pub fn resource_list(group: &str, version: &str) -> Option<Value> {
+    if group == super::metrics::GROUP && version == super::metrics::VERSION {
+        return Some(super::metrics::resource_list());
+    }
     let mut resources = Vec::new();
     for r in resource::ALL
         .iter()

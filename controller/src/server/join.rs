@@ -48,11 +48,11 @@ fn no_tls() -> ApiError {
     )
 }
 
-fn respond(result: Result<Response, ApiError>) -> Response {
+pub(super) fn respond(result: Result<Response, ApiError>) -> Response {
     result.unwrap_or_else(|e| ApiResponse(e).into_response())
 }
 
-async fn read_json<T: for<'de> Deserialize<'de>>(body: Body) -> Result<T, ApiError> {
+pub(super) async fn read_json<T: for<'de> Deserialize<'de>>(body: Body) -> Result<T, ApiError> {
     let bytes: Bytes = axum::body::to_bytes(body, MAX_BODY).await.map_err(|_| {
         ApiError::new(
             413,

@@ -24,7 +24,7 @@ pub use tugboat_api::limits::AGENT_HEADER;
 
 /// The agent's address from the Node's status: its `InternalIP`, which must be an
 /// IP address (admission checks that too), and its port, which must be a port.
-fn agent_address(node: &Value, node_name: &str) -> Result<SocketAddr, ApiError> {
+pub(crate) fn agent_address(node: &Value, node_name: &str) -> Result<SocketAddr, ApiError> {
     let unavailable = |why: String| ApiError::new(503, "ServiceUnavailable", why);
     let ip = node
         .pointer("/status/addresses")

@@ -6,11 +6,13 @@
 //! joining nodes and tokens in `join`. Every request is authenticated first
 //! ([`crate::auth`]) and authorized per resource in `handlers`.
 
+mod activate;
 pub mod agents;
 mod discovery;
 mod handlers;
 pub mod join;
 mod logs;
+pub mod metrics;
 mod path;
 mod query;
 mod request;
@@ -29,6 +31,7 @@ use tugboat_api::ApiError;
 
 use crate::registry::Registry;
 
+pub(crate) use logs::agent_address;
 pub use tugboat_serve::ConnLimits;
 
 /// What every handler shares.
@@ -36,8 +39,12 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     /// Who is asking.
     pub auth: Arc<crate::auth::Auth>,
-    /// For proxying pod logs from the agents.
-    pub agents: agents::AgentClients,
+    /// For proxying pod logs from the agents (and scraping their metrics).
+    pub agents: Arc<agents::AgentClients>,
+    /// The latest readings of nodes' and pods' usage.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Connections that arrived for Services scaled to zero.
+    pub activations: Arc<crate::controllers::hpa::Activations>,
     /// HTTPS, unless `--insecure-http`.
     pub tls: tugboat_serve::Tls,
     /// Cancelled on shutdown: ends open watches so the server can stop.
@@ -55,7 +62,22 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api", get(discovery::api_versions))
         .route("/apis", get(discovery::api_groups))
         .route("/cacerts", get(join::cacerts))
+        .route("/apis/metrics.k8s.io/v1beta1/nodes", get(metrics::nodes))
+        .route(
+            "/apis/metrics.k8s.io/v1beta1/nodes/{name}",
+            get(metrics::node),
+        )
+        .route("/apis/metrics.k8s.io/v1beta1/pods", get(metrics::all_pods))
+        .route(
+            "/apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods",
+            get(metrics::pods),
+        )
+        .route(
+            "/apis/metrics.k8s.io/v1beta1/namespaces/{ns}/pods/{name}",
+            get(metrics::pod),
+        )
         .route(join::JOIN_PATH, post(join::join))
+        .route(activate::ACTIVATE_PATH, post(activate::activate))
         .route(
             join::TOKENS_PATH,
             get(join::list_tokens).post(join::create_token),

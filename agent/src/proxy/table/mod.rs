@@ -82,6 +82,19 @@ pub struct Frontend {
     pub external_local: bool,
     /// `internalTrafficPolicy: Local`: ClusterIP traffic only to this node's endpoints.
     pub internal_local: bool,
+    /// Set when an autoscaler scales the Service from zero: a connection that
+    /// finds no endpoint is held while the controller is asked for one.
+    pub activator: Option<Activator>,
+}
+
+/// A Service an autoscaler wakes from zero ([`tugboat_api::metrics::ACTIVATOR_ANNOTATION`]).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Activator {
+    pub namespace: String,
+    pub service: String,
+    /// The port speaks HTTP (named `http` or `http-…`, or its appProtocol says
+    /// so): a connection held too long is answered 503 rather than closed.
+    pub http: bool,
 }
 
 impl Frontend {
@@ -181,6 +194,12 @@ pub fn build(
                 .unwrap_or(10800);
             Duration::from_secs(u64::try_from(secs).unwrap_or(10800))
         });
+        let activator = svc
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(tugboat_api::metrics::ACTIVATOR_ANNOTATION))
+            .is_some_and(|v| !v.is_empty());
         let slices = by_service
             .get(&(ns, name))
             .map(Vec::as_slice)
@@ -276,6 +295,17 @@ pub fn build(
                 affinity,
                 external_local: spec.external_traffic_policy.as_deref() == Some("Local"),
                 internal_local: spec.internal_traffic_policy.as_deref() == Some("Local"),
+                activator: activator.then(|| Activator {
+                    namespace: ns.to_string(),
+                    service: name.to_string(),
+                    http: protocol == Protocol::Tcp
+                        && (port_name == "http"
+                            || port_name.starts_with("http-")
+                            || port
+                                .app_protocol
+                                .as_deref()
+                                .is_some_and(|p| p == "http" || p == "kubernetes.io/h2c")),
+                }),
             });
         }
     }

@@ -165,3 +165,30 @@ fn endpoints_on_nodes_without_a_tunnel_and_odd_input_are_left_out() {
     assert!(f[0].endpoints.is_empty());
     assert_eq!(f[0].cluster, None, "headless");
 }
+
+#[test]
+fn a_service_an_autoscaler_wakes_from_zero_holds_its_connections() {
+    let mut svc = (*service(json!({"clusterIP": "10.96.0.5", "ports": [
+        {"name": "http", "port": 80, "protocol": "TCP"},
+        {"name": "metrics", "port": 9090, "protocol": "TCP"},
+        {"name": "dns", "port": 53, "protocol": "UDP"}]})))
+    .clone();
+    let plain = build("n1", &[Arc::new(svc.clone())], &[], &[]);
+    assert!(plain.iter().all(|f| f.activator.is_none()));
+    svc.metadata.annotations = Some(
+        [(
+            tugboat_api::metrics::ACTIVATOR_ANNOTATION.to_string(),
+            "web".to_string(),
+        )]
+        .into(),
+    );
+    let held = build("n1", &[Arc::new(svc)], &[], &[]);
+    let by_key = |k: &str| held.iter().find(|f| f.key == k).unwrap().activator.clone();
+    let http = by_key("ns/web:http").unwrap();
+    assert_eq!(
+        (http.namespace.as_str(), http.service.as_str(), http.http),
+        ("ns", "web", true)
+    );
+    assert!(!by_key("ns/web:metrics").unwrap().http);
+    assert!(!by_key("ns/web:dns").unwrap().http);
+}

@@ -1,13 +1,15 @@
 //! Between the runtime's types and bollard's models: the create request, the
-//! container's state and address, engine events, and the query parameters.
+//! container's state and address, engine events, usage samples, and the query
+//! parameters.
 
 use std::collections::{BTreeMap, HashMap};
 
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, EventMessage, HostConfig, PortBinding,
+    ContainerCreateBody, ContainerInspectResponse, ContainerMemoryStats, ContainerStatsResponse,
+    EventMessage, HostConfig, PortBinding,
 };
 
-use super::super::{ContainerInfo, ContainerSpec, ContainerState, RuntimeEvent};
+use super::super::{ContainerInfo, ContainerSpec, ContainerState, ContainerStats, RuntimeEvent};
 
 /// Docker's zero time, which it reports for "never started" and "not finished".
 const ZERO_TIME_PREFIX: &str = "0001-01-01T00:00:00";
@@ -156,6 +158,40 @@ pub(super) fn runtime_event(message: EventMessage) -> Option<RuntimeEvent> {
             .or_else(|| message.time.map(|t| t.saturating_mul(1_000_000_000)))
             .unwrap_or_default(),
     })
+}
+
+/// One frame of Docker's stats stream as a sample; `None` for the empty frames it
+/// sends for a container that is not running (zero `read`, zero figures), which is
+/// how a stream tells that its container stopped.
+pub(super) fn stats_sample(frame: &ContainerStatsResponse) -> Option<ContainerStats> {
+    let read = frame
+        .read
+        .as_deref()
+        .filter(|t| !t.is_empty() && !t.starts_with(ZERO_TIME_PREFIX))?
+        .parse::<jiff::Timestamp>()
+        .ok()?;
+    let cpu_total_ns = frame.cpu_stats.as_ref()?.cpu_usage.as_ref()?.total_usage?;
+    Some(ContainerStats {
+        read,
+        cpu_total_ns,
+        memory_working_set: frame.memory_stats.as_ref().map_or(0, working_set),
+    })
+}
+
+/// Usage less the inactive file pages, never below 0, as cAdvisor computes it.
+/// Under cgroup v1 the figure for the container's whole hierarchy is
+/// `total_inactive_file` (its `inactive_file` leaves out child cgroups); cgroup v2
+/// has only `inactive_file`, already hierarchical.
+pub(super) fn working_set(memory: &ContainerMemoryStats) -> u64 {
+    let inactive = memory.stats.as_ref().and_then(|stats| {
+        stats
+            .get("total_inactive_file")
+            .or_else(|| stats.get("inactive_file"))
+    });
+    memory
+        .usage
+        .unwrap_or(0)
+        .saturating_sub(inactive.copied().unwrap_or(0))
 }
 
 /// Docker's `since`: `seconds.nanoseconds`.

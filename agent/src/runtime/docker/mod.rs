@@ -16,16 +16,17 @@ use bollard::exec::{CreateExecOptions, StartExecResults};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
     KillContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
-    RemoveContainerOptionsBuilder, StopContainerOptionsBuilder,
+    RemoveContainerOptionsBuilder, StatsOptionsBuilder, StopContainerOptionsBuilder,
 };
 use futures::{StreamExt, TryStreamExt};
 
 use self::convert::{
     container_info, create_body, label_filters, runtime_event, since_param, split_reference,
+    stats_sample,
 };
 use super::{
     ContainerInfo, ContainerRuntime, ContainerSpec, EventStream, ExecOutput, HostInfo, LogOptions,
-    LogStream, RuntimeError,
+    LogStream, RuntimeError, StatsStream,
 };
 
 /// How long connecting (version negotiation and ping) may take before we give up.
@@ -329,6 +330,35 @@ impl ContainerRuntime for DockerRuntime {
             .logs(&id, Some(options))
             .map_ok(|output| output.into_bytes())
             .map_err(move |e| container_error(operation.clone(), &id, &e));
+        Ok(Box::pin(stream))
+    }
+
+    /// Docker's own stream (`stream=true`), a frame about every second. For a
+    /// container that stops it goes on with empty frames until the container is
+    /// removed; the first empty frame ends the stream here.
+    async fn stats(&self, id: &str) -> Result<StatsStream, RuntimeError> {
+        // As with logs: a missing container is a plain error, not the stream's
+        // first item; one that is not running has no samples to give.
+        match self.inspect(id).await? {
+            None => return Err(RuntimeError::NoSuchContainer(id.to_owned())),
+            Some(info) if !info.state.running => return Ok(Box::pin(futures::stream::empty())),
+            Some(_) => {}
+        }
+        let options = StatsOptionsBuilder::default()
+            .stream(true)
+            .one_shot(false)
+            .build();
+        let operation = format!("read stats of container {id}");
+        let id = id.to_owned();
+        let stream = self
+            .docker
+            .stats(&id, Some(options))
+            .map(move |frame| match frame {
+                Ok(frame) => Ok(stats_sample(&frame)),
+                Err(e) => Err(container_error(operation.clone(), &id, &e)),
+            })
+            .take_while(|item| futures::future::ready(!matches!(item, Ok(None))))
+            .filter_map(|item| futures::future::ready(item.transpose()));
         Ok(Box::pin(stream))
     }
 

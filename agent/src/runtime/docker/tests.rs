@@ -163,21 +163,7 @@ async fn a_real_engine_runs_the_sample_through_its_whole_life() {
     let outcome = std::panic::AssertUnwindSafe(whole_life(&runtime, TAG, &name))
         .catch_unwind()
         .await;
-    runtime.remove(&name).await.expect("removing the container");
-    let options = bollard::query_parameters::RemoveImageOptionsBuilder::default()
-        .force(true)
-        .build();
-    match runtime
-        .docker()
-        .remove_image(TAG, Some(options), None)
-        .await
-    {
-        Err(e) if status_of(&e) != Some(404) => panic!("removing {TAG}: {e}"),
-        _ => {}
-    }
-    if let Err(panic) = outcome {
-        std::panic::resume_unwind(panic);
-    }
+    remove_then_resume(&runtime, &name, TAG, outcome).await;
 }
 
 async fn whole_life(runtime: &DockerRuntime, tag: &str, name: &str) {
@@ -409,4 +395,265 @@ async fn whole_life(runtime: &DockerRuntime, tag: &str, name: &str) {
         Err(RuntimeError::NoSuchContainer(_))
     ));
     assert!(runtime.list(&selector).await.unwrap().is_empty());
+}
+
+/// A frame of `GET /containers/{id}/stats` as Docker 20.10 sends it, trimmed to
+/// what the sample reads, with memory stats as the cgroup version has them.
+fn stats_frame(
+    read: &str,
+    memory_stats: serde_json::Value,
+) -> bollard::models::ContainerStatsResponse {
+    serde_json::from_value(serde_json::json!({
+        "read": read,
+        "preread": "2026-12-02T10:00:00.000000000Z",
+        "id": "abc",
+        "name": "/tug_default_web_web_0",
+        "cpu_stats": {
+            "cpu_usage": {"total_usage": 1_234_567_890u64, "usage_in_kernelmode": 1, "usage_in_usermode": 2},
+            "system_cpu_usage": 99_000_000_000u64,
+            "online_cpus": 2,
+            "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0}
+        },
+        "memory_stats": memory_stats,
+    }))
+    .expect("a stats frame")
+}
+
+#[test]
+fn the_working_set_under_cgroup_v1_leaves_out_the_hierarchys_inactive_file_pages() {
+    let frame = stats_frame(
+        "2026-12-02T10:00:01.000000123Z",
+        serde_json::json!({
+            "usage": 100 << 20,
+            "max_usage": 120 << 20,
+            "limit": 1u64 << 30,
+            // v1 has both: the cgroup's own and the whole hierarchy's.
+            "stats": {"inactive_file": 5 << 20, "total_inactive_file": 30 << 20,
+                "active_file": 1 << 20, "rss": 60 << 20, "cache": 40 << 20}
+        }),
+    );
+    let sample = stats_sample(&frame).expect("a sample");
+    assert_eq!(sample.memory_working_set, 70 << 20);
+    assert_eq!(sample.cpu_total_ns, 1_234_567_890);
+    assert_eq!(
+        sample.read,
+        "2026-12-02T10:00:01.000000123Z"
+            .parse::<jiff::Timestamp>()
+            .unwrap()
+    );
+}
+
+#[test]
+fn the_working_set_under_cgroup_v2_leaves_out_inactive_file_and_never_goes_below_zero() {
+    let v2 = |usage: u64, inactive: u64| {
+        stats_frame(
+            "2026-12-02T10:00:01Z",
+            serde_json::json!({
+                "usage": usage,
+                "limit": 1u64 << 30,
+                "stats": {"inactive_file": inactive, "active_file": 1 << 20, "anon": 50 << 20, "file": 40 << 20}
+            }),
+        )
+    };
+    assert_eq!(
+        stats_sample(&v2(100 << 20, 30 << 20))
+            .unwrap()
+            .memory_working_set,
+        70 << 20
+    );
+    assert_eq!(
+        stats_sample(&v2(10 << 20, 30 << 20))
+            .unwrap()
+            .memory_working_set,
+        0
+    );
+}
+
+#[test]
+fn an_empty_frame_means_the_container_is_not_running() {
+    // What Docker streams for a stopped container until it is removed.
+    let stopped: bollard::models::ContainerStatsResponse = serde_json::from_value(serde_json::json!({
+        "read": "0001-01-01T00:00:00Z",
+        "preread": "0001-01-01T00:00:00Z",
+        "id": "abc",
+        "name": "/tug_default_web_web_0",
+        "cpu_stats": {"cpu_usage": {"total_usage": 0, "usage_in_kernelmode": 0, "usage_in_usermode": 0},
+            "throttling_data": {"periods": 0, "throttled_periods": 0, "throttled_time": 0}},
+        "memory_stats": {}
+    }))
+    .unwrap();
+    assert_eq!(stats_sample(&stopped), None);
+    assert_eq!(
+        stats_sample(&bollard::models::ContainerStatsResponse::default()),
+        None
+    );
+}
+
+/// A sample container kept busy with HTTP requests shows CPU and memory in its
+/// stats stream, which ends when the container stops:
+/// `cargo build -p tugboat-sample && cargo test -p tugboat-agent --lib -- --ignored real_engine`.
+/// The busy work is requests to the sample's `/` (no shell needed in the image).
+/// It builds a throwaway tag and removes it, and the container, whatever happens.
+#[tokio::test]
+#[ignore = "needs a Docker engine and the tug-sample binary"]
+async fn a_real_engine_streams_a_busy_containers_usage_until_it_stops() {
+    use futures::FutureExt;
+
+    const TAG: &str = "tugboat/sample-statstest:latest";
+    let runtime = DockerRuntime::connect(None).await.expect("a Docker engine");
+    let name = format!("tug_statstest_{}", std::process::id());
+    let outcome = std::panic::AssertUnwindSafe(busy_stats(&runtime, TAG, &name))
+        .catch_unwind()
+        .await;
+    remove_then_resume(&runtime, &name, TAG, outcome).await;
+}
+
+async fn busy_stats(runtime: &DockerRuntime, tag: &str, name: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const WAIT: Duration = Duration::from_secs(20);
+
+    let binary = crate::image::require_sample_binary().unwrap();
+    crate::image::ensure_sample_image(runtime, &binary, tag, true)
+        .await
+        .unwrap();
+    let spec = ContainerSpec {
+        name: name.to_owned(),
+        image: tag.to_owned(),
+        args: Some(vec!["serve".into(), "--listen".into(), ":8080".into()]),
+        // A node of its own, so the collector below follows this container only.
+        labels: [
+            ("io.tugboat.selftest", name),
+            (crate::runtime::LABEL_NODE, name),
+            (crate::runtime::LABEL_POD_NAMESPACE, "default"),
+            (crate::runtime::LABEL_POD_NAME, "busy"),
+            (crate::runtime::LABEL_POD_UID, "uid-busy"),
+            (crate::runtime::LABEL_CONTAINER_NAME, "app"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .collect(),
+        ..Default::default()
+    };
+    let id = runtime.create(&spec).await.unwrap();
+    let mut not_yet = runtime.stats(&id).await.unwrap();
+    assert!(
+        not_yet.next().await.is_none(),
+        "created, not running: no samples"
+    );
+    runtime.start(&id).await.unwrap();
+    let ip = runtime.inspect(&id).await.unwrap().unwrap().ip.unwrap();
+
+    // Requests one after another until told to stop: the container's CPU.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let load = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut served = 0u64;
+            while !stop.is_cancelled() {
+                let Ok(mut tcp) = tokio::net::TcpStream::connect((ip.as_str(), 8080)).await else {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                };
+                let mut answer = Vec::new();
+                if tcp
+                    .write_all(b"GET / HTTP/1.0\r\nHost: x\r\n\r\n")
+                    .await
+                    .is_ok()
+                    && tcp.read_to_end(&mut answer).await.is_ok()
+                    && answer.starts_with(b"HTTP/1.")
+                {
+                    served += 1;
+                }
+            }
+            served
+        }
+    });
+
+    let mut stats = runtime.stats(&id).await.unwrap();
+    let mut samples = Vec::new();
+    for _ in 0..4 {
+        let sample = tokio::time::timeout(WAIT, stats.next())
+            .await
+            .expect("a sample within the timeout")
+            .expect("the stream goes on while the container runs")
+            .expect("no error");
+        eprintln!("sample: {sample:?}");
+        samples.push(sample);
+    }
+
+    // The collector finds it by its node's label and reads the host.
+    let (collector, inbox) = crate::metrics::Collector::new(name, runtime.node_figures());
+    let tracker = tokio_util::task::TaskTracker::new();
+    tracker.spawn(crate::metrics::run(
+        collector.clone(),
+        std::sync::Arc::new(runtime.clone()),
+        inbox,
+        tracker.clone(),
+        stop.clone(),
+    ));
+    let summary = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Some(s) = collector.summary(Vec::new()).filter(|s| !s.pods.is_empty()) {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the busy pod's figures");
+    eprintln!("summary: {summary:?}");
+    let app = &summary.pods[0].containers[0];
+    assert!(app.cpu_nano_cores > 0 && app.memory_working_set_bytes > 0);
+    assert!(summary.node.cpu_nano_cores > 0 && summary.node.memory_working_set_bytes > 0);
+
+    stop.cancel();
+    tracker.close();
+    tokio::time::timeout(WAIT, tracker.wait()).await.unwrap();
+    let served = tokio::time::timeout(WAIT, load).await.unwrap().unwrap();
+    eprintln!("requests served: {served}");
+    let (first, last) = (&samples[0], &samples[3]);
+    assert!(last.read > first.read, "samples move on: {samples:?}");
+    assert!(
+        last.cpu_total_ns > first.cpu_total_ns,
+        "a busy container uses CPU: {samples:?}"
+    );
+    assert!(last.memory_working_set > 0, "{samples:?}");
+
+    runtime.kill(&id, "SIGKILL").await.unwrap();
+    let ended = tokio::time::timeout(WAIT, async {
+        while let Some(item) = stats.next().await {
+            item.expect("no error before the end");
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "a stopped container ends its stats stream");
+    assert!(matches!(
+        runtime.stats("tug_statstest_missing").await,
+        Err(RuntimeError::NoSuchContainer(_))
+    ));
+}
+
+/// Removes the test's container and throwaway image tag whatever happened, then
+/// fails as the test body did, if it did.
+async fn remove_then_resume(
+    runtime: &DockerRuntime,
+    name: &str,
+    tag: &str,
+    outcome: std::thread::Result<()>,
+) {
+    runtime.remove(name).await.expect("removing the container");
+    let options = bollard::query_parameters::RemoveImageOptionsBuilder::default()
+        .force(true)
+        .build();
+    match runtime
+        .docker()
+        .remove_image(tag, Some(options), None)
+        .await
+    {
+        Err(e) if status_of(&e) != Some(404) => panic!("removing {tag}: {e}"),
+        _ => {}
+    }
+    if let Err(panic) = outcome {
+        std::panic::resume_unwind(panic);
+    }
 }

@@ -9,11 +9,18 @@ use tokio::sync::broadcast;
 use tokio_stream::wrappers::BroadcastStream;
 use tokio_stream::wrappers::errors::BroadcastStreamRecvError;
 
+use std::sync::{Arc, Mutex};
+
+use tokio_util::sync::CancellationToken;
+
 use super::names::*;
-use super::{FakeContainer, FakeOp, FakeRuntime, LOG_CHANNEL, NEXT_CONTAINER, resolve};
+use super::{
+    FakeContainer, FakeOp, FakeRuntime, LOG_CHANNEL, Meter, NEXT_CONTAINER, STATS_PERIOD,
+    lock_meter, pod_of, resolve,
+};
 use crate::runtime::{
     ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, EventStream, ExecOutput,
-    HostInfo, LogOptions, LogStream, RuntimeError, RuntimeEvent,
+    HostInfo, LogOptions, LogStream, NodeFigures, RuntimeError, RuntimeEvent, StatsStream,
 };
 
 #[async_trait::async_trait]
@@ -98,12 +105,20 @@ impl ContainerRuntime for FakeRuntime {
             created: Some(jiff::Timestamp::now().to_string()),
         };
         let (log_tx, _) = broadcast::channel(LOG_CHANNEL);
+        let usage = pod_of(&info)
+            .and_then(|(ns, name)| state.pod_usage.get(&(ns.to_owned(), name.to_owned())))
+            .copied()
+            .unwrap_or_default();
+        let stopped = CancellationToken::new();
+        stopped.cancel();
         let container = FakeContainer {
             seq,
             spec: spec.clone(),
             info,
             logs: Vec::new(),
             log_tx,
+            meter: Arc::new(Mutex::new(Meter::new(usage))),
+            stopped,
         };
         state.containers.insert(id.clone(), container);
         self.emit(&mut state, &id, "create", []);
@@ -138,6 +153,7 @@ impl ContainerRuntime for FakeRuntime {
             ..Default::default()
         };
         container.info.ip = Some(next_address());
+        container.stopped = CancellationToken::new();
         self.emit(&mut state, &key, "start", []);
         Ok(())
     }
@@ -234,6 +250,7 @@ impl ContainerRuntime for FakeRuntime {
         self.emit(&mut state, &key, "destroy", []);
         if let Some(container) = state.containers.remove(&key) {
             let _ = container.log_tx.send(None);
+            container.stopped.cancel();
         }
         Ok(())
     }
@@ -327,6 +344,38 @@ impl ContainerRuntime for FakeRuntime {
                 }),
             });
         Ok(Box::pin(past.chain(live)))
+    }
+
+    /// A sample at once, then one every [`STATS_PERIOD`] of tokio's clock, until
+    /// the container stops or is removed.
+    async fn stats(&self, id: &str) -> Result<StatsStream, RuntimeError> {
+        let (meter, stopped) = {
+            let state = self.lock();
+            let key =
+                resolve(&state, id).ok_or_else(|| RuntimeError::NoSuchContainer(id.to_owned()))?;
+            let container = &state.containers[&key];
+            (container.meter.clone(), container.stopped.clone())
+        };
+        let ticks = tokio::time::interval(STATS_PERIOD);
+        let stream = futures::stream::unfold(
+            (meter, stopped, ticks),
+            |(meter, stopped, mut ticks)| async move {
+                tokio::select! {
+                    biased;
+                    _ = stopped.cancelled() => None,
+                    _ = ticks.tick() => {
+                        let sample = lock_meter(&meter).sample();
+                        Some((Ok(sample), (meter, stopped, ticks)))
+                    }
+                }
+            },
+        );
+        Ok(Box::pin(stream))
+    }
+
+    /// Nothing runs here: the node's figures are its pods'.
+    fn node_figures(&self) -> NodeFigures {
+        NodeFigures::SumOfPods
     }
 
     /// Answers with the configured result at once; the timeout never fires.

@@ -5,8 +5,10 @@
 //! signal would (143, 137), and the event stream carries the same actions (`create`,
 //! `start`, `kill`, `die`, `stop`, `oom`, `destroy`) with the labels in the attributes.
 //! Nothing runs: addresses are made up (10.x, never contacted), logs are what a test
-//! pushed, and exec answers with what a test configured. Test hooks make containers
-//! crash or run out of memory on their own and inject one-shot failures.
+//! pushed, exec answers with what a test configured, and usage is what a test set
+//! ([`FakeRuntime::set_usage`]), CPU accruing on tokio's clock so paused-time tests
+//! see exact rates. Test hooks make containers crash or run out of memory on their
+//! own and inject one-shot failures.
 
 mod engine;
 mod names;
@@ -19,14 +21,20 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 
 use self::names::{hash, hex_id, normalize};
-use super::{ContainerInfo, ContainerSpec, ExecOutput, HostInfo, RuntimeError, RuntimeEvent};
+use super::{
+    ContainerInfo, ContainerSpec, ContainerStats, ExecOutput, HostInfo, LABEL_POD_NAME,
+    LABEL_POD_NAMESPACE, RuntimeError, RuntimeEvent,
+};
 
 /// How many past events are kept for `events(since)`.
 const EVENT_HISTORY: usize = 4096;
 const EVENT_CHANNEL: usize = 1024;
 const LOG_CHANNEL: usize = 256;
+/// How often a stats stream gives a sample, as Docker's does.
+pub const STATS_PERIOD: Duration = Duration::from_secs(1);
 
 /// Container IDs and addresses are unique across every fake in the process, so
 /// several hollow nodes in one process never hand out the same pod IP.
@@ -75,6 +83,69 @@ struct State {
     stops: Vec<(String, Duration)>,
     exec: ExecHandler,
     failures: HashMap<FakeOp, VecDeque<String>>,
+    /// Usage set for a pod (`namespace`, `name`): every container of it gets it
+    /// when created.
+    pod_usage: HashMap<(String, String), Usage>,
+}
+
+/// What a container uses: CPU in thousandths of a CPU, memory in bytes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Usage {
+    cpu_millicores: u64,
+    memory_bytes: u64,
+}
+
+/// A container's simulated usage over time. CPU accrues at the set rate on
+/// tokio's clock, and samples are dated on it too (from the wall time when the
+/// meter was made), so a rate computed from two samples is exactly what was set,
+/// paused clock or not.
+#[derive(Debug)]
+struct Meter {
+    usage: Usage,
+    /// CPU used up to `since`, in nanoseconds.
+    cpu_ns: u64,
+    since: tokio::time::Instant,
+    origin: (jiff::Timestamp, tokio::time::Instant),
+}
+
+impl Meter {
+    fn new(usage: Usage) -> Meter {
+        let now = tokio::time::Instant::now();
+        Meter {
+            usage,
+            cpu_ns: 0,
+            since: now,
+            origin: (jiff::Timestamp::now(), now),
+        }
+    }
+
+    fn cpu_ns_at(&self, now: tokio::time::Instant) -> u64 {
+        let accrued = u128::from(self.usage.cpu_millicores)
+            * now.saturating_duration_since(self.since).as_nanos()
+            / 1000;
+        self.cpu_ns
+            .saturating_add(u64::try_from(accrued).unwrap_or(u64::MAX))
+    }
+
+    fn set(&mut self, usage: Usage) {
+        let now = tokio::time::Instant::now();
+        self.cpu_ns = self.cpu_ns_at(now);
+        self.since = now;
+        self.usage = usage;
+    }
+
+    fn sample(&self) -> ContainerStats {
+        let now = tokio::time::Instant::now();
+        let (wall, at) = self.origin;
+        let read = wall
+            .checked_add(now.saturating_duration_since(at))
+            .unwrap_or(jiff::Timestamp::MAX);
+        ContainerStats {
+            read,
+            cpu_total_ns: self.cpu_ns_at(now),
+            memory_working_set: self.usage.memory_bytes,
+        }
+    }
 }
 
 struct FakeContainer {
@@ -84,6 +155,11 @@ struct FakeContainer {
     logs: Vec<LogLine>,
     /// Lines as they are pushed; `None` when the container stops (ends `follow`).
     log_tx: broadcast::Sender<Option<LogLine>>,
+    /// Shared with its stats streams.
+    meter: Arc<Mutex<Meter>>,
+    /// Cancelled when the container stops or goes (ends its stats streams); a
+    /// new one at each start.
+    stopped: CancellationToken,
 }
 
 #[derive(Clone, Debug)]
@@ -134,6 +210,7 @@ impl FakeRuntime {
                 stops: Vec::new(),
                 exec: Arc::new(|_, _| Ok(ExecOutput::default())),
                 failures: HashMap::new(),
+                pod_usage: HashMap::new(),
             }),
         }
     }
@@ -231,6 +308,48 @@ impl FakeRuntime {
         Ok(())
     }
 
+    /// What containers use from now on: `target` is a container (its ID, a unique
+    /// ID prefix or its name, as Docker finds them) or a pod as `namespace/name`:
+    /// every container of that pod, now and as they are created (restarts, pods
+    /// not started yet). CPU accrues at `cpu_millicores` thousandths of a CPU;
+    /// the working set is `memory_bytes`. Returns how many containers it applies
+    /// to now.
+    pub fn set_usage(
+        &self,
+        target: &str,
+        cpu_millicores: u64,
+        memory_bytes: u64,
+    ) -> Result<usize, RuntimeError> {
+        let usage = Usage {
+            cpu_millicores,
+            memory_bytes,
+        };
+        let mut state = self.lock();
+        let meters: Vec<Arc<Mutex<Meter>>> = match target.split_once('/') {
+            // Container names have no `/`: this names a pod.
+            Some((namespace, name)) => {
+                state
+                    .pod_usage
+                    .insert((namespace.to_owned(), name.to_owned()), usage);
+                state
+                    .containers
+                    .values()
+                    .filter(|c| pod_of(&c.info) == Some((namespace, name)))
+                    .map(|c| c.meter.clone())
+                    .collect()
+            }
+            None => {
+                let id = resolve(&state, target)
+                    .ok_or_else(|| RuntimeError::NoSuchContainer(target.to_owned()))?;
+                vec![state.containers[&id].meter.clone()]
+            }
+        };
+        for meter in &meters {
+            lock_meter(meter).set(usage);
+        }
+        Ok(meters.len())
+    }
+
     /// The container exits on its own with `exit_code` (emits `die`).
     pub fn crash(&self, id: &str, exit_code: i64) -> Result<(), RuntimeError> {
         self.exit_on_its_own(id, exit_code, false)
@@ -294,6 +413,7 @@ impl FakeRuntime {
         s.finished_at = Some(jiff::Timestamp::now().to_string());
         container.info.ip = None;
         let _ = container.log_tx.send(None);
+        container.stopped.cancel();
         self.emit(state, id, "die", [("exitCode", exit_code.to_string())]);
     }
 
@@ -331,6 +451,20 @@ impl FakeRuntime {
     fn injected(&self, state: &mut State, op: FakeOp) -> Option<String> {
         state.failures.get_mut(&op).and_then(VecDeque::pop_front)
     }
+}
+
+/// The pod a container belongs to, by its labels: (`namespace`, `name`).
+fn pod_of(info: &ContainerInfo) -> Option<(&str, &str)> {
+    Some((
+        info.labels.get(LABEL_POD_NAMESPACE)?.as_str(),
+        info.labels.get(LABEL_POD_NAME)?.as_str(),
+    ))
+}
+
+fn lock_meter(meter: &Mutex<Meter>) -> MutexGuard<'_, Meter> {
+    meter
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Finds a container by full ID, unique ID prefix or name, as Docker does.

@@ -372,3 +372,85 @@ fn signals_give_shell_exit_codes() {
     assert_eq!(signal_exit_code("TERM"), 143);
     assert_eq!(signal_exit_code("2"), 130);
 }
+
+/// The stream's next item, or `None` once it ended (within the timeout).
+async fn next_or_end<T>(
+    stream: &mut (impl Stream<Item = Result<T, RuntimeError>> + Unpin),
+) -> Option<T> {
+    tokio::time::timeout(WAIT, stream.next())
+        .await
+        .expect("an item or the end within the timeout")
+        .map(|item| item.expect("no error"))
+}
+
+const POD: [(&str, &str); 2] = [
+    (crate::runtime::LABEL_POD_NAMESPACE, "ns"),
+    (crate::runtime::LABEL_POD_NAME, "web-1"),
+];
+
+#[tokio::test(start_paused = true)]
+async fn a_stats_stream_samples_every_second_with_cpu_accruing_at_the_usage_set() {
+    let fake = FakeRuntime::new().with_images(&[IMAGE]);
+    let id = fake.create(&spec("web", &POD)).await.unwrap();
+    fake.start(&id).await.unwrap();
+    assert_eq!(fake.set_usage("web", 250, 64 << 20).unwrap(), 1);
+    let mut stats = fake.stats(&id).await.unwrap();
+    let first = next(&mut stats).await;
+    let second = next(&mut stats).await;
+    assert_eq!(
+        second.read.duration_since(first.read),
+        jiff::SignedDuration::from_secs(1)
+    );
+    assert_eq!(second.cpu_total_ns - first.cpu_total_ns, 250_000_000);
+    assert_eq!(second.memory_working_set, 64 << 20);
+
+    // Half a second in, the pod's usage changes: the next second accrues half at each.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(fake.set_usage("ns/web-1", 1000, 1 << 20).unwrap(), 1);
+    let third = next(&mut stats).await;
+    assert_eq!(third.cpu_total_ns - second.cpu_total_ns, 625_000_000);
+    assert_eq!(third.memory_working_set, 1 << 20);
+
+    fake.kill(&id, "SIGKILL").await.unwrap();
+    assert_eq!(
+        next_or_end(&mut stats).await,
+        None,
+        "a stopped container ends its stream"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_pods_usage_reaches_containers_created_later_and_stats_need_a_running_one() {
+    let fake = FakeRuntime::new().with_images(&[IMAGE]);
+    assert_eq!(fake.set_usage("ns/web-1", 500, 10 << 20).unwrap(), 0);
+    let id = fake.create(&spec("web", &POD)).await.unwrap();
+    let mut created = fake.stats(&id).await.unwrap();
+    assert_eq!(
+        next_or_end(&mut created).await,
+        None,
+        "not running: no samples"
+    );
+
+    fake.start(&id).await.unwrap();
+    let mut stats = fake.stats(&id).await.unwrap();
+    let first = next(&mut stats).await;
+    let second = next(&mut stats).await;
+    assert_eq!(second.cpu_total_ns - first.cpu_total_ns, 500_000_000);
+    assert_eq!(second.memory_working_set, 10 << 20);
+
+    fake.remove(&id).await.unwrap();
+    assert_eq!(
+        next_or_end(&mut stats).await,
+        None,
+        "a removed container ends its stream"
+    );
+    assert!(matches!(
+        fake.stats(&id).await,
+        Err(RuntimeError::NoSuchContainer(_))
+    ));
+    assert!(matches!(
+        fake.set_usage("missing", 1, 1),
+        Err(RuntimeError::NoSuchContainer(_))
+    ));
+    assert_eq!(fake.node_figures(), crate::runtime::NodeFigures::SumOfPods);
+}
