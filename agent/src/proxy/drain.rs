@@ -9,8 +9,11 @@
 //! proxy no longer routes new connections to the pod — that revision is the
 //! one that took it out — then asks every other Ready node's agent, over the
 //! tunnel (`TUG/1 SYNC <revision>`), to answer once it has applied that
-//! revision too. Only then (or at the deadline) does the agent run `preStop`
-//! and send SIGTERM. Open connections are left to finish.
+//! revision too. Then the connections already open to the pod through this
+//! node (its proxy's, and those its tunnel carries for other nodes) are given
+//! up to [`IN_FLIGHT_WAIT`] to finish, so a request that reached the pod just
+//! before is answered. Only then (or at the deadline) does the agent run
+//! `preStop` and send SIGTERM.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
@@ -34,8 +37,17 @@ pub struct Drained {
     /// Nodes that acknowledged, of those asked.
     pub acknowledged: usize,
     pub asked: usize,
+    /// Connections to the pod still open through this node when the wait for
+    /// them ended (0: every one had finished).
+    pub still_open: u64,
     pub took: Duration,
 }
+
+/// How long a drained pod waits, at most, for the connections already open to
+/// it (through this node's proxy or tunnel) to finish before it is stopped: a
+/// request that reached it just before the drain is answered, a kept-alive idle
+/// connection does not hold the stop for long.
+pub const IN_FLIGHT_WAIT: Duration = Duration::from_secs(1);
 
 /// The highest revision among `slices`, and the addresses that are ready
 /// endpoints in them (ready and not terminating: what gets new connections).
@@ -103,11 +115,19 @@ pub async fn drain(shared: &Shared, ip: IpAddr, deadline: Instant) -> Drained {
         }
     }))
     .await;
+    // No new connection reaches the pod now; let the open ones finish.
+    let until = deadline.min(Instant::now() + IN_FLIGHT_WAIT);
+    let mut still_open = shared.open_to(ip);
+    while still_open > 0 && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        still_open = shared.open_to(ip);
+    }
     Drained {
         revision,
         local,
         acknowledged: acks.iter().filter(|a| **a).count(),
         asked,
+        still_open,
         took: started.elapsed(),
     }
 }
@@ -184,5 +204,35 @@ mod tests {
         shared.publish(5, [ip].into_iter().collect());
         let d = drain(&shared, ip, Instant::now() + Duration::from_millis(100)).await;
         assert!(!d.local);
+    }
+
+    #[tokio::test]
+    async fn a_connection_open_to_the_pod_is_let_finish_within_the_bound() {
+        let shared = Arc::new(Shared::default());
+        let ip: IpAddr = "172.17.0.9".parse().unwrap();
+        let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (release, held) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn({
+            let (shared, finished) = (shared.clone(), finished.clone());
+            async move {
+                let _open = shared.carrying(ip);
+                held.await.ok();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                finished.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        });
+        // The connection is open when the drain starts; it ends a little later.
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        assert_eq!(shared.open_to(ip), 1);
+        release.send(()).unwrap();
+        let d = drain(&shared, ip, Instant::now() + Duration::from_secs(5)).await;
+        assert!(finished.load(std::sync::atomic::Ordering::SeqCst), "{d:?}");
+        assert_eq!(d.still_open, 0);
+        task.await.unwrap();
+        // One that stays open is waited for only up to the bound.
+        let _idle = shared.carrying(ip);
+        let d = drain(&shared, ip, Instant::now() + Duration::from_secs(5)).await;
+        assert_eq!(d.still_open, 1);
+        assert!(d.took >= IN_FLIGHT_WAIT, "{d:?}");
     }
 }

@@ -171,6 +171,10 @@ pub struct Shared {
     /// Connections and UDP flows this node's proxy opened, per endpoint IP;
     /// IPs that are no endpoint any more are forgotten once nothing is open.
     connections: Mutex<HashMap<IpAddr, Counts>>,
+    /// Connections this node's tunnel carries to its own endpoints for other
+    /// nodes' proxies, open now, per endpoint IP (not counted above: the
+    /// proxy that accepted them counts them).
+    carried: Mutex<HashMap<IpAddr, u64>>,
     /// The API, for asking the controller to wake a Service scaled to zero.
     api: std::sync::OnceLock<Client>,
     /// When each Service scaled to zero was last activated from this node, and
@@ -200,6 +204,28 @@ impl Drop for Counted<'_> {
     }
 }
 
+/// A connection the tunnel carries to a local endpoint, open while this lives.
+pub(crate) struct Carried<'a> {
+    shared: &'a Shared,
+    ip: IpAddr,
+}
+
+impl Drop for Carried<'_> {
+    fn drop(&mut self) {
+        let mut carried = self
+            .shared
+            .carried
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = carried.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                carried.remove(&self.ip);
+            }
+        }
+    }
+}
+
 impl Default for Shared {
     fn default() -> Self {
         Shared {
@@ -209,6 +235,7 @@ impl Default for Shared {
             applied: tokio::sync::watch::Sender::new(Applied::default()),
             peers: RwLock::default(),
             connections: Mutex::default(),
+            carried: Mutex::default(),
             api: std::sync::OnceLock::new(),
             activations: Mutex::default(),
         }
@@ -327,6 +354,32 @@ impl Shared {
         c.total += 1;
         c.active += 1;
         Counted { shared: self, ip }
+    }
+
+    /// Counts a connection the tunnel carries to local endpoint `ip` for
+    /// another node's proxy; open until the returned guard drops.
+    pub(crate) fn carrying(&self, ip: IpAddr) -> Carried<'_> {
+        *self
+            .carried
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(ip)
+            .or_default() += 1;
+        Carried { shared: self, ip }
+    }
+
+    /// Connections to endpoint `ip` open through this node now: the ones its
+    /// proxy opened and the ones its tunnel carries for other nodes.
+    pub fn open_to(&self, ip: IpAddr) -> u64 {
+        let opened = self.counts().get(&ip).map_or(0, |c| c.active);
+        let carried = self
+            .carried
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&ip)
+            .copied()
+            .unwrap_or(0);
+        opened.saturating_add(carried)
     }
 
     /// What this node's proxy opened, per endpoint IP, in IP order.

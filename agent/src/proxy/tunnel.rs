@@ -316,6 +316,8 @@ async fn handle(conn: Stream, peer: SocketAddr, shared: Arc<Shared>) {
             };
             let mut upstream = upstream;
             let _ = upstream.set_nodelay(true);
+            // Open while it lasts, so a pod being stopped waits for it.
+            let _carried = shared.carrying(target.ip());
             if conn.write_all(b"OK\n").await.is_err()
                 || (!early.is_empty() && upstream.write_all(&early).await.is_err())
             {

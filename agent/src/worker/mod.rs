@@ -404,6 +404,7 @@ impl Worker {
                 local = drained.local,
                 acknowledged = drained.acknowledged,
                 asked = drained.asked,
+                still_open = drained.still_open,
                 took_ms = drained.took.as_millis() as u64,
                 "out of every node's Service traffic"
             );
