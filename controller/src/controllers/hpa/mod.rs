@@ -315,6 +315,12 @@ pub async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, ctx: Arc<Ctx>) -> Resu
             )),
         },
     };
+    // The target's replicas as its status reports them, from the same read.
+    let current_replicas = scale
+        .as_ref()
+        .ok()
+        .and_then(|(_, o)| o.pointer("/status/replicas").and_then(Value::as_i64))
+        .and_then(|r| i32::try_from(r).ok());
     let outcome = match scale {
         Err(message) => {
             ctx.recorder
@@ -328,16 +334,6 @@ pub async fn reconcile(hpa: Arc<HorizontalPodAutoscaler>, ctx: Arc<Ctx>) -> Resu
             }
         }
         Ok((info, obj)) => evaluate(&hpa, &ctx, info, &obj, ns, min, max).await?,
-    };
-    let current_replicas = match target_info(target.api_version.as_deref(), &target.kind) {
-        Some(info) => ctx
-            .registry
-            .get(info, Some(ns), &target.name)
-            .await
-            .ok()
-            .and_then(|o| o.pointer("/status/replicas").and_then(Value::as_i64))
-            .and_then(|r| i32::try_from(r).ok()),
-        None => None,
     };
     let status = HorizontalPodAutoscalerStatus {
         current_replicas: Some(current_replicas.unwrap_or(0)),
