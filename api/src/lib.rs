@@ -8,7 +8,9 @@
 
 pub mod admission;
 pub mod client;
+pub mod columns;
 pub mod defaults;
+pub mod duration;
 pub mod json;
 pub mod limits;
 pub mod manifest;

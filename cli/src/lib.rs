@@ -8,7 +8,7 @@
 
 pub mod args;
 pub mod background;
-pub mod columns;
+pub use tugboat_api::columns;
 pub mod commands;
 pub mod config;
 pub mod context;

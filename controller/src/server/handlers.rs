@@ -14,11 +14,13 @@ use tracing::Instrument;
 use tugboat_api::resource::{NODES, ResourceInfo};
 use tugboat_api::{ApiError, meta};
 
+use super::accept::{self, Shape};
 use super::path::{self, Target};
 use super::query::Query;
 use super::request::{
     content_type, delete_options, not_allowed, parse_body, read_body, write_options,
 };
+use super::table::{self, Include};
 use super::{ApiResponse, AppState, discovery, json_response, logs, scale};
 use crate::auth::authorize::{self, Attributes, Condition, Decision, Verb};
 use crate::auth::{Kind, User};
@@ -365,8 +367,8 @@ async fn handle(
             let info: &'static ResourceInfo = info;
             let ns = namespace.as_deref();
             match *method {
-                Method::GET if query.flag("watch")? => watch(state, info, ns, query).await,
-                Method::GET => list(state, info, ns, query).await,
+                Method::GET if query.flag("watch")? => watch(state, info, ns, query, headers).await,
+                Method::GET => list(state, info, ns, query, headers).await,
                 Method::POST => {
                     if namespace.is_none() && info.namespaced {
                         return Err(ApiError::method_not_allowed(format!(
@@ -410,8 +412,11 @@ async fn handle(
             let guard = guard.as_deref();
             match (sub, method.clone()) {
                 (None | Some("status"), Method::GET) => {
+                    let shape = accept::read_shape(headers)?;
+                    let include = Include::from_query(query)?;
                     let obj = registry.get(info, ns, name).await?;
-                    Ok(json_response(StatusCode::OK, &obj, &[]))
+                    let body = table::object(info, &obj, shape, include);
+                    Ok(json_response(StatusCode::OK, &body, &[]))
                 }
                 (None | Some("status"), Method::PUT) => {
                     let opts = write_options(query)?;
@@ -492,7 +497,10 @@ async fn list(
     info: &'static ResourceInfo,
     ns: Option<&str>,
     query: &Query,
+    headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
+    let shape = accept::read_shape(headers)?;
+    let include = Include::from_query(query)?;
     let (labels, fields) = query.selectors(info.kind)?;
     let limit = query.count("limit")?.filter(|l| *l > 0);
     let continue_token = query.get("continue").filter(|c| !c.is_empty());
@@ -522,12 +530,7 @@ async fn list(
     if let Some(r) = page.remaining {
         metadata["remainingItemCount"] = json!(r);
     }
-    let body = json!({
-        "kind": info.list_kind(),
-        "apiVersion": info.api_version(),
-        "metadata": metadata,
-        "items": items,
-    });
+    let body = table::list(info, &items, shape, include, metadata);
     Ok(json_response(StatusCode::OK, &body, &[]))
 }
 
@@ -536,7 +539,10 @@ async fn watch(
     info: &'static ResourceInfo,
     ns: Option<&str>,
     query: &Query,
+    headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
+    let shape = accept::read_shape(headers)?;
+    let include = Include::from_query(query)?;
     let (labels, fields) = query.selectors(info.kind)?;
     let from = query.resource_version()?;
     query.flag("allowWatchBookmarks")?;
@@ -554,10 +560,36 @@ async fn watch(
     );
     let events = state.registry.watch(info, ns, labels, fields, from).await?;
     let shutdown = state.shutdown.clone();
+    let mut first = true;
     let lines = events
-        .map(|item| {
+        .map(move |item| {
             let line = match item {
-                Ok(item) => json!({"type": item.event_type, "object": &*item.object}),
+                Ok(item) => {
+                    let object = match shape {
+                        Shape::Json => json!(&*item.object),
+                        Shape::Metadata(v) => table::partial(&item.object, v),
+                        // Column definitions go with the first event only, as
+                        // kube-apiserver sends them; kubectl keeps them.
+                        Shape::Table(v) => {
+                            let rv = item
+                                .object
+                                .pointer("/metadata/resourceVersion")
+                                .cloned()
+                                .unwrap_or_default();
+                            let t = table::table(
+                                info,
+                                &[&*item.object],
+                                include,
+                                v,
+                                json!({"resourceVersion": rv}),
+                                first,
+                            );
+                            first = false;
+                            t
+                        }
+                    };
+                    json!({"type": item.event_type, "object": object})
+                }
                 Err(e) => {
                     let mut status = serde_json::to_value(e.to_status()).unwrap_or_default();
                     status["kind"] = "Status".into();

@@ -6,6 +6,7 @@
 //! joining nodes and tokens in `join`. Every request is authenticated first
 //! ([`crate::auth`]) and authorized per resource in `handlers`.
 
+mod accept;
 mod activate;
 pub mod agents;
 mod discovery;
@@ -13,10 +14,12 @@ mod handlers;
 pub mod join;
 mod logs;
 pub mod metrics;
+mod openapi;
 mod path;
 mod query;
 mod request;
 mod scale;
+mod table;
 
 use std::sync::Arc;
 
@@ -62,6 +65,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api", get(discovery::api_versions))
         .route("/apis", get(discovery::api_groups))
         .route("/cacerts", get(join::cacerts))
+        .route("/openapi/v2", get(openapi::v2))
+        .route("/openapi/v3", get(openapi::index))
+        .route("/openapi/v3/{*path}", get(openapi::document))
         .route("/apis/metrics.k8s.io/v1beta1/nodes", get(metrics::nodes))
         .route(
             "/apis/metrics.k8s.io/v1beta1/nodes/{name}",
