@@ -17,6 +17,7 @@ pub mod manifest;
 pub mod meta;
 pub mod metrics;
 pub mod pod_security;
+pub mod protobuf;
 pub mod quantity;
 pub mod resource;
 pub mod selector;

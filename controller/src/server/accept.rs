@@ -64,6 +64,8 @@ pub enum Shape {
     Table(&'static str),
     /// `PartialObjectMetadata` (a list of them for a list) of the given version.
     Metadata(&'static str),
+    /// The objects themselves, as Kubernetes' protobuf.
+    Protobuf,
 }
 
 fn meta_version(r: &MediaRange) -> Option<&'static str> {
@@ -84,6 +86,9 @@ pub fn read_shape(headers: &HeaderMap) -> Result<Shape, ApiError> {
         return Ok(Shape::Json);
     }
     for r in &ranges {
+        if r.essence == tugboat_api::protobuf::MEDIA_TYPE && r.param("as").is_none() {
+            return Ok(Shape::Protobuf);
+        }
         if !r.is_json() {
             continue;
         }
@@ -125,11 +130,18 @@ pub fn wants_aggregated_discovery(headers: &HeaderMap) -> bool {
     false
 }
 
+/// Whether a write's response is wanted as protobuf (the first media range we
+/// can answer is protobuf).
+pub fn prefers_protobuf(headers: &HeaderMap) -> bool {
+    matches!(read_shape(headers), Ok(Shape::Protobuf))
+}
+
 pub fn not_acceptable() -> ApiError {
     ApiError::new(
         406,
         "NotAcceptable",
         "only the following media types are accepted: application/json, \
+         application/vnd.kubernetes.protobuf, \
          application/json;as=Table;v=v1;g=meta.k8s.io, \
          application/json;as=PartialObjectMetadata;v=v1;g=meta.k8s.io",
     )
@@ -170,6 +182,20 @@ mod tests {
             "application/json;as=PartialObjectMetadataList;g=meta.k8s.io;v=v1,application/json",
         );
         assert_eq!(read_shape(&h).unwrap(), Shape::Metadata("v1"));
+    }
+
+    #[test]
+    fn typed_clients_get_protobuf_when_they_list_it_first() {
+        let h = accept("application/vnd.kubernetes.protobuf,application/json");
+        assert_eq!(read_shape(&h).unwrap(), Shape::Protobuf);
+        assert!(prefers_protobuf(&h));
+        let h = accept("application/json,application/vnd.kubernetes.protobuf");
+        assert_eq!(read_shape(&h).unwrap(), Shape::Json);
+        // A protobuf Table is not served; the JSON one listed next is.
+        let h = accept(
+            "application/vnd.kubernetes.protobuf;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1;g=meta.k8s.io",
+        );
+        assert_eq!(read_shape(&h).unwrap(), Shape::Table("v1"));
     }
 
     #[test]

@@ -21,7 +21,7 @@ use super::request::{
     content_type, delete_options, not_allowed, parse_body, read_body, write_options,
 };
 use super::table::{self, Include};
-use super::{ApiResponse, AppState, discovery, json_response, logs, scale};
+use super::{ApiResponse, AppState, discovery, json_response, logs, respond, scale};
 use crate::auth::authorize::{self, Attributes, Condition, Decision, Verb};
 use crate::auth::{Kind, User};
 use crate::patch::Patch;
@@ -346,6 +346,7 @@ async fn handle(
     // Read only once the caller may make this request at all.
     let body = &read_body(headers, body).await?;
     let insecure = matches!(state.auth.mode, crate::auth::Mode::InsecureHttp);
+    let proto = accept::prefers_protobuf(headers);
     match &target {
         Target::Group { group } => match discovery::group(group) {
             Some(doc) if method == Method::GET => Ok(json_response(StatusCode::OK, &doc, &[])),
@@ -389,10 +390,11 @@ async fn handle(
                     }
                     let written = registry.create(info, ns, obj, opts).await?;
                     warnings.extend(written.warnings);
-                    Ok(json_response(
+                    Ok(respond(
                         StatusCode::CREATED,
                         &written.object,
                         &warnings,
+                        proto,
                     ))
                 }
                 _ => Err(not_allowed(method, path)),
@@ -416,7 +418,7 @@ async fn handle(
                     let include = Include::from_query(query)?;
                     let obj = registry.get(info, ns, name).await?;
                     let body = table::object(info, &obj, shape, include);
-                    Ok(json_response(StatusCode::OK, &body, &[]))
+                    Ok(respond(StatusCode::OK, &body, &[], proto))
                 }
                 (None | Some("status"), Method::PUT) => {
                     let opts = write_options(query)?;
@@ -425,7 +427,7 @@ async fn handle(
                         .update(info, ns, name, obj, subresource_of(info, sub)?, opts, guard)
                         .await?;
                     warnings.extend(written.warnings);
-                    Ok(json_response(StatusCode::OK, &written.object, &warnings))
+                    Ok(respond(StatusCode::OK, &written.object, &warnings, proto))
                 }
                 (None | Some("status"), Method::PATCH) => {
                     let patch = Patch::parse(content_type(headers), body)?;
@@ -440,10 +442,11 @@ async fn handle(
                             guard,
                         )
                         .await?;
-                    Ok(json_response(
+                    Ok(respond(
                         StatusCode::OK,
                         &written.object,
                         &written.warnings,
+                        proto,
                     ))
                 }
                 (None, Method::DELETE) => {
@@ -458,7 +461,7 @@ async fn handle(
                     } else {
                         StatusCode::OK
                     };
-                    Ok(json_response(code, &obj, &[]))
+                    Ok(respond(code, &obj, &[], proto))
                 }
                 (Some("log"), Method::GET) if info.kind == "Pod" => {
                     logs::pod_log(state, ns.unwrap_or("default"), name, query).await
@@ -531,7 +534,12 @@ async fn list(
         metadata["remainingItemCount"] = json!(r);
     }
     let body = table::list(info, &items, shape, include, metadata);
-    Ok(json_response(StatusCode::OK, &body, &[]))
+    Ok(respond(
+        StatusCode::OK,
+        &body,
+        &[],
+        shape == Shape::Protobuf,
+    ))
 }
 
 async fn watch(
@@ -566,7 +574,7 @@ async fn watch(
             let line = match item {
                 Ok(item) => {
                     let object = match shape {
-                        Shape::Json => json!(&*item.object),
+                        Shape::Json | Shape::Protobuf => json!(&*item.object),
                         Shape::Metadata(v) => table::partial(&item.object, v),
                         // Column definitions go with the first event only, as
                         // kube-apiserver sends them; kubectl keeps them.
@@ -588,18 +596,11 @@ async fn watch(
                             t
                         }
                     };
-                    json!({"type": item.event_type, "object": object})
+                    (item.event_type.to_string(), object)
                 }
-                Err(e) => {
-                    let mut status = serde_json::to_value(e.to_status()).unwrap_or_default();
-                    status["kind"] = "Status".into();
-                    status["apiVersion"] = "v1".into();
-                    json!({"type": "ERROR", "object": status})
-                }
+                Err(e) => ("ERROR".to_string(), status_object(&e)),
             };
-            let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
-            bytes.push(b'\n');
-            Ok::<_, std::convert::Infallible>(Bytes::from(bytes))
+            Ok::<_, std::convert::Infallible>(Bytes::from(watch_frame(line, shape)))
         })
         .take_until(async move { shutdown.cancelled().await });
     let body = match timeout {
@@ -607,13 +608,43 @@ async fn watch(
         None => Body::from_stream(lines),
     };
     let mut resp = Response::new(body);
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        "application/json".parse().expect("static header"),
-    );
+    let media = if shape == Shape::Protobuf {
+        "application/vnd.kubernetes.protobuf;stream=watch"
+    } else {
+        "application/json"
+    };
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, media.parse().expect("static header"));
     resp.headers_mut().insert(
         header::CACHE_CONTROL,
         "no-cache, private".parse().expect("static header"),
     );
     Ok(resp)
+}
+
+fn status_object(e: &ApiError) -> Value {
+    let mut status = serde_json::to_value(e.to_status()).unwrap_or_default();
+    status["kind"] = "Status".into();
+    status["apiVersion"] = "v1".into();
+    status
+}
+
+/// One watch event as the stream carries it: a JSON line, or a protobuf frame.
+fn watch_frame((event_type, object): (String, Value), shape: Shape) -> Vec<u8> {
+    if shape == Shape::Protobuf {
+        match tugboat_api::protobuf::encode_watch_event(&event_type, &object) {
+            Ok(frame) => return frame,
+            Err(e) => {
+                let status = status_object(&ApiError::internal(format!(
+                    "the event cannot be sent as protobuf: {e}"
+                )));
+                return tugboat_api::protobuf::encode_watch_event("ERROR", &status)
+                    .unwrap_or_default();
+            }
+        }
+    }
+    let mut bytes =
+        serde_json::to_vec(&json!({"type": event_type, "object": object})).unwrap_or_default();
+    bytes.push(b'\n');
+    bytes
 }

@@ -132,13 +132,38 @@ impl IntoResponse for ApiResponse {
 }
 
 pub fn json_response(code: StatusCode, body: &serde_json::Value, warnings: &[String]) -> Response {
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    respond(code, body, warnings, false)
+}
+
+/// `body` as protobuf when `protobuf` and its kind has a message, else as JSON.
+pub fn respond(
+    code: StatusCode,
+    body: &serde_json::Value,
+    warnings: &[String],
+    protobuf: bool,
+) -> Response {
+    let encoded = if protobuf {
+        match tugboat_api::protobuf::encode(body) {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                tracing::debug!(error = %e, "answering in JSON: the object has no protobuf form");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let (bytes, media) = match encoded {
+        Some(bytes) => (bytes, tugboat_api::protobuf::MEDIA_TYPE),
+        None => (
+            serde_json::to_vec(body).unwrap_or_default(),
+            "application/json",
+        ),
+    };
     let mut resp = Response::new(Body::from(bytes));
     *resp.status_mut() = code;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
     for w in warnings {
         // RFC 7234 warning: code 299, agent "-", quoted text.
         let text = format!("299 - \"{}\"", w.replace('\\', "\\\\").replace('"', "\\\""));

@@ -83,6 +83,17 @@ pub fn parse_body(
     opts: WriteOptions,
 ) -> Result<(Value, Vec<String>), ApiError> {
     let ct = content_type(headers);
+    if ct.split(';').next().unwrap_or("").trim() == tugboat_api::protobuf::MEDIA_TYPE {
+        let obj = tugboat_api::protobuf::decode(body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "{} in version \"{}\" cannot be handled as a {}: {e}",
+                info.kind,
+                info.api_version(),
+                info.kind
+            ))
+        })?;
+        return Ok((obj, Vec::new()));
+    }
     if ct.contains("yaml") {
         let text = std::str::from_utf8(body)
             .map_err(|_| ApiError::bad_request("the body is not UTF-8"))?;

@@ -126,7 +126,7 @@ pub fn table(
 /// One object (a get) in `shape`.
 pub fn object(info: &ResourceInfo, obj: &Value, shape: Shape, include: Include) -> Value {
     match shape {
-        Shape::Json => obj.clone(),
+        Shape::Json | Shape::Protobuf => obj.clone(),
         Shape::Metadata(v) => partial(obj, v),
         Shape::Table(v) => {
             let rv = obj
@@ -154,7 +154,7 @@ pub fn list(
     list_meta: Value,
 ) -> Value {
     match shape {
-        Shape::Json => json!({
+        Shape::Json | Shape::Protobuf => json!({
             "kind": info.list_kind(),
             "apiVersion": info.api_version(),
             "metadata": list_meta,
