@@ -186,10 +186,10 @@ fn message_to_json(msg: &DynamicMessage, depth: usize) -> Result<Value, String> 
     let mut out = Map::new();
     for (field, value) in msg.fields() {
         if inlined(&field) {
-            if let (Some(m), _) = (value.as_message(), ()) {
-                if let Value::Object(inner) = message_to_json(m, depth)? {
-                    out.extend(inner);
-                }
+            if let Some(m) = value.as_message()
+                && let Value::Object(inner) = message_to_json(m, depth)?
+            {
+                out.extend(inner);
             }
             continue;
         }
