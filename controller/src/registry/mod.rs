@@ -19,6 +19,7 @@
 pub mod credentials;
 mod delete;
 mod list;
+pub use list::{Watch, WatchStart};
 pub mod services;
 pub mod strategy;
 pub mod typed;

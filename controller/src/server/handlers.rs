@@ -11,7 +11,7 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tracing::Instrument;
-use tugboat_api::resource::{NODES, ResourceInfo};
+use tugboat_api::resource::{NODES, PODS, ResourceInfo};
 use tugboat_api::{ApiError, meta};
 
 use super::accept::{self, Shape};
@@ -21,14 +21,15 @@ use super::request::{
     content_type, delete_options, not_allowed, parse_body, read_body, write_options,
 };
 use super::table::{self, Include};
-use super::{ApiResponse, AppState, discovery, json_response, logs, respond, scale};
+use super::{ApiResponse, AppState, discovery, json_response, logs, respond, scale, stream};
 use crate::auth::authorize::{self, Attributes, Condition, Decision, Verb};
 use crate::auth::{Kind, User};
 use crate::patch::Patch;
-use crate::registry::{ListOptions, Subresource};
+use crate::registry::{ListOptions, Subresource, WatchItem, WatchStart};
 
 pub async fn dispatch(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
+    let on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
     let user = parts.extensions.get::<User>().cloned();
     let method = parts.method;
     let uri = parts.uri;
@@ -40,6 +41,29 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, request: Request) -> R
         let result = async {
             let user = user.ok_or_else(|| ApiError::new(401, "Unauthorized", "Unauthorized"))?;
             let query = Query::parse(uri.query())?;
+            let target = path::parse(uri.path())?;
+            if let Target::Object {
+                info,
+                namespace: Some(ns),
+                name,
+                subresource: Some(sub),
+            } = &target
+                && *info == &PODS
+                && stream::SUBRESOURCES.contains(&sub.as_str())
+            {
+                authorize_target(&user, &method, &target, &query)?;
+                return stream::relay(
+                    &state,
+                    ns,
+                    name,
+                    sub,
+                    &method,
+                    uri.query(),
+                    &headers,
+                    on_upgrade,
+                )
+                .await;
+            }
             handle(&state, &user, &method, uri.path(), &query, &headers, body).await
         }
         .await;
@@ -61,6 +85,16 @@ const MIN_WATCH_SECS: u64 = 1800;
 
 /// The verb a request is, for authorization.
 fn verb_of(method: &Method, target: &Target, query: &Query) -> Result<Option<Verb>, ApiError> {
+    if let Target::Object {
+        subresource: Some(sub),
+        ..
+    } = target
+        && super::stream::SUBRESOURCES.contains(&sub.as_str())
+    {
+        // Connecting to a pod is a create, whatever the method (kube-apiserver's
+        // check since WebSocket upgrades arrive as GET).
+        return Ok(Some(Verb::Create));
+    }
     Ok(Some(match (method, target) {
         (&Method::GET, Target::Collection { .. }) if query.flag("watch")? => Verb::Watch,
         (&Method::GET, Target::Collection { .. }) => Verb::List,
@@ -553,7 +587,34 @@ async fn watch(
     let include = Include::from_query(query)?;
     let (labels, fields) = query.selectors(info.kind)?;
     let from = query.resource_version()?;
-    query.flag("allowWatchBookmarks")?;
+    let bookmarks = query.flag("allowWatchBookmarks")?;
+    let send_initial = match query.get("sendInitialEvents") {
+        None | Some("") => None,
+        Some(_) => Some(query.flag("sendInitialEvents")?),
+    };
+    if send_initial == Some(true) {
+        // kube-apiserver's rules for a streaming list.
+        if !bookmarks {
+            return Err(ApiError::bad_parameter(
+                "allowWatchBookmarks",
+                query.get("allowWatchBookmarks").unwrap_or(""),
+                "sendInitialEvents requires allowWatchBookmarks=true",
+            ));
+        }
+        if query.get("resourceVersionMatch") != Some("NotOlderThan") {
+            return Err(ApiError::bad_parameter(
+                "resourceVersionMatch",
+                query.get("resourceVersionMatch").unwrap_or(""),
+                "sendInitialEvents requires resourceVersionMatch=NotOlderThan",
+            ));
+        }
+    }
+    let start = match (send_initial, from) {
+        (Some(true), rv) => WatchStart::Initial(rv),
+        (Some(false), None) => WatchStart::Now,
+        (_, Some(rv)) => WatchStart::After(rv),
+        (None, None) => WatchStart::Initial(None),
+    };
     // Every watch ends within 30 to 60 minutes (kube-apiserver's
     // --min-request-timeout, randomised the same way), so clients relist and
     // re-authenticate: a revoked node or deleted token does not keep a stream.
@@ -566,13 +627,67 @@ async fn watch(
             .map(Duration::from_secs)
             .map_or(server_max, |t| t.min(server_max)),
     );
-    let events = state.registry.watch(info, ns, labels, fields, from).await?;
+    let watch = match state.registry.watch(info, ns, labels, fields, start).await {
+        Ok(w) => w,
+        // Too old a revision: one ERROR event, as kube-apiserver sends it, so
+        // that clients relist.
+        Err(e) if e.code == 410 => {
+            let frame = watch_frame(("ERROR".to_string(), status_object(&e)), shape);
+            return Ok(watch_response(Body::from(frame), shape));
+        }
+        Err(e) => return Err(e),
+    };
     let shutdown = state.shutdown.clone();
+    let initial_end = send_initial == Some(true);
+    let mut last_rv = watch.revision.to_string();
+    let initial = futures::stream::iter(watch.initial.into_iter().map(|object| {
+        Ok(WatchItem {
+            event_type: "ADDED",
+            object,
+        })
+    }));
+    // The end of the initial events, when asked for: a BOOKMARK at the revision
+    // they show, annotated as client-go's streaming lists expect.
+    let end_marker = futures::stream::iter(initial_end.then(|| Ok(bookmark(info, &last_rv, true))));
+    let ticks = if bookmarks {
+        let every =
+            tokio::time::interval_at(tokio::time::Instant::now() + BOOKMARK_EVERY, BOOKMARK_EVERY);
+        tokio_stream::wrappers::IntervalStream::new(every)
+            .map(|_| {
+                Ok(WatchItem {
+                    event_type: "BOOKMARK",
+                    object: Arc::new(Value::Null),
+                })
+            })
+            .left_stream()
+    } else {
+        futures::stream::pending().right_stream()
+    };
+    let events = initial
+        .chain(end_marker)
+        .chain(futures::stream::select(watch.live, ticks));
     let mut first = true;
     let lines = events
         .map(move |item| {
             let line = match item {
+                Ok(item) if item.event_type == "BOOKMARK" && item.object.is_null() => (
+                    "BOOKMARK".to_string(),
+                    (*bookmark(info, &last_rv, false).object).clone(),
+                ),
                 Ok(item) => {
+                    if let Some(rv) = item
+                        .object
+                        .pointer("/metadata/resourceVersion")
+                        .and_then(Value::as_str)
+                    {
+                        last_rv = rv.to_string();
+                    }
+                    if item.event_type == "BOOKMARK" {
+                        return Ok::<_, std::convert::Infallible>(Bytes::from(watch_frame(
+                            ("BOOKMARK".to_string(), (*item.object).clone()),
+                            shape,
+                        )));
+                    }
                     let object = match shape {
                         Shape::Json | Shape::Protobuf => json!(&*item.object),
                         Shape::Metadata(v) => table::partial(&item.object, v),
@@ -607,6 +722,31 @@ async fn watch(
         Some(t) => Body::from_stream(lines.take_until(tokio::time::sleep(t))),
         None => Body::from_stream(lines),
     };
+    Ok(watch_response(body, shape))
+}
+
+/// How often a watch that allows bookmarks gets one (kube-apiserver sends them
+/// about once a minute).
+const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
+
+/// A BOOKMARK: an object of the watched kind with only a resourceVersion (and,
+/// for the end of a streaming list's initial events, its annotation).
+fn bookmark(info: &ResourceInfo, rv: &str, initial_end: bool) -> WatchItem {
+    let mut metadata = json!({"resourceVersion": rv});
+    if initial_end {
+        metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    WatchItem {
+        event_type: "BOOKMARK",
+        object: Arc::new(json!({
+            "kind": info.kind,
+            "apiVersion": info.api_version(),
+            "metadata": metadata,
+        })),
+    }
+}
+
+fn watch_response(body: Body, shape: Shape) -> Response {
     let mut resp = Response::new(body);
     let media = if shape == Shape::Protobuf {
         "application/vnd.kubernetes.protobuf;stream=watch"
@@ -619,7 +759,7 @@ async fn watch(
         header::CACHE_CONTROL,
         "no-cache, private".parse().expect("static header"),
     );
-    Ok(resp)
+    resp
 }
 
 fn status_object(e: &ApiError) -> Value {

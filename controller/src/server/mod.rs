@@ -19,6 +19,7 @@ mod path;
 mod query;
 mod request;
 mod scale;
+mod stream;
 mod table;
 
 use std::sync::Arc;
