@@ -412,8 +412,8 @@ async fn handle(
                             info.collection_path(Some("NAMESPACE"))
                         )));
                     }
-                    let opts = write_options(query)?;
-                    let (obj, mut warnings) = parse_body(info, body, headers, opts)?;
+                    let opts = write_options(query, headers)?;
+                    let (obj, mut warnings) = parse_body(info, body, headers, &opts)?;
                     check_created(user, &obj, &condition)?;
                     if info == &NODES && !insecure {
                         let name = meta::name(&obj).unwrap_or("");
@@ -455,13 +455,16 @@ async fn handle(
                     Ok(respond(StatusCode::OK, &body, &[], proto))
                 }
                 (None | Some("status"), Method::PUT) => {
-                    let opts = write_options(query)?;
-                    let (obj, mut warnings) = parse_body(info, body, headers, opts)?;
+                    let opts = write_options(query, headers)?;
+                    let (obj, mut warnings) = parse_body(info, body, headers, &opts)?;
                     let written = registry
                         .update(info, ns, name, obj, subresource_of(info, sub)?, opts, guard)
                         .await?;
                     warnings.extend(written.warnings);
                     Ok(respond(StatusCode::OK, &written.object, &warnings, proto))
+                }
+                (None, Method::PATCH) if is_apply(content_type(headers)) => {
+                    apply(state, info, ns, name, query, headers, body, guard, proto).await
                 }
                 (None | Some("status"), Method::PATCH) => {
                     let patch = Patch::parse(content_type(headers), body)?;
@@ -472,7 +475,7 @@ async fn handle(
                             name,
                             &patch,
                             subresource_of(info, sub)?,
-                            write_options(query)?,
+                            write_options(query, headers)?,
                             guard,
                         )
                         .await?;
@@ -787,4 +790,138 @@ fn watch_frame((event_type, object): (String, Value), shape: Shape) -> Vec<u8> {
         serde_json::to_vec(&json!({"type": event_type, "object": object})).unwrap_or_default();
     bytes.push(b'\n');
     bytes
+}
+
+/// `application/apply-patch+yaml` (and its JSON and CBOR siblings' names).
+fn is_apply(content_type: &str) -> bool {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .starts_with("application/apply-patch")
+}
+
+/// Server-side apply: the body is the manager's whole intent for the object,
+/// created if it does not exist (see [`crate::managed`]).
+#[allow(clippy::too_many_arguments)]
+async fn apply(
+    state: &Arc<AppState>,
+    info: &'static ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    query: &Query,
+    headers: &HeaderMap,
+    body: &Bytes,
+    guard: Option<crate::registry::WriteGuard<'_>>,
+    proto: bool,
+) -> Result<Response, ApiError> {
+    let ct = content_type(headers);
+    if !ct.starts_with("application/apply-patch+yaml")
+        && !ct.starts_with("application/apply-patch+json")
+    {
+        return Err(ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!("the apply body must be application/apply-patch+yaml, not {ct}"),
+        ));
+    }
+    let manager = query.get("fieldManager").filter(|m| !m.is_empty()).ok_or_else(|| {
+        let mut e = ApiError::bad_request(
+            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+        );
+        e.reason = "Invalid".into();
+        e.code = 422;
+        e
+    })?;
+    crate::managed::manager_name(Some(manager), None)?;
+    let force = query.flag("force")?;
+    let mut opts = write_options(query, headers)?;
+    opts.manager = Some(crate::registry::FieldManager {
+        name: manager.to_string(),
+        apply: true,
+    });
+    // YAML is a superset of JSON: one reader takes both.
+    let (mut applied, _) = parse_body(info, body, &header_map_yaml(), &opts)?;
+    if applied.get("apiVersion").and_then(Value::as_str) != Some(info.api_version().as_str())
+        || applied.get("kind").and_then(Value::as_str) != Some(info.kind)
+    {
+        return Err(ApiError::bad_request(format!(
+            "the applied object must have apiVersion {:?} and kind {:?}",
+            info.api_version(),
+            info.kind
+        )));
+    }
+    match meta::name(&applied) {
+        Some(n) if n != name => {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            )));
+        }
+        Some(_) => {}
+        None => {
+            meta::metadata_mut(&mut applied).insert("name".into(), json!(name));
+        }
+    }
+    let registry = &state.registry;
+    for _ in 0..3 {
+        let patch = Patch::Apply {
+            applied: applied.clone(),
+            manager: manager.to_string(),
+            force,
+        };
+        match registry
+            .patch(
+                info,
+                ns,
+                name,
+                &patch,
+                Subresource::Main,
+                opts.clone(),
+                guard,
+            )
+            .await
+        {
+            Ok(written) => {
+                return Ok(respond(
+                    StatusCode::OK,
+                    &written.object,
+                    &written.warnings,
+                    proto,
+                ));
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+        // Not there: the apply creates it, every field its manager's.
+        let created = crate::managed::apply(None, &applied, manager, force)?;
+        match registry.create(info, ns, created, opts.clone()).await {
+            Ok(written) => {
+                return Ok(respond(
+                    StatusCode::CREATED,
+                    &written.object,
+                    &written.warnings,
+                    proto,
+                ));
+            }
+            // Created meanwhile by someone else: apply to it.
+            Err(e) if e.code == 409 && e.reason == "AlreadyExists" => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(ApiError::conflict(
+        &info.store_name(),
+        name,
+        "the object was created and deleted while being applied; try again",
+    ))
+}
+
+/// Headers that make `parse_body` read YAML.
+fn header_map_yaml() -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::CONTENT_TYPE,
+        "application/yaml".parse().expect("static header"),
+    );
+    h
 }

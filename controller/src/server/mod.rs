@@ -14,7 +14,7 @@ mod handlers;
 pub mod join;
 mod logs;
 pub mod metrics;
-mod openapi;
+pub(crate) mod openapi;
 mod path;
 mod query;
 mod request;

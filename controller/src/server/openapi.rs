@@ -86,6 +86,13 @@ fn accepts_gzip(headers: &HeaderMap) -> bool {
         .any(|e| e.split(';').next().unwrap_or("").trim() == "gzip")
 }
 
+/// The v3 document of a served group-version (`apis/apps/v1`), parsed.
+pub(crate) fn document_json(path: &str) -> Option<Value> {
+    let doc = SERVED.get(path)?;
+    let bytes = decompress(doc.gz).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
 /// `GET /openapi/v3`: where each group-version's document is.
 pub async fn index() -> Response {
     let mut paths: Vec<(&&str, &Document)> = SERVED.iter().collect();

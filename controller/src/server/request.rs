@@ -14,7 +14,7 @@ use tugboat_api::resource::ResourceInfo;
 use tugboat_api::{ApiError, FieldError};
 
 use super::query::Query;
-use crate::registry::{DeleteOptions, Propagation, WriteOptions};
+use crate::registry::{DeleteOptions, FieldManager, Propagation, WriteOptions};
 
 /// Reads the whole body, at most [`limits::MAX_REQUEST_BYTES`] of it and within
 /// [`limits::BODY_READ_TIMEOUT_SECS`]; a larger one is a 413 `Status`, as
@@ -80,7 +80,7 @@ pub fn parse_body(
     info: &ResourceInfo,
     body: &Bytes,
     headers: &HeaderMap,
-    opts: WriteOptions,
+    opts: &WriteOptions,
 ) -> Result<(Value, Vec<String>), ApiError> {
     let ct = content_type(headers);
     if ct.split(';').next().unwrap_or("").trim() == tugboat_api::protobuf::MEDIA_TYPE {
@@ -133,10 +133,16 @@ pub fn parse_body(
     }
 }
 
-pub fn write_options(query: &Query) -> Result<WriteOptions, ApiError> {
+pub fn write_options(query: &Query, headers: &HeaderMap) -> Result<WriteOptions, ApiError> {
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok());
+    let manager = crate::managed::manager_name(query.get("fieldManager"), user_agent)?
+        .map(|name| FieldManager { name, apply: false });
     Ok(WriteOptions {
         field_validation: FieldValidation::parse(query.get("fieldValidation").unwrap_or(""))?,
         dry_run: dry_run(query.get("dryRun"))?,
+        manager,
     })
 }
 
