@@ -73,6 +73,12 @@ pub struct ContainerSpec {
     pub dns: Vec<String>,
     pub dns_search: Vec<String>,
     pub dns_options: Vec<String>,
+    /// Keep stdin open for `kubectl attach` (Kubernetes' `stdin`), closed after the
+    /// first attach ends when `stdin_once`.
+    pub stdin: bool,
+    pub stdin_once: bool,
+    /// A terminal for the process (Kubernetes' `tty`).
+    pub tty: bool,
 }
 
 /// What Docker says about a container's state.
