@@ -644,6 +644,22 @@ mod tests {
         ));
     }
 
+    /// Bytes written by hand to the wire format (also the fuzzer's seeds), not by
+    /// this module: what a Go client sends reads as the object it meant.
+    #[test]
+    fn hand_encoded_objects_read_as_their_json() {
+        let ns = decode(include_bytes!("../../fuzz/seeds/protobuf/namespace")).unwrap();
+        assert_eq!(
+            ns,
+            json!({"apiVersion": "v1", "kind": "Namespace",
+                   "metadata": {"name": "prod", "labels": {"team": "a"}}})
+        );
+        let d = decode(include_bytes!("../../fuzz/seeds/protobuf/deployment")).unwrap();
+        assert_eq!(d["spec"]["replicas"], 3);
+        assert_eq!(d["spec"]["selector"]["matchLabels"]["app"], "web");
+        assert_eq!(d["metadata"]["name"], "web");
+    }
+
     #[test]
     fn watch_events_are_length_prefixed_frames() {
         let frame =

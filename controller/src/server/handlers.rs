@@ -487,7 +487,7 @@ async fn handle(
                     ))
                 }
                 (None, Method::DELETE) => {
-                    let mut opts = delete_options(query, body)?;
+                    let mut opts = delete_options(query, body, headers)?;
                     // A node releases the very pod it was found bound to.
                     if let Some(uid) = bound_uid {
                         opts.precondition_uid.get_or_insert(uid);

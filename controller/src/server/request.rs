@@ -161,9 +161,18 @@ pub fn dry_run(value: Option<&str>) -> Result<bool, ApiError> {
     }
 }
 
-pub fn delete_options(query: &Query, body: &Bytes) -> Result<DeleteOptions, ApiError> {
+pub fn delete_options(
+    query: &Query,
+    body: &Bytes,
+    headers: &HeaderMap,
+) -> Result<DeleteOptions, ApiError> {
+    let protobuf = content_type(headers).split(';').next().unwrap_or("").trim()
+        == tugboat_api::protobuf::MEDIA_TYPE;
     let body: Value = if body.is_empty() {
         Value::Null
+    } else if protobuf {
+        tugboat_api::protobuf::decode(body)
+            .map_err(|e| ApiError::bad_request(format!("DeleteOptions: {e}")))?
     } else {
         tugboat_api::json::parse(body)
             .map(|p| p.value)
