@@ -520,6 +520,55 @@ pub fn path_string(path: &[String]) -> String {
     out
 }
 
+/// Fills in the defaults of list keys an applied item leaves out (a container
+/// port's `protocol: TCP`), so that it is the same item as the stored one, whose
+/// key the server defaulted: what structured-merge-diff does with key defaults.
+fn fill_key_defaults(schemas: &Schemas, schema: &Value, v: &mut Value, depth: usize) {
+    if depth > MAX_DEPTH {
+        return;
+    }
+    match (schemas.shape(schema), v) {
+        (Shape::Struct(props), Value::Object(m)) => {
+            for (k, child) in m.iter_mut() {
+                if let Some(s) = props.get(k) {
+                    fill_key_defaults(schemas, s, child, depth + 1);
+                }
+            }
+        }
+        (Shape::Map(values), Value::Object(m)) => {
+            for child in m.values_mut() {
+                fill_key_defaults(schemas, values, child, depth + 1);
+            }
+        }
+        (
+            Shape::List {
+                items,
+                kind: ListKind::Map(keys),
+            },
+            Value::Array(a),
+        ) => {
+            for item in a.iter_mut() {
+                if let Some(obj) = item.as_object_mut() {
+                    for k in &keys {
+                        if !obj.contains_key(k)
+                            && let Some(d) = schemas.field_default(items, k)
+                        {
+                            obj.insert(k.clone(), d.clone());
+                        }
+                    }
+                }
+                fill_key_defaults(schemas, items, item, depth + 1);
+            }
+        }
+        (Shape::List { items, .. }, Value::Array(a)) => {
+            for item in a.iter_mut() {
+                fill_key_defaults(schemas, items, item, depth + 1);
+            }
+        }
+        _ => {}
+    }
+}
+
 /// Server-side apply of `applied` by `manager` to `live` (`None`: the object
 /// does not exist yet). Returns the object to write, its `managedFields` set.
 pub fn apply(
@@ -537,6 +586,11 @@ pub fn apply(
     let schemas = schema::for_api_version(&api_version);
     let schemas = schemas.as_deref();
     let top = schemas.and_then(|s| s.kind(kind));
+    let mut defaulted = applied.clone();
+    if let (Some(s), Some(t)) = (schemas, top) {
+        fill_key_defaults(s, t, &mut defaulted, 0);
+    }
+    let applied = &defaulted;
     let applied_set = fields_of(schemas, applied);
     let empty = json!({});
     let live = live.unwrap_or(&empty);

@@ -1,8 +1,9 @@
 //! The shape of each kind, as server-side apply needs it: which lists are merged
 //! item by item and by which keys (`x-kubernetes-list-type: map` and
 //! `x-kubernetes-list-map-keys`), which are sets, which are atomic, and which
-//! objects are maps. Read from Kubernetes' own OpenAPI documents (the ones the
-//! server serves, `crate::server::openapi`), with descriptions dropped.
+//! objects are maps, and the defaults of list keys (a port's `protocol`). Read from
+//! Kubernetes' own OpenAPI documents (the ones the server serves,
+//! `crate::server::openapi`), with descriptions dropped.
 
 use std::collections::HashMap;
 use std::sync::{Arc, LazyLock, Mutex};
@@ -94,7 +95,6 @@ fn strip_descriptions(v: &mut Value) {
     match v {
         Value::Object(m) => {
             m.remove("description");
-            m.remove("default");
             for child in m.values_mut() {
                 strip_descriptions(child);
             }
@@ -130,6 +130,19 @@ impl Schemas {
             }
         }
         s
+    }
+
+    /// The default of field `name` of the objects `s` describes, if it has one.
+    pub fn field_default<'a>(&'a self, s: &'a Value, name: &str) -> Option<&'a Value> {
+        match self.shape(s) {
+            Shape::Struct(props) => {
+                let field = self.resolve(props.get(name)?);
+                field
+                    .get("default")
+                    .or_else(|| props.get(name)?.get("default"))
+            }
+            _ => None,
+        }
     }
 
     /// What `s` describes.

@@ -188,3 +188,23 @@ fn conflict_paths_name_list_items_by_key() {
         .collect();
     assert_eq!(path_string(&p), ".spec.containers[name=\"web\"].image");
 }
+
+#[test]
+fn list_keys_the_server_defaults_match_the_stored_item() {
+    // What kubectl applies: a port without its protocol; what is stored after
+    // defaulting: the same port with `protocol: TCP`.
+    let mut applied = deployment(1, "nginx");
+    applied["spec"]["template"]["spec"]["containers"][0]["ports"] =
+        json!([{"containerPort": 8080}]);
+    let created = apply(None, &applied, "kubectl", false).unwrap();
+    let ports = &created["spec"]["template"]["spec"]["containers"][0]["ports"];
+    assert_eq!(ports, &json!([{"containerPort": 8080, "protocol": "TCP"}]));
+    let again = apply(Some(&created), &applied, "kubectl", false).unwrap();
+    assert_eq!(again, created);
+    let svc = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"},
+        "spec": {"ports": [{"port": 80, "targetPort": 8080}]}});
+    let mut live = apply(None, &svc, "kubectl", false).unwrap();
+    live["spec"]["ports"][0]["protocol"] = json!("TCP");
+    let again = apply(Some(&live), &svc, "kubectl", false).unwrap();
+    assert_eq!(again["spec"]["ports"].as_array().unwrap().len(), 1);
+}

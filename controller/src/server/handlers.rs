@@ -493,12 +493,21 @@ async fn handle(
                         opts.precondition_uid.get_or_insert(uid);
                     }
                     let obj = registry.delete(info, ns, name, &opts).await?;
-                    let code = if meta::is_deleting(&obj) {
-                        StatusCode::ACCEPTED
-                    } else {
-                        StatusCode::OK
-                    };
-                    Ok(respond(code, &obj, &[], proto))
+                    if meta::is_deleting(&obj) {
+                        return Ok(respond(StatusCode::ACCEPTED, &obj, &[], proto));
+                    }
+                    // Gone at once: kube-apiserver answers with the object only for
+                    // the kinds whose registries return it, else a Success Status.
+                    if matches!(info.kind, "Pod" | "Service" | "Namespace") {
+                        return Ok(respond(StatusCode::OK, &obj, &[], proto));
+                    }
+                    let status = json!({
+                        "kind": "Status", "apiVersion": "v1", "metadata": {},
+                        "status": "Success",
+                        "details": {"name": name, "group": info.group, "kind": info.plural,
+                                    "uid": meta::uid(&obj).unwrap_or("")},
+                    });
+                    Ok(respond(StatusCode::OK, &status, &[], proto))
                 }
                 (Some("log"), Method::GET) if info.kind == "Pod" => {
                     logs::pod_log(state, ns.unwrap_or("default"), name, query).await
