@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 seconds="${1:-30}"
-targets=(manifest patch store selector quantity)
+targets=(manifest patch store selector quantity protobuf apply)
 
 toolchain=()
 if rustup run nightly rustc --version >/dev/null 2>&1; then

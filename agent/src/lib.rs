@@ -35,6 +35,7 @@ pub mod proxy;
 pub mod runtime;
 pub mod server;
 pub mod sink;
+pub mod stream;
 pub mod tls;
 pub mod worker;
 

@@ -14,7 +14,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -41,6 +43,12 @@ pub async fn serve(
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/containerLogs/{ns}/{pod}/{container}", get(container_logs))
+        .route("/exec/{ns}/{pod}/{container}", get(exec).post(exec))
+        .route("/attach/{ns}/{pod}/{container}", get(attach).post(attach))
+        .route(
+            "/portForward/{ns}/{pod}",
+            get(port_forward).post(port_forward),
+        )
         .route(tugboat_api::metrics::SUMMARY_PATH, get(stats_summary))
         .with_state((ctx, shutdown.clone()))
         .layer(axum::middleware::from_fn(
@@ -90,6 +98,83 @@ async fn stats_summary(State((ctx, _)): State<(Arc<AgentCtx>, CancellationToken)
         )
             .into_response(),
     }
+}
+
+type Ctx = State<(Arc<AgentCtx>, CancellationToken)>;
+
+async fn exec(
+    state: Ctx,
+    path: Path<(String, String, String)>,
+    query: RawQuery,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    session(state, path, query, ws, true).await
+}
+
+async fn attach(
+    state: Ctx,
+    path: Path<(String, String, String)>,
+    query: RawQuery,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Response {
+    session(state, path, query, ws, false).await
+}
+
+/// An exec or attach session with the pod's running container.
+async fn session(
+    State((ctx, shutdown)): Ctx,
+    Path((ns, pod, container)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    is_exec: bool,
+) -> Response {
+    let Ok(ws) = ws else {
+        return (
+            StatusCode::BAD_REQUEST,
+            "exec and attach are served over WebSocket (v5.channel.k8s.io, v4.channel.k8s.io)\n",
+        )
+            .into_response();
+    };
+    let pairs = exec::query_pairs(query.as_deref());
+    let req = match exec::stream_request(&pairs, is_exec) {
+        Ok(r) => r,
+        Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    };
+    let labels = vec![
+        (LABEL_NODE.to_string(), ctx.node.clone()),
+        (LABEL_POD_NAMESPACE.to_string(), ns.clone()),
+        (LABEL_POD_NAME.to_string(), pod.clone()),
+        (LABEL_CONTAINER_NAME.to_string(), container.clone()),
+    ];
+    let mut found = match ctx.runtime.list(&labels).await {
+        Ok(found) => found,
+        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+    };
+    found.sort_by_key(ContainerInfo::attempt);
+    match found.last() {
+        Some(c) if c.state.running => exec::upgrade(ctx.clone(), ws, c.id.clone(), req, shutdown),
+        Some(_) => (
+            StatusCode::BAD_REQUEST,
+            format!("container {container} in pod {pod} is not running\n"),
+        )
+            .into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            format!(
+                "container {container:?} in pod {pod:?} not found on node {}\n",
+                ctx.node
+            ),
+        )
+            .into_response(),
+    }
+}
+
+async fn port_forward(
+    State((ctx, shutdown)): Ctx,
+    Path((ns, pod)): Path<(String, String)>,
+    request: axum::extract::Request,
+) -> Response {
+    portforward::serve(ctx, ns, pod, request, shutdown).await
 }
 
 async fn container_logs(
@@ -149,6 +234,9 @@ async fn container_logs(
         Err(e) => (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
     }
 }
+
+mod exec;
+mod portforward;
 
 #[cfg(test)]
 mod tests;

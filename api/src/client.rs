@@ -245,16 +245,26 @@ impl Client {
         if resp.status().is_success() {
             return Ok(resp);
         }
+        Err(Self::failure(resp, url).await)
+    }
+
+    /// The error a failed answer is: its `Status`, or what it said.
+    async fn failure(resp: reqwest::Response, url: &str) -> ClientError {
         let code = resp.status().as_u16();
-        let body = resp.bytes().await.map_err(|source| ClientError::Http {
-            url: url.to_string(),
-            source,
-        })?;
+        let body = match resp.bytes().await {
+            Ok(b) => b,
+            Err(source) => {
+                return ClientError::Http {
+                    url: url.to_string(),
+                    source,
+                };
+            }
+        };
         match serde_json::from_slice::<Status>(&body) {
             Ok(status) if status.status.is_some() || status.message.is_some() => {
-                Err(ApiError::from_status(&status, code).into())
+                ApiError::from_status(&status, code).into()
             }
-            _ => Err(ApiError::new(
+            _ => ApiError::new(
                 code,
                 "Unknown",
                 format!(
@@ -262,7 +272,7 @@ impl Client {
                     String::from_utf8_lossy(&body).trim()
                 ),
             )
-            .into()),
+            .into(),
         }
     }
 
@@ -525,6 +535,68 @@ impl Client {
             }))
     }
 
+    /// Opens a WebSocket to `path` (`pods/NAME/exec`…), offering `protocols`;
+    /// returns the upgraded connection (for a WebSocket library to frame) and the
+    /// subprotocol the server chose. The handshake is done here so that the
+    /// connection carries this client's TLS and credentials.
+    pub async fn websocket(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+        protocols: &[&str],
+    ) -> Result<(reqwest::Upgraded, String), ClientError> {
+        use base64::Engine as _;
+        let url = self.url(path);
+        let key_bytes: [u8; 16] = rand_key();
+        let key = base64::engine::general_purpose::STANDARD.encode(key_bytes);
+        let request = self
+            .http
+            .get(&url)
+            .query(query)
+            .header(reqwest::header::CONNECTION, "Upgrade")
+            .header(reqwest::header::UPGRADE, "websocket")
+            .header("Sec-WebSocket-Version", "13")
+            .header("Sec-WebSocket-Key", &key)
+            .header("Sec-WebSocket-Protocol", protocols.join(", "));
+        let resp = request.send().await.map_err(|source| ClientError::Http {
+            url: url.clone(),
+            source,
+        })?;
+        if resp.status() != reqwest::StatusCode::SWITCHING_PROTOCOLS {
+            // An error answer is a Status, read as any other.
+            return Err(Self::failure(resp, &url).await);
+        }
+        let accept = resp
+            .headers()
+            .get("Sec-WebSocket-Accept")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let expected = {
+            let digest = ring::digest::digest(
+                &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+                format!("{key}258EAFA5-E914-47DA-95CA-C5AB0DC85B11").as_bytes(),
+            );
+            base64::engine::general_purpose::STANDARD.encode(digest.as_ref())
+        };
+        if accept != expected {
+            return Err(ClientError::BadUrl {
+                url,
+                message: "the server's WebSocket handshake is not for this request".into(),
+            });
+        }
+        let protocol = resp
+            .headers()
+            .get("Sec-WebSocket-Protocol")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let upgraded = resp.upgrade().await.map_err(|source| ClientError::Http {
+            url: url.clone(),
+            source,
+        })?;
+        Ok((upgraded, protocol))
+    }
+
     /// GET `/scale` (an `autoscaling/v1` Scale).
     pub async fn get_scale(
         &self,
@@ -633,4 +705,13 @@ fn decode<T: DeserializeOwned>(v: Value, path: &str) -> Result<T, ClientError> {
         url: path.to_string(),
         message: e.to_string(),
     })
+}
+
+/// A WebSocket handshake key: 16 random bytes.
+fn rand_key() -> [u8; 16] {
+    let mut key = [0u8; 16];
+    // The key only has to differ between handshakes; a failure of the system's
+    // generator leaves it fixed, which a server accepts all the same.
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key);
+    key
 }

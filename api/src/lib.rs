@@ -8,13 +8,16 @@
 
 pub mod admission;
 pub mod client;
+pub mod columns;
 pub mod defaults;
+pub mod duration;
 pub mod json;
 pub mod limits;
 pub mod manifest;
 pub mod meta;
 pub mod metrics;
 pub mod pod_security;
+pub mod protobuf;
 pub mod quantity;
 pub mod resource;
 pub mod selector;

@@ -74,9 +74,6 @@ pub fn pod_spec(spec: &PodSpec, path: &str) -> Vec<String> {
         if c.security_context.is_some() {
             note(format!("{cp}.securityContext"));
         }
-        if c.stdin == Some(true) || c.tty == Some(true) {
-            note(format!("{cp}.stdin/tty"));
-        }
         for (which, map) in c
             .resources
             .iter()

@@ -94,6 +94,66 @@ pub enum Command {
     /// Show what `tug apply -f` would change, as a unified diff. Exit status: 0
     /// no differences, 1 differences found, greater than 1 an error.
     Diff(DiffArgs),
+    /// Run a command in a pod's container: `tug exec POD -- COMMAND [ARGS...]`.
+    Exec(ExecArgs),
+    /// Forward local ports to a pod (or a Service's or Deployment's pod).
+    PortForward(PortForwardArgs),
+    /// Copy files to and from a pod's container: `tug cp FILE POD:PATH`,
+    /// `tug cp POD:PATH FILE` (the container needs tar).
+    Cp(CpArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// The pod (or `pod/NAME`, `deploy/NAME`, `svc/NAME`: one of its running pods).
+    #[arg(value_name = "POD")]
+    pub pod: String,
+
+    /// The container (default: the pod's default or first one).
+    #[arg(short = 'c', long, value_name = "NAME")]
+    pub container: Option<String>,
+
+    /// Pass stdin to the command.
+    #[arg(short = 'i', long)]
+    pub stdin: bool,
+
+    /// Give the command a terminal (with -i, for a shell).
+    #[arg(short = 't', long)]
+    pub tty: bool,
+
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PortForwardArgs {
+    /// `POD`, `pod/NAME`, `svc/NAME` or `deploy/NAME`.
+    #[arg(value_name = "TARGET")]
+    pub target: String,
+
+    /// `[LOCAL:]REMOTE`: `8080`, `9000:8080`, `:8080` (any free local port).
+    #[arg(value_name = "PORTS", required = true)]
+    pub ports: Vec<String>,
+
+    /// The local address to listen on.
+    #[arg(long, default_value = "127.0.0.1", value_name = "IP")]
+    pub address: String,
+}
+
+#[derive(Debug, Args)]
+pub struct CpArgs {
+    /// A local path, or `[NAMESPACE/]POD:PATH`.
+    #[arg(value_name = "SRC")]
+    pub src: String,
+
+    /// A local path, or `[NAMESPACE/]POD:PATH`.
+    #[arg(value_name = "DEST")]
+    pub dest: String,
+
+    /// The container (default: the pod's default or first one).
+    #[arg(short = 'c', long, value_name = "NAME")]
+    pub container: Option<String>,
 }
 
 #[derive(Debug, Args)]

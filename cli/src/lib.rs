@@ -8,7 +8,7 @@
 
 pub mod args;
 pub mod background;
-pub mod columns;
+pub use tugboat_api::columns;
 pub mod commands;
 pub mod config;
 pub mod context;
@@ -92,6 +92,9 @@ pub async fn execute_with(
         Command::Agent(args) => commands::agent::run(args, &mut ctx).await,
         Command::Up(args) => commands::up::run(args, &mut ctx).await,
         Command::Logs(args) => commands::logs::run(args, &mut ctx).await,
+        Command::Exec(args) => commands::exec::run(args, &mut ctx).await,
+        Command::PortForward(args) => commands::port_forward::run(args, &mut ctx).await,
+        Command::Cp(args) => commands::cp::run(args, &mut ctx).await,
         Command::Down(args) => commands::down::run(args, &mut ctx).await,
         Command::Kubeconfig(args) => commands::kubeconfig::run(args, &mut ctx).await,
         Command::Token(args) => commands::token::run(args, &mut ctx).await,

@@ -26,6 +26,7 @@
 pub mod auth;
 pub mod controllers;
 pub mod events;
+pub mod managed;
 pub mod metrics;
 pub mod patch;
 pub mod pki;

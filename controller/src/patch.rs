@@ -11,6 +11,12 @@ pub enum Patch {
     Merge(Value),
     Strategic(Value),
     Json(json_patch::Patch),
+    /// A server-side apply of this object by this manager.
+    Apply {
+        applied: Value,
+        manager: String,
+        force: bool,
+    },
 }
 
 impl Patch {
@@ -58,7 +64,7 @@ impl Patch {
     /// The `metadata.resourceVersion` the patch carries (a precondition), if any.
     pub fn resource_version(&self) -> Option<String> {
         match self {
-            Patch::Merge(v) | Patch::Strategic(v) => v
+            Patch::Merge(v) | Patch::Strategic(v) | Patch::Apply { applied: v, .. } => v
                 .pointer("/metadata/resourceVersion")
                 .and_then(Value::as_str)
                 .map(str::to_string),
@@ -68,6 +74,11 @@ impl Patch {
 
     pub fn apply(&self, target: &Value) -> Result<Value, ApiError> {
         match self {
+            Patch::Apply {
+                applied,
+                manager,
+                force,
+            } => crate::managed::apply(Some(target), applied, manager, *force),
             Patch::Merge(p) => {
                 if !p.is_object() {
                     return Err(ApiError::bad_request("a merge patch must be a JSON object"));

@@ -88,11 +88,12 @@ impl Source for Registry {
             params.namespace.as_deref(),
             labels,
             fields,
-            Some(rev),
+            crate::registry::WatchStart::After(rev),
         )
         .await
         .map_err(source_error)?;
         Ok(stream
+            .live
             .map(|item| {
                 let item = item.map_err(source_error)?;
                 Ok(match item.event_type {

@@ -33,6 +33,101 @@ pub async fn sample_image() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The test image with a shell and the usual tools: `tugboat/busybox:test`.
+pub const BUSYBOX_IMAGE: &str = "tugboat/busybox:test";
+
+/// Where the host's static busybox may be (Debian's `busybox-static` ships
+/// `/bin/busybox`, which is `/usr/bin/busybox` with a merged /usr; `.ci/run`
+/// installs it).
+const HOST_BUSYBOX: [&str; 2] = ["/usr/bin/busybox", "/bin/busybox"];
+
+/// Builds [`BUSYBOX_IMAGE`] once per test binary from the host's static busybox:
+/// `sh`, `cat`, `tar` (for `cp`), `wget`, `sleep`… on `FROM scratch`, so no
+/// registry is needed. It sleeps by default, and carries the label of the
+/// images Tugboat builds (`io.tugboat.image=busybox`), so cleanup finds it.
+pub async fn busybox_image() -> anyhow::Result<()> {
+    static BUILT: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    BUILT
+        .get_or_try_init(|| async {
+            let busybox = HOST_BUSYBOX
+                .iter()
+                .find_map(|path| std::fs::read(path).ok())
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "no busybox at {HOST_BUSYBOX:?}: install Debian's busybox-static \
+                         (.ci/run does)"
+                    )
+                })?;
+            let dockerfile = format!(
+                "FROM scratch\n\
+                 COPY busybox /bin/busybox\n\
+                 RUN [\"/bin/busybox\", \"--install\", \"-s\", \"/bin\"]\n\
+                 RUN [\"/bin/mkdir\", \"-p\", \"/tmp\", \"/root\"]\n\
+                 LABEL {}=busybox\n\
+                 CMD [\"sleep\", \"3600\"]\n",
+                tugboat_agent::image::IMAGE_LABEL
+            );
+            let context = tokio::task::spawn_blocking(move || {
+                build_context(&[
+                    ("Dockerfile", dockerfile.as_bytes(), 0o644),
+                    ("busybox", &busybox, 0o755),
+                ])
+            })
+            .await??;
+            let previous = docker(&["image", "inspect", "-f", "{{.Id}}", BUSYBOX_IMAGE]).ok();
+            let runtime = tugboat_agent::runtime::docker::DockerRuntime::connect(None).await?;
+            let options = bollard::query_parameters::BuildImageOptionsBuilder::default()
+                .t(BUSYBOX_IMAGE)
+                .rm(true)
+                .forcerm(true)
+                .build();
+            let mut progress = runtime.docker().build_image(
+                options,
+                None,
+                Some(bollard::body_full(bytes::Bytes::from(context))),
+            );
+            let mut log = String::new();
+            let built = tokio::time::timeout(std::time::Duration::from_secs(120), async {
+                use futures::StreamExt as _;
+                while let Some(item) = progress.next().await {
+                    let info =
+                        item.map_err(|e| anyhow::anyhow!("building {BUSYBOX_IMAGE}: {e}\n{log}"))?;
+                    if let Some(error) = info.error_detail.and_then(|d| d.message) {
+                        anyhow::bail!("building {BUSYBOX_IMAGE}: {error}\n{log}");
+                    }
+                    log.push_str(info.stream.as_deref().unwrap_or_default());
+                }
+                Ok(())
+            })
+            .await;
+            built.map_err(|_| anyhow::anyhow!("building {BUSYBOX_IMAGE} took over 120 s"))??;
+            let id = docker(&["image", "inspect", "-f", "{{.Id}}", BUSYBOX_IMAGE])?;
+            // The image the tag named before (an older recipe) is ours and now
+            // untagged: remove it unless a container still uses it.
+            if let Some(old) = previous.filter(|old| *old != id) {
+                let _ = docker(&["image", "rm", &old]);
+            }
+            Ok(())
+        })
+        .await
+        .map(|_| ())
+}
+
+/// A tar build context of `(name, contents, mode)` files, with zeroed times so the
+/// engine's build cache answers a rebuild of the same files.
+fn build_context(files: &[(&str, &[u8], u32)]) -> anyhow::Result<Vec<u8>> {
+    let mut tar = tar::Builder::new(Vec::new());
+    for (name, contents, mode) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(contents.len() as u64);
+        header.set_mode(*mode);
+        header.set_mtime(0);
+        header.set_cksum();
+        tar.append_data(&mut header, name, *contents)?;
+    }
+    Ok(tar.into_inner()?)
+}
+
 pub struct DockerCluster {
     pub controller: TestController,
     pub client: Client,
@@ -604,4 +699,32 @@ pub fn sample_deployment(name: &str, replicas: i64) -> Value {
             }
         }
     })
+}
+
+/// One `GET path` on a new connection to `addr` (a forwarded local port):
+/// the status code and the body, or an error after 10 s.
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let limit = std::time::Duration::from_secs(10);
+    let raw = tokio::time::timeout(limit, async {
+        let mut conn = tokio::net::TcpStream::connect(addr).await?;
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        conn.write_all(request.as_bytes()).await?;
+        let mut raw = Vec::new();
+        conn.read_to_end(&mut raw).await?;
+        anyhow::Ok(raw)
+    })
+    .await
+    .map_err(|_| anyhow::anyhow!("GET {path} from {addr}: no answer within {limit:?}"))??;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| anyhow::anyhow!("GET {path} from {addr}: not an HTTP answer: {text:?}"))?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("GET {path} from {addr}: no status in {head:?}"))?;
+    Ok((status, body.to_string()))
 }

@@ -73,6 +73,12 @@ pub struct ContainerSpec {
     pub dns: Vec<String>,
     pub dns_search: Vec<String>,
     pub dns_options: Vec<String>,
+    /// Keep stdin open for `kubectl attach` (Kubernetes' `stdin`), closed after the
+    /// first attach ends when `stdin_once`.
+    pub stdin: bool,
+    pub stdin_once: bool,
+    /// A terminal for the process (Kubernetes' `tty`).
+    pub tty: bool,
 }
 
 /// What Docker says about a container's state.
@@ -150,6 +156,41 @@ pub struct LogOptions {
     /// Only the last N lines.
     pub tail: Option<u64>,
     pub timestamps: bool,
+}
+
+/// What an interactive session (`kubectl exec`, `kubectl attach`) asks for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StreamRequest {
+    /// The command, for an exec; empty for an attach.
+    pub command: Vec<String>,
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+    pub tty: bool,
+}
+
+/// Output of an interactive session, by stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StreamOutput {
+    Stdout(Bytes),
+    Stderr(Bytes),
+}
+
+/// Which session a resize or an exit code is about.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SessionId {
+    /// An exec, by the engine's exec ID.
+    Exec(String),
+    /// An attach to the container itself, by its ID.
+    Attach(String),
+}
+
+/// A running interactive session: its output until the process ends, and its
+/// stdin (shut down to close it).
+pub struct Session {
+    pub id: SessionId,
+    pub output: Pin<Box<dyn Stream<Item = Result<StreamOutput, RuntimeError>> + Send>>,
+    pub input: Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -247,4 +288,36 @@ pub trait ContainerRuntime: Send + Sync + 'static {
         cmd: &[String],
         timeout: Duration,
     ) -> Result<ExecOutput, RuntimeError>;
+
+    /// Starts an interactive exec (`req.command`) or attaches to the container's
+    /// own process (`req.command` empty).
+    async fn session(&self, id: &str, req: &StreamRequest) -> Result<Session, RuntimeError> {
+        let _ = req;
+        Err(unsupported(id, "interactive sessions"))
+    }
+
+    /// Resizes a session's terminal.
+    async fn resize(
+        &self,
+        session: &SessionId,
+        width: u16,
+        height: u16,
+    ) -> Result<(), RuntimeError> {
+        let _ = (width, height);
+        Err(unsupported(&format!("{session:?}"), "terminal resizes"))
+    }
+
+    /// A finished session's exit code (waits a moment for the engine to record
+    /// it); `None` for an attach, which has none of its own.
+    async fn exit_code(&self, session: &SessionId) -> Result<Option<i64>, RuntimeError> {
+        let _ = session;
+        Ok(None)
+    }
+}
+
+fn unsupported(id: &str, what: &str) -> RuntimeError {
+    RuntimeError::Engine {
+        operation: format!("{what} with {id}"),
+        message: "this container runtime does not support them".into(),
+    }
 }

@@ -413,6 +413,9 @@ pub fn container_spec(
         dns: net.dns.servers.clone(),
         dns_search: net.dns.search.clone(),
         dns_options: net.dns.options.clone(),
+        stdin: c.stdin == Some(true),
+        stdin_once: c.stdin_once == Some(true),
+        tty: c.tty == Some(true),
     }
 }
 

@@ -184,7 +184,7 @@ fn table(
                 }
                 rows.push(cells);
             }
-            Err(e) => errors.push(e),
+            Err(e) => errors.push(e.into()),
         }
     }
     render_rows(&rows)

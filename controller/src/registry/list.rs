@@ -1,7 +1,11 @@
 //! Lists as clients ask for them (at a revision, in pages with a `continue`
 //! token) and watches.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use futures::{Stream, StreamExt};
+use serde_json::Value;
 use tugboat_api::selector::{FieldSelector, Selector};
 use tugboat_api::{ApiError, limits, meta};
 
@@ -162,26 +166,67 @@ impl Registry {
         ))
     }
 
-    /// A watch of `info` in `ns`: from `resource_version` (exclusive) when given,
-    /// else the current objects as `ADDED` first. Events not matching the selectors
-    /// are left out.
+    /// A watch of `info` in `ns`. `start` says where it begins: the current
+    /// objects first as `ADDED` (at a state not older than the revision given), or
+    /// the events after a revision, or what happens from now on.
+    ///
+    /// With selectors, an object that stops matching comes as `DELETED` (its last
+    /// matching state at the new revision) and one that starts matching as `ADDED`,
+    /// as kube-apiserver's watch cache sends them, so that a filtered informer
+    /// forgets what left its selection.
     pub async fn watch(
         &self,
         info: &ResourceInfo,
         ns: Option<&str>,
         labels: Selector,
         fields: FieldSelector,
-        resource_version: Option<Revision>,
-    ) -> Result<impl Stream<Item = Result<WatchItem, ApiError>> + Send + use<>, ApiError> {
+        start: WatchStart,
+    ) -> Result<Watch, ApiError> {
         let ns = if info.namespaced { ns } else { None };
-        let (initial, from) = match resource_version {
-            Some(rv) => {
+        let filtered = !labels.is_empty() || !fields.is_empty();
+        let (initial, from, seen) = match start {
+            WatchStart::After(rv) => {
                 self.wait_for_revision(rv).await?;
-                (Vec::new(), rv)
+                // What matches now stands in for what matched at `rv`: the store
+                // keeps no earlier states to tell.
+                let seen = if filtered {
+                    let (items, _) = self.list(info, ns, &labels, &fields).await?;
+                    items
+                        .into_iter()
+                        .filter_map(|o| object_key(&o).map(|k| (k, o)))
+                        .collect()
+                } else {
+                    HashMap::new()
+                };
+                (Vec::new(), rv, seen)
             }
-            None => {
+            WatchStart::Initial(at_least) => {
+                if let Some(rv) = at_least {
+                    self.wait_for_revision(rv).await?;
+                }
                 let (items, rev) = self.list(info, ns, &labels, &fields).await?;
-                (items, rev)
+                let seen = if filtered {
+                    items
+                        .iter()
+                        .filter_map(|o| object_key(o).map(|k| (k, o.clone())))
+                        .collect()
+                } else {
+                    HashMap::new()
+                };
+                (items, rev, seen)
+            }
+            WatchStart::Now => {
+                let rev = self.store.revision();
+                let seen = if filtered {
+                    let (items, _) = self.list(info, ns, &labels, &fields).await?;
+                    items
+                        .into_iter()
+                        .filter_map(|o| object_key(&o).map(|k| (k, o)))
+                        .collect()
+                } else {
+                    HashMap::new()
+                };
+                (Vec::new(), rev, seen)
             }
         };
         let live = self
@@ -189,34 +234,160 @@ impl Registry {
             .watch(&info.store_name(), ns, from)
             .await
             .map_err(store_error)?;
-        let initial = futures::stream::iter(initial.into_iter().map(|object| {
-            Ok(WatchItem {
-                event_type: "ADDED",
-                object,
-            })
-        }));
+        let mut seen: HashMap<String, Arc<Value>> = seen;
         let live = live.filter_map(move |ev| {
             let out = match ev {
                 Ok(StoreEvent {
                     event_type, object, ..
                 }) => {
-                    if labels.matches_object(&object) && fields.matches(&object) {
+                    if filtered {
+                        transition(&mut seen, event_type, object, &labels, &fields)
+                    } else {
                         Some(Ok(WatchItem {
-                            event_type: match event_type {
-                                EventType::Added => "ADDED",
-                                EventType::Modified => "MODIFIED",
-                                EventType::Deleted => "DELETED",
-                            },
+                            event_type: event_name(event_type),
                             object,
                         }))
-                    } else {
-                        None
                     }
                 }
                 Err(e) => Some(Err(store_error(e))),
             };
             futures::future::ready(out)
         });
-        Ok(initial.chain(live))
+        Ok(Watch {
+            initial,
+            revision: from,
+            live: Box::pin(live),
+        })
+    }
+}
+
+/// Where a watch begins.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WatchStart {
+    /// The events after this revision.
+    After(Revision),
+    /// The current objects (at a state not older than the revision, if given),
+    /// then what happens next.
+    Initial(Option<Revision>),
+    /// What happens from now on.
+    Now,
+}
+
+/// A watch: the objects to send first as `ADDED`, the revision they show, and
+/// the events after it.
+pub struct Watch {
+    pub initial: Vec<Arc<Value>>,
+    pub revision: Revision,
+    pub live: std::pin::Pin<Box<dyn Stream<Item = Result<WatchItem, ApiError>> + Send>>,
+}
+
+fn event_name(t: EventType) -> &'static str {
+    match t {
+        EventType::Added => "ADDED",
+        EventType::Modified => "MODIFIED",
+        EventType::Deleted => "DELETED",
+    }
+}
+
+fn object_key(o: &Value) -> Option<String> {
+    let name = o.pointer("/metadata/name")?.as_str()?;
+    let ns = o
+        .pointer("/metadata/namespace")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    Some(format!("{ns}/{name}"))
+}
+
+/// The event a filtered watcher gets for one store event, given what it has seen
+/// match (`seen`, updated).
+fn transition(
+    seen: &mut HashMap<String, Arc<Value>>,
+    event_type: EventType,
+    object: Arc<Value>,
+    labels: &Selector,
+    fields: &FieldSelector,
+) -> Option<Result<WatchItem, ApiError>> {
+    let key = object_key(&object)?;
+    let matches = labels.matches_object(&object) && fields.matches(&object);
+    let was = seen.contains_key(&key);
+    let item = |event_type, object| Some(Ok(WatchItem { event_type, object }));
+    match event_type {
+        EventType::Deleted => {
+            let previous = seen.remove(&key);
+            if was || matches {
+                item(
+                    "DELETED",
+                    previous.map_or(object.clone(), |p| with_revision(&p, &object)),
+                )
+            } else {
+                None
+            }
+        }
+        EventType::Added | EventType::Modified if matches => {
+            seen.insert(key, object.clone());
+            let name = if was { event_name(event_type) } else { "ADDED" };
+            item(name, object)
+        }
+        EventType::Added | EventType::Modified => match seen.remove(&key) {
+            // It left the selection: gone, for this watcher.
+            Some(previous) => item("DELETED", with_revision(&previous, &object)),
+            None => None,
+        },
+    }
+}
+
+/// `previous` with the resourceVersion of `now`.
+fn with_revision(previous: &Value, now: &Value) -> Arc<Value> {
+    let mut out = previous.clone();
+    if let Some(rv) = now.pointer("/metadata/resourceVersion")
+        && let Some(meta) = out.get_mut("metadata").and_then(Value::as_object_mut)
+    {
+        meta.insert("resourceVersion".into(), rv.clone());
+    }
+    Arc::new(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(name: &str, app: &str, rv: &str) -> Arc<Value> {
+        Arc::new(json!({"metadata": {"name": name, "namespace": "default",
+            "labels": {"app": app}, "resourceVersion": rv}}))
+    }
+
+    #[test]
+    fn an_object_leaving_the_selection_is_deleted_for_the_watcher() {
+        let labels = Selector::parse("app=web").unwrap();
+        let fields = FieldSelector::default();
+        let mut seen = HashMap::new();
+        let mut step = |t, o| {
+            transition(&mut seen, t, o, &labels, &fields)
+                .map(|r| r.unwrap())
+                .map(|i| {
+                    (
+                        i.event_type,
+                        i.object["metadata"]["labels"]["app"].clone(),
+                        i.object["metadata"]["resourceVersion"].clone(),
+                    )
+                })
+        };
+        assert_eq!(step(EventType::Added, pod("a", "db", "1")), None);
+        // Starts matching: ADDED, as the watch cache sends it.
+        assert_eq!(
+            step(EventType::Modified, pod("a", "web", "2")),
+            Some(("ADDED", json!("web"), json!("2")))
+        );
+        assert_eq!(
+            step(EventType::Modified, pod("a", "web", "3")),
+            Some(("MODIFIED", json!("web"), json!("3")))
+        );
+        // Stops matching: DELETED, the last matching state at the new revision.
+        assert_eq!(
+            step(EventType::Modified, pod("a", "db", "4")),
+            Some(("DELETED", json!("web"), json!("4")))
+        );
+        assert_eq!(step(EventType::Deleted, pod("a", "db", "5")), None);
     }
 }

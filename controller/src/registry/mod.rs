@@ -19,6 +19,7 @@
 pub mod credentials;
 mod delete;
 mod list;
+pub use list::{Watch, WatchStart};
 pub mod services;
 pub mod strategy;
 pub mod typed;
@@ -60,11 +61,23 @@ pub enum Subresource {
 }
 
 /// Options of a create, update or patch.
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct WriteOptions {
     pub field_validation: FieldValidation,
     /// `dryRun=All`: admit and answer, store nothing.
     pub dry_run: bool,
+    /// Who the write is recorded under in `managedFields` (clients' writes; the
+    /// controller's own reconcilers are not recorded).
+    pub manager: Option<FieldManager>,
+}
+
+/// A client's field manager, and whether its write is a server-side apply.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct FieldManager {
+    pub name: String,
+    /// A server-side apply (`application/apply-patch+yaml`): the patch computed
+    /// the object's `managedFields` itself.
+    pub apply: bool,
 }
 
 /// How dependents are treated when their owner is deleted.
@@ -331,7 +344,11 @@ impl Registry {
         admission::check_type(info, &body)?;
         check_depth(info, &body)?;
         let ns = namespace_for(info, ns, &body)?;
-        let mut warnings = managed_fields_warning(&body, None);
+        let mut warnings = if opts.manager.as_ref().is_some_and(|m| m.apply) {
+            Vec::new()
+        } else {
+            managed_fields_warning(&body, None)
+        };
         {
             let m = meta::metadata_mut(&mut body);
             if let Some(ns) = &ns {
@@ -355,9 +372,12 @@ impl Registry {
                 "deletionGracePeriodSeconds",
                 "generation",
                 "selfLink",
-                "managedFields",
             ] {
                 m.remove(server_set);
+            }
+            // Computed by an apply, else not a client's to set.
+            if !opts.manager.as_ref().is_some_and(|m| m.apply) {
+                m.remove("managedFields");
             }
             m.insert("uid".into(), json!(uuid::Uuid::new_v4().to_string()));
             m.insert("creationTimestamp".into(), json!(meta::now_rfc3339()));
@@ -377,7 +397,18 @@ impl Registry {
             Some(ns) => Some(self.check_namespace(info, ns).await?),
             None => None,
         };
+        let applied_fields = body.pointer("/metadata/managedFields").cloned();
         let mut admitted = admission::admit(info, body, None, opts.field_validation)?;
+        match &opts.manager {
+            // An apply that creates: the fields are the applier's (see `managed::apply`).
+            Some(m) if m.apply => {
+                if let Some(fields) = applied_fields {
+                    meta::metadata_mut(&mut admitted.object).insert("managedFields".into(), fields);
+                }
+            }
+            Some(m) => crate::managed::record_update(None, &mut admitted.object, &m.name),
+            None => {}
+        }
         self.check_features(info, &admitted.object)?;
         if let Some(namespace) = &namespace {
             pod_security(info, namespace, &mut admitted)?;
@@ -536,8 +567,50 @@ impl Registry {
             // Before anything walks it recursively (merging, decoding): a patch
             // can build what no body could carry.
             check_depth(info, &incoming)?;
-            let mut warnings = managed_fields_warning(&incoming, Some(old));
-            let merged = merge_for_write(info, old, incoming, sub)?;
+            let apply = opts.manager.as_ref().is_some_and(|m| m.apply) && sub == Subresource::Main;
+            let applied_fields = if apply {
+                incoming.pointer("/metadata/managedFields").cloned()
+            } else {
+                None
+            };
+            // A client's own managedFields replace the recorded ones, as in
+            // Kubernetes (kubectl moves a client-side apply's fields this way).
+            let sent_fields = match (&opts.manager, incoming.pointer("/metadata/managedFields")) {
+                (Some(_), Some(sent))
+                    if !apply && Some(sent) != old.pointer("/metadata/managedFields") =>
+                {
+                    Some(crate::managed::from_client(sent))
+                }
+                _ => None,
+            };
+            let mut warnings = if apply || opts.manager.is_some() {
+                Vec::new()
+            } else {
+                managed_fields_warning(&incoming, Some(old))
+            };
+            let mut merged = merge_for_write(info, old, incoming, sub)?;
+            let set_fields = |obj: &mut Value| {
+                let m = meta::metadata_mut(obj);
+                match &applied_fields {
+                    Some(f) => {
+                        m.insert("managedFields".into(), f.clone());
+                    }
+                    None => {
+                        m.remove("managedFields");
+                    }
+                }
+            };
+            if apply {
+                set_fields(&mut merged);
+            } else if let Some(sent) = &sent_fields {
+                // Compared with the old object below: a write of only these is a
+                // write.
+                let m = meta::metadata_mut(&mut merged);
+                match sent {
+                    Some(f) => m.insert("managedFields".into(), f.clone()),
+                    None => m.remove("managedFields"),
+                };
+            }
             if let Some(guard) = guard {
                 guard(old, &merged)?;
             }
@@ -553,6 +626,23 @@ impl Registry {
             }
             warnings.extend(admitted.warnings);
             let mut object = admitted.object;
+            if sub == Subresource::Main {
+                match (&opts.manager, sent_fields) {
+                    (Some(_), _) if apply => set_fields(&mut object),
+                    (Some(_), Some(Some(fields))) => {
+                        meta::metadata_mut(&mut object).insert("managedFields".into(), fields);
+                    }
+                    // An empty list: start over, every field the writer's.
+                    (Some(m), Some(None)) => {
+                        meta::metadata_mut(&mut object).remove("managedFields");
+                        crate::managed::record_update(None, &mut object, &m.name);
+                    }
+                    (Some(m), None) => {
+                        crate::managed::record_update(Some(old), &mut object, &m.name)
+                    }
+                    (None, _) => {}
+                }
+            }
             let reservation = self.reserve(info, &mut object, Some(old), sub).await?;
             check_limits(info, name, &object)?;
             if admitted_equal(&object, old) {

@@ -11,22 +11,25 @@ use axum::response::{IntoResponse, Response};
 use futures::StreamExt;
 use serde_json::{Value, json};
 use tracing::Instrument;
-use tugboat_api::resource::{NODES, ResourceInfo};
+use tugboat_api::resource::{NODES, PODS, ResourceInfo};
 use tugboat_api::{ApiError, meta};
 
+use super::accept::{self, Shape};
 use super::path::{self, Target};
 use super::query::Query;
 use super::request::{
     content_type, delete_options, not_allowed, parse_body, read_body, write_options,
 };
-use super::{ApiResponse, AppState, discovery, json_response, logs, scale};
+use super::table::{self, Include};
+use super::{ApiResponse, AppState, discovery, json_response, logs, respond, scale, stream};
 use crate::auth::authorize::{self, Attributes, Condition, Decision, Verb};
 use crate::auth::{Kind, User};
 use crate::patch::Patch;
-use crate::registry::{ListOptions, Subresource};
+use crate::registry::{ListOptions, Subresource, WatchItem, WatchStart};
 
 pub async fn dispatch(State(state): State<Arc<AppState>>, request: Request) -> Response {
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
+    let on_upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
     let user = parts.extensions.get::<User>().cloned();
     let method = parts.method;
     let uri = parts.uri;
@@ -38,6 +41,29 @@ pub async fn dispatch(State(state): State<Arc<AppState>>, request: Request) -> R
         let result = async {
             let user = user.ok_or_else(|| ApiError::new(401, "Unauthorized", "Unauthorized"))?;
             let query = Query::parse(uri.query())?;
+            let target = path::parse(uri.path())?;
+            if let Target::Object {
+                info,
+                namespace: Some(ns),
+                name,
+                subresource: Some(sub),
+            } = &target
+                && *info == &PODS
+                && stream::SUBRESOURCES.contains(&sub.as_str())
+            {
+                authorize_target(&user, &method, &target, &query)?;
+                return stream::relay(
+                    &state,
+                    ns,
+                    name,
+                    sub,
+                    &method,
+                    uri.query(),
+                    &headers,
+                    on_upgrade,
+                )
+                .await;
+            }
             handle(&state, &user, &method, uri.path(), &query, &headers, body).await
         }
         .await;
@@ -59,6 +85,16 @@ const MIN_WATCH_SECS: u64 = 1800;
 
 /// The verb a request is, for authorization.
 fn verb_of(method: &Method, target: &Target, query: &Query) -> Result<Option<Verb>, ApiError> {
+    if let Target::Object {
+        subresource: Some(sub),
+        ..
+    } = target
+        && super::stream::SUBRESOURCES.contains(&sub.as_str())
+    {
+        // Connecting to a pod is a create, whatever the method (kube-apiserver's
+        // check since WebSocket upgrades arrive as GET).
+        return Ok(Some(Verb::Create));
+    }
     Ok(Some(match (method, target) {
         (&Method::GET, Target::Collection { .. }) if query.flag("watch")? => Verb::Watch,
         (&Method::GET, Target::Collection { .. }) => Verb::List,
@@ -344,6 +380,7 @@ async fn handle(
     // Read only once the caller may make this request at all.
     let body = &read_body(headers, body).await?;
     let insecure = matches!(state.auth.mode, crate::auth::Mode::InsecureHttp);
+    let proto = accept::prefers_protobuf(headers);
     match &target {
         Target::Group { group } => match discovery::group(group) {
             Some(doc) if method == Method::GET => Ok(json_response(StatusCode::OK, &doc, &[])),
@@ -365,8 +402,8 @@ async fn handle(
             let info: &'static ResourceInfo = info;
             let ns = namespace.as_deref();
             match *method {
-                Method::GET if query.flag("watch")? => watch(state, info, ns, query).await,
-                Method::GET => list(state, info, ns, query).await,
+                Method::GET if query.flag("watch")? => watch(state, info, ns, query, headers).await,
+                Method::GET => list(state, info, ns, query, headers).await,
                 Method::POST => {
                     if namespace.is_none() && info.namespaced {
                         return Err(ApiError::method_not_allowed(format!(
@@ -375,8 +412,8 @@ async fn handle(
                             info.collection_path(Some("NAMESPACE"))
                         )));
                     }
-                    let opts = write_options(query)?;
-                    let (obj, mut warnings) = parse_body(info, body, headers, opts)?;
+                    let opts = write_options(query, headers)?;
+                    let (obj, mut warnings) = parse_body(info, body, headers, &opts)?;
                     check_created(user, &obj, &condition)?;
                     if info == &NODES && !insecure {
                         let name = meta::name(&obj).unwrap_or("");
@@ -387,10 +424,11 @@ async fn handle(
                     }
                     let written = registry.create(info, ns, obj, opts).await?;
                     warnings.extend(written.warnings);
-                    Ok(json_response(
+                    Ok(respond(
                         StatusCode::CREATED,
                         &written.object,
                         &warnings,
+                        proto,
                     ))
                 }
                 _ => Err(not_allowed(method, path)),
@@ -410,17 +448,23 @@ async fn handle(
             let guard = guard.as_deref();
             match (sub, method.clone()) {
                 (None | Some("status"), Method::GET) => {
+                    let shape = accept::read_shape(headers)?;
+                    let include = Include::from_query(query)?;
                     let obj = registry.get(info, ns, name).await?;
-                    Ok(json_response(StatusCode::OK, &obj, &[]))
+                    let body = table::object(info, &obj, shape, include);
+                    Ok(respond(StatusCode::OK, &body, &[], proto))
                 }
                 (None | Some("status"), Method::PUT) => {
-                    let opts = write_options(query)?;
-                    let (obj, mut warnings) = parse_body(info, body, headers, opts)?;
+                    let opts = write_options(query, headers)?;
+                    let (obj, mut warnings) = parse_body(info, body, headers, &opts)?;
                     let written = registry
                         .update(info, ns, name, obj, subresource_of(info, sub)?, opts, guard)
                         .await?;
                     warnings.extend(written.warnings);
-                    Ok(json_response(StatusCode::OK, &written.object, &warnings))
+                    Ok(respond(StatusCode::OK, &written.object, &warnings, proto))
+                }
+                (None, Method::PATCH) if is_apply(content_type(headers)) => {
+                    apply(state, info, ns, name, query, headers, body, guard, proto).await
                 }
                 (None | Some("status"), Method::PATCH) => {
                     let patch = Patch::parse(content_type(headers), body)?;
@@ -431,29 +475,39 @@ async fn handle(
                             name,
                             &patch,
                             subresource_of(info, sub)?,
-                            write_options(query)?,
+                            write_options(query, headers)?,
                             guard,
                         )
                         .await?;
-                    Ok(json_response(
+                    Ok(respond(
                         StatusCode::OK,
                         &written.object,
                         &written.warnings,
+                        proto,
                     ))
                 }
                 (None, Method::DELETE) => {
-                    let mut opts = delete_options(query, body)?;
+                    let mut opts = delete_options(query, body, headers)?;
                     // A node releases the very pod it was found bound to.
                     if let Some(uid) = bound_uid {
                         opts.precondition_uid.get_or_insert(uid);
                     }
                     let obj = registry.delete(info, ns, name, &opts).await?;
-                    let code = if meta::is_deleting(&obj) {
-                        StatusCode::ACCEPTED
-                    } else {
-                        StatusCode::OK
-                    };
-                    Ok(json_response(code, &obj, &[]))
+                    if meta::is_deleting(&obj) {
+                        return Ok(respond(StatusCode::ACCEPTED, &obj, &[], proto));
+                    }
+                    // Gone at once: kube-apiserver answers with the object only for
+                    // the kinds whose registries return it, else a Success Status.
+                    if matches!(info.kind, "Pod" | "Service" | "Namespace") {
+                        return Ok(respond(StatusCode::OK, &obj, &[], proto));
+                    }
+                    let status = json!({
+                        "kind": "Status", "apiVersion": "v1", "metadata": {},
+                        "status": "Success",
+                        "details": {"name": name, "group": info.group, "kind": info.plural,
+                                    "uid": meta::uid(&obj).unwrap_or("")},
+                    });
+                    Ok(respond(StatusCode::OK, &status, &[], proto))
                 }
                 (Some("log"), Method::GET) if info.kind == "Pod" => {
                     logs::pod_log(state, ns.unwrap_or("default"), name, query).await
@@ -492,7 +546,10 @@ async fn list(
     info: &'static ResourceInfo,
     ns: Option<&str>,
     query: &Query,
+    headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
+    let shape = accept::read_shape(headers)?;
+    let include = Include::from_query(query)?;
     let (labels, fields) = query.selectors(info.kind)?;
     let limit = query.count("limit")?.filter(|l| *l > 0);
     let continue_token = query.get("continue").filter(|c| !c.is_empty());
@@ -522,13 +579,13 @@ async fn list(
     if let Some(r) = page.remaining {
         metadata["remainingItemCount"] = json!(r);
     }
-    let body = json!({
-        "kind": info.list_kind(),
-        "apiVersion": info.api_version(),
-        "metadata": metadata,
-        "items": items,
-    });
-    Ok(json_response(StatusCode::OK, &body, &[]))
+    let body = table::list(info, &items, shape, include, metadata);
+    Ok(respond(
+        StatusCode::OK,
+        &body,
+        &[],
+        shape == Shape::Protobuf,
+    ))
 }
 
 async fn watch(
@@ -536,10 +593,40 @@ async fn watch(
     info: &'static ResourceInfo,
     ns: Option<&str>,
     query: &Query,
+    headers: &HeaderMap,
 ) -> Result<Response, ApiError> {
+    let shape = accept::read_shape(headers)?;
+    let include = Include::from_query(query)?;
     let (labels, fields) = query.selectors(info.kind)?;
     let from = query.resource_version()?;
-    query.flag("allowWatchBookmarks")?;
+    let bookmarks = query.flag("allowWatchBookmarks")?;
+    let send_initial = match query.get("sendInitialEvents") {
+        None | Some("") => None,
+        Some(_) => Some(query.flag("sendInitialEvents")?),
+    };
+    if send_initial == Some(true) {
+        // kube-apiserver's rules for a streaming list.
+        if !bookmarks {
+            return Err(ApiError::bad_parameter(
+                "allowWatchBookmarks",
+                query.get("allowWatchBookmarks").unwrap_or(""),
+                "sendInitialEvents requires allowWatchBookmarks=true",
+            ));
+        }
+        if query.get("resourceVersionMatch") != Some("NotOlderThan") {
+            return Err(ApiError::bad_parameter(
+                "resourceVersionMatch",
+                query.get("resourceVersionMatch").unwrap_or(""),
+                "sendInitialEvents requires resourceVersionMatch=NotOlderThan",
+            ));
+        }
+    }
+    let start = match (send_initial, from) {
+        (Some(true), rv) => WatchStart::Initial(rv),
+        (Some(false), None) => WatchStart::Now,
+        (_, Some(rv)) => WatchStart::After(rv),
+        (None, None) => WatchStart::Initial(None),
+    };
     // Every watch ends within 30 to 60 minutes (kube-apiserver's
     // --min-request-timeout, randomised the same way), so clients relist and
     // re-authenticate: a revoked node or deleted token does not keep a stream.
@@ -552,36 +639,298 @@ async fn watch(
             .map(Duration::from_secs)
             .map_or(server_max, |t| t.min(server_max)),
     );
-    let events = state.registry.watch(info, ns, labels, fields, from).await?;
+    let watch = match state.registry.watch(info, ns, labels, fields, start).await {
+        Ok(w) => w,
+        // Too old a revision: one ERROR event, as kube-apiserver sends it, so
+        // that clients relist.
+        Err(e) if e.code == 410 => {
+            let frame = watch_frame(("ERROR".to_string(), status_object(&e)), shape);
+            return Ok(watch_response(Body::from(frame), shape));
+        }
+        Err(e) => return Err(e),
+    };
     let shutdown = state.shutdown.clone();
+    let initial_end = send_initial == Some(true);
+    let mut last_rv = watch.revision.to_string();
+    let initial = futures::stream::iter(watch.initial.into_iter().map(|object| {
+        Ok(WatchItem {
+            event_type: "ADDED",
+            object,
+        })
+    }));
+    // The end of the initial events, when asked for: a BOOKMARK at the revision
+    // they show, annotated as client-go's streaming lists expect.
+    let end_marker = futures::stream::iter(initial_end.then(|| Ok(bookmark(info, &last_rv, true))));
+    let ticks = if bookmarks {
+        let every =
+            tokio::time::interval_at(tokio::time::Instant::now() + BOOKMARK_EVERY, BOOKMARK_EVERY);
+        tokio_stream::wrappers::IntervalStream::new(every)
+            .map(|_| {
+                Ok(WatchItem {
+                    event_type: "BOOKMARK",
+                    object: Arc::new(Value::Null),
+                })
+            })
+            .left_stream()
+    } else {
+        futures::stream::pending().right_stream()
+    };
+    let events = initial
+        .chain(end_marker)
+        .chain(futures::stream::select(watch.live, ticks));
+    let mut first = true;
     let lines = events
-        .map(|item| {
+        .map(move |item| {
             let line = match item {
-                Ok(item) => json!({"type": item.event_type, "object": &*item.object}),
-                Err(e) => {
-                    let mut status = serde_json::to_value(e.to_status()).unwrap_or_default();
-                    status["kind"] = "Status".into();
-                    status["apiVersion"] = "v1".into();
-                    json!({"type": "ERROR", "object": status})
+                Ok(item) if item.event_type == "BOOKMARK" && item.object.is_null() => (
+                    "BOOKMARK".to_string(),
+                    (*bookmark(info, &last_rv, false).object).clone(),
+                ),
+                Ok(item) => {
+                    if let Some(rv) = item
+                        .object
+                        .pointer("/metadata/resourceVersion")
+                        .and_then(Value::as_str)
+                    {
+                        last_rv = rv.to_string();
+                    }
+                    if item.event_type == "BOOKMARK" {
+                        return Ok::<_, std::convert::Infallible>(Bytes::from(watch_frame(
+                            ("BOOKMARK".to_string(), (*item.object).clone()),
+                            shape,
+                        )));
+                    }
+                    let object = match shape {
+                        Shape::Json | Shape::Protobuf => json!(&*item.object),
+                        Shape::Metadata(v) => table::partial(&item.object, v),
+                        // Column definitions go with the first event only, as
+                        // kube-apiserver sends them; kubectl keeps them.
+                        Shape::Table(v) => {
+                            let rv = item
+                                .object
+                                .pointer("/metadata/resourceVersion")
+                                .cloned()
+                                .unwrap_or_default();
+                            let t = table::table(
+                                info,
+                                &[&*item.object],
+                                include,
+                                v,
+                                json!({"resourceVersion": rv}),
+                                first,
+                            );
+                            first = false;
+                            t
+                        }
+                    };
+                    (item.event_type.to_string(), object)
                 }
+                Err(e) => ("ERROR".to_string(), status_object(&e)),
             };
-            let mut bytes = serde_json::to_vec(&line).unwrap_or_default();
-            bytes.push(b'\n');
-            Ok::<_, std::convert::Infallible>(Bytes::from(bytes))
+            Ok::<_, std::convert::Infallible>(Bytes::from(watch_frame(line, shape)))
         })
         .take_until(async move { shutdown.cancelled().await });
     let body = match timeout {
         Some(t) => Body::from_stream(lines.take_until(tokio::time::sleep(t))),
         None => Body::from_stream(lines),
     };
+    Ok(watch_response(body, shape))
+}
+
+/// How often a watch that allows bookmarks gets one (kube-apiserver sends them
+/// about once a minute).
+const BOOKMARK_EVERY: Duration = Duration::from_secs(60);
+
+/// A BOOKMARK: an object of the watched kind with only a resourceVersion (and,
+/// for the end of a streaming list's initial events, its annotation).
+fn bookmark(info: &ResourceInfo, rv: &str, initial_end: bool) -> WatchItem {
+    let mut metadata = json!({"resourceVersion": rv});
+    if initial_end {
+        metadata["annotations"] = json!({"k8s.io/initial-events-end": "true"});
+    }
+    WatchItem {
+        event_type: "BOOKMARK",
+        object: Arc::new(json!({
+            "kind": info.kind,
+            "apiVersion": info.api_version(),
+            "metadata": metadata,
+        })),
+    }
+}
+
+fn watch_response(body: Body, shape: Shape) -> Response {
     let mut resp = Response::new(body);
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        "application/json".parse().expect("static header"),
-    );
+    let media = if shape == Shape::Protobuf {
+        "application/vnd.kubernetes.protobuf;stream=watch"
+    } else {
+        "application/json"
+    };
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, media.parse().expect("static header"));
     resp.headers_mut().insert(
         header::CACHE_CONTROL,
         "no-cache, private".parse().expect("static header"),
     );
-    Ok(resp)
+    resp
+}
+
+fn status_object(e: &ApiError) -> Value {
+    let mut status = serde_json::to_value(e.to_status()).unwrap_or_default();
+    status["kind"] = "Status".into();
+    status["apiVersion"] = "v1".into();
+    status
+}
+
+/// One watch event as the stream carries it: a JSON line, or a protobuf frame.
+fn watch_frame((event_type, object): (String, Value), shape: Shape) -> Vec<u8> {
+    if shape == Shape::Protobuf {
+        match tugboat_api::protobuf::encode_watch_event(&event_type, &object) {
+            Ok(frame) => return frame,
+            Err(e) => {
+                let status = status_object(&ApiError::internal(format!(
+                    "the event cannot be sent as protobuf: {e}"
+                )));
+                return tugboat_api::protobuf::encode_watch_event("ERROR", &status)
+                    .unwrap_or_default();
+            }
+        }
+    }
+    let mut bytes =
+        serde_json::to_vec(&json!({"type": event_type, "object": object})).unwrap_or_default();
+    bytes.push(b'\n');
+    bytes
+}
+
+/// `application/apply-patch+yaml` (and its JSON and CBOR siblings' names).
+fn is_apply(content_type: &str) -> bool {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .starts_with("application/apply-patch")
+}
+
+/// Server-side apply: the body is the manager's whole intent for the object,
+/// created if it does not exist (see [`crate::managed`]).
+#[allow(clippy::too_many_arguments)]
+async fn apply(
+    state: &Arc<AppState>,
+    info: &'static ResourceInfo,
+    ns: Option<&str>,
+    name: &str,
+    query: &Query,
+    headers: &HeaderMap,
+    body: &Bytes,
+    guard: Option<crate::registry::WriteGuard<'_>>,
+    proto: bool,
+) -> Result<Response, ApiError> {
+    let ct = content_type(headers);
+    if !ct.starts_with("application/apply-patch+yaml")
+        && !ct.starts_with("application/apply-patch+json")
+    {
+        return Err(ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!("the apply body must be application/apply-patch+yaml, not {ct}"),
+        ));
+    }
+    let manager = query.get("fieldManager").filter(|m| !m.is_empty()).ok_or_else(|| {
+        let mut e = ApiError::bad_request(
+            "PatchOptions.meta.k8s.io \"\" is invalid: fieldManager: Required value: is required for apply patch",
+        );
+        e.reason = "Invalid".into();
+        e.code = 422;
+        e
+    })?;
+    crate::managed::manager_name(Some(manager), None)?;
+    let force = query.flag("force")?;
+    let mut opts = write_options(query, headers)?;
+    opts.manager = Some(crate::registry::FieldManager {
+        name: manager.to_string(),
+        apply: true,
+    });
+    // YAML is a superset of JSON: one reader takes both.
+    let (mut applied, _) = parse_body(info, body, &header_map_yaml(), &opts)?;
+    if applied.get("apiVersion").and_then(Value::as_str) != Some(info.api_version().as_str())
+        || applied.get("kind").and_then(Value::as_str) != Some(info.kind)
+    {
+        return Err(ApiError::bad_request(format!(
+            "the applied object must have apiVersion {:?} and kind {:?}",
+            info.api_version(),
+            info.kind
+        )));
+    }
+    match meta::name(&applied) {
+        Some(n) if n != name => {
+            return Err(ApiError::bad_request(format!(
+                "the name of the object ({n}) does not match the name on the URL ({name})"
+            )));
+        }
+        Some(_) => {}
+        None => {
+            meta::metadata_mut(&mut applied).insert("name".into(), json!(name));
+        }
+    }
+    let registry = &state.registry;
+    for _ in 0..3 {
+        let patch = Patch::Apply {
+            applied: applied.clone(),
+            manager: manager.to_string(),
+            force,
+        };
+        match registry
+            .patch(
+                info,
+                ns,
+                name,
+                &patch,
+                Subresource::Main,
+                opts.clone(),
+                guard,
+            )
+            .await
+        {
+            Ok(written) => {
+                return Ok(respond(
+                    StatusCode::OK,
+                    &written.object,
+                    &written.warnings,
+                    proto,
+                ));
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+        // Not there: the apply creates it, every field its manager's.
+        let created = crate::managed::apply(None, &applied, manager, force)?;
+        match registry.create(info, ns, created, opts.clone()).await {
+            Ok(written) => {
+                return Ok(respond(
+                    StatusCode::CREATED,
+                    &written.object,
+                    &written.warnings,
+                    proto,
+                ));
+            }
+            // Created meanwhile by someone else: apply to it.
+            Err(e) if e.code == 409 && e.reason == "AlreadyExists" => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(ApiError::conflict(
+        &info.store_name(),
+        name,
+        "the object was created and deleted while being applied; try again",
+    ))
+}
+
+/// Headers that make `parse_body` read YAML.
+fn header_map_yaml() -> HeaderMap {
+    let mut h = HeaderMap::new();
+    h.insert(
+        header::CONTENT_TYPE,
+        "application/yaml".parse().expect("static header"),
+    );
+    h
 }

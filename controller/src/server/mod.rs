@@ -6,6 +6,7 @@
 //! joining nodes and tokens in `join`. Every request is authenticated first
 //! ([`crate::auth`]) and authorized per resource in `handlers`.
 
+mod accept;
 mod activate;
 pub mod agents;
 mod discovery;
@@ -13,10 +14,13 @@ mod handlers;
 pub mod join;
 mod logs;
 pub mod metrics;
+pub(crate) mod openapi;
 mod path;
 mod query;
 mod request;
 mod scale;
+mod stream;
+mod table;
 
 use std::sync::Arc;
 
@@ -62,6 +66,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/api", get(discovery::api_versions))
         .route("/apis", get(discovery::api_groups))
         .route("/cacerts", get(join::cacerts))
+        .route("/openapi/v2", get(openapi::v2))
+        .route("/openapi/v3", get(openapi::index))
+        .route("/openapi/v3/{*path}", get(openapi::document))
         .route("/apis/metrics.k8s.io/v1beta1/nodes", get(metrics::nodes))
         .route(
             "/apis/metrics.k8s.io/v1beta1/nodes/{name}",
@@ -126,13 +133,38 @@ impl IntoResponse for ApiResponse {
 }
 
 pub fn json_response(code: StatusCode, body: &serde_json::Value, warnings: &[String]) -> Response {
-    let bytes = serde_json::to_vec(body).unwrap_or_default();
+    respond(code, body, warnings, false)
+}
+
+/// `body` as protobuf when `protobuf` and its kind has a message, else as JSON.
+pub fn respond(
+    code: StatusCode,
+    body: &serde_json::Value,
+    warnings: &[String],
+    protobuf: bool,
+) -> Response {
+    let encoded = if protobuf {
+        match tugboat_api::protobuf::encode(body) {
+            Ok(bytes) => Some(bytes),
+            Err(e) => {
+                tracing::debug!(error = %e, "answering in JSON: the object has no protobuf form");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    let (bytes, media) = match encoded {
+        Some(bytes) => (bytes, tugboat_api::protobuf::MEDIA_TYPE),
+        None => (
+            serde_json::to_vec(body).unwrap_or_default(),
+            "application/json",
+        ),
+    };
     let mut resp = Response::new(Body::from(bytes));
     *resp.status_mut() = code;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
     for w in warnings {
         // RFC 7234 warning: code 299, agent "-", quoted text.
         let text = format!("299 - \"{}\"", w.replace('\\', "\\\\").replace('"', "\\\""));

@@ -14,7 +14,7 @@ use tugboat_api::resource::ResourceInfo;
 use tugboat_api::{ApiError, FieldError};
 
 use super::query::Query;
-use crate::registry::{DeleteOptions, Propagation, WriteOptions};
+use crate::registry::{DeleteOptions, FieldManager, Propagation, WriteOptions};
 
 /// Reads the whole body, at most [`limits::MAX_REQUEST_BYTES`] of it and within
 /// [`limits::BODY_READ_TIMEOUT_SECS`]; a larger one is a 413 `Status`, as
@@ -80,9 +80,20 @@ pub fn parse_body(
     info: &ResourceInfo,
     body: &Bytes,
     headers: &HeaderMap,
-    opts: WriteOptions,
+    opts: &WriteOptions,
 ) -> Result<(Value, Vec<String>), ApiError> {
     let ct = content_type(headers);
+    if ct.split(';').next().unwrap_or("").trim() == tugboat_api::protobuf::MEDIA_TYPE {
+        let obj = tugboat_api::protobuf::decode(body).map_err(|e| {
+            ApiError::bad_request(format!(
+                "{} in version \"{}\" cannot be handled as a {}: {e}",
+                info.kind,
+                info.api_version(),
+                info.kind
+            ))
+        })?;
+        return Ok((obj, Vec::new()));
+    }
     if ct.contains("yaml") {
         let text = std::str::from_utf8(body)
             .map_err(|_| ApiError::bad_request("the body is not UTF-8"))?;
@@ -122,10 +133,16 @@ pub fn parse_body(
     }
 }
 
-pub fn write_options(query: &Query) -> Result<WriteOptions, ApiError> {
+pub fn write_options(query: &Query, headers: &HeaderMap) -> Result<WriteOptions, ApiError> {
+    let user_agent = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok());
+    let manager = crate::managed::manager_name(query.get("fieldManager"), user_agent)?
+        .map(|name| FieldManager { name, apply: false });
     Ok(WriteOptions {
         field_validation: FieldValidation::parse(query.get("fieldValidation").unwrap_or(""))?,
         dry_run: dry_run(query.get("dryRun"))?,
+        manager,
     })
 }
 
@@ -144,9 +161,18 @@ pub fn dry_run(value: Option<&str>) -> Result<bool, ApiError> {
     }
 }
 
-pub fn delete_options(query: &Query, body: &Bytes) -> Result<DeleteOptions, ApiError> {
+pub fn delete_options(
+    query: &Query,
+    body: &Bytes,
+    headers: &HeaderMap,
+) -> Result<DeleteOptions, ApiError> {
+    let protobuf = content_type(headers).split(';').next().unwrap_or("").trim()
+        == tugboat_api::protobuf::MEDIA_TYPE;
     let body: Value = if body.is_empty() {
         Value::Null
+    } else if protobuf {
+        tugboat_api::protobuf::decode(body)
+            .map_err(|e| ApiError::bad_request(format!("DeleteOptions: {e}")))?
     } else {
         tugboat_api::json::parse(body)
             .map(|p| p.value)

@@ -83,7 +83,7 @@ pub async fn scale(
                 ))
             })?;
             if !parsed.duplicates.is_empty()
-                && write_options(query)?.field_validation == FieldValidation::Strict
+                && write_options(query, headers)?.field_validation == FieldValidation::Strict
             {
                 return Err(ApiError::bad_request(format!(
                     "Scale in version \"v1\" cannot be handled as a Scale: strict decoding error: duplicate field \"{}\"",
@@ -178,7 +178,7 @@ pub async fn scale(
             name,
             &Patch::Merge(change),
             Subresource::Main,
-            write_options(query)?,
+            write_options(query, headers)?,
             None,
         )
         .await?;

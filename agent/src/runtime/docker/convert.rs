@@ -74,6 +74,10 @@ pub(super) fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
                 .collect()
         }),
         hostname: spec.hostname.clone(),
+        open_stdin: spec.stdin.then_some(true),
+        stdin_once: spec.stdin_once.then_some(true),
+        attach_stdin: spec.stdin.then_some(true),
+        tty: spec.tty.then_some(true),
         exposed_ports: (!exposed_ports.is_empty()).then_some(exposed_ports),
         host_config: Some(host_config),
         ..Default::default()

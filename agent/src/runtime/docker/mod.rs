@@ -11,8 +11,9 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use bollard::Docker;
+use bollard::container::LogOutput;
 use bollard::errors::Error as DockerError;
-use bollard::exec::{CreateExecOptions, StartExecResults};
+use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
 use bollard::query_parameters::{
     CreateContainerOptionsBuilder, CreateImageOptionsBuilder, EventsOptionsBuilder,
     KillContainerOptionsBuilder, ListContainersOptionsBuilder, LogsOptionsBuilder,
@@ -26,7 +27,7 @@ use self::convert::{
 };
 use super::{
     ContainerInfo, ContainerRuntime, ContainerSpec, EventStream, ExecOutput, HostInfo, LogOptions,
-    LogStream, RuntimeError, StatsStream,
+    LogStream, RuntimeError, Session, SessionId, StatsStream, StreamOutput, StreamRequest,
 };
 
 /// How long connecting (version negotiation and ping) may take before we give up.
@@ -378,6 +379,121 @@ impl ContainerRuntime for DockerRuntime {
                 message: format!("timed out after {timeout:?}"),
             }),
         }
+    }
+    async fn session(&self, id: &str, req: &StreamRequest) -> Result<Session, RuntimeError> {
+        let split = |output: LogOutput| match output {
+            LogOutput::StdErr { message } => StreamOutput::Stderr(message),
+            other => StreamOutput::Stdout(other.into_bytes()),
+        };
+        if req.command.is_empty() {
+            let operation = format!("attach to container {id}");
+            let options = bollard::query_parameters::AttachContainerOptionsBuilder::default()
+                .stdin(req.stdin)
+                .stdout(req.stdout)
+                .stderr(req.stderr)
+                .stream(true)
+                .logs(false)
+                .build();
+            let attached = self
+                .docker
+                .attach_container(id, Some(options))
+                .await
+                .map_err(|e| container_error(operation.clone(), id, &e))?;
+            let output = attached
+                .output
+                .map_ok(split)
+                .map_err(move |e| engine(&operation, &e));
+            return Ok(Session {
+                id: SessionId::Attach(id.to_owned()),
+                output: Box::pin(output),
+                input: attached.input,
+            });
+        }
+        let operation = format!("exec {:?} in container {id}", req.command);
+        let options = CreateExecOptions {
+            attach_stdin: Some(req.stdin),
+            attach_stdout: Some(req.stdout),
+            attach_stderr: Some(req.stderr),
+            tty: Some(req.tty),
+            cmd: Some(req.command.clone()),
+            ..Default::default()
+        };
+        let exec = self
+            .docker
+            .create_exec(id, options)
+            .await
+            .map_err(|e| container_error(operation.clone(), id, &e))?;
+        let started = self
+            .docker
+            .start_exec(
+                &exec.id,
+                Some(StartExecOptions {
+                    detach: false,
+                    tty: req.tty,
+                    output_capacity: None,
+                }),
+            )
+            .await
+            .map_err(|e| engine(&operation, &e))?;
+        let StartExecResults::Attached { output, input } = started else {
+            return Err(RuntimeError::Engine {
+                operation,
+                message: "the engine started the exec detached".into(),
+            });
+        };
+        let output = output
+            .map_ok(split)
+            .map_err(move |e| engine(&operation, &e));
+        Ok(Session {
+            id: SessionId::Exec(exec.id),
+            output: Box::pin(output),
+            input,
+        })
+    }
+
+    async fn resize(
+        &self,
+        session: &SessionId,
+        width: u16,
+        height: u16,
+    ) -> Result<(), RuntimeError> {
+        match session {
+            SessionId::Exec(id) => self
+                .docker
+                .resize_exec(id, bollard::exec::ResizeExecOptions { height, width })
+                .await
+                .map_err(|e| engine("resize an exec's terminal", &e)),
+            SessionId::Attach(id) => {
+                let options =
+                    bollard::query_parameters::ResizeContainerTTYOptionsBuilder::default()
+                        .h(i32::from(height))
+                        .w(i32::from(width))
+                        .build();
+                self.docker
+                    .resize_container_tty(id, options)
+                    .await
+                    .map_err(|e| engine("resize a container's terminal", &e))
+            }
+        }
+    }
+
+    async fn exit_code(&self, session: &SessionId) -> Result<Option<i64>, RuntimeError> {
+        let SessionId::Exec(id) = session else {
+            return Ok(None);
+        };
+        // The output ends when the process does; its exit code can lag a moment behind.
+        for _ in 0..250 {
+            let inspect = self
+                .docker
+                .inspect_exec(id)
+                .await
+                .map_err(|e| engine("read an exec's exit code", &e))?;
+            match (inspect.running, inspect.exit_code) {
+                (Some(true), _) | (_, None) => tokio::time::sleep(Duration::from_millis(20)).await,
+                (_, Some(code)) => return Ok(Some(code)),
+            }
+        }
+        Ok(None)
     }
 }
 

@@ -217,9 +217,9 @@ mod tests {
     use super::*;
     use crate::columns::tests::{layout, now};
     use crate::columns::{header, row};
+    use crate::resource::PODS;
     use k8s_openapi::api::core::v1::Container;
     use serde_json::{Value, json};
-    use tugboat_api::resource::PODS;
 
     fn pod(status: Value) -> Pod {
         serde_json::from_value(json!({

@@ -1,4 +1,5 @@
-//! The columns of `tug get`, computed the way kubectl's printers compute them: a
+//! The columns of `kubectl get` and `tug get`, computed the way kube-apiserver's
+//! printers compute them (the server answers `as=Table` with them): a
 //! deployment's READY, a pod's STATUS and RESTARTS, a node's STATUS and ROLES, an
 //! event's LAST SEEN and OBJECT, a service's PORT(S) and EXTERNAL-IP.
 
@@ -8,14 +9,14 @@ mod service;
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use anyhow::Context as _;
+use crate::ResourceInfo;
 use jiff::Timestamp;
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Container, Event, Namespace, Node, PodTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tugboat_api::ResourceInfo;
 
 use crate::duration::{since_micro, since_time};
 
@@ -32,115 +33,332 @@ pub struct Layout {
     pub now: Timestamp,
 }
 
-/// The header row for `r`.
+/// What a Table column holds, as `meta.k8s.io/v1` `TableColumnDefinition.type`
+/// names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CellType {
+    String,
+    Integer,
+}
+
+impl CellType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CellType::String => "string",
+            CellType::Integer => "integer",
+        }
+    }
+}
+
+/// One column as kube-apiserver's printers define it: the name (kubectl prints it
+/// upper-cased), its type, and its priority (1: shown only with `-o wide`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Column {
+    pub name: &'static str,
+    pub cell: CellType,
+    pub priority: u8,
+    pub description: &'static str,
+}
+
+const fn col(name: &'static str, description: &'static str) -> Column {
+    Column {
+        name,
+        cell: CellType::String,
+        priority: 0,
+        description,
+    }
+}
+
+const fn int(name: &'static str, description: &'static str) -> Column {
+    Column {
+        name,
+        cell: CellType::Integer,
+        priority: 0,
+        description,
+    }
+}
+
+const fn wide(c: Column) -> Column {
+    Column { priority: 1, ..c }
+}
+
+const NAME: Column = Column {
+    name: "Name",
+    cell: CellType::String,
+    priority: 0,
+    description: "Name must be unique within a namespace.",
+};
+const AGE: Column = col(
+    "Age",
+    "CreationTimestamp is a timestamp representing the server time when this object was created.",
+);
+const CONTAINERS: Column = wide(col(
+    "Containers",
+    "Names of each container in the template.",
+));
+const IMAGES: Column = wide(col(
+    "Images",
+    "Images referenced by each container in the template.",
+));
+const SELECTOR: Column = wide(col("Selector", "Label selector for pods."));
+
+/// The columns of `r`, in kube-apiserver's order (priority-1 columns among them,
+/// as Kubernetes' printers list them).
+pub fn columns(r: &ResourceInfo) -> &'static [Column] {
+    match r.kind {
+        "Deployment" => {
+            const {
+                &[
+                    NAME,
+                    col("Ready", "Number of the pod with ready state"),
+                    int(
+                        "Up-to-date",
+                        "Total number of non-terminated pods targeted by this deployment that have the desired template spec.",
+                    ),
+                    int(
+                        "Available",
+                        "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.",
+                    ),
+                    AGE,
+                    CONTAINERS,
+                    IMAGES,
+                    SELECTOR,
+                ]
+            }
+        }
+        "ReplicaSet" => {
+            const {
+                &[
+                    NAME,
+                    int("Desired", "Replicas is the number of desired replicas."),
+                    int(
+                        "Current",
+                        "Replicas is the most recently observed number of replicas.",
+                    ),
+                    int(
+                        "Ready",
+                        "The number of ready replicas for this replica set.",
+                    ),
+                    AGE,
+                    CONTAINERS,
+                    IMAGES,
+                    SELECTOR,
+                ]
+            }
+        }
+        "Pod" => {
+            const {
+                &[
+                    NAME,
+                    col(
+                        "Ready",
+                        "The aggregate readiness state of this pod for accepting traffic.",
+                    ),
+                    col(
+                        "Status",
+                        "The aggregate status of the containers in this pod.",
+                    ),
+                    col(
+                        "Restarts",
+                        "The number of times the containers in this pod have been restarted and when the last container in this pod has restarted.",
+                    ),
+                    AGE,
+                    wide(col(
+                        "IP",
+                        "IP address allocated to the pod. Routable at least within the cluster.",
+                    )),
+                    wide(col("Node", "Name of the node this pod is bound to.")),
+                    wide(col(
+                        "Nominated Node",
+                        "Name of the node where the pod is nominated to be bound.",
+                    )),
+                    wide(col(
+                        "Readiness Gates",
+                        "Readiness gates the pod's readiness depends on.",
+                    )),
+                ]
+            }
+        }
+        "Node" => {
+            const {
+                &[
+                    NAME,
+                    col("Status", "The status of the node"),
+                    col("Roles", "The roles of the node"),
+                    AGE,
+                    col("Version", "Kubelet Version reported by the node."),
+                    wide(col("Internal-IP", "List of internal IPs of the node.")),
+                    wide(col("External-IP", "List of external IPs of the node.")),
+                    wide(col(
+                        "OS-Image",
+                        "OS Image reported by the node from /etc/os-release (e.g. Debian GNU/Linux 7 (wheezy)).",
+                    )),
+                    wide(col(
+                        "Kernel-Version",
+                        "Kernel Version reported by the node from 'uname -r' (e.g. 3.16.0-0.bpo.4-amd64).",
+                    )),
+                    wide(col(
+                        "Container-Runtime",
+                        "ContainerRuntime Version reported by the node through runtime remote API (e.g. containerd://1.4.2).",
+                    )),
+                ]
+            }
+        }
+        "Event" => {
+            const {
+                &[
+                    col("Last Seen", "The time the event was last seen"),
+                    col(
+                        "Type",
+                        "Type of this event (Normal, Warning), new types could be added in the future.",
+                    ),
+                    col(
+                        "Reason",
+                        "This should be a short, machine understandable string that gives the reason for the transition into the object's current status.",
+                    ),
+                    col("Object", "The object that this event is about."),
+                    wide(col(
+                        "Subobject",
+                        "The subobject (container) that this event is about.",
+                    )),
+                    wide(col(
+                        "Source",
+                        "The component reporting this event. Should be a short machine understandable string.",
+                    )),
+                    col(
+                        "Message",
+                        "A human-readable description of the status of this operation.",
+                    ),
+                    wide(col(
+                        "First Seen",
+                        "The time at which the event was first recorded.",
+                    )),
+                    wide(int("Count", "The number of times this event has occurred.")),
+                    wide(NAME),
+                ]
+            }
+        }
+        "Namespace" => const { &[NAME, col("Status", "The status of the namespace"), AGE] },
+        "Service" => {
+            const {
+                &[
+                    NAME,
+                    col("Type", "The type of the service."),
+                    col("Cluster-IP", "The cluster IP of the service."),
+                    col("External-IP", "The external IP of the service."),
+                    col("Port(s)", "The ports of the service."),
+                    AGE,
+                    wide(col(
+                        "Selector",
+                        "Route service traffic to pods with label keys and values matching this selector.",
+                    )),
+                ]
+            }
+        }
+        "Endpoints" => const { &[NAME, col("Endpoints", "Endpoints of the service."), AGE] },
+        "EndpointSlice" => {
+            const {
+                &[
+                    NAME,
+                    col(
+                        "AddressType",
+                        "The type of address held in the EndpointSlice.",
+                    ),
+                    col("Ports", "The ports of the endpoint slice."),
+                    col("Endpoints", "The endpoints of the endpoint slice."),
+                    AGE,
+                ]
+            }
+        }
+        "HorizontalPodAutoscaler" => {
+            const {
+                &[
+                    NAME,
+                    col("Reference", "The reference to the autoscaled resource."),
+                    col("Targets", "The current and target metric values."),
+                    col(
+                        "MinPods",
+                        "Lower limit for the number of pods that can be set by the autoscaler, default 1.",
+                    ),
+                    int(
+                        "MaxPods",
+                        "Upper limit for the number of pods that can be set by the autoscaler; cannot be smaller than MinReplicas.",
+                    ),
+                    int(
+                        "Replicas",
+                        "Current number of replicas of pods managed by this autoscaler.",
+                    ),
+                    AGE,
+                ]
+            }
+        }
+        "Lease" => const { &[NAME, col("Holder", "The holder of the lease."), AGE] },
+        _ => &[NAME, AGE],
+    }
+}
+
+/// The header row for `r`: the columns' names upper-cased, as kubectl prints
+/// them; priority-1 columns only with `-o wide`.
 pub fn header(r: &ResourceInfo, layout: &Layout) -> Vec<String> {
-    let (normal, wide): (&[&str], &[&str]) = match r.kind {
-        "Deployment" => (
-            &["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"],
-            &["CONTAINERS", "IMAGES", "SELECTOR"],
-        ),
-        "ReplicaSet" => (
-            &["NAME", "DESIRED", "CURRENT", "READY", "AGE"],
-            &["CONTAINERS", "IMAGES", "SELECTOR"],
-        ),
-        "Pod" => (
-            &["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
-            &["IP", "NODE", "NOMINATED NODE", "READINESS GATES"],
-        ),
-        "Node" => (
-            &["NAME", "STATUS", "ROLES", "AGE", "VERSION"],
-            &[
-                "INTERNAL-IP",
-                "EXTERNAL-IP",
-                "OS-IMAGE",
-                "KERNEL-VERSION",
-                "CONTAINER-RUNTIME",
-            ],
-        ),
-        "Event" if layout.wide => (
-            &[
-                "LAST SEEN",
-                "TYPE",
-                "REASON",
-                "OBJECT",
-                "SUBOBJECT",
-                "SOURCE",
-                "MESSAGE",
-                "FIRST SEEN",
-                "COUNT",
-                "NAME",
-            ],
-            &[],
-        ),
-        "Event" => (&["LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"], &[]),
-        "Namespace" => (&["NAME", "STATUS", "AGE"], &[]),
-        "Service" => (
-            &[
-                "NAME",
-                "TYPE",
-                "CLUSTER-IP",
-                "EXTERNAL-IP",
-                "PORT(S)",
-                "AGE",
-            ],
-            &["SELECTOR"],
-        ),
-        "Endpoints" => (&["NAME", "ENDPOINTS", "AGE"], &[]),
-        "EndpointSlice" => (&["NAME", "ADDRESSTYPE", "PORTS", "ENDPOINTS", "AGE"], &[]),
-        "HorizontalPodAutoscaler" => (
-            &[
-                "NAME",
-                "REFERENCE",
-                "TARGETS",
-                "MINPODS",
-                "MAXPODS",
-                "REPLICAS",
-                "AGE",
-            ],
-            &[],
-        ),
-        _ => (&["NAME", "AGE"], &[]),
-    };
     let mut cols: Vec<String> = Vec::new();
     if layout.all_namespaces && r.namespaced {
         cols.push("NAMESPACE".into());
     }
-    cols.extend(normal.iter().map(|c| c.to_string()));
-    if layout.wide {
-        cols.extend(wide.iter().map(|c| c.to_string()));
-    }
+    cols.extend(
+        columns(r)
+            .iter()
+            .filter(|c| layout.wide || c.priority == 0)
+            .map(|c| c.name.to_uppercase()),
+    );
     if layout.show_labels {
         cols.push("LABELS".into());
     }
     cols
 }
 
-/// One object's row, matching [`header`].
-pub fn row(r: &ResourceInfo, obj: &Value, layout: &Layout) -> anyhow::Result<Vec<String>> {
-    let mut cells = match r.kind {
-        "Deployment" => deployment_row(&decode(obj)?, layout),
-        "ReplicaSet" => replica_set_row(&decode(obj)?, layout),
-        "Pod" => pod::pod_row(&decode(obj)?, layout),
-        "Node" => node_row(&decode(obj)?, layout),
-        "Event" => event_row(&decode(obj)?, layout),
-        "Namespace" => namespace_row(&decode(obj)?, layout),
-        "Service" => service::service_row(&decode(obj)?, layout),
-        "Endpoints" => service::endpoints_row(&decode(obj)?, layout),
-        "EndpointSlice" => service::endpoint_slice_row(&decode(obj)?, layout),
-        "HorizontalPodAutoscaler" => hpa::hpa_row(&decode(obj)?, layout),
-        _ => {
-            let meta: ObjectMeta = obj
-                .get("metadata")
-                .cloned()
-                .map(serde_json::from_value)
-                .transpose()?
-                .unwrap_or_default();
-            vec![
-                name(&meta),
-                since_time(meta.creation_timestamp.as_ref(), layout.now),
-            ]
-        }
+/// Every cell of one object's row, priority-1 ones included, in the order of
+/// [`columns`]: what the server puts in a Table row.
+pub fn cells(r: &ResourceInfo, obj: &Value, now: Timestamp) -> Result<Vec<String>, DecodeError> {
+    let layout = Layout {
+        wide: true,
+        all_namespaces: false,
+        show_labels: false,
+        now,
     };
+    Ok(match r.kind {
+        "Deployment" => deployment_row(&decode(obj)?, &layout),
+        "ReplicaSet" => replica_set_row(&decode(obj)?, &layout),
+        "Pod" => pod::pod_row(&decode(obj)?, &layout),
+        "Node" => node_row(&decode(obj)?, &layout),
+        "Event" => event_row(&decode(obj)?, &layout),
+        "Namespace" => namespace_row(&decode(obj)?, &layout),
+        "Service" => service::service_row(&decode(obj)?, &layout),
+        "Endpoints" => service::endpoints_row(&decode(obj)?, &layout),
+        "EndpointSlice" => service::endpoint_slice_row(&decode(obj)?, &layout),
+        "HorizontalPodAutoscaler" => hpa::hpa_row(&decode(obj)?, &layout),
+        "Lease" => lease_row(&decode(obj)?, &layout),
+        _ => {
+            let meta: ObjectMeta = match obj.get("metadata") {
+                Some(m) => serde_json::from_value(m.clone()).map_err(|e| DecodeError {
+                    what: "object".into(),
+                    error: e.to_string(),
+                })?,
+                None => ObjectMeta::default(),
+            };
+            vec![name(&meta), age(&meta, &layout)]
+        }
+    })
+}
+
+/// One object's row as `tug get` prints it, matching [`header`].
+pub fn row(r: &ResourceInfo, obj: &Value, layout: &Layout) -> Result<Vec<String>, DecodeError> {
+    let all = cells(r, obj, layout.now)?;
+    let mut cells: Vec<String> = columns(r)
+        .iter()
+        .zip(all)
+        .filter(|(c, _)| layout.wide || c.priority == 0)
+        .map(|(_, cell)| cell)
+        .collect();
     if layout.all_namespaces && r.namespaced {
         let ns = obj
             .pointer("/metadata/namespace")
@@ -157,15 +375,36 @@ pub fn row(r: &ResourceInfo, obj: &Value, layout: &Layout) -> anyhow::Result<Vec
     Ok(cells)
 }
 
-fn decode<T: DeserializeOwned>(obj: &Value) -> anyhow::Result<T> {
-    serde_json::from_value(obj.clone()).with_context(|| {
+/// An object that does not decode as its kind.
+#[derive(Debug, thiserror::Error)]
+#[error("{what} cannot be read: {error}")]
+pub struct DecodeError {
+    what: String,
+    error: String,
+}
+
+fn decode<T: DeserializeOwned>(obj: &Value) -> Result<T, DecodeError> {
+    serde_json::from_value(obj.clone()).map_err(|e| {
         let kind = obj.get("kind").and_then(Value::as_str).unwrap_or("object");
         let name = obj
             .pointer("/metadata/name")
             .and_then(Value::as_str)
             .unwrap_or("?");
-        format!("the server sent a {kind} {name:?} this version of tug cannot read")
+        DecodeError {
+            what: format!("{kind} {name:?}"),
+            error: e.to_string(),
+        }
     })
+}
+
+/// A Lease's HOLDER.
+fn lease_row(l: &Lease, layout: &Layout) -> Vec<String> {
+    let holder = l
+        .spec
+        .as_ref()
+        .and_then(|s| s.holder_identity.clone())
+        .unwrap_or_default();
+    vec![name(&l.metadata), holder, age(&l.metadata, layout)]
 }
 
 fn name(meta: &ObjectMeta) -> String {
@@ -465,8 +704,8 @@ fn namespace_row(ns: &Namespace, layout: &Layout) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resource::{DEPLOYMENTS, EVENTS, NODES};
     use serde_json::json;
-    use tugboat_api::resource::{DEPLOYMENTS, EVENTS, NODES};
 
     pub(crate) fn now() -> Timestamp {
         "2026-01-01T12:00:00Z".parse().unwrap()

@@ -195,8 +195,8 @@ fn with_more(mut list: Vec<String>) -> String {
 
 #[cfg(test)]
 mod tests {
+    use crate::resource::{ENDPOINTS, ENDPOINTSLICES, SERVICES};
     use serde_json::json;
-    use tugboat_api::resource::{ENDPOINTS, ENDPOINTSLICES, SERVICES};
 
     use super::super::tests::layout;
     use super::super::{header, row};
@@ -253,9 +253,10 @@ mod tests {
             row(&SERVICES, &lb, &l).unwrap()[3],
             "192.168.1.10,192.168.1.20"
         );
+        // kube-apiserver computes its Tables wide, so kubectl never cuts them.
         assert_eq!(
             row(&SERVICES, &lb, &layout()).unwrap()[3],
-            "192.168.1.10,..."
+            "192.168.1.10,192.168.1.20"
         );
         let headless = json!({"metadata": {"name": "h"}, "spec": {"type": "ClusterIP", "clusterIPs": ["None"]}});
         assert_eq!(

@@ -1,0 +1,2 @@
+pub mod portforward_spdy;
+pub mod spdy;
