@@ -184,57 +184,35 @@ impl Registry {
     ) -> Result<Watch, ApiError> {
         let ns = if info.namespaced { ns } else { None };
         let filtered = !labels.is_empty() || !fields.is_empty();
-        let (initial, from, seen) = match start {
+        let (initial, from) = match start {
             WatchStart::After(rv) => {
                 self.wait_for_revision(rv).await?;
-                // What matches now stands in for what matched at `rv`: the store
-                // keeps no earlier states to tell.
-                let seen = if filtered {
-                    let (items, _) = self.list(info, ns, &labels, &fields).await?;
-                    items
-                        .into_iter()
-                        .filter_map(|o| object_key(&o).map(|k| (k, o)))
-                        .collect()
-                } else {
-                    HashMap::new()
-                };
-                (Vec::new(), rv, seen)
+                (Vec::new(), rv)
             }
             WatchStart::Initial(at_least) => {
                 if let Some(rv) = at_least {
                     self.wait_for_revision(rv).await?;
                 }
-                let (items, rev) = self.list(info, ns, &labels, &fields).await?;
-                let seen = if filtered {
-                    items
-                        .iter()
-                        .filter_map(|o| object_key(o).map(|k| (k, o.clone())))
-                        .collect()
-                } else {
-                    HashMap::new()
-                };
-                (items, rev, seen)
+                self.list(info, ns, &labels, &fields).await?
             }
-            WatchStart::Now => {
-                let rev = self.store.revision();
-                let seen = if filtered {
-                    let (items, _) = self.list(info, ns, &labels, &fields).await?;
-                    items
-                        .into_iter()
-                        .filter_map(|o| object_key(&o).map(|k| (k, o)))
-                        .collect()
-                } else {
-                    HashMap::new()
-                };
-                (Vec::new(), rev, seen)
-            }
+            WatchStart::Now => (Vec::new(), self.store.revision()),
+        };
+        // What a filtered watcher has seen match. Without initial events, what
+        // matches now stands in for what matched at the start: the store keeps no
+        // earlier states to tell.
+        let seen: HashMap<String, Arc<Value>> = if !filtered {
+            HashMap::new()
+        } else if matches!(start, WatchStart::Initial(_)) {
+            keyed(initial.iter().cloned())
+        } else {
+            keyed(self.list(info, ns, &labels, &fields).await?.0)
         };
         let live = self
             .store
             .watch(&info.store_name(), ns, from)
             .await
             .map_err(store_error)?;
-        let mut seen: HashMap<String, Arc<Value>> = seen;
+        let mut seen = seen;
         let live = live.filter_map(move |ev| {
             let out = match ev {
                 Ok(StoreEvent {
@@ -287,6 +265,13 @@ fn event_name(t: EventType) -> &'static str {
         EventType::Modified => "MODIFIED",
         EventType::Deleted => "DELETED",
     }
+}
+
+fn keyed(objects: impl IntoIterator<Item = Arc<Value>>) -> HashMap<String, Arc<Value>> {
+    objects
+        .into_iter()
+        .filter_map(|o| object_key(&o).map(|k| (k, o)))
+        .collect()
 }
 
 fn object_key(o: &Value) -> Option<String> {
