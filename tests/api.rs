@@ -322,6 +322,113 @@ async fn a_watch_from_an_old_revision_replays_what_came_after_it() -> anyhow::Re
     tc.stop().await
 }
 
+/// A label-selector watch from a revision: an object that matched then and was
+/// relabelled before the watch began is still sent as DELETED (an informer
+/// would otherwise keep it forever), as is one that stops matching while watched;
+/// one that starts matching comes as ADDED.
+#[tokio::test]
+async fn a_selector_watch_sends_deleted_when_an_object_stops_matching() -> anyhow::Result<()> {
+    let tc = TestController::start().await?;
+    let c = &tc.client;
+    let mut a = deployment("a", "default", 0);
+    a["metadata"]["labels"] = json!({"team": "x"});
+    let mut b = deployment("b", "default", 0);
+    b["metadata"]["labels"] = json!({"team": "x"});
+    c.create(&DEPLOYMENTS, Some("default"), &a).await?;
+    c.create(&DEPLOYMENTS, Some("default"), &b).await?;
+    let params = ListParams {
+        label_selector: Some("team=x".into()),
+        ..Default::default()
+    };
+    let listed = c.list(&DEPLOYMENTS, Some("default"), &params).await?;
+    let rv = listed["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let relabel = |name: &'static str, team: &'static str| async move {
+        c.patch(
+            &DEPLOYMENTS,
+            Some("default"),
+            name,
+            &json!({"metadata": {"labels": {"team": team}}}),
+            PatchType::Merge,
+        )
+        .await
+    };
+    // Between the list and the watch: `a` leaves the selection.
+    relabel("a", "y").await?;
+    let mut stream = Box::pin(
+        c.watch(&DEPLOYMENTS, Some("default"), &params, Some(&rv))
+            .await?,
+    );
+    let mut next = async || -> anyhow::Result<(String, String)> {
+        loop {
+            let ev = within("a watch event", stream.next())
+                .await?
+                .expect("stream open")?;
+            // The controller's status writes on matching objects come as MODIFIED.
+            if ev.event_type != "MODIFIED" {
+                let name = ev.object["metadata"]["name"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_string();
+                return Ok((ev.event_type, name));
+            }
+        }
+    };
+    assert_eq!(next().await?, ("DELETED".into(), "a".into()));
+    relabel("b", "y").await?;
+    assert_eq!(next().await?, ("DELETED".into(), "b".into()));
+    relabel("a", "x").await?;
+    assert_eq!(next().await?, ("ADDED".into(), "a".into()));
+    tc.stop().await
+}
+
+/// A streaming list: the current objects, then a BOOKMARK annotated as the end
+/// of the initial events at the list's revision; then live events.
+#[tokio::test]
+async fn send_initial_events_ends_with_an_annotated_bookmark() -> anyhow::Result<()> {
+    let tc = TestController::start().await?;
+    let http = tc.http(false)?;
+    let base = tc.client.base_url().to_string();
+    tc.client
+        .create(
+            &DEPLOYMENTS,
+            Some("default"),
+            &deployment("s", "default", 0),
+        )
+        .await?;
+    let url = format!(
+        "{base}/apis/apps/v1/namespaces/default/deployments?watch=1&sendInitialEvents=true&allowWatchBookmarks=true&resourceVersionMatch=NotOlderThan&timeoutSeconds=5"
+    );
+    let body = within("the streaming list", async {
+        http.get(&url).send().await?.text().await
+    })
+    .await??;
+    let events: Vec<Value> = body
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    assert_eq!(events[0]["type"], "ADDED", "{body}");
+    assert_eq!(events[0]["object"]["metadata"]["name"], "s");
+    let end = events
+        .iter()
+        .position(|e| e["type"] == "BOOKMARK")
+        .expect("a bookmark");
+    assert_eq!(
+        events[end]["object"]["metadata"]["annotations"]["k8s.io/initial-events-end"],
+        "true"
+    );
+    assert_eq!(events[end]["object"]["kind"], "Deployment");
+    // Without allowWatchBookmarks it is refused, as kube-apiserver refuses it.
+    let refused = http
+        .get(url.replace("allowWatchBookmarks=true", "allowWatchBookmarks=false"))
+        .send()
+        .await?;
+    assert_eq!(refused.status().as_u16(), 400);
+    tc.stop().await
+}
+
 #[tokio::test]
 async fn a_watch_without_a_revision_starts_with_the_current_objects() -> anyhow::Result<()> {
     let tc = TestController::start().await?;

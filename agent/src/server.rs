@@ -102,6 +102,28 @@ async fn stats_summary(State((ctx, _)): State<(Arc<AgentCtx>, CancellationToken)
 
 type Ctx = State<(Arc<AgentCtx>, CancellationToken)>;
 
+/// Every attempt at a pod's container on this node, oldest first.
+async fn attempts(
+    ctx: &AgentCtx,
+    ns: &str,
+    pod: &str,
+    container: &str,
+) -> Result<Vec<ContainerInfo>, Response> {
+    let labels = vec![
+        (LABEL_NODE.to_string(), ctx.node.clone()),
+        (LABEL_POD_NAMESPACE.to_string(), ns.to_string()),
+        (LABEL_POD_NAME.to_string(), pod.to_string()),
+        (LABEL_CONTAINER_NAME.to_string(), container.to_string()),
+    ];
+    let mut found = ctx
+        .runtime
+        .list(&labels)
+        .await
+        .map_err(|e| (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response())?;
+    found.sort_by_key(ContainerInfo::attempt);
+    Ok(found)
+}
+
 async fn exec(
     state: Ctx,
     path: Path<(String, String, String)>,
@@ -140,17 +162,10 @@ async fn session(
         Ok(r) => r,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
     };
-    let labels = vec![
-        (LABEL_NODE.to_string(), ctx.node.clone()),
-        (LABEL_POD_NAMESPACE.to_string(), ns.clone()),
-        (LABEL_POD_NAME.to_string(), pod.clone()),
-        (LABEL_CONTAINER_NAME.to_string(), container.clone()),
-    ];
-    let mut found = match ctx.runtime.list(&labels).await {
+    let found = match attempts(&ctx, &ns, &pod, &container).await {
         Ok(found) => found,
-        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        Err(resp) => return resp,
     };
-    found.sort_by_key(ContainerInfo::attempt);
     match found.last() {
         Some(c) if c.state.running => exec::upgrade(ctx.clone(), ws, c.id.clone(), req, shutdown),
         Some(_) => (
@@ -182,17 +197,10 @@ async fn container_logs(
     Path((ns, pod, container)): Path<(String, String, String)>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    let labels = vec![
-        (LABEL_NODE.to_string(), ctx.node.clone()),
-        (LABEL_POD_NAMESPACE.to_string(), ns.clone()),
-        (LABEL_POD_NAME.to_string(), pod.clone()),
-        (LABEL_CONTAINER_NAME.to_string(), container.clone()),
-    ];
-    let mut found = match ctx.runtime.list(&labels).await {
+    let found = match attempts(&ctx, &ns, &pod, &container).await {
         Ok(found) => found,
-        Err(e) => return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        Err(resp) => return resp,
     };
-    found.sort_by_key(ContainerInfo::attempt);
     let previous = q.get("previous").is_some_and(|p| p == "true");
     let target = if previous {
         found.iter().rev().nth(1)

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod pod_security;
 pub mod protobuf;
 pub mod quantity;
+pub mod query;
 pub mod resource;
 pub mod selector;
 pub mod status;

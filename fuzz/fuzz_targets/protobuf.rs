@@ -13,6 +13,9 @@ fuzz_target!(|data: &[u8]| {
     };
     if let Ok(bytes) = protobuf::encode(&object) {
         let again = protobuf::decode(&bytes).expect("what was written reads back");
-        assert_eq!(again, object, "the object changed on the way through protobuf");
+        assert_eq!(
+            again, object,
+            "the object changed on the way through protobuf"
+        );
     }
 });

@@ -30,21 +30,7 @@ const RESIZE: u8 = 4;
 const CLOSE: u8 = 255;
 
 /// Query parameters with repeats kept (`command=sh&command=-c`).
-pub fn query_pairs(raw: Option<&str>) -> Vec<(String, String)> {
-    raw.unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let decode = |s: &str| {
-                percent_encoding::percent_decode_str(&s.replace('+', " "))
-                    .decode_utf8_lossy()
-                    .into_owned()
-            };
-            (decode(k), decode(v))
-        })
-        .collect()
-}
+pub use tugboat_api::query::pairs as query_pairs;
 
 /// A boolean as Go's `strconv.ParseBool` reads it (the Python client sends `True`).
 fn flag(pairs: &[(String, String)], name: &str) -> bool {

@@ -1,7 +1,6 @@
 //! Lists as clients ask for them (at a revision, in pages with a `continue`
 //! token) and watches.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use futures::{Stream, StreamExt};
@@ -10,7 +9,7 @@ use tugboat_api::selector::{FieldSelector, Selector};
 use tugboat_api::{ApiError, limits, meta};
 
 use super::{ListOptions, ListPage, Registry, RevisionMatch, WatchItem, store_error};
-use crate::store::{EventType, Key, Revision, StoreError, StoreEvent};
+use crate::store::{EventType, Key, Revision, StoreError};
 use tugboat_api::resource::ResourceInfo;
 
 /// What a `continue` token carries: the list's revision and the last key served.
@@ -184,71 +183,37 @@ impl Registry {
     ) -> Result<Watch, ApiError> {
         let ns = if info.namespaced { ns } else { None };
         let filtered = !labels.is_empty() || !fields.is_empty();
-        let (initial, from, seen) = match start {
+        let (initial, from) = match start {
             WatchStart::After(rv) => {
                 self.wait_for_revision(rv).await?;
-                // What matches now stands in for what matched at `rv`: the store
-                // keeps no earlier states to tell.
-                let seen = if filtered {
-                    let (items, _) = self.list(info, ns, &labels, &fields).await?;
-                    items
-                        .into_iter()
-                        .filter_map(|o| object_key(&o).map(|k| (k, o)))
-                        .collect()
-                } else {
-                    HashMap::new()
-                };
-                (Vec::new(), rv, seen)
+                (Vec::new(), rv)
             }
             WatchStart::Initial(at_least) => {
                 if let Some(rv) = at_least {
                     self.wait_for_revision(rv).await?;
                 }
-                let (items, rev) = self.list(info, ns, &labels, &fields).await?;
-                let seen = if filtered {
-                    items
-                        .iter()
-                        .filter_map(|o| object_key(o).map(|k| (k, o.clone())))
-                        .collect()
-                } else {
-                    HashMap::new()
-                };
-                (items, rev, seen)
+                self.list(info, ns, &labels, &fields).await?
             }
-            WatchStart::Now => {
-                let rev = self.store.revision();
-                let seen = if filtered {
-                    let (items, _) = self.list(info, ns, &labels, &fields).await?;
-                    items
-                        .into_iter()
-                        .filter_map(|o| object_key(&o).map(|k| (k, o)))
-                        .collect()
-                } else {
-                    HashMap::new()
-                };
-                (Vec::new(), rev, seen)
-            }
+            WatchStart::Now => (Vec::new(), self.store.revision()),
         };
         let live = self
             .store
             .watch(&info.store_name(), ns, from)
             .await
             .map_err(store_error)?;
-        let mut seen: HashMap<String, Arc<Value>> = seen;
         let live = live.filter_map(move |ev| {
             let out = match ev {
-                Ok(StoreEvent {
-                    event_type, object, ..
-                }) => {
-                    if filtered {
-                        transition(&mut seen, event_type, object, &labels, &fields)
-                    } else {
-                        Some(Ok(WatchItem {
-                            event_type: event_name(event_type),
-                            object,
-                        }))
-                    }
-                }
+                Ok(ev) if filtered => transition(
+                    ev.event_type,
+                    ev.object,
+                    ev.prev.as_deref(),
+                    &labels,
+                    &fields,
+                ),
+                Ok(ev) => Some(Ok(WatchItem {
+                    event_type: event_name(ev.event_type),
+                    object: ev.object,
+                })),
                 Err(e) => Some(Err(store_error(e))),
             };
             futures::future::ready(out)
@@ -289,50 +254,39 @@ fn event_name(t: EventType) -> &'static str {
     }
 }
 
-fn object_key(o: &Value) -> Option<String> {
-    let name = o.pointer("/metadata/name")?.as_str()?;
-    let ns = o
-        .pointer("/metadata/namespace")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    Some(format!("{ns}/{name}"))
-}
-
-/// The event a filtered watcher gets for one store event, given what it has seen
-/// match (`seen`, updated).
+/// The event a filtered watcher gets for one store event, from whether the
+/// object matched before it (`prev`) and matches after it.
 fn transition(
-    seen: &mut HashMap<String, Arc<Value>>,
     event_type: EventType,
     object: Arc<Value>,
+    prev: Option<&Value>,
     labels: &Selector,
     fields: &FieldSelector,
 ) -> Option<Result<WatchItem, ApiError>> {
-    let key = object_key(&object)?;
-    let matches = labels.matches_object(&object) && fields.matches(&object);
-    let was = seen.contains_key(&key);
+    let matches = |o: &Value| labels.matches_object(o) && fields.matches(o);
+    let now = matches(&object);
     let item = |event_type, object| Some(Ok(WatchItem { event_type, object }));
     match event_type {
-        EventType::Deleted => {
-            let previous = seen.remove(&key);
-            if was || matches {
-                item(
+        EventType::Deleted if now => item("DELETED", object),
+        EventType::Deleted => None,
+        EventType::Added if now => item("ADDED", object),
+        EventType::Added => None,
+        EventType::Modified => {
+            // Without the earlier state (an event read back from disk whose
+            // predecessor is older than the history), it counts as unchanged.
+            let before = prev.map_or(now, matches);
+            match (before, now) {
+                (true, true) => item("MODIFIED", object),
+                (false, true) => item("ADDED", object),
+                // It left the selection: gone, for this watcher, in its last
+                // matching state at the new revision.
+                (true, false) => item(
                     "DELETED",
-                    previous.map_or(object.clone(), |p| with_revision(&p, &object)),
-                )
-            } else {
-                None
+                    prev.map_or(object.clone(), |p| with_revision(p, &object)),
+                ),
+                (false, false) => None,
             }
         }
-        EventType::Added | EventType::Modified if matches => {
-            seen.insert(key, object.clone());
-            let name = if was { event_name(event_type) } else { "ADDED" };
-            item(name, object)
-        }
-        EventType::Added | EventType::Modified => match seen.remove(&key) {
-            // It left the selection: gone, for this watcher.
-            Some(previous) => item("DELETED", with_revision(&previous, &object)),
-            None => None,
-        },
     }
 }
 
@@ -361,9 +315,8 @@ mod tests {
     fn an_object_leaving_the_selection_is_deleted_for_the_watcher() {
         let labels = Selector::parse("app=web").unwrap();
         let fields = FieldSelector::default();
-        let mut seen = HashMap::new();
-        let mut step = |t, o| {
-            transition(&mut seen, t, o, &labels, &fields)
+        let step = |t, o: Arc<Value>, prev: Option<Arc<Value>>| {
+            transition(t, o, prev.as_deref(), &labels, &fields)
                 .map(|r| r.unwrap())
                 .map(|i| {
                     (
@@ -373,21 +326,37 @@ mod tests {
                     )
                 })
         };
-        assert_eq!(step(EventType::Added, pod("a", "db", "1")), None);
+        assert_eq!(step(EventType::Added, pod("a", "db", "1"), None), None);
         // Starts matching: ADDED, as the watch cache sends it.
         assert_eq!(
-            step(EventType::Modified, pod("a", "web", "2")),
+            step(
+                EventType::Modified,
+                pod("a", "web", "2"),
+                Some(pod("a", "db", "1"))
+            ),
             Some(("ADDED", json!("web"), json!("2")))
         );
         assert_eq!(
-            step(EventType::Modified, pod("a", "web", "3")),
+            step(
+                EventType::Modified,
+                pod("a", "web", "3"),
+                Some(pod("a", "web", "2"))
+            ),
             Some(("MODIFIED", json!("web"), json!("3")))
         );
         // Stops matching: DELETED, the last matching state at the new revision.
         assert_eq!(
-            step(EventType::Modified, pod("a", "db", "4")),
+            step(
+                EventType::Modified,
+                pod("a", "db", "4"),
+                Some(pod("a", "web", "3"))
+            ),
             Some(("DELETED", json!("web"), json!("4")))
         );
-        assert_eq!(step(EventType::Deleted, pod("a", "db", "5")), None);
+        assert_eq!(step(EventType::Deleted, pod("a", "db", "5"), None), None);
+        assert_eq!(
+            step(EventType::Deleted, pod("b", "web", "6"), None),
+            Some(("DELETED", json!("web"), json!("6")))
+        );
     }
 }

@@ -59,15 +59,7 @@ fn aggregated_response(items: Vec<Value>) -> Response {
 /// One group's `APIGroupDiscovery` (the core group is `""`), built from the same
 /// resource lists the classic documents show.
 fn aggregated_group(group: &str) -> Value {
-    let mut versions: Vec<&str> = resource::ALL
-        .iter()
-        .filter(|r| r.group == group)
-        .map(|r| r.version)
-        .collect();
-    if group == super::metrics::GROUP {
-        versions.push(super::metrics::VERSION);
-    }
-    versions.dedup();
+    let versions = versions_of(group);
     let versions: Vec<Value> = versions
         .into_iter()
         .filter_map(|v| {
@@ -128,7 +120,8 @@ fn groups() -> Vec<&'static str> {
     groups
 }
 
-fn group_doc(group: &str) -> Value {
+/// The versions of `group` we serve, preferred first.
+fn versions_of(group: &str) -> Vec<&'static str> {
     let mut versions: Vec<&str> = resource::ALL
         .iter()
         .filter(|r| r.group == group)
@@ -138,6 +131,11 @@ fn group_doc(group: &str) -> Value {
         versions.push(super::metrics::VERSION);
     }
     versions.dedup();
+    versions
+}
+
+fn group_doc(group: &str) -> Value {
+    let versions = versions_of(group);
     let gvs: Vec<Value> = versions
         .iter()
         .map(|v| json!({"groupVersion": format!("{group}/{v}"), "version": v}))

@@ -38,22 +38,7 @@ const ANSWER_HEADERS: [&str; 5] = [
     "x-stream-protocol-version",
 ];
 
-/// Query parameters with repeats kept (`command=sh&command=-c`), decoded.
-fn pairs(raw: Option<&str>) -> Vec<(String, String)> {
-    raw.unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|pair| {
-            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-            let decode = |s: &str| {
-                percent_encoding::percent_decode_str(&s.replace('+', " "))
-                    .decode_utf8_lossy()
-                    .into_owned()
-            };
-            (decode(k), decode(v))
-        })
-        .collect()
-}
+use tugboat_api::query::pairs;
 
 /// The container a session is with: the one named, else the pod's
 /// `kubectl.kubernetes.io/default-container`, else its only (or first) one.
@@ -235,17 +220,6 @@ pub async fn relay(
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn repeated_parameters_are_kept_in_order() {
-        let p = pairs(Some("command=sh&command=-c&command=echo+a%26b&tty=true"));
-        let commands: Vec<&str> = p
-            .iter()
-            .filter(|(k, _)| k == "command")
-            .map(|(_, v)| v.as_str())
-            .collect();
-        assert_eq!(commands, ["sh", "-c", "echo a&b"]);
-    }
 
     #[test]
     fn the_container_is_the_named_the_default_or_the_first() {

@@ -97,6 +97,11 @@ pub struct StoreEvent {
     pub event_type: EventType,
     pub key: Key,
     pub object: Arc<Value>,
+    /// For a modification, the object before it (shared with the state it
+    /// replaced, not a copy): what a filtered watch compares with to tell an
+    /// object leaving its selection. `None` for additions and deletions, and for
+    /// events read back from disk whose earlier state is not in the history.
+    pub prev: Option<Arc<Value>>,
 }
 
 #[derive(Debug, thiserror::Error)]

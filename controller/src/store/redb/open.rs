@@ -15,6 +15,7 @@ use super::tables::{
     parse_event_type, read_compacted, resource_version,
 };
 use super::{History, Inner, RedbStore, State, Writer, as_revisions, backend};
+use crate::store::EventType;
 use crate::store::{Key, StoreError, StoreEvent, Stored};
 
 /// One row read on open that the store cannot use.
@@ -111,6 +112,8 @@ impl RedbStore {
             .map_err(|e| backend(format_args!("open history table in {location}"), e))?;
         let mut history = VecDeque::new();
         let mut history_bytes = 0usize;
+        let mut last: std::collections::HashMap<String, Arc<Value>> =
+            std::collections::HashMap::new();
         for entry in table
             .range::<u64>(..)
             .map_err(|e| backend(format_args!("read history from {location}"), e))?
@@ -126,12 +129,31 @@ impl RedbStore {
                         parse_event_type(&record.event_type),
                         Key::decode(&record.key),
                     ) {
-                        (Some(event_type), Some(key)) => Ok(StoreEvent {
-                            revision: event_revision,
-                            event_type,
-                            key,
-                            object: Arc::new(record.object),
-                        }),
+                        (Some(event_type), Some(key)) => {
+                            let object = Arc::new(record.object);
+                            // The state before a modification, when the history
+                            // holds it.
+                            let encoded = key.encode();
+                            let prev = match event_type {
+                                EventType::Modified => last.get(&encoded).cloned(),
+                                _ => None,
+                            };
+                            match event_type {
+                                EventType::Deleted => {
+                                    last.remove(&encoded);
+                                }
+                                _ => {
+                                    last.insert(encoded, Arc::clone(&object));
+                                }
+                            }
+                            Ok(StoreEvent {
+                                revision: event_revision,
+                                event_type,
+                                key,
+                                object,
+                                prev,
+                            })
+                        }
                         _ => Err("it has an unknown type or key".to_string()),
                     }
                 });
@@ -152,6 +174,7 @@ impl RedbStore {
                     compacted = compacted.max(event_revision);
                     history.clear();
                     history_bytes = 0;
+                    last.clear();
                 }
             }
         }

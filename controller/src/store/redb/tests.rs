@@ -762,3 +762,32 @@ async fn numbers_read_back_exactly_as_they_were_written() {
     let back = store.get(&key).await.unwrap().unwrap();
     assert_eq!(back.object, stored.object);
 }
+
+/// A modification carries the state it replaced (what a filtered watch needs to
+/// tell an object leaving its selection), in the live stream and in the history
+/// read back after a reopen.
+#[tokio::test]
+async fn a_modification_event_carries_the_state_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("prev.redb");
+    let key = pod_key("default", "web");
+    {
+        let store = RedbStore::open(&path, DEFAULT_HISTORY).unwrap();
+        let mut events = store.watch("pods", None, 0).await.unwrap();
+        store.create(&key, pod("web", "nginx:1")).await.unwrap();
+        store
+            .update(&key, pod("web", "nginx:2"), None)
+            .await
+            .unwrap();
+        let added = next_event(&mut events).await;
+        assert!(added.prev.is_none());
+        let modified = next_event(&mut events).await;
+        assert_eq!(modified.prev.unwrap()["spec"]["image"], "nginx:1");
+    }
+    let store = RedbStore::open(&path, DEFAULT_HISTORY).unwrap();
+    let mut replay = store.watch("pods", None, 0).await.unwrap();
+    assert!(next_event(&mut replay).await.prev.is_none());
+    let modified = next_event(&mut replay).await;
+    assert_eq!(modified.object["spec"]["image"], "nginx:2");
+    assert_eq!(modified.prev.unwrap()["spec"]["image"], "nginx:1");
+}

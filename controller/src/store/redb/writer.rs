@@ -64,6 +64,10 @@ impl Inner {
             )));
         };
 
+        let prev = match (&op, &current) {
+            (Write::Update(..), Some(c)) => Some(Arc::clone(&c.object)),
+            _ => None,
+        };
         let (event_type, object) = match op {
             Write::Create(mut object) => {
                 if current.is_some() {
@@ -151,6 +155,7 @@ impl Inner {
             event_type,
             key: key.clone(),
             object,
+            prev,
         };
         let mut state = lock(&self.state);
         let previous = state.sizes.remove(&encoded).unwrap_or(0);
