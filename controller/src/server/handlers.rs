@@ -451,7 +451,7 @@ async fn handle(
                     let shape = accept::read_shape(headers)?;
                     let include = Include::from_query(query)?;
                     let obj = registry.get(info, ns, name).await?;
-                    let body = table::object(info, &obj, shape, include);
+                    let body = table::object(info, &obj, shape, include, true);
                     Ok(respond(StatusCode::OK, &body, &[], proto))
                 }
                 (None | Some("status"), Method::PUT) => {
@@ -700,29 +700,10 @@ async fn watch(
                             shape,
                         )));
                     }
-                    let object = match shape {
-                        Shape::Json | Shape::Protobuf => json!(&*item.object),
-                        Shape::Metadata(v) => table::partial(&item.object, v),
-                        // Column definitions go with the first event only, as
-                        // kube-apiserver sends them; kubectl keeps them.
-                        Shape::Table(v) => {
-                            let rv = item
-                                .object
-                                .pointer("/metadata/resourceVersion")
-                                .cloned()
-                                .unwrap_or_default();
-                            let t = table::table(
-                                info,
-                                &[&*item.object],
-                                include,
-                                v,
-                                json!({"resourceVersion": rv}),
-                                first,
-                            );
-                            first = false;
-                            t
-                        }
-                    };
+                    // Column definitions go with the first event only, as
+                    // kube-apiserver sends them; kubectl keeps them.
+                    let object = table::object(info, &item.object, shape, include, first);
+                    first = false;
                     (item.event_type.to_string(), object)
                 }
                 Err(e) => ("ERROR".to_string(), status_object(&e)),

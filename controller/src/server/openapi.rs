@@ -134,7 +134,8 @@ pub async fn document(
             return resp;
         }
         hash => {
-            let body = if accepts_gzip(&headers) {
+            let gzip = accepts_gzip(&headers);
+            let body = if gzip {
                 Body::from(doc.gz)
             } else {
                 match decompress(doc.gz) {
@@ -150,7 +151,7 @@ pub async fn document(
             };
             resp.headers_mut()
                 .insert(header::CACHE_CONTROL, HeaderValue::from_static(cache));
-            if accepts_gzip(&headers) {
+            if gzip {
                 resp.headers_mut()
                     .insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
             }

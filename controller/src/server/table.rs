@@ -123,8 +123,15 @@ pub fn table(
     })
 }
 
-/// One object (a get) in `shape`.
-pub fn object(info: &ResourceInfo, obj: &Value, shape: Shape, include: Include) -> Value {
+/// One object (a get, or a watch event) in `shape`; a Table carries its column
+/// definitions when `with_columns` (a watch sends them with its first event only).
+pub fn object(
+    info: &ResourceInfo,
+    obj: &Value,
+    shape: Shape,
+    include: Include,
+    with_columns: bool,
+) -> Value {
     match shape {
         Shape::Json | Shape::Protobuf => obj.clone(),
         Shape::Metadata(v) => partial(obj, v),
@@ -139,7 +146,7 @@ pub fn object(info: &ResourceInfo, obj: &Value, shape: Shape, include: Include) 
                 include,
                 v,
                 json!({"resourceVersion": rv}),
-                true,
+                with_columns,
             )
         }
     }
@@ -233,9 +240,9 @@ mod tests {
     #[test]
     fn include_object_chooses_what_rows_carry() {
         let d = deployment();
-        let t = object(&DEPLOYMENTS, &d, Shape::Table("v1"), Include::Object);
+        let t = object(&DEPLOYMENTS, &d, Shape::Table("v1"), Include::Object, true);
         assert_eq!(t["rows"][0]["object"]["spec"]["replicas"], 3);
-        let t = object(&DEPLOYMENTS, &d, Shape::Table("v1"), Include::None);
+        let t = object(&DEPLOYMENTS, &d, Shape::Table("v1"), Include::None, true);
         assert!(t["rows"][0].get("object").is_none());
         let q = Query::parse(Some("includeObject=Everything")).unwrap();
         assert_eq!(Include::from_query(&q).unwrap_err().code, 400);
@@ -244,7 +251,13 @@ mod tests {
     #[test]
     fn metadata_shapes_keep_only_metadata() {
         let d = deployment();
-        let m = object(&DEPLOYMENTS, &d, Shape::Metadata("v1"), Include::Metadata);
+        let m = object(
+            &DEPLOYMENTS,
+            &d,
+            Shape::Metadata("v1"),
+            Include::Metadata,
+            true,
+        );
         assert_eq!(m["kind"], "PartialObjectMetadata");
         assert!(m.get("spec").is_none());
         let l = list(
