@@ -115,7 +115,7 @@ pub async fn busybox_image() -> anyhow::Result<()> {
 
 /// A tar build context of `(name, contents, mode)` files, with zeroed times so the
 /// engine's build cache answers a rebuild of the same files.
-fn build_context(files: &[(&str, &[u8], u32)]) -> anyhow::Result<Vec<u8>> {
+pub(crate) fn build_context(files: &[(&str, &[u8], u32)]) -> anyhow::Result<Vec<u8>> {
     let mut tar = tar::Builder::new(Vec::new());
     for (name, contents, mode) in files {
         let mut header = tar::Header::new_gnu();
@@ -603,18 +603,13 @@ impl Drop for DockerCluster {
                     .output();
             }
         }
-        // The nodes' service sandboxes (named by this test's node names).
+        // Everything on this test's nodes (named for the test): the nodes'
+        // service sandboxes, and pods of other namespaces such as a
+        // DaemonSet's in kube-system.
         for node in &self.nodes {
             let filter = format!("label=io.tugboat.node={node}");
             if let Ok(out) = std::process::Command::new("docker")
-                .args([
-                    "ps",
-                    "-aq",
-                    "--filter",
-                    &filter,
-                    "--filter",
-                    "label=io.tugboat.role",
-                ])
+                .args(["ps", "-aq", "--filter", &filter])
                 .output()
             {
                 for id in String::from_utf8_lossy(&out.stdout).split_whitespace() {

@@ -12,6 +12,7 @@ pub mod bench;
 pub mod docker;
 pub mod fake_agent;
 pub mod load;
+pub mod standin;
 
 use std::collections::HashMap;
 use std::future::Future;
