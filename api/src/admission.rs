@@ -82,6 +82,9 @@ pub fn admit(
             .warnings
             .extend(crate::unsupported::pod_spec(&spec, path));
     }
+    admitted
+        .warnings
+        .extend(kind_warnings(info, &admitted.object));
     if info.kind == "Namespace"
         && crate::pod_security::namespace_level(
             admitted
@@ -97,6 +100,45 @@ pub fn admit(
         ));
     }
     Ok(admitted)
+}
+
+/// What Tugboat stores of a kind but does not act on, named in a warning.
+fn kind_warnings(info: &ResourceInfo, object: &Value) -> Vec<String> {
+    let mut out = Vec::new();
+    match info.kind {
+        "Role" | "ClusterRole" | "RoleBinding" | "ClusterRoleBinding" => out.push(format!(
+            "{}/{} {}: stored, but not enforced: Tugboat authorizes by its admin, node and token credentials, not by RBAC yet",
+            info.group, info.version, info.kind
+        )),
+        "APIService" => out.push(format!(
+            "{}/{} APIService: stored, but Tugboat does not proxy aggregated APIs (it serves metrics.k8s.io itself)",
+            info.group, info.version
+        )),
+        "ResourceQuota" => {
+            for field in ["scopes", "scopeSelector"] {
+                if object.pointer(&format!("/spec/{field}")).is_some() {
+                    out.push(format!(
+                        "spec.{field}: accepted but not acted on by Tugboat yet (the quota counts every pod)"
+                    ));
+                }
+            }
+        }
+        "LimitRange" => {
+            let pvc = object
+                .pointer("/spec/limits")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .position(|l| l["type"] == "PersistentVolumeClaim");
+            if let Some(i) = pvc {
+                out.push(format!(
+                    "spec.limits[{i}].type: PersistentVolumeClaim limits are accepted but not acted on by Tugboat yet"
+                ));
+            }
+        }
+        _ => {}
+    }
+    out
 }
 
 fn admit_kind(
