@@ -146,6 +146,50 @@ async fn deleting_a_deployment_deletes_its_replica_sets_and_pods() -> anyhow::Re
     tc.stop().await
 }
 
+/// Owner references work across kinds, as users set them: a ConfigMap owned
+/// by a Secret goes with it, one owned by something that lives stays.
+#[tokio::test]
+async fn objects_of_any_kind_go_with_their_owner() -> anyhow::Result<()> {
+    use tugboat_api::resource::{CONFIGMAPS, SECRETS};
+    let tc = TestController::start().await?;
+    let c = &tc.client;
+    let owner = c
+        .create(
+            &SECRETS,
+            Some("default"),
+            &json!({"metadata": {"name": "owner"}, "stringData": {"k": "v"}}),
+        )
+        .await?;
+    let keeper = c
+        .create(
+            &SECRETS,
+            Some("default"),
+            &json!({"metadata": {"name": "keeper"}}),
+        )
+        .await?;
+    for (name, o) in [("owned", &owner), ("kept", &keeper)] {
+        let reference = json!([{"apiVersion": "v1", "kind": "Secret",
+            "name": o["metadata"]["name"], "uid": o["metadata"]["uid"]}]);
+        c.create(
+            &CONFIGMAPS,
+            Some("default"),
+            &json!({"metadata": {"name": name, "ownerReferences": reference}}),
+        )
+        .await?;
+    }
+    c.delete(&SECRETS, Some("default"), "owner").await?;
+    eventually("the owned ConfigMap is collected", || async {
+        c.get(&CONFIGMAPS, Some("default"), "owned")
+            .await
+            .err()
+            .filter(|e| e.is_not_found())
+            .map(|_| ())
+    })
+    .await?;
+    c.get(&CONFIGMAPS, Some("default"), "kept").await?;
+    tc.stop().await
+}
+
 #[tokio::test]
 async fn orphan_propagation_keeps_the_dependents() -> anyhow::Result<()> {
     let tc = TestController::start().await?;

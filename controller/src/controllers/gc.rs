@@ -18,27 +18,29 @@ use crate::registry::{DeleteOptions, Registry};
 
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
-/// Kinds that own others in Tugboat today.
-const OWNER_KINDS: &[&ResourceInfo] = &[
-    &resource::DEPLOYMENTS,
-    &resource::REPLICASETS,
-    &resource::SERVICES,
-];
+/// Kinds whose deletion may orphan others: every namespaced kind (a Job owns
+/// its pods, a CronJob its Jobs, and users set owner references on anything),
+/// and Nodes (a node's Lease is owned by its Node).
+fn owner_kinds() -> impl Iterator<Item = &'static ResourceInfo> {
+    resource::ALL
+        .iter()
+        .copied()
+        .filter(|r| (r.namespaced && r.kind != "Event") || r.kind == "Node")
+}
 
-/// Kinds whose objects have owners in Tugboat today (a Service owns its
-/// EndpointSlices and Endpoints).
-const DEPENDENT_KINDS: &[&ResourceInfo] = &[
-    &resource::REPLICASETS,
-    &resource::PODS,
-    &resource::ENDPOINTSLICES,
-    &resource::ENDPOINTS,
-];
+/// Kinds whose objects may have owners: every namespaced kind but Events.
+fn dependent_kinds() -> impl Iterator<Item = &'static ResourceInfo> {
+    resource::ALL
+        .iter()
+        .copied()
+        .filter(|r| r.namespaced && r.kind != "Event")
+}
 
 pub async fn run(registry: Arc<Registry>, shutdown: CancellationToken) {
     let (tx, mut rx) = tokio::sync::mpsc::channel::<Option<String>>(1024);
     // The watches live in this task: they stop when the collector does.
     let mut watches = tokio::task::JoinSet::new();
-    for info in OWNER_KINDS {
+    for info in owner_kinds() {
         watches.spawn(watch_deletions(registry.clone(), info, tx.clone()));
     }
     drop(tx);
@@ -97,14 +99,17 @@ async fn sweep_all(registry: &Registry) -> Result<(), ApiError> {
 /// Deletes, in `ns`, every object with owner references none of which still exists.
 async fn sweep(registry: &Registry, ns: &str) -> Result<(), ApiError> {
     let mut live: HashSet<String> = HashSet::new();
-    for info in OWNER_KINDS {
+    // Owners in the namespace, and cluster-scoped ones (Kubernetes lets a
+    // namespaced object be owned by a cluster-scoped one).
+    let cluster_scoped = resource::ALL.iter().copied().filter(|r| !r.namespaced);
+    for info in dependent_kinds().chain(cluster_scoped) {
         for obj in registry.list_all(info, Some(ns)).await? {
             if let Some(uid) = meta::uid(&obj) {
                 live.insert(uid.to_string());
             }
         }
     }
-    for info in DEPENDENT_KINDS {
+    for info in dependent_kinds() {
         for obj in registry.list_all(info, Some(ns)).await? {
             let owners = meta::owner_uids(&obj);
             if owners.is_empty()
