@@ -28,7 +28,10 @@ use serde_json::Value;
 
 use crate::duration::{since_micro, since_time};
 
+pub use batch::job_status;
+pub use config::quota_usage;
 pub use pod::{PodSummary, pod_summary};
+pub use rbac::subjects_strings;
 pub use service::{endpoints_string, external_ip, load_balancer_string, port_string};
 
 /// How a table is laid out: `-o wide` adds columns, `-A` puts NAMESPACE first.
