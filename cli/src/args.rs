@@ -837,6 +837,135 @@ pub enum CreateCommand {
         /// Name of the new namespace.
         name: String,
     },
+    /// Create a ConfigMap from literal values, files, directories or env files.
+    #[command(name = "configmap", alias = "cm")]
+    ConfigMap(CreateConfigMapArgs),
+    /// Create a Secret: `generic`, `tls` or `docker-registry`.
+    Secret {
+        #[command(subcommand)]
+        what: CreateSecretCommand,
+    },
+    /// Create a ServiceAccount.
+    #[command(name = "serviceaccount", alias = "sa")]
+    ServiceAccount {
+        /// Name of the new service account.
+        name: String,
+        #[command(flatten)]
+        common: CreateCommon,
+    },
+}
+
+/// What every `create KIND` takes besides its data: whether to only show the
+/// object, and how to print it.
+#[derive(Debug, Args)]
+pub struct CreateCommon {
+    /// `client`: print the object without sending it; `server`: have the server
+    /// check it without storing it; `none`: create it.
+    #[arg(long, value_enum, default_value_t = DryRun::None, num_args = 0..=1,
+          default_missing_value = "client", require_equals = true, value_name = "STRATEGY")]
+    pub dry_run: DryRun,
+
+    /// Print the object (`json`, `yaml`) or its `kind/name` (`name`) instead of
+    /// `kind/name created`.
+    #[arg(short = 'o', long, value_enum, value_name = "FORMAT")]
+    pub output: Option<CreateOutput>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DryRun {
+    None,
+    Client,
+    Server,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum CreateOutput {
+    Json,
+    Yaml,
+    Name,
+}
+
+/// Where a ConfigMap's or generic Secret's keys come from (kubectl's flags).
+#[derive(Debug, Args)]
+pub struct DataSources {
+    /// `KEY=VALUE`: a key and its literal value (repeatable).
+    #[arg(long = "from-literal", value_name = "KEY=VALUE")]
+    pub literals: Vec<String>,
+
+    /// `[KEY=]PATH`: a file's content under KEY (default: the file's name), or
+    /// every file of a directory under its name (repeatable).
+    #[arg(long = "from-file", value_name = "[KEY=]PATH")]
+    pub files: Vec<String>,
+
+    /// A file of `KEY=VALUE` lines (blank lines and `#` comments skipped; a bare
+    /// `KEY` takes its value from the environment) (repeatable).
+    #[arg(long = "from-env-file", value_name = "PATH")]
+    pub env_files: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct CreateConfigMapArgs {
+    /// Name of the new ConfigMap.
+    pub name: String,
+    #[command(flatten)]
+    pub data: DataSources,
+    #[command(flatten)]
+    pub common: CreateCommon,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CreateSecretCommand {
+    /// A Secret from literal values, files, directories or env files.
+    Generic {
+        /// Name of the new Secret.
+        name: String,
+        #[command(flatten)]
+        data: DataSources,
+        /// The Secret's type (default `Opaque`).
+        #[arg(long = "type", value_name = "TYPE")]
+        type_: Option<String>,
+        #[command(flatten)]
+        common: CreateCommon,
+    },
+    /// A `kubernetes.io/tls` Secret from a PEM certificate and key.
+    Tls {
+        /// Name of the new Secret.
+        name: String,
+        /// The PEM certificate (chain) file.
+        #[arg(long, value_name = "PATH")]
+        cert: String,
+        /// The PEM private key file.
+        #[arg(long, value_name = "PATH")]
+        key: String,
+        #[command(flatten)]
+        common: CreateCommon,
+    },
+    /// A `kubernetes.io/dockerconfigjson` Secret: registry credentials for
+    /// image pulls.
+    #[command(name = "docker-registry")]
+    DockerRegistry {
+        /// Name of the new Secret.
+        name: String,
+        /// The registry.
+        #[arg(
+            long,
+            default_value = "https://index.docker.io/v1/",
+            value_name = "URL"
+        )]
+        docker_server: String,
+        #[arg(long, value_name = "USER")]
+        docker_username: Option<String>,
+        #[arg(long, value_name = "PASSWORD")]
+        docker_password: Option<String>,
+        #[arg(long, value_name = "EMAIL")]
+        docker_email: Option<String>,
+        /// `[KEY=]PATH` of an existing docker config file, instead of the
+        /// `--docker-*` flags (repeatable).
+        #[arg(long = "from-file", value_name = "[KEY=]PATH")]
+        files: Vec<String>,
+        #[command(flatten)]
+        common: CreateCommon,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -12,12 +12,20 @@ pub struct Target {
     pub name: Option<String>,
 }
 
-/// What `all` means, as kubectl's `all` category: the workloads, not the cluster's
-/// plumbing (nodes, namespaces, events).
-const ALL_CATEGORY: [&ResourceInfo; 3] = [
+/// What `all` means, as kubectl's `all` category (the kinds discovery lists in
+/// category `all`): the workloads and their Services and autoscalers, not the
+/// cluster's plumbing (nodes, namespaces, events) nor configuration. In the
+/// order kubectl prints them: core kinds first, then by group.
+const ALL_CATEGORY: [&ResourceInfo; 9] = [
     &resource::PODS,
+    &resource::REPLICATIONCONTROLLERS,
+    &resource::SERVICES,
+    &resource::DAEMONSETS,
     &resource::DEPLOYMENTS,
     &resource::REPLICASETS,
+    &resource::HORIZONTALPODAUTOSCALERS,
+    &resource::CRONJOBS,
+    &resource::JOBS,
 ];
 
 /// The resource a user means by `name`, or an error listing what there is.
@@ -175,7 +183,20 @@ mod tests {
             .into_iter()
             .map(|t| t.resource)
             .collect();
-        assert_eq!(all, vec![&PODS, &DEPLOYMENTS, &REPLICASETS]);
+        assert_eq!(all.len(), 9);
+        assert_eq!(all[0], &PODS);
+        for kind in [
+            "ReplicationController",
+            "Service",
+            "DaemonSet",
+            "Job",
+            "CronJob",
+        ] {
+            assert!(all.iter().any(|r| r.kind == kind), "{kind} is in `all`");
+        }
+        for short in ["cm", "sa", "ds", "rc", "cj", "quota", "limits"] {
+            assert!(resource_type(short).is_ok(), "{short}");
+        }
     }
 
     #[test]

@@ -1,26 +1,37 @@
 //! The columns of `kubectl get` and `tug get`, computed the way kube-apiserver's
 //! printers compute them (the server answers `as=Table` with them): a
 //! deployment's READY, a pod's STATUS and RESTARTS, a node's STATUS and ROLES, an
-//! event's LAST SEEN and OBJECT, a service's PORT(S) and EXTERNAL-IP.
+//! event's LAST SEEN and OBJECT, a service's PORT(S) and EXTERNAL-IP. One
+//! submodule per area (workloads, batch, config, rbac, …) holds its kinds' column
+//! definitions and rows; this module dispatches on the kind. A kind Kubernetes has
+//! no printer for (LimitRange, Role, ClusterRole) gets kube-apiserver's default
+//! table: NAME and CREATED AT.
 
+mod apiservice;
+mod batch;
+mod config;
 mod hpa;
 mod pod;
+mod rbac;
 mod service;
+mod workloads;
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::ResourceInfo;
 use jiff::Timestamp;
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Container, Event, Namespace, Node, PodTemplateSpec};
+use k8s_openapi::api::core::v1::{Event, Namespace, Node};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::duration::{since_micro, since_time};
 
+pub use batch::job_status;
+pub use config::quota_usage;
 pub use pod::{PodSummary, pod_summary};
+pub use rbac::subjects_strings;
 pub use service::{endpoints_string, external_ip, load_balancer_string, port_string};
 
 /// How a table is laid out: `-o wide` adds columns, `-A` puts NAMESPACE first.
@@ -39,6 +50,11 @@ pub struct Layout {
 pub enum CellType {
     String,
     Integer,
+    /// Printed as `True`/`False` (or `<unset>`); the cell is that text, as
+    /// kube-apiserver's `printBoolPtr` makes it.
+    Boolean,
+    /// An RFC 3339 timestamp (the default table's CREATED AT).
+    Date,
 }
 
 impl CellType {
@@ -46,6 +62,8 @@ impl CellType {
         match self {
             CellType::String => "string",
             CellType::Integer => "integer",
+            CellType::Boolean => "boolean",
+            CellType::Date => "date",
         }
     }
 }
@@ -78,6 +96,15 @@ const fn int(name: &'static str, description: &'static str) -> Column {
     }
 }
 
+const fn boolean(name: &'static str, description: &'static str) -> Column {
+    Column {
+        name,
+        cell: CellType::Boolean,
+        priority: 0,
+        description,
+    }
+}
+
 const fn wide(c: Column) -> Column {
     Column { priority: 1, ..c }
 }
@@ -101,51 +128,34 @@ const IMAGES: Column = wide(col(
     "Images referenced by each container in the template.",
 ));
 const SELECTOR: Column = wide(col("Selector", "Label selector for pods."));
+/// kube-apiserver's default table (a kind without a printer): its name and when
+/// it was made.
+const DEFAULT_COLUMNS: &[Column] = &[
+    NAME,
+    Column {
+        name: "Created At",
+        cell: CellType::Date,
+        priority: 0,
+        description: "CreationTimestamp is a timestamp representing the server time when this object was created.",
+    },
+];
 
 /// The columns of `r`, in kube-apiserver's order (priority-1 columns among them,
 /// as Kubernetes' printers list them).
 pub fn columns(r: &ResourceInfo) -> &'static [Column] {
     match r.kind {
-        "Deployment" => {
-            const {
-                &[
-                    NAME,
-                    col("Ready", "Number of the pod with ready state"),
-                    int(
-                        "Up-to-date",
-                        "Total number of non-terminated pods targeted by this deployment that have the desired template spec.",
-                    ),
-                    int(
-                        "Available",
-                        "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.",
-                    ),
-                    AGE,
-                    CONTAINERS,
-                    IMAGES,
-                    SELECTOR,
-                ]
-            }
-        }
-        "ReplicaSet" => {
-            const {
-                &[
-                    NAME,
-                    int("Desired", "Replicas is the number of desired replicas."),
-                    int(
-                        "Current",
-                        "Replicas is the most recently observed number of replicas.",
-                    ),
-                    int(
-                        "Ready",
-                        "The number of ready replicas for this replica set.",
-                    ),
-                    AGE,
-                    CONTAINERS,
-                    IMAGES,
-                    SELECTOR,
-                ]
-            }
-        }
+        "Deployment" => workloads::DEPLOYMENT,
+        "ReplicaSet" => workloads::REPLICA_SET,
+        "ReplicationController" => workloads::REPLICATION_CONTROLLER,
+        "DaemonSet" => workloads::DAEMON_SET,
+        "Job" => batch::JOB,
+        "CronJob" => batch::CRON_JOB,
+        "ConfigMap" => config::CONFIG_MAP,
+        "Secret" => config::SECRET,
+        "ServiceAccount" => config::SERVICE_ACCOUNT,
+        "ResourceQuota" => config::RESOURCE_QUOTA,
+        "RoleBinding" | "ClusterRoleBinding" => rbac::ROLE_BINDING,
+        "APIService" => apiservice::API_SERVICE,
         "Pod" => {
             const {
                 &[
@@ -293,7 +303,7 @@ pub fn columns(r: &ResourceInfo) -> &'static [Column] {
             }
         }
         "Lease" => const { &[NAME, col("Holder", "The holder of the lease."), AGE] },
-        _ => &[NAME, AGE],
+        _ => DEFAULT_COLUMNS,
     }
 }
 
@@ -326,8 +336,19 @@ pub fn cells(r: &ResourceInfo, obj: &Value, now: Timestamp) -> Result<Vec<String
         now,
     };
     Ok(match r.kind {
-        "Deployment" => deployment_row(&decode(obj)?, &layout),
-        "ReplicaSet" => replica_set_row(&decode(obj)?, &layout),
+        "Deployment" => workloads::deployment_row(&decode(obj)?, &layout),
+        "ReplicaSet" => workloads::replica_set_row(&decode(obj)?, &layout),
+        "ReplicationController" => workloads::replication_controller_row(&decode(obj)?, &layout),
+        "DaemonSet" => workloads::daemon_set_row(&decode(obj)?, &layout),
+        "Job" => batch::job_row(&decode(obj)?, &layout),
+        "CronJob" => batch::cron_job_row(&decode(obj)?, &layout),
+        "ConfigMap" => config::config_map_row(&decode(obj)?, &layout),
+        "Secret" => config::secret_row(&decode(obj)?, &layout),
+        "ServiceAccount" => config::service_account_row(&decode(obj)?, &layout),
+        "ResourceQuota" => config::resource_quota_row(&decode(obj)?, &layout),
+        "RoleBinding" => rbac::role_binding_row(&decode(obj)?, &layout),
+        "ClusterRoleBinding" => rbac::cluster_role_binding_row(&decode(obj)?, &layout),
+        "APIService" => apiservice::api_service_row(&decode(obj)?, &layout),
         "Pod" => pod::pod_row(&decode(obj)?, &layout),
         "Node" => node_row(&decode(obj)?, &layout),
         "Event" => event_row(&decode(obj)?, &layout),
@@ -345,7 +366,7 @@ pub fn cells(r: &ResourceInfo, obj: &Value, now: Timestamp) -> Result<Vec<String
                 })?,
                 None => ObjectMeta::default(),
             };
-            vec![name(&meta), age(&meta, &layout)]
+            vec![name(&meta), created_at(&meta)]
         }
     })
 }
@@ -415,71 +436,19 @@ fn age(meta: &ObjectMeta, layout: &Layout) -> String {
     since_time(meta.creation_timestamp.as_ref(), layout.now)
 }
 
+/// The default table's CREATED AT: the creation time in RFC 3339, UTC.
+fn created_at(meta: &ObjectMeta) -> String {
+    meta.creation_timestamp
+        .as_ref()
+        .map(|t| t.0.strftime("%Y-%m-%dT%H:%M:%SZ").to_string())
+        .unwrap_or_default()
+}
+
 fn or_none(s: Option<&str>) -> String {
     match s {
         Some(s) if !s.is_empty() => s.to_string(),
         _ => "<none>".to_string(),
     }
-}
-
-fn deployment_row(d: &Deployment, layout: &Layout) -> Vec<String> {
-    let spec = d.spec.as_ref();
-    let status = d.status.clone().unwrap_or_default();
-    let desired = spec.and_then(|s| s.replicas).unwrap_or(1);
-    let mut cells = vec![
-        name(&d.metadata),
-        format!("{}/{}", status.ready_replicas.unwrap_or(0), desired),
-        status.updated_replicas.unwrap_or(0).to_string(),
-        status.available_replicas.unwrap_or(0).to_string(),
-        age(&d.metadata, layout),
-    ];
-    if layout.wide {
-        cells.extend(template_columns(
-            spec.map(|s| &s.template),
-            spec.map(|s| &s.selector),
-        ));
-    }
-    cells
-}
-
-fn replica_set_row(rs: &ReplicaSet, layout: &Layout) -> Vec<String> {
-    let spec = rs.spec.as_ref();
-    let status = rs.status.clone().unwrap_or_default();
-    let mut cells = vec![
-        name(&rs.metadata),
-        spec.and_then(|s| s.replicas).unwrap_or(1).to_string(),
-        status.replicas.to_string(),
-        status.ready_replicas.unwrap_or(0).to_string(),
-        age(&rs.metadata, layout),
-    ];
-    if layout.wide {
-        cells.extend(template_columns(
-            spec.and_then(|s| s.template.as_ref()),
-            spec.map(|s| &s.selector),
-        ));
-    }
-    cells
-}
-
-/// CONTAINERS, IMAGES and SELECTOR of a workload.
-fn template_columns(
-    template: Option<&PodTemplateSpec>,
-    selector: Option<&LabelSelector>,
-) -> [String; 3] {
-    let containers: &[Container] = template
-        .and_then(|t| t.spec.as_ref())
-        .map(|s| s.containers.as_slice())
-        .unwrap_or_default();
-    let names: Vec<&str> = containers.iter().map(|c| c.name.as_str()).collect();
-    let images: Vec<&str> = containers
-        .iter()
-        .map(|c| c.image.as_deref().unwrap_or(""))
-        .collect();
-    [
-        names.join(","),
-        images.join(","),
-        or_none(selector.map(selector_string).as_deref()),
-    ]
 }
 
 /// A label selector as apimachinery prints it: `app=web,tier in (a,b),!legacy`,

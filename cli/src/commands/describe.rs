@@ -5,13 +5,15 @@
 
 use anyhow::Context as _;
 use jiff::Timestamp;
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Event, Namespace, Node, Pod, Service};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{
+    Event, Namespace, Node, Pod, ReplicationController, Secret, Service,
+};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
-use tugboat_api::resource::{ENDPOINTSLICES, EVENTS, PODS, REPLICASETS};
+use tugboat_api::resource::{ENDPOINTSLICES, EVENTS, PODS, REPLICASETS, SECRETS};
 use tugboat_api::{Client, ListParams, ResourceInfo};
 
 use crate::args::DescribeArgs;
@@ -157,6 +159,42 @@ async fn describe_one(
                 .context("listing the replica set's pods")?;
             describe::replica_set(&rs, &pods, &events(client, r, ns, &name).await, now)
         }
+        "ReplicationController" => {
+            let rc: ReplicationController = decode(r, obj)?;
+            let selector = rc.spec.as_ref().and_then(|s| s.selector.as_ref());
+            let pods = pods_matching(client, ns, selector).await?;
+            describe::replication_controller(&rc, &pods, &events(client, r, ns, &name).await, now)
+        }
+        "DaemonSet" => {
+            let ds: DaemonSet = decode(r, obj)?;
+            let selector = ds
+                .spec
+                .as_ref()
+                .and_then(|s| s.selector.match_labels.as_ref());
+            let pods = pods_matching(client, ns, selector).await?;
+            describe::daemon_set(&ds, &pods, &events(client, r, ns, &name).await, now)
+        }
+        "Job" => describe::job(&decode(r, obj)?, &events(client, r, ns, &name).await, now),
+        "CronJob" => describe::cron_job(&decode(r, obj)?, &events(client, r, ns, &name).await, now),
+        "ConfigMap" => {
+            describe::config_map(&decode(r, obj)?, &events(client, r, ns, &name).await, now)
+        }
+        // As kubectl: a Secret's describe has no events, and never its values.
+        "Secret" => describe::secret(&decode(r, obj)?),
+        "ServiceAccount" => {
+            let secrets: Vec<Secret> = client
+                .list_as(&SECRETS, ns, &ListParams::default())
+                .await
+                .context("listing the service account's secrets")?;
+            describe::service_account(
+                &decode(r, obj)?,
+                &secrets,
+                &events(client, r, ns, &name).await,
+                now,
+            )
+        }
+        "ResourceQuota" => describe::resource_quota(&decode(r, obj)?),
+        "LimitRange" => describe::limit_range(&decode(r, obj)?),
         "Pod" => describe::pod(&decode(r, obj)?, &events(client, r, ns, &name).await, now),
         "Node" => {
             let node: Node = decode(r, obj)?;
@@ -191,6 +229,35 @@ async fn describe_one(
         }
         _ => describe::generic(&meta, &events(client, r, ns, &name).await, now),
     })
+}
+
+/// The pods whose labels include `selector` (a workload's `matchLabels`).
+async fn pods_matching(
+    client: &Client,
+    ns: Option<&str>,
+    selector: Option<&std::collections::BTreeMap<String, String>>,
+) -> anyhow::Result<Vec<Pod>> {
+    let selector = selector
+        .map(|labels| {
+            labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .filter(|s| !s.is_empty());
+    // No selector selects nothing (not every pod).
+    let Some(selector) = selector else {
+        return Ok(Vec::new());
+    };
+    let params = ListParams {
+        label_selector: Some(selector),
+        field_selector: None,
+    };
+    client
+        .list_as(&PODS, ns, &params)
+        .await
+        .context("listing the workload's pods")
 }
 
 /// The events about an object. Describing goes on without them if they cannot be

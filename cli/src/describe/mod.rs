@@ -4,6 +4,8 @@
 //! the object and what was fetched alongside it (replica sets, pods, events); this
 //! module holds the parts every describer shares, one submodule per kind of object.
 
+mod batch;
+mod config;
 mod node;
 mod pod;
 mod service;
@@ -21,10 +23,14 @@ use crate::duration::{rfc1123, since_micro, since_time};
 use crate::merge::LAST_APPLIED;
 use crate::table::TabWriter;
 
+pub use batch::{cron_job, job};
+pub use config::{config_map, limit_range, resource_quota, secret, service_account};
 pub use node::{format_cpu, format_memory, node, parse_quantity};
 pub use pod::pod;
 pub use service::{endpoint_slice, endpoints, service, slice_endpoints};
-pub use workloads::{deployment, replica_set, split_replica_sets};
+pub use workloads::{
+    daemon_set, deployment, replica_set, replication_controller, split_replica_sets,
+};
 
 /// Annotations longer than this are printed on their own lines, cut to fit.
 const MAX_ANNOTATION_LEN: usize = 140;

@@ -1,14 +1,15 @@
-//! Deployments and replica sets: replicas, strategy, the pod template, conditions,
-//! and which replica sets or pods belong to them.
+//! Deployments, replica sets, replication controllers and daemon sets: replicas (or
+//! nodes), strategy, the pod template, conditions, and which replica sets or pods
+//! belong to them.
 
 use jiff::Timestamp;
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
-use k8s_openapi::api::core::v1::{Event, Pod, PodTemplateSpec};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
+use k8s_openapi::api::core::v1::{Event, Pod, PodTemplateSpec, ReplicationController};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::template::{int_or_string, pod_template};
 use super::{Writer, annotations, controlled_by, events, labels, none_if_empty, time};
-use crate::columns::selector_string;
+use crate::columns::{labels_string, selector_string};
 
 fn replica_sets_summary(sets: &[&ReplicaSet]) -> String {
     if sets.is_empty() {
@@ -246,6 +247,135 @@ pub fn replica_set(rs: &ReplicaSet, pods: &[Pod], evs: &[Event], now: Timestamp)
     w.finish()
 }
 
+/// A ReplicationController: a replica set with a plain label selector.
+pub fn replication_controller(
+    rc: &ReplicationController,
+    pods: &[Pod],
+    evs: &[Event],
+    now: Timestamp,
+) -> String {
+    let mut w = Writer::default();
+    let m = &rc.metadata;
+    let spec = rc.spec.clone().unwrap_or_default();
+    let status = rc.status.clone().unwrap_or_default();
+    w.line(0, &format!("Name:\t{}", m.name.as_deref().unwrap_or("")));
+    w.line(
+        0,
+        &format!("Namespace:\t{}", m.namespace.as_deref().unwrap_or("")),
+    );
+    w.line(
+        0,
+        &format!(
+            "Selector:\t{}",
+            none_if_empty(&labels_string(spec.selector.as_ref()))
+        ),
+    );
+    labels(&mut w, "Labels", m.labels.as_ref());
+    annotations(&mut w, "Annotations", m.annotations.as_ref());
+    w.line(
+        0,
+        &format!(
+            "Replicas:\t{} current / {} desired",
+            status.replicas,
+            spec.replicas.unwrap_or(1)
+        ),
+    );
+    w.line(
+        0,
+        &format!("Pods Status:\t{}", pods_status(pods, m.uid.as_deref())),
+    );
+    pod_template(&mut w, spec.template.as_ref());
+    if let Some(conditions) = status.conditions.as_ref().filter(|c| !c.is_empty()) {
+        w.line(0, "Conditions:");
+        w.line(1, "Type\tStatus\tReason");
+        w.line(1, "----\t------\t------");
+        for c in conditions {
+            w.line(
+                1,
+                &format!(
+                    "{} \t{}\t{}",
+                    c.type_,
+                    c.status,
+                    c.reason.as_deref().unwrap_or("")
+                ),
+            );
+        }
+    }
+    events(&mut w, evs, now);
+    w.finish()
+}
+
+/// A DaemonSet: its node selector and how many nodes run its pod.
+pub fn daemon_set(ds: &DaemonSet, pods: &[Pod], evs: &[Event], now: Timestamp) -> String {
+    let mut w = Writer::default();
+    let m = &ds.metadata;
+    let spec = ds.spec.clone().unwrap_or_default();
+    let status = ds.status.clone().unwrap_or_default();
+    w.line(0, &format!("Name:\t{}", m.name.as_deref().unwrap_or("")));
+    w.line(
+        0,
+        &format!(
+            "Selector:\t{}",
+            none_if_empty(&selector_string(&spec.selector))
+        ),
+    );
+    let node_selector = labels_string(
+        spec.template
+            .spec
+            .as_ref()
+            .and_then(|s| s.node_selector.as_ref()),
+    );
+    w.line(
+        0,
+        &format!("Node-Selector:\t{}", none_if_empty(&node_selector)),
+    );
+    labels(&mut w, "Labels", m.labels.as_ref());
+    annotations(&mut w, "Annotations", m.annotations.as_ref());
+    // kubectl writes these without a tab: they stand apart from the aligned block.
+    w.line(
+        0,
+        &format!(
+            "Desired Number of Nodes Scheduled: {}",
+            status.desired_number_scheduled
+        ),
+    );
+    w.line(
+        0,
+        &format!(
+            "Current Number of Nodes Scheduled: {}",
+            status.current_number_scheduled
+        ),
+    );
+    w.line(
+        0,
+        &format!(
+            "Number of Nodes Scheduled with Up-to-date Pods: {}",
+            status.updated_number_scheduled.unwrap_or(0)
+        ),
+    );
+    w.line(
+        0,
+        &format!(
+            "Number of Nodes Scheduled with Available Pods: {}",
+            status.number_available.unwrap_or(0)
+        ),
+    );
+    w.line(
+        0,
+        &format!(
+            "Number of Nodes Misscheduled: {}",
+            status.number_misscheduled
+        ),
+    );
+    w.line(
+        0,
+        &format!("Pods Status:\t{}", pods_status(pods, m.uid.as_deref())),
+    );
+    pod_template(&mut w, Some(&spec.template));
+    events(&mut w, evs, now);
+    w.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -335,5 +465,66 @@ mod tests {
             assert!(text.contains(expected), "missing {expected:?} in\n{text}");
         }
         assert!(!text.contains(LAST_APPLIED), "{text}");
+    }
+
+    fn pod(name: &str, owner: &str, phase: &str) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": "default",
+                         "ownerReferences": [{"apiVersion": "v1", "kind": "X", "name": "x", "uid": owner, "controller": true}]},
+            "status": {"phase": phase}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_daemon_set_says_how_many_nodes_run_it() {
+        let ds: DaemonSet = serde_json::from_value(json!({
+            "metadata": {"name": "agent", "namespace": "default", "uid": "ds1"},
+            "spec": {"selector": {"matchLabels": {"app": "agent"}},
+                     "template": {"metadata": {"labels": {"app": "agent"}},
+                                  "spec": {"nodeSelector": {"disk": "ssd"},
+                                           "containers": [{"name": "agent", "image": "agent:1"}]}}},
+            "status": {"desiredNumberScheduled": 2, "currentNumberScheduled": 2, "numberReady": 1,
+                       "updatedNumberScheduled": 2, "numberAvailable": 1, "numberMisscheduled": 0}
+        }))
+        .unwrap();
+        let pods = [
+            pod("agent-a", "ds1", "Running"),
+            pod("agent-b", "ds1", "Pending"),
+            pod("other", "zz", "Running"),
+        ];
+        let text = daemon_set(&ds, &pods, &[], now());
+        for expected in [
+            "Name:           agent\n",
+            "Selector:       app=agent\n",
+            "Node-Selector:  disk=ssd\n",
+            "Desired Number of Nodes Scheduled: 2\n",
+            "Number of Nodes Scheduled with Available Pods: 1\n",
+            "Number of Nodes Misscheduled: 0\n",
+            "Pods Status:  1 Running / 1 Waiting / 0 Succeeded / 0 Failed\n",
+            "    Image:         agent:1\n",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+        }
+    }
+
+    #[test]
+    fn a_replication_controller_reads_like_a_replica_set() {
+        let rc: ReplicationController = serde_json::from_value(json!({
+            "metadata": {"name": "old", "namespace": "default", "uid": "rc1"},
+            "spec": {"replicas": 2, "selector": {"app": "old"},
+                     "template": {"metadata": {"labels": {"app": "old"}},
+                                  "spec": {"containers": [{"name": "web", "image": "nginx"}]}}},
+            "status": {"replicas": 1}
+        }))
+        .unwrap();
+        let text = replication_controller(&rc, &[pod("old-a", "rc1", "Running")], &[], now());
+        for expected in [
+            "Selector:     app=old\n",
+            "Replicas:     1 current / 2 desired\n",
+            "Pods Status:  1 Running / 0 Waiting / 0 Succeeded / 0 Failed\n",
+        ] {
+            assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+        }
     }
 }

@@ -109,12 +109,16 @@ fn aggregated_group(group: &str) -> Value {
 }
 
 fn groups() -> Vec<&'static str> {
-    let mut groups: Vec<&str> = resource::ALL
-        .iter()
-        .map(|r| r.group)
-        .filter(|g| !g.is_empty())
-        .collect();
-    groups.dedup();
+    // Each group once, in first-served order: a group's kinds need not be
+    // adjacent in `resource::ALL` (apps has DaemonSet far from Deployment), and a
+    // group listed twice makes kubectl see each of its kinds twice ("matches
+    // multiple kinds").
+    let mut groups: Vec<&str> = Vec::new();
+    for r in resource::ALL {
+        if !r.group.is_empty() && !groups.contains(&r.group) {
+            groups.push(r.group);
+        }
+    }
     // Served from memory, not the store (see `metrics`).
     groups.push(super::metrics::GROUP);
     groups
@@ -122,15 +126,15 @@ fn groups() -> Vec<&'static str> {
 
 /// The versions of `group` we serve, preferred first.
 fn versions_of(group: &str) -> Vec<&'static str> {
-    let mut versions: Vec<&str> = resource::ALL
-        .iter()
-        .filter(|r| r.group == group)
-        .map(|r| r.version)
-        .collect();
-    if group == super::metrics::GROUP {
+    let mut versions: Vec<&str> = Vec::new();
+    for r in resource::ALL.iter().filter(|r| r.group == group) {
+        if !versions.contains(&r.version) {
+            versions.push(r.version);
+        }
+    }
+    if group == super::metrics::GROUP && !versions.contains(&super::metrics::VERSION) {
         versions.push(super::metrics::VERSION);
     }
-    versions.dedup();
     versions
 }
 
@@ -226,4 +230,24 @@ pub fn resource_list(group: &str, version: &str) -> Option<Value> {
     Some(
         json!({"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources}),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_group_and_version_is_listed_once() {
+        let gs = groups();
+        for g in &gs {
+            assert_eq!(gs.iter().filter(|x| *x == g).count(), 1, "{g} listed twice");
+            let vs = versions_of(g);
+            assert!(!vs.is_empty(), "{g} has no version");
+            for v in &vs {
+                assert_eq!(vs.iter().filter(|x| *x == v).count(), 1, "{g}/{v} twice");
+            }
+        }
+        // apps' kinds are not adjacent in the resource table; it is still one group.
+        assert!(gs.contains(&"apps"));
+    }
 }

@@ -72,7 +72,7 @@ fn row(info: &ResourceInfo, obj: &Value, include: Include, version: &str, now: T
                     .parse::<i64>()
                     .map(Value::from)
                     .unwrap_or(Value::String(cell)),
-                CellType::String => Value::String(cell),
+                CellType::String | CellType::Boolean | CellType::Date => Value::String(cell),
             })
             .collect(),
         // A stored object always decodes; should one not, its row still names it.
