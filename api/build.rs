@@ -9,6 +9,9 @@ fn main() {
         "api/autoscaling/v2/generated.proto",
         "api/coordination/v1/generated.proto",
         "api/discovery/v1/generated.proto",
+        "api/batch/v1/generated.proto",
+        "api/rbac/v1/generated.proto",
+        "api/apiregistration/v1/generated.proto",
         "apimachinery/pkg/apis/meta/v1/generated.proto",
         "apimachinery/pkg/runtime/generated.proto",
     ];

@@ -2,11 +2,17 @@
 //! unknown field), apply defaults, validate, and encode back. The API server runs
 //! every create and update through [`admit`], whoever sends it.
 
-use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, ReplicaSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+use k8s_openapi::api::batch::v1::{CronJob, Job};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Endpoints, Event, Namespace, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{
+    ConfigMap, Endpoints, Event, LimitRange, Namespace, Node, Pod, ReplicationController,
+    ResourceQuota, Secret, Service, ServiceAccount,
+};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding};
+use k8s_openapi::kube_aggregator::pkg::apis::apiregistration::v1::APIService;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -58,11 +64,17 @@ pub fn admit(
 ) -> Result<Admitted, ApiError> {
     let mut admitted = admit_kind(info, object, old, validation)?;
     let (spec, path) = match info.kind {
-        "Deployment" | "ReplicaSet" => (
+        "Deployment" | "ReplicaSet" | "DaemonSet" | "ReplicationController" | "Job" => (
             admitted.object.pointer("/spec/template/spec"),
             "spec.template.spec",
         ),
         "Pod" => (admitted.object.get("spec"), "spec"),
+        "CronJob" => (
+            admitted
+                .object
+                .pointer("/spec/jobTemplate/spec/template/spec"),
+            "spec.jobTemplate.spec.template.spec",
+        ),
         _ => (None, ""),
     };
     if let Some(spec) = spec.and_then(|s| serde_json::from_value(s.clone()).ok()) {
@@ -175,6 +187,87 @@ fn admit_kind(
                 validation::hpa(h)
             })
         }
+        "ConfigMap" => run::<ConfigMap>(info, object, old, validation, &name, |c, old| {
+            let mut errs = validation::config_map(c);
+            if let Some(old) = old {
+                errs.extend(validation::config_map_update(old, c));
+            }
+            errs
+        }),
+        "Secret" => run::<Secret>(info, object, old, validation, &name, |s, old| {
+            defaults::secret(s);
+            let mut errs = validation::secret(s);
+            if let Some(old) = old {
+                errs.extend(validation::secret_update(old, s));
+            }
+            errs
+        }),
+        "ServiceAccount" => run::<ServiceAccount>(info, object, old, validation, &name, |s, _| {
+            validation::service_account(s)
+        }),
+        "ResourceQuota" => run::<ResourceQuota>(info, object, old, validation, &name, |q, _| {
+            validation::resource_quota(q)
+        }),
+        "LimitRange" => run::<LimitRange>(info, object, old, validation, &name, |l, _| {
+            defaults::limit_range(l);
+            validation::limit_range(l)
+        }),
+        "ReplicationController" => {
+            run::<ReplicationController>(info, object, old, validation, &name, |rc, _| {
+                defaults::replication_controller(rc);
+                validation::replication_controller(rc)
+            })
+        }
+        "DaemonSet" => run::<DaemonSet>(info, object, old, validation, &name, |ds, old| {
+            defaults::daemon_set(ds);
+            let mut errs = validation::daemon_set(ds);
+            if let (Some(old), Some(spec)) = (old, ds.spec.as_ref())
+                && let Some(old_spec) = old.spec.as_ref()
+            {
+                errs.extend(validation::selector_unchanged(
+                    &old_spec.selector,
+                    &spec.selector,
+                ));
+            }
+            errs
+        }),
+        "Job" => run::<Job>(info, object, old, validation, &name, |j, old| {
+            defaults::job(j);
+            let mut errs = validation::job(j);
+            if let Some(old) = old {
+                errs.extend(validation::job_update(old, j));
+            }
+            errs
+        }),
+        "CronJob" => run::<CronJob>(info, object, old, validation, &name, |c, _| {
+            defaults::cron_job(c);
+            validation::cron_job(c)
+        }),
+        "Role" => run::<Role>(info, object, old, validation, &name, |r, _| {
+            validation::role(r)
+        }),
+        "ClusterRole" => run::<ClusterRole>(info, object, old, validation, &name, |r, _| {
+            validation::cluster_role(r)
+        }),
+        "RoleBinding" => run::<RoleBinding>(info, object, old, validation, &name, |b, old| {
+            let mut errs = validation::role_binding(b);
+            if let Some(old) = old {
+                errs.extend(validation::role_ref_unchanged(&old.role_ref, &b.role_ref));
+            }
+            errs
+        }),
+        "ClusterRoleBinding" => {
+            run::<ClusterRoleBinding>(info, object, old, validation, &name, |b, old| {
+                let mut errs = validation::cluster_role_binding(b);
+                if let Some(old) = old {
+                    errs.extend(validation::role_ref_unchanged(&old.role_ref, &b.role_ref));
+                }
+                errs
+            })
+        }
+        "APIService" => run::<APIService>(info, object, old, validation, &name, |s, _| {
+            validation::api_service(s)
+        }),
         other => Err(ApiError::internal(format!(
             "no admission rules for kind {other}"
         ))),
@@ -397,5 +490,89 @@ mod tests {
         let err = check_type(&PODS, &manifest()).unwrap_err();
         assert_eq!(err.code, 400);
         assert!(check_type(&PODS, &json!({"metadata": {"name": "p"}})).is_ok());
+    }
+
+    #[test]
+    fn the_kinds_of_real_manifests_are_admitted_with_kubernetes_defaults() {
+        use crate::resource::*;
+        let template = json!({"metadata": {"labels": {"app": "a"}},
+            "spec": {"restartPolicy": "Never", "containers": [{"name": "pi", "image": "perl"}]}});
+        let mut job = json!({"metadata": {"name": "pi", "uid": "u-1"},
+            "spec": {"backoffLimit": 4, "template": template}});
+        let admitted = admit(&JOBS, job.clone(), None, FieldValidation::Strict).unwrap();
+        let o = admitted.object;
+        assert_eq!(o["spec"]["completions"], 1);
+        assert_eq!(
+            o["spec"]["selector"]["matchLabels"][crate::defaults::JOB_CONTROLLER_UID],
+            "u-1"
+        );
+        assert_eq!(
+            o["spec"]["template"]["metadata"]["labels"]["job-name"],
+            "pi"
+        );
+        job["spec"]["template"]["spec"]["restartPolicy"] = json!("Always");
+        let err = admit(&JOBS, job, None, FieldValidation::Strict).unwrap_err();
+        assert!(
+            err.message
+                .contains("spec.template.spec.restartPolicy: Unsupported value: \"Always\""),
+            "{}",
+            err.message
+        );
+
+        let cron = json!({"metadata": {"name": "c"}, "spec": {"schedule": "*/1 * * * *",
+            "jobTemplate": {"spec": {"template": template}}}});
+        let o = admit(&CRONJOBS, cron.clone(), None, FieldValidation::Strict)
+            .unwrap()
+            .object;
+        assert_eq!(o["spec"]["successfulJobsHistoryLimit"], 3);
+        let mut bad = cron;
+        bad["spec"]["schedule"] = json!("every minute");
+        let err = admit(&CRONJOBS, bad, None, FieldValidation::Strict).unwrap_err();
+        assert_eq!(err.causes[0].field, "spec.schedule");
+
+        let ds = json!({"metadata": {"name": "d"}, "spec": {"selector": {"matchLabels": {"app": "a"}},
+            "template": {"metadata": {"labels": {"app": "a"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}}});
+        let o = admit(&DAEMONSETS, ds, None, FieldValidation::Strict)
+            .unwrap()
+            .object;
+        assert_eq!(
+            o["spec"]["updateStrategy"]["rollingUpdate"]["maxUnavailable"],
+            1
+        );
+
+        let rc = json!({"metadata": {"name": "r"}, "spec": {"replicas": 2,
+            "template": {"metadata": {"labels": {"app": "r"}}, "spec": {"containers": [{"name": "c", "image": "x"}]}}}});
+        let o = admit(&REPLICATIONCONTROLLERS, rc, None, FieldValidation::Strict)
+            .unwrap()
+            .object;
+        assert_eq!(o["spec"]["selector"]["app"], "r");
+
+        let secret = json!({"metadata": {"name": "s"}, "stringData": {"password": "hunter2"}});
+        let o = admit(&SECRETS, secret, None, FieldValidation::Strict)
+            .unwrap()
+            .object;
+        assert_eq!(o["type"], "Opaque");
+        assert_eq!(o["data"]["password"], "aHVudGVyMg==");
+        assert!(o.get("stringData").is_none());
+        let bad = json!({"metadata": {"name": "s"}, "data": {"k": "not base64!"}});
+        let err = admit(&SECRETS, bad, None, FieldValidation::Strict).unwrap_err();
+        assert!(err.message.contains("data.k"), "{}", err.message);
+
+        let binding = json!({"metadata": {"name": "system:b"},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+            "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": "default"}]});
+        admit(&CLUSTERROLEBINDINGS, binding, None, FieldValidation::Strict).unwrap();
+        let api = json!({"metadata": {"name": "v1beta1.metrics.k8s.io"}, "spec": {"group": "metrics.k8s.io",
+            "version": "v1beta1", "groupPriorityMinimum": 100, "versionPriority": 100,
+            "service": {"name": "metrics-server", "namespace": "kube-system"}}});
+        admit(&APISERVICES, api, None, FieldValidation::Strict).unwrap();
+
+        let pod = json!({"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "x",
+            "volumeMounts": [{"name": "missing", "mountPath": "/m"}]}]}});
+        let err = admit(&PODS, pod, None, FieldValidation::Strict).unwrap_err();
+        assert_eq!(
+            err.causes[0].field,
+            "spec.containers[0].volumeMounts[0].name"
+        );
     }
 }

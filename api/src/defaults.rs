@@ -308,6 +308,158 @@ pub fn service_update(new: &mut Service, old: &Service) {
     }
 }
 
+/// DaemonSets roll one node at a time by default, keeping ten old revisions.
+pub fn daemon_set(ds: &mut k8s_openapi::api::apps::v1::DaemonSet) {
+    use k8s_openapi::api::apps::v1::{DaemonSetUpdateStrategy, RollingUpdateDaemonSet};
+    let Some(spec) = ds.spec.as_mut() else { return };
+    spec.revision_history_limit.get_or_insert(10);
+    let strategy = spec
+        .update_strategy
+        .get_or_insert_with(DaemonSetUpdateStrategy::default);
+    let kind = strategy
+        .type_
+        .get_or_insert_with(|| "RollingUpdate".to_string());
+    if kind == "RollingUpdate" {
+        let ru = strategy
+            .rolling_update
+            .get_or_insert_with(RollingUpdateDaemonSet::default);
+        ru.max_unavailable.get_or_insert(IntOrString::Int(1));
+        ru.max_surge.get_or_insert(IntOrString::Int(0));
+    }
+    pod_template(&mut spec.template);
+}
+
+/// The labels a Job stamps on its pods and selects them by, as Kubernetes
+/// does (the legacy `controller-uid` and `job-name` too, which tools still use).
+pub const JOB_CONTROLLER_UID: &str = "batch.kubernetes.io/controller-uid";
+pub const JOB_NAME: &str = "batch.kubernetes.io/job-name";
+
+/// A Job's defaults: one pod at a time to one completion, six retries, and —
+/// unless `manualSelector` — a selector on its own uid with the template
+/// labelled to match.
+pub fn job(j: &mut k8s_openapi::api::batch::v1::Job) {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+    let uid = j.metadata.uid.clone().unwrap_or_default();
+    let name = j.metadata.name.clone().unwrap_or_default();
+    let Some(spec) = j.spec.as_mut() else { return };
+    job_spec(spec);
+    if spec.manual_selector != Some(true) && spec.selector.is_none() && !uid.is_empty() {
+        spec.selector = Some(LabelSelector {
+            match_labels: Some([(JOB_CONTROLLER_UID.to_string(), uid.clone())].into()),
+            match_expressions: None,
+        });
+        let labels = spec
+            .template
+            .metadata
+            .get_or_insert_with(Default::default)
+            .labels
+            .get_or_insert_with(Default::default);
+        for (k, v) in [
+            (JOB_CONTROLLER_UID, &uid),
+            (JOB_NAME, &name),
+            ("controller-uid", &uid),
+            ("job-name", &name),
+        ] {
+            labels.entry(k.to_string()).or_insert_with(|| v.clone());
+        }
+    }
+}
+
+fn job_spec(spec: &mut k8s_openapi::api::batch::v1::JobSpec) {
+    spec.parallelism.get_or_insert(1);
+    if spec.completions.is_none() && spec.parallelism == Some(1) {
+        spec.completions = Some(1);
+    }
+    spec.backoff_limit.get_or_insert(6);
+    spec.completion_mode
+        .get_or_insert_with(|| "NonIndexed".to_string());
+    spec.suspend.get_or_insert(false);
+    spec.manual_selector.get_or_insert(false);
+    spec.pod_replacement_policy
+        .get_or_insert_with(|| "TerminatingOrFailed".to_string());
+    pod_template(&mut spec.template);
+}
+
+/// A CronJob's defaults: overlapping runs allowed, three successful and one
+/// failed Job kept.
+pub fn cron_job(c: &mut k8s_openapi::api::batch::v1::CronJob) {
+    let Some(spec) = c.spec.as_mut() else { return };
+    spec.concurrency_policy
+        .get_or_insert_with(|| "Allow".to_string());
+    spec.suspend.get_or_insert(false);
+    spec.successful_jobs_history_limit.get_or_insert(3);
+    spec.failed_jobs_history_limit.get_or_insert(1);
+    if let Some(js) = spec.job_template.spec.as_mut() {
+        js.parallelism.get_or_insert(1);
+        js.backoff_limit.get_or_insert(6);
+        js.completion_mode
+            .get_or_insert_with(|| "NonIndexed".to_string());
+        js.suspend.get_or_insert(false);
+        pod_template(&mut js.template);
+    }
+}
+
+/// A ReplicationController's defaults: one replica, and the template's labels
+/// as its selector (and its own labels) when it has none.
+pub fn replication_controller(rc: &mut k8s_openapi::api::core::v1::ReplicationController) {
+    let Some(spec) = rc.spec.as_mut() else { return };
+    spec.replicas.get_or_insert(1);
+    let template_labels = spec
+        .template
+        .as_ref()
+        .and_then(|t| t.metadata.as_ref())
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    if spec.selector.as_ref().is_none_or(|s| s.is_empty()) {
+        spec.selector = Some(template_labels.clone());
+    }
+    if rc.metadata.labels.as_ref().is_none_or(|l| l.is_empty()) && !template_labels.is_empty() {
+        rc.metadata.labels = Some(template_labels);
+    }
+    if let Some(t) = spec.template.as_mut() {
+        pod_template(t);
+    }
+}
+
+/// A Secret's defaults: type `Opaque`, and `stringData` merged into `data`
+/// (written over it, as Kubernetes does) and dropped.
+pub fn secret(s: &mut k8s_openapi::api::core::v1::Secret) {
+    s.type_.get_or_insert_with(|| "Opaque".to_string());
+    if let Some(strings) = s.string_data.take() {
+        let data = s.data.get_or_insert_with(Default::default);
+        for (k, v) in strings {
+            data.insert(k, k8s_openapi::ByteString(v.into_bytes()));
+        }
+    }
+}
+
+/// A LimitRange item's defaults, as Kubernetes sets them for containers: the
+/// default limit is `max` when unset, and the default request is the default
+/// limit, else `min`.
+pub fn limit_range(l: &mut k8s_openapi::api::core::v1::LimitRange) {
+    let Some(spec) = l.spec.as_mut() else { return };
+    for item in spec.limits.iter_mut().filter(|i| i.type_ == "Container") {
+        if let Some(max) = item.max.clone() {
+            let default = item.default.get_or_insert_with(Default::default);
+            for (k, v) in max {
+                default.entry(k).or_insert(v);
+            }
+        }
+        if let Some(default) = item.default.clone() {
+            let req = item.default_request.get_or_insert_with(Default::default);
+            for (k, v) in default {
+                req.entry(k).or_insert(v);
+            }
+        }
+        if let Some(min) = item.min.clone() {
+            let req = item.default_request.get_or_insert_with(Default::default);
+            for (k, v) in min {
+                req.entry(k).or_insert(v);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

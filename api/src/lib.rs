@@ -9,6 +9,7 @@
 pub mod admission;
 pub mod client;
 pub mod columns;
+pub mod cron;
 pub mod defaults;
 pub mod duration;
 pub mod json;

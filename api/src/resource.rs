@@ -225,6 +225,202 @@ pub const HORIZONTALPODAUTOSCALERS: ResourceInfo = ResourceInfo {
     has_spec: true,
 };
 
+/// Configuration as key-value pairs, read by pods through env and volumes.
+pub const CONFIGMAPS: ResourceInfo = ResourceInfo {
+    group: "",
+    version: "v1",
+    kind: "ConfigMap",
+    plural: "configmaps",
+    singular: "configmap",
+    namespaced: true,
+    short_names: &["cm"],
+    has_status: false,
+    has_scale: false,
+    has_spec: false,
+};
+
+/// Like ConfigMaps, for credentials: values are base64 in `data`, never logged.
+pub const SECRETS: ResourceInfo = ResourceInfo {
+    group: "",
+    version: "v1",
+    kind: "Secret",
+    plural: "secrets",
+    singular: "secret",
+    namespaced: true,
+    short_names: &[],
+    has_status: false,
+    has_scale: false,
+    has_spec: false,
+};
+
+/// Pods' identities; every namespace has a `default` one.
+pub const SERVICEACCOUNTS: ResourceInfo = ResourceInfo {
+    group: "",
+    version: "v1",
+    kind: "ServiceAccount",
+    plural: "serviceaccounts",
+    singular: "serviceaccount",
+    namespaced: true,
+    short_names: &["sa"],
+    has_status: false,
+    has_scale: false,
+    has_spec: false,
+};
+
+/// Caps on what a namespace's pods may request (enforced at admission).
+pub const RESOURCEQUOTAS: ResourceInfo = ResourceInfo {
+    group: "",
+    version: "v1",
+    kind: "ResourceQuota",
+    plural: "resourcequotas",
+    singular: "resourcequota",
+    namespaced: true,
+    short_names: &["quota"],
+    has_status: true,
+    has_scale: false,
+    has_spec: true,
+};
+
+/// Per-container defaults and bounds of requests and limits (applied at admission).
+pub const LIMITRANGES: ResourceInfo = ResourceInfo {
+    group: "",
+    version: "v1",
+    kind: "LimitRange",
+    plural: "limitranges",
+    singular: "limitrange",
+    namespaced: true,
+    short_names: &["limits"],
+    has_status: false,
+    has_scale: false,
+    has_spec: true,
+};
+
+/// v1 ReplicationControllers: the ReplicaSet's predecessor, managed the same way.
+pub const REPLICATIONCONTROLLERS: ResourceInfo = ResourceInfo {
+    group: "",
+    version: "v1",
+    kind: "ReplicationController",
+    plural: "replicationcontrollers",
+    singular: "replicationcontroller",
+    namespaced: true,
+    short_names: &["rc"],
+    has_status: true,
+    has_scale: true,
+    has_spec: true,
+};
+
+/// DaemonSets: one pod on every eligible node.
+pub const DAEMONSETS: ResourceInfo = ResourceInfo {
+    group: "apps",
+    version: "v1",
+    kind: "DaemonSet",
+    plural: "daemonsets",
+    singular: "daemonset",
+    namespaced: true,
+    short_names: &["ds"],
+    has_status: true,
+    has_scale: false,
+    has_spec: true,
+};
+
+/// Jobs: pods run to completion.
+pub const JOBS: ResourceInfo = ResourceInfo {
+    group: "batch",
+    version: "v1",
+    kind: "Job",
+    plural: "jobs",
+    singular: "job",
+    namespaced: true,
+    short_names: &[],
+    has_status: true,
+    has_scale: false,
+    has_spec: true,
+};
+
+/// CronJobs: Jobs on a schedule.
+pub const CRONJOBS: ResourceInfo = ResourceInfo {
+    group: "batch",
+    version: "v1",
+    kind: "CronJob",
+    plural: "cronjobs",
+    singular: "cronjob",
+    namespaced: true,
+    short_names: &["cj"],
+    has_status: true,
+    has_scale: false,
+    has_spec: true,
+};
+
+/// RBAC: a namespace's permissions (stored; Tugboat's authorizer does not read them yet).
+pub const ROLES: ResourceInfo = ResourceInfo {
+    group: "rbac.authorization.k8s.io",
+    version: "v1",
+    kind: "Role",
+    plural: "roles",
+    singular: "role",
+    namespaced: true,
+    short_names: &[],
+    has_status: false,
+    has_scale: false,
+    has_spec: false,
+};
+
+/// RBAC: cluster-wide permissions (stored).
+pub const CLUSTERROLES: ResourceInfo = ResourceInfo {
+    group: "rbac.authorization.k8s.io",
+    version: "v1",
+    kind: "ClusterRole",
+    plural: "clusterroles",
+    singular: "clusterrole",
+    namespaced: false,
+    short_names: &[],
+    has_status: false,
+    has_scale: false,
+    has_spec: false,
+};
+
+/// RBAC: who holds a Role or ClusterRole in a namespace (stored).
+pub const ROLEBINDINGS: ResourceInfo = ResourceInfo {
+    group: "rbac.authorization.k8s.io",
+    version: "v1",
+    kind: "RoleBinding",
+    plural: "rolebindings",
+    singular: "rolebinding",
+    namespaced: true,
+    short_names: &[],
+    has_status: false,
+    has_scale: false,
+    has_spec: false,
+};
+
+/// RBAC: who holds a ClusterRole cluster-wide (stored).
+pub const CLUSTERROLEBINDINGS: ResourceInfo = ResourceInfo {
+    group: "rbac.authorization.k8s.io",
+    version: "v1",
+    kind: "ClusterRoleBinding",
+    plural: "clusterrolebindings",
+    singular: "clusterrolebinding",
+    namespaced: false,
+    short_names: &[],
+    has_status: false,
+    has_scale: false,
+    has_spec: false,
+};
+
+/// Registrations of aggregated API group-versions (stored; not proxied).
+pub const APISERVICES: ResourceInfo = ResourceInfo {
+    group: "apiregistration.k8s.io",
+    version: "v1",
+    kind: "APIService",
+    plural: "apiservices",
+    singular: "apiservice",
+    namespaced: false,
+    short_names: &[],
+    has_status: true,
+    has_scale: false,
+    has_spec: true,
+};
+
 /// Every resource the server serves, in discovery order.
 pub const ALL: &[&ResourceInfo] = &[
     &NAMESPACES,
@@ -238,6 +434,20 @@ pub const ALL: &[&ResourceInfo] = &[
     &ENDPOINTS,
     &ENDPOINTSLICES,
     &HORIZONTALPODAUTOSCALERS,
+    &CONFIGMAPS,
+    &SECRETS,
+    &SERVICEACCOUNTS,
+    &RESOURCEQUOTAS,
+    &LIMITRANGES,
+    &REPLICATIONCONTROLLERS,
+    &DAEMONSETS,
+    &JOBS,
+    &CRONJOBS,
+    &ROLES,
+    &CLUSTERROLES,
+    &ROLEBINDINGS,
+    &CLUSTERROLEBINDINGS,
+    &APISERVICES,
 ];
 
 /// The resource served at `group`/`version`/`plural`.

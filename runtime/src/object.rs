@@ -72,4 +72,13 @@ typed_objects!(
     k8s_openapi::api::apps::v1::ReplicaSet,
     k8s_openapi::api::coordination::v1::Lease,
     k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler,
+    k8s_openapi::api::core::v1::ConfigMap,
+    k8s_openapi::api::core::v1::Secret,
+    k8s_openapi::api::core::v1::ServiceAccount,
+    k8s_openapi::api::core::v1::ResourceQuota,
+    k8s_openapi::api::core::v1::LimitRange,
+    k8s_openapi::api::core::v1::ReplicationController,
+    k8s_openapi::api::apps::v1::DaemonSet,
+    k8s_openapi::api::batch::v1::Job,
+    k8s_openapi::api::batch::v1::CronJob,
 );

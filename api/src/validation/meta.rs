@@ -19,6 +19,9 @@ pub enum NameRule {
     /// A DNS-1035 label (starts with a letter): Services, whose names become DNS
     /// names and environment variables.
     Dns1035,
+    /// Anything usable as one URL path segment (not `.`, `..`, nor holding `/`
+    /// or `%`): RBAC roles and bindings, whose names are often `system:…`.
+    PathSegment,
 }
 
 /// Checks `metadata`: the name (or generateName), the namespace and the labels.
@@ -30,6 +33,7 @@ pub fn object_meta(meta: &ObjectMeta, namespaced: bool, rule: NameRule) -> Error
                 NameRule::Label => dns1123_label(name),
                 NameRule::Subdomain => dns1123_subdomain(name),
                 NameRule::Dns1035 => dns1035_label(name),
+                NameRule::PathSegment => path_segment(name),
             };
             if let Some(why) = why {
                 errs.push(FieldError::invalid(
@@ -80,6 +84,19 @@ pub fn object_meta(meta: &ObjectMeta, namespaced: bool, rule: NameRule) -> Error
         }
     }
     errs
+}
+
+/// Why `name` cannot be one segment of a URL path, if it cannot.
+fn path_segment(name: &str) -> Option<String> {
+    if name == "." || name == ".." {
+        return Some(format!("may not be '{name}'"));
+    }
+    for bad in ["/", "%"] {
+        if name.contains(bad) {
+            return Some(format!("may not contain '{bad}'"));
+        }
+    }
+    None
 }
 
 pub(super) fn labels(labels: Option<&BTreeMap<String, String>>, path: &str) -> Errors {

@@ -7,17 +7,29 @@
 //! labels), `pod` (pods, their specs, containers and probes), `workloads`
 //! (Deployments and ReplicaSets, their selectors and templates), `node`,
 //! `service` and `endpoints` (Endpoints and EndpointSlices), `hpa`
-//! (HorizontalPodAutoscalers).
+//! (HorizontalPodAutoscalers), `config` (ConfigMaps, Secrets, ServiceAccounts),
+//! `batch` (Jobs, CronJobs), `policy` (ResourceQuotas, LimitRanges), `rbac`
+//! (roles, bindings, APIServices).
 
+mod batch;
+mod config;
 mod endpoints;
 mod hpa;
 mod meta;
 mod names;
 mod node;
 mod pod;
+mod policy;
+mod rbac;
 mod service;
+mod volumes;
 mod workloads;
 
+pub use self::batch::{cron_job, job, job_update};
+pub use self::config::{
+    MAX_DATA_BYTES, config_key, config_map, config_map_update, secret, secret_update,
+    service_account,
+};
 pub use self::endpoints::{endpoint_slice, endpoints, special_ip};
 pub use self::hpa::hpa;
 pub use self::meta::{NameRule, object_meta};
@@ -27,8 +39,14 @@ pub use self::names::{
 };
 pub use self::node::node;
 pub use self::pod::{pod, pod_spec, pod_update};
+pub use self::policy::{limit_range, resource_quota};
+pub use self::rbac::{
+    api_service, cluster_role, cluster_role_binding, role, role_binding, role_ref_unchanged,
+};
 pub use self::service::{service, service_update};
-pub use self::workloads::{deployment, replica_set, selector_unchanged};
+pub use self::workloads::{
+    daemon_set, deployment, replica_set, replication_controller, selector_unchanged,
+};
 
 use crate::status::FieldError;
 

@@ -108,6 +108,7 @@ pub fn pod_spec(spec: &PodSpec, path: &str) -> Errors {
         spec.node_selector.as_ref(),
         &format!("{path}.nodeSelector"),
     ));
+    errs.extend(super::volumes::volumes(spec, path));
     errs
 }
 

@@ -1,10 +1,11 @@
-//! Deployments and ReplicaSets: replicas, rollout strategy, and the selector that
-//! must match the labels of the pod template it owns.
+//! Deployments, ReplicaSets, DaemonSets and ReplicationControllers: replicas,
+//! rollout strategy, and the selector that must match the labels of the pod
+//! template it owns.
 
 use std::collections::BTreeMap;
 
-use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec, ReplicaSet};
-use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment, DeploymentSpec, ReplicaSet};
+use k8s_openapi::api::core::v1::{PodTemplateSpec, ReplicationController};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
@@ -140,6 +141,17 @@ pub fn replica_set(rs: &ReplicaSet) -> Errors {
 }
 
 fn selector_and_template(selector: &LabelSelector, template: Option<&PodTemplateSpec>) -> Errors {
+    selector_and_template_of(selector, template, &["Always"])
+}
+
+/// The selector, and the template it must match whose pods may restart as
+/// `policies` allow (`Always` for long-running workloads, `OnFailure` and
+/// `Never` for Jobs).
+pub(super) fn selector_and_template_of(
+    selector: &LabelSelector,
+    template: Option<&PodTemplateSpec>,
+    policies: &[&str],
+) -> Errors {
     let mut errs = Vec::new();
     let empty = selector
         .match_labels
@@ -193,17 +205,95 @@ fn selector_and_template(selector: &LabelSelector, template: Option<&PodTemplate
         Some(spec) => {
             errs.extend(pod_spec(spec, "spec.template.spec"));
             if let Some(policy) = spec.restart_policy.as_deref()
-                && policy != "Always"
+                && !policies.contains(&policy)
             {
                 errs.push(FieldError::not_supported(
                     "spec.template.spec.restartPolicy",
                     policy,
-                    &["Always"],
+                    policies,
                 ));
             }
         }
         None => errs.push(FieldError::required("spec.template.spec.containers")),
     }
+    errs
+}
+
+pub fn daemon_set(ds: &DaemonSet) -> Errors {
+    let mut errs = object_meta(&ds.metadata, true, NameRule::Subdomain);
+    let Some(spec) = &ds.spec else {
+        errs.push(FieldError::required("spec"));
+        return errs;
+    };
+    non_negative(
+        &mut errs,
+        "spec.minReadySeconds",
+        spec.min_ready_seconds.map(i64::from),
+    );
+    non_negative(
+        &mut errs,
+        "spec.revisionHistoryLimit",
+        spec.revision_history_limit.map(i64::from),
+    );
+    errs.extend(selector_and_template(&spec.selector, Some(&spec.template)));
+    if let Some(strategy) = &spec.update_strategy {
+        match strategy.type_.as_deref() {
+            Some("RollingUpdate") | None => {
+                if let Some(ru) = &strategy.rolling_update {
+                    let surge = int_or_percent(
+                        &mut errs,
+                        "spec.updateStrategy.rollingUpdate.maxSurge",
+                        ru.max_surge.as_ref(),
+                    );
+                    let unavailable = int_or_percent(
+                        &mut errs,
+                        "spec.updateStrategy.rollingUpdate.maxUnavailable",
+                        ru.max_unavailable.as_ref(),
+                    );
+                    if surge.unwrap_or(0) == 0 && unavailable == Some(0) {
+                        errs.push(FieldError::invalid(
+                            "spec.updateStrategy.rollingUpdate.maxUnavailable",
+                            0,
+                            "may not be 0 when `maxSurge` is 0",
+                        ));
+                    }
+                    if surge.unwrap_or(0) != 0 && unavailable.unwrap_or(0) != 0 {
+                        errs.push(FieldError::invalid(
+                            "spec.updateStrategy.rollingUpdate.maxUnavailable",
+                            unavailable.unwrap_or(0),
+                            "may not be set when maxSurge is non-zero",
+                        ));
+                    }
+                }
+            }
+            Some("OnDelete") => {}
+            Some(other) => errs.push(FieldError::not_supported(
+                "spec.updateStrategy.type",
+                other,
+                &["OnDelete", "RollingUpdate"],
+            )),
+        }
+    }
+    errs
+}
+
+pub fn replication_controller(rc: &ReplicationController) -> Errors {
+    let mut errs = object_meta(&rc.metadata, true, NameRule::Subdomain);
+    let Some(spec) = &rc.spec else {
+        errs.push(FieldError::required("spec"));
+        return errs;
+    };
+    non_negative(&mut errs, "spec.replicas", spec.replicas.map(i64::from));
+    non_negative(
+        &mut errs,
+        "spec.minReadySeconds",
+        spec.min_ready_seconds.map(i64::from),
+    );
+    let selector = LabelSelector {
+        match_labels: spec.selector.clone(),
+        match_expressions: None,
+    };
+    errs.extend(selector_and_template(&selector, spec.template.as_ref()));
     errs
 }
 

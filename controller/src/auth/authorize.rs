@@ -18,7 +18,7 @@
 
 use tugboat_api::ApiError;
 use tugboat_api::resource::{
-    ENDPOINTS, ENDPOINTSLICES, EVENTS, LEASES, NODES, PODS, ResourceInfo, SERVICES,
+    ENDPOINTS, ENDPOINTSLICES, EVENTS, LEASES, NODES, PODS, ResourceInfo, SECRETS, SERVICES,
 };
 
 use super::{Kind, User};
@@ -170,6 +170,11 @@ fn token_rules(namespace: &str, role: Role, a: &Attributes<'_>) -> Decision {
         )));
     }
     match role {
+        // Kubernetes' `view` reads everything in its namespace but Secrets
+        // (reading them would let it act as any ServiceAccount there).
+        Role::View if a.info == &SECRETS => Decision::Deny(Some(
+            "the token's role view does not read Secrets".into(),
+        )),
         Role::View if a.verb.reads() => Decision::Allow,
         Role::View => Decision::Deny(Some("the token's role view only reads".into())),
         // Kubernetes' `edit` writes neither status (what the system reports)

@@ -172,7 +172,15 @@ fn verbs(r: &ResourceInfo) -> Vec<&'static str> {
 /// `kubectl get all` lists the kinds in category `all`, as Kubernetes puts them.
 fn categories(r: &ResourceInfo) -> Vec<&'static str> {
     match r.kind {
-        "Pod" | "Service" | "Deployment" | "ReplicaSet" | "HorizontalPodAutoscaler" => {
+        "Pod"
+        | "Service"
+        | "Deployment"
+        | "ReplicaSet"
+        | "HorizontalPodAutoscaler"
+        | "DaemonSet"
+        | "Job"
+        | "CronJob"
+        | "ReplicationController" => {
             vec!["all"]
         }
         _ => Vec::new(),

@@ -40,6 +40,18 @@ const DOCUMENTS: &[(&str, &[u8])] = &[
         "apis/discovery.k8s.io/v1",
         include_bytes!("../../openapi/v3/apis__discovery.k8s.io__v1.json.gz"),
     ),
+    (
+        "apis/batch/v1",
+        include_bytes!("../../openapi/v3/apis__batch__v1.json.gz"),
+    ),
+    (
+        "apis/rbac.authorization.k8s.io/v1",
+        include_bytes!("../../openapi/v3/apis__rbac.authorization.k8s.io__v1.json.gz"),
+    ),
+    (
+        "apis/apiregistration.k8s.io/v1",
+        include_bytes!("../../openapi/v3/apis__apiregistration.k8s.io__v1.json.gz"),
+    ),
 ];
 
 struct Document {
