@@ -165,3 +165,84 @@ async fn init_containers_run_in_order_before_the_app_and_a_failing_one_crash_loo
     );
     Ok(())
 }
+
+#[tokio::test]
+async fn config_maps_and_secrets_reach_env_and_volumes_and_a_mounted_file_follows_edits()
+-> anyhow::Result<()> {
+    use tugboat_api::resource::{CONFIGMAPS, SECRETS};
+    busybox_image().await?;
+    let c = DockerCluster::start("pods-objects", 1).await?;
+    let ns = c.namespace.clone();
+    let spec = json!({
+        "terminationGracePeriodSeconds": 1,
+        "volumes": [{"name": "shared", "emptyDir": {}}, {"name": "cfg", "configMap": {"name": "app-config"}}],
+        "containers": [{
+            "name": "app", "image": BUSYBOX_IMAGE, "imagePullPolicy": "IfNotPresent",
+            "command": ["sh", "-c", "echo \"$PASS $(COLOR)\" > /shared/env; while true; do cat /cfg/color > /shared/mounted; sleep 0.3; done"],
+            "env": [
+                {"name": "PASS", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}}},
+                {"name": "COLOR", "valueFrom": {"configMapKeyRef": {"name": "app-config", "key": "color"}}}
+            ],
+            "volumeMounts": [{"name": "shared", "mountPath": "/shared"}, {"name": "cfg", "mountPath": "/cfg"}]
+        }]
+    });
+    c.client
+        .create(&PODS, Some(&ns), &pod("conf", spec))
+        .await?;
+    // The ConfigMap is missing: the pod waits, and says why.
+    eventually("a FailedMount naming the missing ConfigMap", || async {
+        let events = c
+            .client
+            .list(&tugboat_api::resource::EVENTS, Some(&ns), &Default::default())
+            .await
+            .ok()?;
+        events["items"].as_array()?.iter().find(|e| {
+            e["reason"] == "FailedMount"
+                && e["message"]
+                    == "MountVolume.SetUp failed for volume \"cfg\" : configmap \"app-config\" not found"
+        })?;
+        Some(())
+    })
+    .await?;
+    assert_eq!(
+        get_pod(&c, "conf").await.unwrap_or_default()["status"]["phase"],
+        "Pending"
+    );
+    let cm = |color: &str| {
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "app-config"},
+               "data": {"color": color}})
+    };
+    c.client.create(&CONFIGMAPS, Some(&ns), &cm("blue")).await?;
+    c.client
+        .create(
+            &SECRETS,
+            Some(&ns),
+            &json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "creds"},
+                    "data": {"password": "czNjcjN0"}}),
+        )
+        .await?;
+    let p = eventually("the pod runs once its objects exist", || async {
+        let p = get_pod(&c, "conf").await?;
+        (p["status"]["phase"] == "Running").then_some(p)
+    })
+    .await?;
+    let dir = shared_dir(&c, &p);
+    let env = eventually("the env came from the Secret and the ConfigMap", || async {
+        std::fs::read_to_string(dir.join("env"))
+            .ok()
+            .filter(|s| !s.is_empty())
+    })
+    .await?;
+    assert_eq!(env, "s3cr3t blue\n");
+    let mut edited = c.client.get(&CONFIGMAPS, Some(&ns), "app-config").await?;
+    edited["data"]["color"] = json!("green");
+    c.client
+        .replace(&CONFIGMAPS, Some(&ns), "app-config", &edited)
+        .await?;
+    eventually("the mounted file follows the edit", || async {
+        let now = std::fs::read_to_string(dir.join("mounted")).ok()?;
+        (now == "green").then_some(())
+    })
+    .await?;
+    Ok(())
+}
