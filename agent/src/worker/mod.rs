@@ -588,8 +588,10 @@ impl Worker {
             }
             (Step::Supervise, _) => {}
             (Step::Create, _) => {
-                if !prep.may_create {
-                    return Ok(wake);
+                // No sandbox, or volumes not set up (a `FailedMount` said why):
+                // the container waits in `ContainerCreating`.
+                if !prep.may_create || prep.sources.is_none() {
+                    return Ok(wake.min(now + Duration::from_secs(2)));
                 }
                 let setup = match self.setup_of(c, prep) {
                     Ok(setup) => {
