@@ -864,7 +864,11 @@ async fn changing_the_template_rolls_to_a_new_replica_set() -> anyhow::Result<()
 async fn fields_accepted_but_not_acted_on_are_named_in_warnings() -> anyhow::Result<()> {
     let tc = TestController::start().await?;
     let mut d = deployment("web", "default", 0);
-    d["spec"]["template"]["spec"]["volumes"] = json!([{"name": "data", "emptyDir": {}}]);
+    // emptyDir is served; a PersistentVolumeClaim is not.
+    d["spec"]["template"]["spec"]["volumes"] = json!([
+        {"name": "data", "emptyDir": {}},
+        {"name": "claim", "persistentVolumeClaim": {"claimName": "c"}}
+    ]);
     d["spec"]["template"]["spec"]["containers"][0]["volumeMounts"] =
         json!([{"name": "data", "mountPath": "/data"}]);
     tc.client.create(&DEPLOYMENTS, Some("default"), &d).await?;
@@ -872,8 +876,7 @@ async fn fields_accepted_but_not_acted_on_are_named_in_warnings() -> anyhow::Res
     assert_eq!(
         warnings,
         vec![
-            "spec.template.spec.volumes: accepted but not acted on by Tugboat yet",
-            "spec.template.spec.containers[0].volumeMounts: accepted but not acted on by Tugboat yet",
+            "spec.template.spec.volumes[1].persistentVolumeClaim: accepted but not acted on by Tugboat yet",
         ]
     );
     assert!(tc.client.take_warnings().is_empty(), "taken once");

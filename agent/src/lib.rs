@@ -29,6 +29,7 @@ pub mod image;
 pub mod join;
 pub mod metrics;
 pub mod node;
+pub mod objects;
 pub mod pods;
 pub mod probe;
 pub mod proxy;
@@ -114,6 +115,12 @@ pub struct Config {
     /// Bounds on the log server's connections (header and idle timeouts,
     /// connections per client): anything on the node's network can reach it.
     pub connections: tugboat_serve::ConnLimits,
+    /// The image (and command) of every pod's sandbox, the container holding
+    /// the pod's network namespace (`--pod-infra-image`).
+    pub pod_infra: worker::sandbox::PodInfra,
+    /// The agent's state directory: pods' volumes live under `pods/` in it
+    /// (`None`: a directory named after the node in the system's temp dir).
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 impl Config {
@@ -137,6 +144,8 @@ impl Config {
             proxy_port: 0,
             cluster: None,
             connections: tugboat_serve::ConnLimits::default(),
+            pod_infra: worker::sandbox::PodInfra::default(),
+            state_dir: None,
         }
     }
 }
@@ -165,6 +174,22 @@ pub struct AgentCtx {
     pub proxy: Arc<proxy::Shared>,
     /// The usage figures the controller scrapes (Docker's events feed it).
     pub metrics: Arc<metrics::Collector>,
+    /// The sandboxes' image and command.
+    pub pod_infra: worker::sandbox::PodInfra,
+    /// Where the ConfigMaps and Secrets of pods come from.
+    pub objects: Arc<dyn objects::ObjectSource>,
+    /// Where pods' volumes live: `<this>/<pod uid>/volumes/…`.
+    pub pods_dir: std::path::PathBuf,
+}
+
+/// Where pods' volumes live for an agent with `config`.
+pub fn pods_dir(config: &Config) -> std::path::PathBuf {
+    match &config.state_dir {
+        Some(d) => d.join("pods"),
+        None => std::env::temp_dir()
+            .join(format!("tugboat-agent-{}", config.node_name))
+            .join("pods"),
+    }
 }
 
 /// Runs the agent until `shutdown`; containers are left running when it stops.
@@ -258,6 +283,11 @@ pub async fn run(
         tls: config.credential.clone(),
         proxy: Arc::new(proxy::Shared::with_tls(config.credential.clone())),
         metrics: collector.clone(),
+        pod_infra: config.pod_infra.clone(),
+        objects: Arc::new(objects::ApiObjects {
+            client: client.clone(),
+        }),
+        pods_dir: pods_dir(&config),
     });
     let identity = node::NodeIdentity {
         name: config.node_name.clone(),
@@ -397,6 +427,9 @@ pub async fn fence(ctx: &AgentCtx) -> Result<(), Error> {
         .list(&[(LABEL_NODE.to_string(), ctx.node.clone())])
         .await?;
     let mut removed = 0;
+    // Pod sandboxes last: the containers in their network go first.
+    let mut containers = containers;
+    containers.sort_by_key(worker::sandbox::is_sandbox);
     for c in containers {
         // The node's own infrastructure (the service sandbox) belongs to no pod.
         if c.labels.contains_key(proxy::sandbox::LABEL_ROLE) {

@@ -434,7 +434,12 @@ async fn follow_stream(
 
 /// A container of a pod (not the node's own, such as the service sandbox).
 fn is_pod_container(labels: &BTreeMap<String, String>) -> bool {
-    labels.contains_key(LABEL_POD_UID) && !labels.contains_key(LABEL_ROLE)
+    labels.contains_key(LABEL_POD_UID)
+        && !labels.contains_key(LABEL_ROLE)
+        && labels
+            .get(crate::worker::sandbox::LABEL_CONTAINER_TYPE)
+            .map(String::as_str)
+            != Some(crate::worker::sandbox::TYPE_SANDBOX)
 }
 
 fn pod_of(labels: &BTreeMap<String, String>) -> Option<PodRef> {

@@ -8,11 +8,44 @@ pub fn pod_spec(spec: &PodSpec, path: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut note =
         |field: String| out.push(format!("{field}: accepted but not acted on by Tugboat yet"));
-    if spec.init_containers.as_ref().is_some_and(|v| !v.is_empty()) {
-        note(format!("{path}.initContainers"));
-    }
-    if spec.volumes.as_ref().is_some_and(|v| !v.is_empty()) {
-        note(format!("{path}.volumes"));
+    // The agent serves these volume kinds; any other (persistentVolumeClaim…)
+    // is not mounted.
+    for (i, v) in spec.volumes.iter().flatten().enumerate() {
+        let served = v.empty_dir.is_some()
+            || v.host_path.is_some()
+            || v.config_map.is_some()
+            || v.secret.is_some()
+            || v.downward_api.is_some()
+            || v.projected.is_some();
+        if !served {
+            let kind = serde_json::to_value(v)
+                .ok()
+                .and_then(|j| {
+                    j.as_object()?
+                        .keys()
+                        .find(|k| k.as_str() != "name")
+                        .cloned()
+                })
+                .unwrap_or_else(|| "source".to_string());
+            note(format!("{path}.volumes[{i}].{kind}"));
+        }
+        for (j, src) in v
+            .projected
+            .iter()
+            .flat_map(|p| p.sources.iter().flatten())
+            .enumerate()
+        {
+            if src.service_account_token.is_some() {
+                note(format!(
+                    "{path}.volumes[{i}].projected.sources[{j}].serviceAccountToken"
+                ));
+            }
+            if src.cluster_trust_bundle.is_some() {
+                note(format!(
+                    "{path}.volumes[{i}].projected.sources[{j}].clusterTrustBundle"
+                ));
+            }
+        }
     }
     if spec.affinity.is_some() {
         note(format!("{path}.affinity"));
@@ -56,17 +89,6 @@ pub fn pod_spec(spec: &PodSpec, path: &str) -> Vec<String> {
     }
     for (i, c) in spec.containers.iter().enumerate() {
         let cp = format!("{path}.containers[{i}]");
-        if c.volume_mounts.as_ref().is_some_and(|v| !v.is_empty()) {
-            note(format!("{cp}.volumeMounts"));
-        }
-        if c.env_from.as_ref().is_some_and(|v| !v.is_empty()) {
-            note(format!("{cp}.envFrom"));
-        }
-        for (j, e) in c.env.iter().flatten().enumerate() {
-            if e.value_from.is_some() {
-                note(format!("{cp}.env[{j}].valueFrom"));
-            }
-        }
         // preStop runs (exec, httpGet, tcpSocket, sleep); postStart does not yet.
         if c.lifecycle.as_ref().is_some_and(|l| l.post_start.is_some()) {
             note(format!("{cp}.lifecycle.postStart"));
@@ -113,18 +135,25 @@ mod tests {
     #[test]
     fn ignored_fields_are_named_with_their_paths() {
         let spec: PodSpec = serde_json::from_value(json!({
-            "volumes": [{"name": "data", "emptyDir": {}}],
+            "volumes": [
+                {"name": "data", "emptyDir": {}},
+                {"name": "claim", "persistentVolumeClaim": {"claimName": "c"}},
+                {"name": "token", "projected": {"sources": [{"serviceAccountToken": {"path": "t"}}]}}
+            ],
+            "initContainers": [{"name": "i", "image": "x"}],
             "containers": [{"name": "c", "image": "x", "volumeMounts": [{"name": "data", "mountPath": "/d"}],
-                "env": [{"name": "A", "value": "1"}, {"name": "B", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]}]
+                "envFrom": [{"configMapRef": {"name": "cfg"}}],
+                "env": [{"name": "A", "value": "1"}, {"name": "B", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}],
+                "lifecycle": {"postStart": {"exec": {"command": ["true"]}}}}]
         }))
         .unwrap();
         let w = pod_spec(&spec, "spec.template.spec");
         assert_eq!(
             w,
             vec![
-                "spec.template.spec.volumes: accepted but not acted on by Tugboat yet",
-                "spec.template.spec.containers[0].volumeMounts: accepted but not acted on by Tugboat yet",
-                "spec.template.spec.containers[0].env[1].valueFrom: accepted but not acted on by Tugboat yet",
+                "spec.template.spec.volumes[1].persistentVolumeClaim: accepted but not acted on by Tugboat yet",
+                "spec.template.spec.volumes[2].projected.sources[0].serviceAccountToken: accepted but not acted on by Tugboat yet",
+                "spec.template.spec.containers[0].lifecycle.postStart: accepted but not acted on by Tugboat yet",
             ]
         );
     }

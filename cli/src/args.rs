@@ -440,6 +440,12 @@ pub struct AgentArgs {
     #[arg(long, default_value = "10.96.0.0/16", value_name = "CIDR")]
     pub service_cidr: String,
 
+    /// The image of every pod's sandbox (the container holding the pod's
+    /// network namespace); the sample image runs its `pause` command, any other
+    /// its own.
+    #[arg(long, default_value = tugboat_agent::image::SAMPLE_IMAGE, value_name = "IMAGE")]
+    pub pod_infra_image: String,
+
     #[command(flatten)]
     pub cluster: ClusterNetArgs,
 }

@@ -64,6 +64,9 @@ enum CliCommand {
     /// Serve HTTP (the default when no command is given).
     #[command(after_help = ROUTES)]
     Serve(ServeFlags),
+    /// Hold a pod's network namespace: sleep until SIGTERM or SIGINT (exit 0),
+    /// reaping orphaned children meanwhile (it runs as PID 1 of a pod sandbox).
+    Pause,
     /// Print the version.
     Version,
 }
@@ -106,6 +109,7 @@ struct ServeFlags {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     Serve(ServeArgs),
+    Pause,
     Version,
 }
 
@@ -131,6 +135,7 @@ where
     let cli = Cli::try_parse_from(args)?;
     let flags = match cli.command {
         Some(CliCommand::Version) => return Ok(Command::Version),
+        Some(CliCommand::Pause) => return Ok(Command::Pause),
         Some(CliCommand::Serve(flags)) => flags,
         None => cli.serve,
     };
@@ -322,6 +327,7 @@ mod tests {
             );
         }
         assert_eq!(parse_with(&["version"], None).unwrap(), Command::Version);
+        assert_eq!(parse_with(&["pause"], None).unwrap(), Command::Pause);
         for args in [&["--version"][..], &["-V"]] {
             let err = parse_with(args, None).unwrap_err();
             assert_eq!(err.kind(), ErrorKind::DisplayVersion, "{args:?}");

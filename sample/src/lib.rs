@@ -4,10 +4,12 @@
 //!
 //! `args` parses the command line (clap), `routes` answers requests from the server's
 //! `State` (a pure function, unit-tested without sockets), `server` binds, accepts and
-//! serves connections (tokio and hyper) and handles signals and `--exit-after`.
+//! serves connections (tokio and hyper) and handles signals and `--exit-after`;
+//! `pause` is the pod sandbox's process (holds the pod's network namespace).
 
 pub mod args;
 pub mod burn;
 pub mod net;
+pub mod pause;
 pub mod routes;
 pub mod server;

@@ -18,6 +18,13 @@ fn main() -> ExitCode {
             println!("tug-sample {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
+        Command::Pause => match tugboat_sample::pause::run() {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                eprintln!("tug-sample pause: {err}");
+                ExitCode::FAILURE
+            }
+        },
         Command::Serve(args) => {
             // One thread is plenty for a test workload, and keeps replicas light.
             let runtime = match tokio::runtime::Builder::new_current_thread()

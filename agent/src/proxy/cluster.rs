@@ -110,6 +110,14 @@ impl ClusterNet {
         self.config.as_ref().filter(|_| self.sandbox().is_some())
     }
 
+    /// The cluster's DNS domain (`cluster.local` unless configured).
+    pub fn cluster_domain(&self) -> String {
+        self.config
+            .as_ref()
+            .map(|c| c.domain.clone())
+            .unwrap_or_else(|| "cluster.local".to_string())
+    }
+
     /// The pod's resolv.conf, as the kubelet makes it: `ClusterFirst` (the
     /// default) asks the cluster DNS with the Kubernetes search path and
     /// `ndots:5` (the host's resolv.conf when there is no cluster DNS), `Default`

@@ -589,7 +589,12 @@ pub async fn check_sandbox(ctx: &crate::AgentCtx) {
                 .await
                 .unwrap_or_default();
             for c in running {
-                if c.labels.contains_key(sandbox::LABEL_ROLE) {
+                // Containers in a pod sandbox share its namespace: routed once,
+                // through the sandbox.
+                if c.labels.contains_key(sandbox::LABEL_ROLE)
+                    || c.labels
+                        .contains_key(crate::worker::sandbox::LABEL_SANDBOX_ID)
+                {
                     continue;
                 }
                 if let Some(pid) = c.pid {

@@ -47,6 +47,34 @@ pub struct PortMapping {
     pub host_ip: Option<String>,
 }
 
+/// Where a mount comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MountSource {
+    /// A path on the host (bind mount). The agent runs on the engine's host, so
+    /// its pod volume directories are the engine's too.
+    Bind(String),
+    /// A named volume of the engine (a pod's `emptyDir` with `medium: Memory`).
+    Volume(String),
+}
+
+/// A mount into the container (`volumeMounts`, resolved to the host).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mount {
+    pub source: MountSource,
+    /// The absolute path inside the container.
+    pub target: String,
+    pub read_only: bool,
+}
+
+/// A named volume to create: a tmpfs (`o=size=…`) through the local driver.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VolumeSpec {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    /// The size limit in bytes (`None`: the tmpfs default, half the memory).
+    pub size_bytes: Option<i64>,
+}
+
 /// What to create.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ContainerSpec {
@@ -67,8 +95,14 @@ pub struct ContainerSpec {
     /// Relative CPU weight from the CPU request (Docker's `CpuShares`).
     pub cpu_shares: Option<i64>,
     pub hostname: Option<String>,
-    /// Docker network to attach to (`None`: the default bridge).
+    /// The domain part of the container's FQDN (Docker writes
+    /// `IP hostname.domainname hostname` into /etc/hosts).
+    pub domainname: Option<String>,
+    /// Docker network to attach to (`None`: the default bridge), or
+    /// `container:<id>` to join another container's network namespace (a pod
+    /// sandbox's; then hostname, ports and DNS are the sandbox's and must be unset).
     pub network: Option<String>,
+    pub mounts: Vec<Mount>,
     /// resolv.conf: name servers, search domains and options (empty: Docker's).
     pub dns: Vec<String>,
     pub dns_search: Vec<String>,
@@ -279,6 +313,17 @@ pub trait ContainerRuntime: Send + Sync + 'static {
     /// unless the engine's containers are not real.
     fn node_figures(&self) -> NodeFigures {
         NodeFigures::Host
+    }
+
+    /// Creates a named volume (a tmpfs); fine if it exists already.
+    async fn create_volume(&self, spec: &VolumeSpec) -> Result<(), RuntimeError> {
+        Err(unsupported(&spec.name, "named volumes"))
+    }
+
+    /// Removes a named volume; removing a missing one is fine.
+    async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
+        let _ = name;
+        Ok(())
     }
 
     /// Runs `cmd` inside the container and waits for it (for exec probes).

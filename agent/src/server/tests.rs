@@ -112,6 +112,9 @@ fn ctx(runtime: Arc<FakeRuntime>, ca: &Authority) -> Arc<AgentCtx> {
             None,
             tugboat_runtime::reflector::Writer::new().store(),
         )),
+        pod_infra: crate::worker::sandbox::PodInfra::default(),
+        objects: Arc::new(crate::objects::MemoryObjects::default()),
+        pods_dir: std::env::temp_dir().join("tugboat-agent-unit-tests"),
     })
 }
 

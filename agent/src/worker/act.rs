@@ -12,11 +12,12 @@ use tugboat_api::quantity;
 use tugboat_runtime::events::EventType;
 
 use super::plan::ImageProblem;
+use super::sandbox::{LABEL_CONTAINER_TYPE, LABEL_SANDBOX_ID, SandboxSpec, TYPE_CONTAINER};
 use crate::AgentCtx;
 use crate::proxy::cluster::PodDns;
 use crate::runtime::{
     ContainerInfo, ContainerSpec, LABEL_ATTEMPT, LABEL_CONTAINER_NAME, LABEL_NODE, LABEL_POD_NAME,
-    LABEL_POD_NAMESPACE, LABEL_POD_UID, PortMapping, RuntimeError,
+    LABEL_POD_NAMESPACE, LABEL_POD_UID, Mount, PortMapping, RuntimeError,
 };
 use crate::sink::pod_key;
 
@@ -131,21 +132,73 @@ impl Act {
             .await;
     }
 
-    /// Creates and starts attempt `attempt` of container `c`.
-    pub async fn start_container(&self, c: &Container, attempt: u32) -> Result<(), RuntimeError> {
-        let net = PodNet {
+    /// What the pod's containers get from the Service network.
+    pub fn pod_net(&self) -> PodNet {
+        PodNet {
             dns: self.ctx.cluster.pod_dns(&self.pod),
             service_env: self.ctx.cluster.service_env(&self.pod),
-        };
-        let spec = container_spec(
+        }
+    }
+
+    /// Creates and starts attempt `attempt` of the pod's sandbox; returns its ID.
+    /// Its Service route is set here, once for every container of the pod.
+    pub async fn start_sandbox(&self, attempt: u32) -> Result<String, RuntimeError> {
+        let net = self.pod_net();
+        let domain = self.ctx.cluster.cluster_domain();
+        let spec = SandboxSpec {
+            pod: &self.pod,
+            node: &self.ctx.node,
+            infra: &self.ctx.pod_infra,
+            network: self.ctx.network.clone(),
+            host_port_ip: self.ctx.host_port_ip.as_deref(),
+            net: &net,
+            cluster_domain: &domain,
+            attempt,
+        }
+        .spec();
+        let id = self.ctx.runtime.create(&spec).await?;
+        self.ctx.runtime.start(&id).await?;
+        self.route_services(&id).await;
+        let (ns, name) = pod_key(&self.pod);
+        tracing::info!(pod = %format!("{ns}/{name}"), attempt, id = %short(&id), "pod sandbox started");
+        Ok(id)
+    }
+
+    /// The sandbox image present, or pulled.
+    pub async fn ensure_sandbox_image(&self) -> Result<(), String> {
+        let image = &self.ctx.pod_infra.image;
+        match self.ctx.runtime.image_id(image).await {
+            Ok(Some(_)) => Ok(()),
+            Ok(None) => self.ctx.runtime.pull_image(image).await.map_err(|e| {
+                format!(
+                    "the pod sandbox image \"{image}\" is not present and cannot be pulled: {e}"
+                )
+            }),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Creates and starts attempt `attempt` of container `c`, as `setup` says
+    /// (its sandbox, environment, command and mounts).
+    pub async fn start_container(
+        &self,
+        c: &Container,
+        attempt: u32,
+        setup: &ContainerSetup,
+    ) -> Result<(), RuntimeError> {
+        let mut spec = container_spec(
             &self.pod,
             c,
             attempt,
             &self.ctx.node,
             self.ctx.network.clone(),
             self.ctx.host_port_ip.as_deref(),
-            &net,
+            setup,
         );
+        spec.env = setup.env.clone();
+        spec.command = setup.command.clone();
+        spec.args = setup.args.clone();
+        spec.mounts = setup.mounts.clone();
         let id = match self.ctx.runtime.create(&spec).await {
             Ok(id) => id,
             Err(e) => {
@@ -159,7 +212,10 @@ impl Act {
             self.warning("Failed", &format!("Error: {e}")).await;
             return Err(e);
         }
-        self.route_services(&id).await;
+        // In a sandbox, the route was set once for the shared namespace.
+        if setup.sandbox.is_none() {
+            self.route_services(&id).await;
+        }
         self.normal("Started", &format!("Started container {}", c.name))
             .await;
         let (ns, name) = pod_key(&self.pod);
@@ -295,10 +351,20 @@ impl Act {
         self.stop_and_remove_within(containers, grace).await;
     }
 
-    /// Like [`Act::stop_and_remove`], with the grace as a duration.
+    /// Like [`Act::stop_and_remove`], with the grace as a duration. The app
+    /// containers go first, the sandbox holding their network last.
     pub async fn stop_and_remove_within(&self, containers: &[ContainerInfo], grace: Duration) {
+        let (sandboxes, apps): (Vec<ContainerInfo>, Vec<ContainerInfo>) = containers
+            .iter()
+            .cloned()
+            .partition(super::sandbox::is_sandbox);
+        self.stop_and_remove_all(&apps, grace).await;
+        self.stop_and_remove_all(&sandboxes, Duration::ZERO).await;
+    }
+
+    async fn stop_and_remove_all(&self, containers: &[ContainerInfo], grace: Duration) {
         let stops = containers.iter().map(|info| async move {
-            if info.state.running {
+            if info.state.running && !super::sandbox::is_sandbox(info) {
                 let name = info
                     .labels
                     .get(LABEL_CONTAINER_NAME)
@@ -306,9 +372,11 @@ impl Act {
                     .unwrap_or_default();
                 self.normal("Killing", &format!("Stopping container {name}"))
                     .await;
-                if let Err(e) = self.ctx.runtime.stop(&info.id, grace).await {
-                    tracing::warn!(id = %short(&info.id), error = %e, "cannot stop container");
-                }
+            }
+            if info.state.running
+                && let Err(e) = self.ctx.runtime.stop(&info.id, grace).await
+            {
+                tracing::warn!(id = %short(&info.id), error = %e, "cannot stop container");
             }
             if let Err(e) = self.ctx.runtime.remove(&info.id).await {
                 tracing::warn!(id = %short(&info.id), error = %e, "cannot remove container");
@@ -316,6 +384,19 @@ impl Act {
         });
         futures::future::join_all(stops).await;
     }
+}
+
+/// How a container is made beyond its spec: the sandbox it joins (`None`: its
+/// own network, for pods from before sandboxes), its resolved environment,
+/// command and args, and its mounts.
+#[derive(Clone, Debug, Default)]
+pub struct ContainerSetup {
+    pub sandbox: Option<String>,
+    pub net: PodNet,
+    pub env: Vec<(String, String)>,
+    pub command: Option<Vec<String>>,
+    pub args: Option<Vec<String>>,
+    pub mounts: Vec<Mount>,
 }
 
 /// What a container gets from the Service network: resolv.conf and the Service
@@ -334,11 +415,13 @@ pub fn container_spec(
     node: &str,
     network: Option<String>,
     host_port_ip: Option<&str>,
-    net: &PodNet,
+    setup: &ContainerSetup,
 ) -> ContainerSpec {
+    let net = &setup.net;
+    let sandbox = setup.sandbox.as_deref();
     let (ns, name) = pod_key(pod);
     let uid = pod.metadata.uid.as_deref().unwrap_or("");
-    let labels = BTreeMap::from([
+    let mut labels = BTreeMap::from([
         (LABEL_POD_NAME.to_string(), name.to_string()),
         (LABEL_POD_NAMESPACE.to_string(), ns.to_string()),
         (LABEL_POD_UID.to_string(), uid.to_string()),
@@ -346,10 +429,14 @@ pub fn container_spec(
         (LABEL_NODE.to_string(), node.to_string()),
         (LABEL_ATTEMPT.to_string(), attempt.to_string()),
     ]);
+    if let Some(id) = sandbox {
+        labels.insert(LABEL_SANDBOX_ID.to_string(), id.to_string());
+        labels.insert(LABEL_CONTAINER_TYPE.to_string(), TYPE_CONTAINER.to_string());
+    }
     let resources = c.resources.clone().unwrap_or_default();
     let limits = resources.limits.unwrap_or_default();
     let requests = resources.requests.unwrap_or_default();
-    ContainerSpec {
+    let spec = ContainerSpec {
         name: format!("tug_{ns}_{name}_{}_{attempt}", c.name),
         image: c.image.clone().unwrap_or_default(),
         command: c.command.clone(),
@@ -416,6 +503,21 @@ pub fn container_spec(
         stdin: c.stdin == Some(true),
         stdin_once: c.stdin_once == Some(true),
         tty: c.tty == Some(true),
+        ..Default::default()
+    };
+    match sandbox {
+        // Docker refuses a hostname, ports or DNS settings with another
+        // container's network: those are the sandbox's.
+        Some(id) => ContainerSpec {
+            network: Some(format!("container:{id}")),
+            ports: Vec::new(),
+            hostname: None,
+            dns: Vec::new(),
+            dns_search: Vec::new(),
+            dns_options: Vec::new(),
+            ..spec
+        },
+        None => spec,
     }
 }
 
@@ -472,7 +574,7 @@ mod tests {
             "n1",
             None,
             Some("127.0.0.2"),
-            &PodNet::default(),
+            &ContainerSetup::default(),
         );
         assert_eq!(spec.name, "tug_team_web-1_app_2");
         assert_eq!(spec.labels[LABEL_POD_UID], "u1");

@@ -56,6 +56,9 @@ pub struct ContainerMemo {
     pub pull: RetryGate,
     /// The last image problem, until an image is there.
     pub image_problem: Option<ImageProblem>,
+    /// Why the container cannot be made yet (a missing ConfigMap, Secret or
+    /// key): the kubelet's `CreateContainerConfigError` message.
+    pub config_problem: Option<String>,
     /// The exit of the last attempt already counted for back-off.
     pub counted_exit: Option<String>,
     /// The newest attempt seen, so a container removed from outside is recreated
@@ -69,6 +72,7 @@ impl ContainerMemo {
             restart: RetryGate::new(initial, max),
             pull: RetryGate::new(initial, max),
             image_problem: None,
+            config_problem: None,
             counted_exit: None,
             last_attempt: None,
         }

@@ -12,6 +12,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use tokio::time::Instant;
 
+use super::init;
 use super::plan::{self, ContainerMemo, Phase, RestartPolicy};
 use crate::probe::{self, ProbeState};
 use crate::runtime::ContainerInfo;
@@ -26,6 +27,9 @@ pub struct Observed<'a> {
     pub memo: &'a HashMap<String, ContainerMemo>,
     /// The node's address (`hostIP`).
     pub host_ip: &'a str,
+    /// The running sandbox's address: the pod IP (`None`: no sandbox, each
+    /// container has its own, for pods from before sandboxes).
+    pub sandbox_ip: Option<&'a str>,
     pub start_time: &'a Time,
     /// The monotonic clock the memo's gates use.
     pub now: Instant,
@@ -33,108 +37,168 @@ pub struct Observed<'a> {
     pub wall: jiff::Timestamp,
 }
 
+/// What one container's status says about the pod.
+#[derive(Default)]
+struct Seen {
+    ready: bool,
+    running: bool,
+    started: bool,
+    /// Ended and not to be restarted: its exit code.
+    terminal_exit: Option<i64>,
+    ip: Option<String>,
+}
+
+/// The status of container `c` under `policy`.
+fn container_status(o: &Observed, c: &Container, policy: RestartPolicy) -> (ContainerStatus, Seen) {
+    let pod_name = o.pod.metadata.name.as_deref().unwrap_or("");
+    let attempts = plan::attempts(o.containers, &c.name);
+    let latest = attempts.last().copied();
+    let previous = attempts.len().checked_sub(2).map(|i| attempts[i]);
+    let memo = o.memo.get(&c.name);
+    let image = c.image.clone().unwrap_or_default();
+    let mut seen = Seen::default();
+    let mut st = ContainerStatus {
+        name: c.name.clone(),
+        image: image.clone(),
+        image_id: String::new(),
+        restart_count: 0,
+        ready: false,
+        started: Some(false),
+        ..Default::default()
+    };
+    // A removed container shows as one being created: the memo's last
+    // attempt does not matter here.
+    match Phase::of(latest, None, policy) {
+        Phase::Waiting | Phase::Removed { .. } => {
+            st.state = Some(waiting(image_waiting(memo, &image, o.now)));
+        }
+        Phase::Created(info) => {
+            observed(&mut st, info);
+            st.state = Some(waiting(("ContainerCreating".into(), String::new())));
+        }
+        Phase::Running(info) => {
+            observed(&mut st, info);
+            seen.running = true;
+            st.state = Some(ContainerState {
+                running: Some(ContainerStateRunning {
+                    started_at: docker_time(info.state.started_at.as_deref()),
+                }),
+                ..Default::default()
+            });
+            let probes = probes_of(c, info, o.probes);
+            st.ready = probes.ready && probes.started;
+            st.started = Some(probes.started);
+            seen.ready = st.ready;
+            seen.started = true;
+            seen.ip = info.ip.clone();
+        }
+        Phase::Terminated { info, restart } => {
+            observed(&mut st, info);
+            seen.started = true;
+            let ended = ContainerState {
+                terminated: Some(terminated_of(info)),
+                ..Default::default()
+            };
+            let waiting_for = memo.map(|m| m.restart.remaining(o.now)).unwrap_or_default();
+            if restart && waiting_for.is_zero() {
+                // Restarting right now: show how it ended (`Error`) meanwhile.
+                st.state = Some(ended);
+            } else if restart {
+                st.state = Some(waiting((
+                    "CrashLoopBackOff".into(),
+                    format!(
+                        "back-off {} restarting failed container={} pod={pod_name}",
+                        human(waiting_for),
+                        c.name
+                    ),
+                )));
+                st.last_state = Some(ended);
+            } else {
+                seen.terminal_exit = Some(info.state.exit_code.unwrap_or(-1));
+                st.state = Some(ended);
+            }
+        }
+    }
+    if st.last_state.is_none()
+        && let Some(prev) = previous
+        && !prev.state.running
+    {
+        st.last_state = Some(ContainerState {
+            terminated: Some(terminated_of(prev)),
+            ..Default::default()
+        });
+    }
+    if st.last_state.is_none() {
+        st.last_state = Some(ContainerState::default());
+    }
+    (st, seen)
+}
+
 /// The pod's status.
 pub fn pod_status(o: &Observed) -> PodStatus {
     let spec = o.pod.spec.clone().unwrap_or_default();
     let policy = RestartPolicy::of(&spec);
-    let pod_name = o.pod.metadata.name.as_deref().unwrap_or("");
+    let init_policy = match policy {
+        RestartPolicy::Never => RestartPolicy::Never,
+        _ => RestartPolicy::OnFailure,
+    };
+    let initialized = init::initialized(&spec, o.containers);
+    let mut init_statuses = Vec::new();
+    let mut init_failed = false;
+    for c in spec.init_containers.iter().flatten() {
+        let sidecar = init::is_sidecar(c);
+        let p = if sidecar {
+            RestartPolicy::Always
+        } else {
+            init_policy
+        };
+        let (mut st, seen) = container_status(o, c, p);
+        if !sidecar {
+            // An init container is never "ready" or "started" the way app
+            // containers are; the kubelet reports ready once it succeeded.
+            st.ready = seen.terminal_exit == Some(0);
+            st.started = Some(seen.running);
+        }
+        if !sidecar && matches!(seen.terminal_exit, Some(code) if code != 0) {
+            init_failed = true;
+        }
+        init_statuses.push(st);
+    }
     let mut statuses = Vec::new();
     let mut all_ready = true;
     let mut any_running = false;
     let mut all_started = true;
     let mut terminal_exits: Vec<i64> = Vec::new();
-    let mut pod_ip: Option<String> = None;
+    let mut pod_ip: Option<String> = o.sandbox_ip.map(str::to_string);
     for c in &spec.containers {
-        let attempts = plan::attempts(o.containers, &c.name);
-        let latest = attempts.last().copied();
-        let previous = attempts.len().checked_sub(2).map(|i| attempts[i]);
-        let memo = o.memo.get(&c.name);
-        let image = c.image.clone().unwrap_or_default();
-        let mut st = ContainerStatus {
-            name: c.name.clone(),
-            image: image.clone(),
-            image_id: String::new(),
-            restart_count: 0,
-            ready: false,
-            started: Some(false),
-            ..Default::default()
-        };
-        // A removed container shows as one being created: the memo's last
-        // attempt does not matter here.
-        match Phase::of(latest, None, policy) {
-            Phase::Waiting | Phase::Removed { .. } => {
-                all_started = false;
-                all_ready = false;
-                st.state = Some(waiting(image_waiting(memo, &image, o.now)));
-            }
-            Phase::Created(info) => {
-                observed(&mut st, info);
-                all_ready = false;
-                all_started = false;
-                st.state = Some(waiting(("ContainerCreating".into(), String::new())));
-            }
-            Phase::Running(info) => {
-                observed(&mut st, info);
-                any_running = true;
-                st.state = Some(ContainerState {
-                    running: Some(ContainerStateRunning {
-                        started_at: docker_time(info.state.started_at.as_deref()),
-                    }),
-                    ..Default::default()
-                });
-                let probes = probes_of(c, info, o.probes);
-                st.ready = probes.ready && probes.started;
-                st.started = Some(probes.started);
-                if !st.ready {
-                    all_ready = false;
-                }
-                if pod_ip.is_none() {
-                    pod_ip = info.ip.clone();
-                }
-            }
-            Phase::Terminated { info, restart } => {
-                observed(&mut st, info);
-                all_ready = false;
-                let ended = ContainerState {
-                    terminated: Some(terminated_of(info)),
-                    ..Default::default()
-                };
-                let waiting_for = memo.map(|m| m.restart.remaining(o.now)).unwrap_or_default();
-                if restart && waiting_for.is_zero() {
-                    // Restarting right now: show how it ended (`Error`) meanwhile.
-                    st.state = Some(ended);
-                } else if restart {
-                    st.state = Some(waiting((
-                        "CrashLoopBackOff".into(),
-                        format!(
-                            "back-off {} restarting failed container={} pod={pod_name}",
-                            human(waiting_for),
-                            c.name
-                        ),
-                    )));
-                    st.last_state = Some(ended);
-                } else {
-                    terminal_exits.push(info.state.exit_code.unwrap_or(-1));
-                    st.state = Some(ended);
-                }
-            }
-        }
-        if st.last_state.is_none()
-            && let Some(prev) = previous
-            && !prev.state.running
+        let (mut st, seen) = container_status(o, c, policy);
+        if !initialized
+            && st
+                .state
+                .as_ref()
+                .and_then(|s| s.waiting.as_ref())
+                .and_then(|w| w.reason.as_deref())
+                == Some("ContainerCreating")
         {
-            st.last_state = Some(ContainerState {
-                terminated: Some(terminated_of(prev)),
-                ..Default::default()
-            });
+            st.state = Some(waiting(("PodInitializing".into(), String::new())));
         }
-        if st.last_state.is_none() {
-            st.last_state = Some(ContainerState::default());
+        all_ready &= seen.ready;
+        any_running |= seen.running;
+        all_started &= seen.started;
+        if let Some(code) = seen.terminal_exit {
+            terminal_exits.push(code);
+        }
+        if pod_ip.is_none() {
+            pod_ip = seen.ip;
         }
         statuses.push(st);
     }
     let total = spec.containers.len();
-    let phase = if terminal_exits.len() == total && total > 0 {
+    let phase = if init_failed && policy == RestartPolicy::Never {
+        "Failed"
+    } else if !initialized {
+        "Pending"
+    } else if terminal_exits.len() == total && total > 0 {
         if terminal_exits.iter().all(|e| *e == 0) {
             "Succeeded"
         } else {
@@ -164,7 +228,7 @@ pub fn pod_status(o: &Observed) -> PodStatus {
         phase: Some(phase.to_string()),
         conditions: Some(vec![
             cond("PodReadyToStartContainers", true, None),
-            cond("Initialized", true, None),
+            cond("Initialized", initialized, Some("ContainersNotInitialized")),
             cond("Ready", ready, Some(not_ready_reason)),
             cond("ContainersReady", ready, Some(not_ready_reason)),
             cond("PodScheduled", true, None),
@@ -175,6 +239,7 @@ pub fn pod_status(o: &Observed) -> PodStatus {
         }]),
         start_time: Some(o.start_time.clone()),
         container_statuses: Some(statuses),
+        init_container_statuses: (!init_statuses.is_empty()).then_some(init_statuses),
         qos_class: Some(qos_class(&spec).to_string()),
         pod_ips: pod_ip.clone().map(|ip| vec![PodIP { ip }]),
         pod_ip,
@@ -195,6 +260,9 @@ fn image_waiting(memo: Option<&ContainerMemo>, image: &str, now: Instant) -> (St
     let Some(m) = memo else {
         return ("ContainerCreating".into(), String::new());
     };
+    if let Some(p) = &m.config_problem {
+        return ("CreateContainerConfigError".into(), p.clone());
+    }
     match &m.image_problem {
         Some(p) if p.reason == "ErrImagePull" && !m.pull.ready(now) => (
             "ImagePullBackOff".to_string(),

@@ -142,6 +142,9 @@ impl Harness {
                 None,
                 tugboat_runtime::reflector::Writer::new().store(),
             )),
+            pod_infra: crate::worker::sandbox::PodInfra::default(),
+            objects: Arc::new(crate::objects::MemoryObjects::default()),
+            pods_dir: std::env::temp_dir().join("tugboat-agent-unit-tests"),
         });
         let tracker = TaskTracker::new();
         let (tx, rx) = mpsc::channel(8);
@@ -192,6 +195,7 @@ impl Harness {
     /// The pod's containers in the fake, oldest attempt first.
     async fn containers(&self) -> Vec<ContainerInfo> {
         let mut all = within(self.fake.list(&[])).await.expect("a list");
+        all.retain(|c| !sandbox::is_sandbox(c));
         all.sort_by_key(ContainerInfo::attempt);
         all
     }
@@ -215,7 +219,7 @@ async fn within<F: Future>(f: F) -> F::Output {
 }
 
 fn fake() -> FakeRuntime {
-    FakeRuntime::new().with_images(&[IMAGE])
+    FakeRuntime::new().with_images(&[IMAGE, crate::image::SAMPLE_IMAGE])
 }
 
 fn exec_answers(fake: &FakeRuntime, exit_code: i64) {
@@ -356,7 +360,8 @@ async fn the_second_crash_waits_for_the_back_off_in_crash_loop_back_off() {
     assert_eq!(h.container_status().restart_count, 2);
     // The oldest attempt goes once the new one runs; the one before stays.
     within(async {
-        while h.fake.container_count() > 2 {
+        // Two attempts and the sandbox.
+        while h.fake.container_count() > 3 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     })
@@ -371,7 +376,11 @@ async fn a_missing_image_is_err_image_pull_then_image_pull_back_off() {
     let missing = "tugboat/missing:1.0";
     let mut h = Harness::new(PodBuilder::new().image(missing).build(), fake());
     let wake = h.sync().await;
-    assert_eq!(h.fake.container_count(), 0, "nothing created");
+    assert_eq!(
+        h.containers().await.len(),
+        0,
+        "nothing created but the sandbox"
+    );
     assert_eq!(h.fake.pulls(), [missing]);
     assert_eq!(
         h.sink.messages("Failed").last().map(String::as_str),
@@ -518,7 +527,9 @@ async fn a_deleted_pod_is_stopped_with_its_grace_then_killed_and_released() {
         started.elapsed() >= Duration::from_secs(5),
         "waited out the deletion's grace"
     );
-    assert_eq!(fake.stops(), [(id.clone(), Duration::from_secs(5))]);
+    // The app container with the grace, the sandbox after it.
+    assert_eq!(fake.stops()[..1], [(id.clone(), Duration::from_secs(5))]);
+    assert_eq!(fake.stops().len(), 2);
     assert_eq!(fake.container_count(), 0, "its containers are removed");
     assert_eq!(*lock(&sink.released), ["web-1"]);
     assert_eq!(sink.messages("Killing"), ["Stopping container app"]);
@@ -540,7 +551,8 @@ async fn a_pod_gone_from_the_api_is_stopped_with_its_own_grace_and_not_released(
         tx: _tx,
     } = h;
     within(worker.run(CancellationToken::new())).await;
-    assert_eq!(fake.stops(), [(id, Duration::from_secs(12))]);
+    assert_eq!(fake.stops()[..1], [(id, Duration::from_secs(12))]);
+    assert_eq!(fake.stops().len(), 2, "the sandbox after");
     assert_eq!(fake.container_count(), 0);
     assert!(lock(&sink.released).is_empty(), "nothing to release");
     tracker.close();
@@ -561,7 +573,7 @@ async fn stopping_the_agent_leaves_the_containers_running() {
         ..
     } = h;
     within(worker.run(shutdown)).await;
-    assert_eq!(fake.container_count(), 1);
+    assert_eq!(fake.container_count(), 2, "the container and its sandbox");
     assert!(fake.stops().is_empty());
     tracker.close();
     within(tracker.wait()).await;
@@ -590,7 +602,7 @@ async fn a_deleted_pods_pre_stop_hook_runs_first_and_its_time_counts_against_the
     } = h;
     within(worker.run(CancellationToken::new())).await;
     // The hook's 3 s, then SIGTERM with what is left of the 10 s.
-    assert_eq!(fake.stops(), [(id, Duration::from_secs(7))]);
+    assert_eq!(fake.stops()[..1], [(id, Duration::from_secs(7))]);
     assert!(started.elapsed() >= Duration::from_secs(10));
     tracker.close();
     within(tracker.wait()).await;

@@ -322,6 +322,29 @@ mod tests {
             ..Default::default()
         }]);
         assert_eq!(pod_summary(&p, now()).status, "Init:0/1");
+        let failing = |state: Value| {
+            let mut p = pod(json!({"phase": "Pending", "initContainerStatuses": [
+                {"name": "init", "ready": false, "restartCount": 2, "image": "x", "imageID": "",
+                 "state": state}
+            ]}));
+            p.spec.as_mut().unwrap().init_containers = Some(vec![Container {
+                name: "init".into(),
+                ..Default::default()
+            }]);
+            pod_summary(&p, now()).status
+        };
+        assert_eq!(
+            failing(json!({"waiting": {"reason": "CrashLoopBackOff"}})),
+            "Init:CrashLoopBackOff"
+        );
+        assert_eq!(
+            failing(json!({"terminated": {"exitCode": 1, "reason": "Error"}})),
+            "Init:Error"
+        );
+        assert_eq!(
+            failing(json!({"terminated": {"exitCode": 3}})),
+            "Init:ExitCode:3"
+        );
     }
 
     #[test]

@@ -94,6 +94,8 @@ pub async fn run(args: AgentArgs, ctx: &mut Context<'_>) -> anyhow::Result<()> {
         tracing::warn!(addr = %config.listen, "the agent serves plain HTTP without authentication (the controller runs with --insecure-http) on a non-loopback address");
     }
     config.credential = credential;
+    config.state_dir = Some(state_dir.clone());
+    config.pod_infra = tugboat_agent::worker::sandbox::PodInfra::with_image(&args.pod_infra_image);
     config.address = args.address;
     config.heartbeat = seconds("heartbeat", args.heartbeat)?;
     config.backoff_initial = seconds("backoff-initial", args.backoff_initial)?;

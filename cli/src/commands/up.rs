@@ -108,6 +108,7 @@ pub async fn run(args: UpArgs, ctx: &mut Context<'_>) -> anyhow::Result<()> {
         let mut config = tugboat_agent::Config::new(&url, node);
         config.credential = credential;
         config.cluster = cluster.clone();
+        config.state_dir = Some(data_dir.join("agents").join(node));
         // Each node on its own loopback address, so that every node serves the
         // same node ports: node-1 on 127.0.0.1, node-2 on 127.0.0.2…
         config.host_port_ip = Some(format!("127.0.0.{}", i + 1));

@@ -9,6 +9,8 @@
 //! node?) comes back as a [`Condition`] the handler checks against the stored
 //! object or the request.
 //!
+//! Nodes also get ConfigMaps and Secrets by name (pods' env and volumes).
+//!
 //! One deliberate difference from the issue text "read only its own Node": a
 //! node may get, list and watch every Node, as Kubernetes' `system:node` role
 //! allows, because its Service proxy reaches endpoints on other nodes through
@@ -145,6 +147,18 @@ fn node_rules(node: &str, a: &Attributes<'_>) -> Decision {
     if (info == &SERVICES || info == &ENDPOINTSLICES || info == &ENDPOINTS) && a.verb.reads() {
         return Decision::Allow;
     }
+    // The ConfigMaps and Secrets of pods' env and volumes: get one by name in a
+    // namespace, never list or watch them all. (Kubernetes narrows this to the
+    // objects referenced by a pod bound to the node; that needs the pod graph.)
+    if info.group.is_empty() && matches!(info.plural, "configmaps" | "secrets") {
+        return match (a.verb, a.namespace, a.name, a.subresource) {
+            (Verb::Get, Some(_), Some(_), None) => Decision::Allow,
+            _ => Decision::Deny(Some(format!(
+                "node {node:?} may only get {} by name",
+                info.plural
+            ))),
+        };
+    }
     Decision::Deny(None)
 }
 
@@ -278,6 +292,39 @@ mod tests {
             authorize(&n1, &attrs(Verb::Create, &NODES, None, None, None)),
             Decision::AllowIf(Condition::CreatesName("n1".into()))
         );
+    }
+
+    #[test]
+    fn a_node_may_get_config_maps_and_secrets_by_name_only() {
+        // Declared here until the kinds are registered on main.
+        static CONFIGMAPS: ResourceInfo = ResourceInfo {
+            plural: "configmaps",
+            singular: "configmap",
+            kind: "ConfigMap",
+            ..PODS
+        };
+        static SECRETS: ResourceInfo = ResourceInfo {
+            plural: "secrets",
+            singular: "secret",
+            kind: "Secret",
+            ..PODS
+        };
+        let n1 = node_user("n1");
+        for info in [&CONFIGMAPS, &SECRETS] {
+            assert_eq!(
+                authorize(
+                    &n1,
+                    &attrs(Verb::Get, info, Some("team"), Some("cfg"), None)
+                ),
+                Decision::Allow
+            );
+            for verb in [Verb::List, Verb::Watch, Verb::Update, Verb::Delete] {
+                assert!(matches!(
+                    authorize(&n1, &attrs(verb, info, Some("team"), None, None)),
+                    Decision::Deny(_)
+                ));
+            }
+        }
     }
 
     #[test]

@@ -6,10 +6,12 @@ use std::collections::{BTreeMap, HashMap};
 
 use bollard::models::{
     ContainerCreateBody, ContainerInspectResponse, ContainerMemoryStats, ContainerStatsResponse,
-    EventMessage, HostConfig, PortBinding,
+    EventMessage, HostConfig, MountType, PortBinding,
 };
 
-use super::super::{ContainerInfo, ContainerSpec, ContainerState, ContainerStats, RuntimeEvent};
+use super::super::{
+    ContainerInfo, ContainerSpec, ContainerState, ContainerStats, MountSource, RuntimeEvent,
+};
 
 /// Docker's zero time, which it reports for "never started" and "not finished".
 const ZERO_TIME_PREFIX: &str = "0001-01-01T00:00:00";
@@ -49,7 +51,25 @@ pub(super) fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
                 });
         }
     }
+    let mounts: Vec<bollard::models::Mount> = spec
+        .mounts
+        .iter()
+        .map(|m| {
+            let (typ, source) = match &m.source {
+                MountSource::Bind(path) => (MountType::BIND, path.clone()),
+                MountSource::Volume(name) => (MountType::VOLUME, name.clone()),
+            };
+            bollard::models::Mount {
+                target: Some(m.target.clone()),
+                source: Some(source),
+                typ: Some(typ),
+                read_only: m.read_only.then_some(true),
+                ..Default::default()
+            }
+        })
+        .collect();
     let host_config = HostConfig {
+        mounts: (!mounts.is_empty()).then_some(mounts),
         memory: spec.memory_limit_bytes,
         nano_cpus: spec.nano_cpus,
         cpu_shares: spec.cpu_shares,
@@ -74,6 +94,7 @@ pub(super) fn create_body(spec: &ContainerSpec) -> ContainerCreateBody {
                 .collect()
         }),
         hostname: spec.hostname.clone(),
+        domainname: spec.domainname.clone(),
         open_stdin: spec.stdin.then_some(true),
         stdin_once: spec.stdin_once.then_some(true),
         attach_stdin: spec.stdin.then_some(true),

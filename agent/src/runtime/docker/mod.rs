@@ -28,6 +28,7 @@ use self::convert::{
 use super::{
     ContainerInfo, ContainerRuntime, ContainerSpec, EventStream, ExecOutput, HostInfo, LogOptions,
     LogStream, RuntimeError, Session, SessionId, StatsStream, StreamOutput, StreamRequest,
+    VolumeSpec,
 };
 
 /// How long connecting (version negotiation and ping) may take before we give up.
@@ -248,6 +249,40 @@ impl ContainerRuntime for DockerRuntime {
                 Ok(())
             }
             Err(e) => Err(engine(format!("remove container {id}"), &e)),
+        }
+    }
+
+    async fn create_volume(&self, spec: &VolumeSpec) -> Result<(), RuntimeError> {
+        let mut opts = HashMap::from([
+            ("type".to_string(), "tmpfs".to_string()),
+            ("device".to_string(), "tmpfs".to_string()),
+        ]);
+        if let Some(size) = spec.size_bytes {
+            opts.insert("o".to_string(), format!("size={size}"));
+        }
+        let request = bollard::models::VolumeCreateRequest {
+            name: Some(spec.name.clone()),
+            driver: Some("local".to_string()),
+            driver_opts: Some(opts),
+            labels: Some(spec.labels.clone().into_iter().collect()),
+            ..Default::default()
+        };
+        // Creating a volume that exists answers it as it is: fine.
+        self.docker
+            .create_volume(request)
+            .await
+            .map(|_| ())
+            .map_err(|e| engine(format!("create volume {}", spec.name), &e))
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
+        let options = bollard::query_parameters::RemoveVolumeOptionsBuilder::default()
+            .force(true)
+            .build();
+        match self.docker.remove_volume(name, Some(options)).await {
+            Ok(()) => Ok(()),
+            Err(e) if status_of(&e) == Some(404) => Ok(()),
+            Err(e) => Err(engine(format!("remove volume {name}"), &e)),
         }
     }
 

@@ -21,10 +21,25 @@ use super::{
 use crate::runtime::{
     ContainerInfo, ContainerRuntime, ContainerSpec, ContainerState, EventStream, ExecOutput,
     HostInfo, LogOptions, LogStream, NodeFigures, RuntimeError, RuntimeEvent, StatsStream,
+    VolumeSpec,
 };
 
 #[async_trait::async_trait]
 impl ContainerRuntime for FakeRuntime {
+    async fn create_volume(&self, spec: &VolumeSpec) -> Result<(), RuntimeError> {
+        let mut state = self.lock();
+        state
+            .volumes
+            .entry(spec.name.clone())
+            .or_insert_with(|| spec.clone());
+        Ok(())
+    }
+
+    async fn remove_volume(&self, name: &str) -> Result<(), RuntimeError> {
+        self.lock().volumes.remove(name);
+        Ok(())
+    }
+
     async fn host_info(&self) -> Result<HostInfo, RuntimeError> {
         Ok(self.lock().host.clone())
     }
@@ -152,7 +167,28 @@ impl ContainerRuntime for FakeRuntime {
             started_at: Some(jiff::Timestamp::now().to_string()),
             ..Default::default()
         };
-        container.info.ip = Some(next_address());
+        // A container joining another's network namespace (a pod sandbox's) has
+        // that one's address, as in Docker; the pod's containers share one IP.
+        let joined = container
+            .spec
+            .network
+            .as_deref()
+            .and_then(|n| n.strip_prefix("container:"))
+            .map(str::to_owned);
+        let ip = match joined {
+            Some(other) => {
+                let other = resolve(&state, &other)
+                    .and_then(|o| state.containers[&o].info.ip.clone())
+                    .ok_or_else(|| RuntimeError::Engine {
+                        operation: format!("start container {id}"),
+                        message: format!("cannot join network of a non running container: {other}"),
+                    })?;
+                Some(other)
+            }
+            None => Some(next_address()),
+        };
+        let container = state.containers.get_mut(&key).expect("resolved");
+        container.info.ip = ip;
         container.stopped = CancellationToken::new();
         self.emit(&mut state, &key, "start", []);
         Ok(())

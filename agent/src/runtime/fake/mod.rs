@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use self::names::{hash, hex_id, normalize};
 use super::{
     ContainerInfo, ContainerSpec, ContainerStats, ExecOutput, HostInfo, LABEL_POD_NAME,
-    LABEL_POD_NAMESPACE, RuntimeError, RuntimeEvent,
+    LABEL_POD_NAMESPACE, RuntimeError, RuntimeEvent, VolumeSpec,
 };
 
 /// How many past events are kept for `events(since)`.
@@ -86,6 +86,8 @@ struct State {
     /// Usage set for a pod (`namespace`, `name`): every container of it gets it
     /// when created.
     pod_usage: HashMap<(String, String), Usage>,
+    /// Named volumes, by name.
+    volumes: HashMap<String, VolumeSpec>,
 }
 
 /// What a container uses: CPU in thousandths of a CPU, memory in bytes.
@@ -211,6 +213,7 @@ impl FakeRuntime {
                 exec: Arc::new(|_, _| Ok(ExecOutput::default())),
                 failures: HashMap::new(),
                 pod_usage: HashMap::new(),
+                volumes: HashMap::new(),
             }),
         }
     }
@@ -369,6 +372,13 @@ impl FakeRuntime {
     pub fn spec(&self, id: &str) -> Option<ContainerSpec> {
         let state = self.lock();
         resolve(&state, id).map(|id| state.containers[&id].spec.clone())
+    }
+
+    /// The named volumes there are, by name.
+    pub fn volumes(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.lock().volumes.keys().cloned().collect();
+        names.sort();
+        names
     }
 
     /// Every image a pull was attempted for, in order.

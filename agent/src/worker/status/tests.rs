@@ -88,6 +88,7 @@ impl Case {
             probes: &self.probes,
             memo: &self.memo,
             host_ip: HOST,
+            sandbox_ip: None,
             start_time: &start,
             now: self.now,
             wall: jiff::Timestamp::now(),
