@@ -610,6 +610,16 @@ pub struct ControllerTuning {
     /// (Kubernetes' HPAScaleToZero).
     #[arg(long)]
     pub hpa_scale_to_zero: bool,
+
+    /// Seconds before a Job's first failed pod is replaced; doubles per failure
+    /// up to 6 minutes (Kubernetes' 10 s). Hidden: tests shorten it.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS", hide = true)]
+    pub job_backoff_base: f64,
+
+    /// A test aid: how many real seconds one minute of CronJob schedules lasts
+    /// (default 60), so an every-minute CronJob runs several times in seconds.
+    #[arg(long, default_value_t = 60.0, value_name = "SECS", hide = true)]
+    pub cronjob_minute_seconds: f64,
 }
 
 #[derive(Debug, Args)]

@@ -23,12 +23,15 @@ const OWNER_KINDS: &[&ResourceInfo] = &[
     &resource::DEPLOYMENTS,
     &resource::REPLICASETS,
     &resource::SERVICES,
+    &resource::JOBS,
+    &resource::CRONJOBS,
 ];
 
 /// Kinds whose objects have owners in Tugboat today (a Service owns its
-/// EndpointSlices and Endpoints).
+/// EndpointSlices and Endpoints, a CronJob its Jobs, a Job its Pods).
 const DEPENDENT_KINDS: &[&ResourceInfo] = &[
     &resource::REPLICASETS,
+    &resource::JOBS,
     &resource::PODS,
     &resource::ENDPOINTSLICES,
     &resource::ENDPOINTS,
