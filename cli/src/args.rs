@@ -71,8 +71,12 @@ pub enum Command {
     /// A whole local cluster in one process: the controller plus N agents on the
     /// local Docker (the quick start).
     Up(UpArgs),
-    /// Print the logs of a pod's container.
+    /// Print the logs of a pod's container (or of the first pod of a Job,
+    /// Deployment or ReplicaSet: `job/NAME`).
     Logs(LogsArgs),
+    /// Wait until objects meet a condition (`--for=condition=complete`,
+    /// `--for=delete`) or the timeout passes.
+    Wait(WaitArgs),
     /// Stream or list events (`tug get events`, with `-w` to watch).
     Events(EventsArgs),
     /// Wait until stopped (what the node's service sandbox container runs).
@@ -501,7 +505,8 @@ pub struct UpArgs {
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
-    /// The pod (or `pod/NAME`).
+    /// The pod (or `pod/NAME`), or `job/NAME`, `deploy/NAME`, `rs/NAME`: the
+    /// first of their pods.
     #[arg(value_name = "POD")]
     pub pod: String,
 
@@ -847,6 +852,55 @@ pub enum CreateCommand {
         /// Name of the new namespace.
         name: String,
     },
+    /// Create a Job: from an image and command (`--image=IMG -- CMD...`), or
+    /// as a manual run of a CronJob's template (`--from=cronjob/NAME`).
+    Job {
+        /// Name of the new Job.
+        name: String,
+        /// The image of the Job's one container.
+        #[arg(long, value_name = "IMAGE", conflicts_with = "from")]
+        image: Option<String>,
+        /// Copy the template of this CronJob (`cronjob/NAME`).
+        #[arg(long, value_name = "cronjob/NAME")]
+        from: Option<String>,
+        /// The container's command, after `--`.
+        #[arg(last = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+    /// Create a CronJob: `--image=IMG --schedule='*/5 * * * *' -- CMD...`.
+    #[command(alias = "cj")]
+    Cronjob {
+        /// Name of the new CronJob.
+        name: String,
+        /// The image of the Jobs' one container.
+        #[arg(long, value_name = "IMAGE")]
+        image: String,
+        /// When to run, in cron syntax (`*/5 * * * *`, `@hourly`).
+        #[arg(long, value_name = "SCHEDULE")]
+        schedule: String,
+        /// The pods' restart policy: OnFailure (default) or Never.
+        #[arg(long, default_value = "OnFailure", value_name = "POLICY")]
+        restart: String,
+        /// The container's command, after `--`.
+        #[arg(last = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// What to wait for: `TYPE/NAME...` or `TYPE NAME...`.
+    #[arg(required = true, value_name = "TYPE/NAME")]
+    pub targets: Vec<String>,
+
+    /// The condition: `condition=NAME[=VALUE]` (VALUE defaults to True),
+    /// `delete`, or `jsonpath={.status.phase}=VALUE`.
+    #[arg(long = "for", value_name = "CONDITION", required = true)]
+    pub for_: String,
+
+    /// How long to wait before giving up (`60s`, `2m`; 0 checks once).
+    #[arg(long, default_value = "30s", value_parser = crate::duration::parse_flag, value_name = "DURATION")]
+    pub timeout: std::time::Duration,
 }
 
 #[derive(Debug, Args)]

@@ -24,3 +24,4 @@ pub mod token;
 pub mod top;
 pub mod up;
 pub mod version;
+pub mod wait;
