@@ -132,7 +132,13 @@ pub fn job_from_cronjob(name: &str, cj: &Value) -> Value {
 }
 
 /// A CronJob of one container as `kubectl create cronjob` makes it.
-pub fn cronjob(name: &str, image: &str, schedule: &str, restart: &str, command: &[String]) -> Value {
+pub fn cronjob(
+    name: &str,
+    image: &str,
+    schedule: &str,
+    restart: &str,
+    command: &[String],
+) -> Value {
     let mut container = json!({"name": name, "image": image});
     if !command.is_empty() {
         container["command"] = json!(command);
@@ -160,14 +166,20 @@ mod tests {
 
     #[test]
     fn a_job_from_arguments_looks_like_kubectls() {
-        let j = job("pi", "busybox", &["sh".into(), "-c".into(), "echo hi".into()]);
+        let j = job(
+            "pi",
+            "busybox",
+            &["sh".into(), "-c".into(), "echo hi".into()],
+        );
         let c = &j["spec"]["template"]["spec"]["containers"][0];
         assert_eq!(c["name"], "pi");
         assert_eq!(c["command"], json!(["sh", "-c", "echo hi"]));
         assert_eq!(j["spec"]["template"]["spec"]["restartPolicy"], "Never");
-        assert!(job("pi", "busybox", &[])["spec"]["template"]["spec"]["containers"][0]
-            .get("command")
-            .is_none());
+        assert!(
+            job("pi", "busybox", &[])["spec"]["template"]["spec"]["containers"][0]
+                .get("command")
+                .is_none()
+        );
     }
 
     #[test]
@@ -201,7 +213,13 @@ mod tests {
 
     #[test]
     fn a_cronjob_from_arguments_runs_its_command_on_schedule() {
-        let cj = cronjob("tick", "busybox", "*/5 * * * *", "OnFailure", &["date".into()]);
+        let cj = cronjob(
+            "tick",
+            "busybox",
+            "*/5 * * * *",
+            "OnFailure",
+            &["date".into()],
+        );
         assert_eq!(cj["spec"]["schedule"], "*/5 * * * *");
         let pod = &cj["spec"]["jobTemplate"]["spec"]["template"]["spec"];
         assert_eq!(pod["restartPolicy"], "OnFailure");

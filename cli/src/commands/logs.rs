@@ -109,7 +109,10 @@ fn first_pod(pods: &[&Value]) -> Option<String> {
             let ready = p
                 .pointer("/status/conditions")
                 .and_then(Value::as_array)
-                .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"));
+                .is_some_and(|c| {
+                    c.iter()
+                        .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                });
             (
                 text(p, "/spec/nodeName").is_none(),
                 phase,

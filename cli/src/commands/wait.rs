@@ -91,7 +91,9 @@ impl Condition {
                 .into_iter()
                 .flatten()
                 .any(|c| {
-                    c["type"].as_str().is_some_and(|t| t.eq_ignore_ascii_case(kind))
+                    c["type"]
+                        .as_str()
+                        .is_some_and(|t| t.eq_ignore_ascii_case(kind))
                         && c["status"]
                             .as_str()
                             .is_some_and(|s| s.eq_ignore_ascii_case(value))
@@ -113,7 +115,7 @@ impl Condition {
                     Some(want) => match at {
                         Value::String(s) => s == want,
                         Value::Null => false,
-                        other => other.to_string() == *want,
+                        other => serde_json::from_str::<Value>(want).ok().as_ref() == Some(other),
                     },
                 }
             }
@@ -129,9 +131,9 @@ fn parse_path(expr: &str) -> anyhow::Result<Vec<Step>> {
         .and_then(|e| e.strip_suffix('}'))
         .unwrap_or(expr)
         .trim();
-    let inner = inner
-        .strip_prefix('.')
-        .ok_or_else(|| anyhow!("--for: a jsonpath starts with a dot: {{.status.phase}}, got {expr:?}"))?;
+    let inner = inner.strip_prefix('.').ok_or_else(|| {
+        anyhow!("--for: a jsonpath starts with a dot: {{.status.phase}}, got {expr:?}")
+    })?;
     let mut steps = Vec::new();
     for part in inner.split('.') {
         let (field, mut rest) = part.split_once('[').map_or((part, ""), |(f, r)| (f, r));
@@ -142,9 +144,9 @@ fn parse_path(expr: &str) -> anyhow::Result<Vec<Step>> {
             let (index, tail) = rest
                 .split_once(']')
                 .ok_or_else(|| anyhow!("--for: unclosed [ in jsonpath {expr:?}"))?;
-            let i = index
-                .parse::<usize>()
-                .map_err(|_| anyhow!("--for: only numeric indexes are supported in jsonpath {expr:?}"))?;
+            let i = index.parse::<usize>().map_err(|_| {
+                anyhow!("--for: only numeric indexes are supported in jsonpath {expr:?}")
+            })?;
             steps.push(Step::Index(i));
             rest = tail.strip_prefix('[').unwrap_or(tail);
         }
@@ -288,10 +290,18 @@ mod tests {
             {"type": "Complete", "status": "True"},
         ]}});
         assert!(Condition::parse("condition=complete").unwrap().met(&job));
-        assert!(!Condition::parse("condition=complete=false").unwrap().met(&job));
+        assert!(
+            !Condition::parse("condition=complete=false")
+                .unwrap()
+                .met(&job)
+        );
         assert!(!Condition::parse("condition=failed").unwrap().met(&job));
         assert!(!Condition::Delete.met(&job));
-        assert!(!Condition::parse("condition=complete").unwrap().met(&json!({})));
+        assert!(
+            !Condition::parse("condition=complete")
+                .unwrap()
+                .met(&json!({}))
+        );
     }
 
     #[test]

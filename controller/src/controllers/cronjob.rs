@@ -183,7 +183,12 @@ pub struct Missed {
 /// The scheduled times strictly after `earliest` and not after `now`: how many
 /// (up to one more than [`TOO_MANY_MISSED`]) and the latest, found without
 /// walking every one of them when there are many.
-pub fn missed_runs(schedule: &Schedule, tz: &TimeZone, earliest: Timestamp, now: Timestamp) -> Missed {
+pub fn missed_runs(
+    schedule: &Schedule,
+    tz: &TimeZone,
+    earliest: Timestamp,
+    now: Timestamp,
+) -> Missed {
     let mut most_recent = None;
     let mut count = 0;
     let mut t = earliest;
@@ -202,7 +207,14 @@ pub fn missed_runs(schedule: &Schedule, tz: &TimeZone, earliest: Timestamp, now:
         return Missed { most_recent, count };
     }
     // Many: search back from now in growing windows for the latest one.
-    for window in [60, 3600, 86_400, 31 * 86_400, 366 * 86_400, 5 * 366 * 86_400] {
+    for window in [
+        60,
+        3600,
+        86_400,
+        31 * 86_400,
+        366 * 86_400,
+        5 * 366 * 86_400,
+    ] {
         let from = now
             .checked_sub(jiff::SignedDuration::from_secs(window))
             .unwrap_or(earliest)
@@ -540,7 +552,11 @@ pub async fn reconcile(cj: Arc<CronJob>, ctx: Arc<Ctx>) -> Result<Action, Error>
                 }
                 Err(e) if e.reason == "AlreadyExists" => {
                     // Not ours (ours were listed): someone else made it; leave it be.
-                    tracing::info!(namespace = ns, cronjob = name, "job for the scheduled time exists and is not owned by the CronJob");
+                    tracing::info!(
+                        namespace = ns,
+                        cronjob = name,
+                        "job for the scheduled time exists and is not owned by the CronJob"
+                    );
                 }
                 Err(e) => {
                     ctx.recorder

@@ -194,7 +194,11 @@ async fn expire(
     }
     let ns = job.metadata.namespace.as_deref();
     let name = job.metadata.name.as_deref().unwrap_or("");
-    tracing::info!(namespace = ns, job = name, "deleting finished Job whose TTL expired");
+    tracing::info!(
+        namespace = ns,
+        job = name,
+        "deleting finished Job whose TTL expired"
+    );
     let opts = DeleteOptions {
         propagation: Propagation::Background,
         precondition_uid: job.metadata.uid.clone(),
@@ -365,7 +369,9 @@ pub fn backoff(base: Duration, failures: u32) -> Duration {
         return Duration::ZERO;
     }
     let factor = 1u32.checked_shl(failures - 1).unwrap_or(u32::MAX);
-    base.checked_mul(factor).unwrap_or(MAX_BACKOFF).min(MAX_BACKOFF)
+    base.checked_mul(factor)
+        .unwrap_or(MAX_BACKOFF)
+        .min(MAX_BACKOFF)
 }
 
 /// When a finished pod finished: its containers' last `finishedAt`, else the
@@ -607,8 +613,11 @@ pub fn plan(job: &Job, pods: &[Pod], now: Timestamp, backoff_base: Duration) -> 
             "Job suspended",
             now,
         ) {
-            p.events
-                .push((EventType::Normal, "Suspended".into(), "Job suspended".into()));
+            p.events.push((
+                EventType::Normal,
+                "Suspended".into(),
+                "Job suspended".into(),
+            ));
         }
         status.active = Some(0);
         status.ready = Some(0);
@@ -654,8 +663,8 @@ pub fn plan(job: &Job, pods: &[Pod], now: Timestamp, backoff_base: Duration) -> 
     let deadline = spec
         .active_deadline_seconds
         .map(|s| start.as_second().saturating_add(s));
-    let all_indexes_resolved = completions
-        .is_some_and(|c| (succeeded_indexes.len() + failed_indexes.len()) as i32 >= c);
+    let all_indexes_resolved =
+        completions.is_some_and(|c| (succeeded_indexes.len() + failed_indexes.len()) as i32 >= c);
     let failure: Option<(String, String)> = if let Some(msg) =
         failed_pods.iter().find_map(|(_, v)| match v {
             FailureVerdict::FailJob(m) => Some(m.clone()),
@@ -749,8 +758,11 @@ pub fn plan(job: &Job, pods: &[Pod], now: Timestamp, backoff_base: Duration) -> 
                     now,
                 );
                 status.completion_time = Some(Time(now));
-                p.events
-                    .push((EventType::Normal, "Completed".into(), "Job completed".into()));
+                p.events.push((
+                    EventType::Normal,
+                    "Completed".into(),
+                    "Job completed".into(),
+                ));
             }
         }
         status.conditions = Some(conditions).filter(|c| !c.is_empty());
@@ -784,7 +796,9 @@ pub fn plan(job: &Job, pods: &[Pod], now: Timestamp, backoff_base: Duration) -> 
             p.delete.extend(dups[1..].iter().map(|p| name_of(p)));
         }
         let running: BTreeSet<i32> = keep.iter().filter_map(|p| pod_index(p)).collect();
-        let room = usize::try_from(parallelism).unwrap_or(0).saturating_sub(keep.len());
+        let room = usize::try_from(parallelism)
+            .unwrap_or(0)
+            .saturating_sub(keep.len());
         wanted_new.extend(
             (0..c)
                 .filter(|i| {
@@ -821,7 +835,10 @@ pub fn plan(job: &Job, pods: &[Pod], now: Timestamp, backoff_base: Duration) -> 
 
     // Replacements of failed pods wait out the back-off.
     if !wanted_new.is_empty() {
-        let last_success = succeeded_pods.iter().filter_map(|p| pod_finished_at(p)).max();
+        let last_success = succeeded_pods
+            .iter()
+            .filter_map(|p| pod_finished_at(p))
+            .max();
         let failures: Vec<Timestamp> = counted_failures
             .iter()
             .filter_map(|p| pod_finished_at(p))

@@ -1,7 +1,7 @@
 use std::time::Duration;
 
-use jiff::{SignedDuration, Timestamp};
 use jiff::tz::TimeZone;
+use jiff::{SignedDuration, Timestamp};
 use k8s_openapi::api::batch::v1::{CronJob, CronJobSpec, CronJobStatus, JobTemplateSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
@@ -186,7 +186,16 @@ fn the_concurrency_policy_decides_about_running_jobs() {
     cj.spec.as_mut().unwrap().concurrency_policy = Some("Replace".into());
     assert_eq!(decide(&cj, &missed, due, &[], 1), start(true));
     assert_eq!(
-        decide(&cj, &Missed { most_recent: None, count: 0 }, due, &[], 0),
+        decide(
+            &cj,
+            &Missed {
+                most_recent: None,
+                count: 0
+            },
+            due,
+            &[],
+            0
+        ),
         Decision::Wait
     );
 }
@@ -206,7 +215,11 @@ fn history_keeps_the_newest_finished_jobs_within_the_limits() {
         vec!["tick-1", "tick-2", "tick-4"]
     );
     assert_eq!(history_to_delete(&children, 3, 2), Vec::<String>::new());
-    assert_eq!(history_to_delete(&children, 0, 0).len(), 5, "running jobs stay");
+    assert_eq!(
+        history_to_delete(&children, 0, 0).len(),
+        5,
+        "running jobs stay"
+    );
 }
 
 #[test]
@@ -222,7 +235,10 @@ fn a_compressed_clock_runs_minutes_in_seconds() {
         clock.virtual_at(origin + SignedDuration::from_secs(4)),
         t("2026-01-01T00:02:00Z")
     );
-    assert_eq!(clock.virtual_at(t("2025-12-31T00:00:00Z")), t("2025-12-31T00:00:00Z"));
+    assert_eq!(
+        clock.virtual_at(t("2025-12-31T00:00:00Z")),
+        t("2025-12-31T00:00:00Z")
+    );
     assert_eq!(
         clock.real_until(t("2026-01-01T00:02:00Z"), t("2026-01-01T00:03:00Z")),
         Duration::from_secs(2)
@@ -252,7 +268,10 @@ fn a_scheduled_job_copies_the_template_and_names_its_time() {
         Some(&"2026-01-01T00:01:00Z".to_string())
     );
     let owner = &job.metadata.owner_references.unwrap()[0];
-    assert_eq!((owner.kind.as_str(), owner.uid.as_str()), ("CronJob", "cj-uid"));
+    assert_eq!(
+        (owner.kind.as_str(), owner.uid.as_str()),
+        ("CronJob", "cj-uid")
+    );
     assert_eq!(owner.controller, Some(true));
     // The scheduled time orders the history.
     let mut stored = job_for(&cj, due, &TimeZone::UTC);

@@ -7,8 +7,8 @@ use k8s_openapi::api::batch::v1::{
     PodFailurePolicyRule,
 };
 use k8s_openapi::api::core::v1::{
-    Container, ContainerState, ContainerStateTerminated, ContainerStatus, Pod, PodSpec,
-    PodStatus, PodTemplateSpec,
+    Container, ContainerState, ContainerStateTerminated, ContainerStatus, Pod, PodSpec, PodStatus,
+    PodTemplateSpec,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 
@@ -174,16 +174,30 @@ fn enough_successes_complete_the_job_with_both_conditions() {
     );
     assert_eq!(p.status.completion_time, Some(Time(at(3))));
     assert_eq!(p.status.succeeded, Some(5));
-    assert!(p.events.iter().any(|(_, r, m)| r == "Completed" && m == "Job completed"));
+    assert!(
+        p.events
+            .iter()
+            .any(|(_, r, m)| r == "Completed" && m == "Job completed")
+    );
     assert!(finished_at(Some(&p.status)).is_some());
 }
 
 #[test]
 fn a_work_queue_job_completes_when_one_succeeded_and_none_run() {
-    let p = plan(&job(None, 2), &[exited("a", 0, at(1)), pod("b", "Running")], at(2), BASE);
+    let p = plan(
+        &job(None, 2),
+        &[exited("a", 0, at(1)), pod("b", "Running")],
+        at(2),
+        BASE,
+    );
     assert!(p.create.is_empty(), "no new pods once one succeeded");
     assert_eq!(condition(&p, "Complete"), None);
-    let p = plan(&job(None, 2), &[exited("a", 0, at(1)), exited("b", 0, at(2))], at(3), BASE);
+    let p = plan(
+        &job(None, 2),
+        &[exited("a", 0, at(1)), exited("b", 0, at(2))],
+        at(3),
+        BASE,
+    );
     assert_eq!(condition(&p, "Complete").map(|c| c.0), Some("True"));
 }
 
@@ -226,9 +240,18 @@ fn more_failures_than_the_backoff_limit_fail_the_job() {
     let mut j = job(Some(1), 1);
     j.spec.as_mut().unwrap().backoff_limit = Some(1);
     let p = plan(&j, &[exited("a", 1, at(1))], at(100), BASE);
-    assert_eq!(condition(&p, "Failed"), None, "one failure is within the limit");
+    assert_eq!(
+        condition(&p, "Failed"),
+        None,
+        "one failure is within the limit"
+    );
     assert_eq!(p.create.len(), 1);
-    let p = plan(&j, &[exited("a", 1, at(1)), exited("b", 1, at(20))], at(21), BASE);
+    let p = plan(
+        &j,
+        &[exited("a", 1, at(1)), exited("b", 1, at(20))],
+        at(21),
+        BASE,
+    );
     assert!(p.create.is_empty());
     assert_eq!(
         condition(&p, "FailureTarget"),
@@ -239,7 +262,10 @@ fn more_failures_than_the_backoff_limit_fail_the_job() {
         Some(("True", Some("BackoffLimitExceeded")))
     );
     assert_eq!(p.status.failed, Some(2));
-    assert_eq!(p.status.completion_time, None, "only a success has a completion time");
+    assert_eq!(
+        p.status.completion_time, None,
+        "only a success has a completion time"
+    );
     assert!(p.events.iter().any(|(t, r, m)| *t == EventType::Warning
         && r == "BackoffLimitExceeded"
         && m == "Job has reached the specified backoff limit"));
@@ -259,7 +285,14 @@ fn with_restart_policy_on_failure_container_restarts_count_against_the_limit() {
     }]);
     let p = plan(&j, std::slice::from_ref(&running), at(1), BASE);
     assert_eq!(condition(&p, "FailureTarget"), None);
-    running.status.as_mut().unwrap().container_statuses.as_mut().unwrap()[0].restart_count = 2;
+    running
+        .status
+        .as_mut()
+        .unwrap()
+        .container_statuses
+        .as_mut()
+        .unwrap()[0]
+        .restart_count = 2;
     let p = plan(&j, &[running], at(1), BASE);
     assert_eq!(
         condition(&p, "FailureTarget"),
@@ -290,8 +323,10 @@ fn the_active_deadline_fails_the_job_and_deletes_its_pods() {
         condition(&p, "Failed"),
         Some(("True", Some("DeadlineExceeded")))
     );
-    assert!(p.events.iter().any(|(_, r, m)| r == "DeadlineExceeded"
-        && m == "Job was active longer than specified deadline"));
+    assert!(
+        p.events.iter().any(|(_, r, m)| r == "DeadlineExceeded"
+            && m == "Job was active longer than specified deadline")
+    );
 }
 
 fn policy(action: &str, operator: &str, values: Vec<i32>) -> PodFailurePolicy {
@@ -343,7 +378,12 @@ fn failure_policy_rules_match_non_zero_exit_codes() {
 fn a_fail_job_rule_fails_the_job_at_once() {
     let mut j = job(Some(2), 2);
     j.spec.as_mut().unwrap().pod_failure_policy = Some(policy("FailJob", "In", vec![42]));
-    let p = plan(&j, &[exited("a", 42, at(1)), pod("b", "Running")], at(2), BASE);
+    let p = plan(
+        &j,
+        &[exited("a", 42, at(1)), pod("b", "Running")],
+        at(2),
+        BASE,
+    );
     assert_eq!(
         condition(&p, "FailureTarget"),
         Some(("True", Some("PodFailurePolicy")))
@@ -434,7 +474,11 @@ fn an_indexed_pod_carries_its_index_hostname_and_env() {
     let pod = pod_for(&indexed(3, 1), Some(2));
     assert_eq!(pod.metadata.generate_name.as_deref(), Some("pi-2-"));
     assert_eq!(
-        pod.metadata.annotations.as_ref().unwrap().get(COMPLETION_INDEX),
+        pod.metadata
+            .annotations
+            .as_ref()
+            .unwrap()
+            .get(COMPLETION_INDEX),
         Some(&"2".to_string())
     );
     assert_eq!(
@@ -446,7 +490,13 @@ fn an_indexed_pod_carries_its_index_hostname_and_env() {
     let env = spec.containers[0].env.as_ref().unwrap();
     let var = env.iter().find(|e| e.name == COMPLETION_INDEX_ENV).unwrap();
     assert_eq!(
-        var.value_from.as_ref().unwrap().field_ref.as_ref().unwrap().field_path,
+        var.value_from
+            .as_ref()
+            .unwrap()
+            .field_ref
+            .as_ref()
+            .unwrap()
+            .field_path,
         "metadata.annotations['batch.kubernetes.io/job-completion-index']"
     );
     let owner = &pod.metadata.owner_references.unwrap()[0];
@@ -460,7 +510,12 @@ fn an_indexed_pod_carries_its_index_hostname_and_env() {
 fn a_suspended_job_deletes_its_active_pods_and_says_so() {
     let mut j = job(Some(3), 2);
     j.spec.as_mut().unwrap().suspend = Some(true);
-    let p = plan(&j, &[pod("a", "Running"), exited("b", 0, at(1))], at(5), BASE);
+    let p = plan(
+        &j,
+        &[pod("a", "Running"), exited("b", 0, at(1))],
+        at(5),
+        BASE,
+    );
     assert_eq!(p.delete, vec!["a".to_string()]);
     assert!(p.create.is_empty());
     assert_eq!(
@@ -472,7 +527,10 @@ fn a_suspended_job_deletes_its_active_pods_and_says_so() {
     resumed.spec.as_mut().unwrap().suspend = Some(false);
     resumed.status = Some(p.status.clone());
     let p = plan(&resumed, &[exited("b", 0, at(1))], at(50), BASE);
-    assert_eq!(condition(&p, "Suspended"), Some(("False", Some("JobResumed"))));
+    assert_eq!(
+        condition(&p, "Suspended"),
+        Some(("False", Some("JobResumed")))
+    );
     assert_eq!(p.status.start_time, Some(Time(at(50))));
     assert_eq!(p.create.len(), 2);
 }
