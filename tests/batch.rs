@@ -411,3 +411,31 @@ async fn tug_creates_a_job_from_a_cronjob_waits_for_it_and_shows_its_logs() -> a
     assert_eq!(out.trim(), "job.batch/never condition met");
     Ok(())
 }
+
+#[tokio::test]
+async fn a_finished_job_with_a_ttl_is_deleted_with_its_pods() -> anyhow::Result<()> {
+    busybox_image().await?;
+    let c = DockerCluster::start("job-ttl", 1).await?;
+    let mut manifest = job("brief", 1, 1, "true");
+    manifest["spec"]["ttlSecondsAfterFinished"] = json!(2);
+    c.apply(&manifest).await?;
+    eventually_within(JOB_WAIT, "the Job is Complete", || async {
+        has_condition(&get_job(&c, "brief").await?, "Complete")
+    })
+    .await?;
+    assert_eq!(
+        c.pods("job-name=brief").await?.len(),
+        1,
+        "the finished pod is kept"
+    );
+    eventually_within(JOB_WAIT, "the Job and its pod are gone", || async {
+        let gone = c
+            .client
+            .get(&JOBS, Some(&c.namespace), "brief")
+            .await
+            .is_err_and(|e| e.is_not_found());
+        (gone && c.pods("job-name=brief").await.ok()?.is_empty()).then_some(())
+    })
+    .await?;
+    Ok(())
+}
