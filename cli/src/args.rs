@@ -71,8 +71,12 @@ pub enum Command {
     /// A whole local cluster in one process: the controller plus N agents on the
     /// local Docker (the quick start).
     Up(UpArgs),
-    /// Print the logs of a pod's container.
+    /// Print the logs of a pod's container (or of the first pod of a Job,
+    /// Deployment or ReplicaSet: `job/NAME`).
     Logs(LogsArgs),
+    /// Wait until objects meet a condition (`--for=condition=complete`,
+    /// `--for=delete`) or the timeout passes.
+    Wait(WaitArgs),
     /// Stream or list events (`tug get events`, with `-w` to watch).
     Events(EventsArgs),
     /// Wait until stopped (what the node's service sandbox container runs).
@@ -507,7 +511,8 @@ pub struct UpArgs {
 
 #[derive(Debug, Args)]
 pub struct LogsArgs {
-    /// The pod (or `pod/NAME`).
+    /// The pod (or `pod/NAME`), or `job/NAME`, `deploy/NAME`, `rs/NAME`: the
+    /// first of their pods.
     #[arg(value_name = "POD")]
     pub pod: String,
 
@@ -616,6 +621,16 @@ pub struct ControllerTuning {
     /// (Kubernetes' HPAScaleToZero).
     #[arg(long)]
     pub hpa_scale_to_zero: bool,
+
+    /// Seconds before a Job's first failed pod is replaced; doubles per failure
+    /// up to 6 minutes (Kubernetes' 10 s). Hidden: tests shorten it.
+    #[arg(long, default_value_t = 10.0, value_name = "SECS", hide = true)]
+    pub job_backoff_base: f64,
+
+    /// A test aid: how many real seconds one minute of CronJob schedules lasts
+    /// (default 60), so an every-minute CronJob runs several times in seconds.
+    #[arg(long, default_value_t = 60.0, value_name = "SECS", hide = true)]
+    pub cronjob_minute_seconds: f64,
 }
 
 #[derive(Debug, Args)]
@@ -859,6 +874,39 @@ pub enum CreateCommand {
         #[command(flatten)]
         common: CreateCommon,
     },
+    /// Create a Job: from an image and command (`--image=IMG -- CMD...`), or
+    /// as a manual run of a CronJob's template (`--from=cronjob/NAME`).
+    Job {
+        /// Name of the new Job.
+        name: String,
+        /// The image of the Job's one container.
+        #[arg(long, value_name = "IMAGE", conflicts_with = "from")]
+        image: Option<String>,
+        /// Copy the template of this CronJob (`cronjob/NAME`).
+        #[arg(long, value_name = "cronjob/NAME")]
+        from: Option<String>,
+        /// The container's command, after `--`.
+        #[arg(last = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
+    /// Create a CronJob: `--image=IMG --schedule='*/5 * * * *' -- CMD...`.
+    #[command(alias = "cj")]
+    Cronjob {
+        /// Name of the new CronJob.
+        name: String,
+        /// The image of the Jobs' one container.
+        #[arg(long, value_name = "IMAGE")]
+        image: String,
+        /// When to run, in cron syntax (`*/5 * * * *`, `@hourly`).
+        #[arg(long, value_name = "SCHEDULE")]
+        schedule: String,
+        /// The pods' restart policy: OnFailure (default) or Never.
+        #[arg(long, default_value = "OnFailure", value_name = "POLICY")]
+        restart: String,
+        /// The container's command, after `--`.
+        #[arg(last = true, value_name = "COMMAND")]
+        command: Vec<String>,
+    },
 }
 
 /// What every `create KIND` takes besides its data: whether to only show the
@@ -972,6 +1020,22 @@ pub enum CreateSecretCommand {
         #[command(flatten)]
         common: CreateCommon,
     },
+}
+
+#[derive(Debug, Args)]
+pub struct WaitArgs {
+    /// What to wait for: `TYPE/NAME...` or `TYPE NAME...`.
+    #[arg(required = true, value_name = "TYPE/NAME")]
+    pub targets: Vec<String>,
+
+    /// The condition: `condition=NAME[=VALUE]` (VALUE defaults to True),
+    /// `delete`, or `jsonpath={.status.phase}=VALUE`.
+    #[arg(long = "for", value_name = "CONDITION", required = true)]
+    pub for_: String,
+
+    /// How long to wait before giving up (`60s`, `2m`; 0 checks once).
+    #[arg(long, default_value = "30s", value_parser = crate::duration::parse_flag, value_name = "DURATION")]
+    pub timeout: std::time::Duration,
 }
 
 #[derive(Debug, Args)]

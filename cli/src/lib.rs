@@ -92,6 +92,7 @@ pub async fn execute_with(
         Command::Agent(args) => commands::agent::run(args, &mut ctx).await,
         Command::Up(args) => commands::up::run(args, &mut ctx).await,
         Command::Logs(args) => commands::logs::run(args, &mut ctx).await,
+        Command::Wait(args) => commands::wait::run(args, &mut ctx).await,
         Command::Exec(args) => commands::exec::run(args, &mut ctx).await,
         Command::PortForward(args) => commands::port_forward::run(args, &mut ctx).await,
         Command::Cp(args) => commands::cp::run(args, &mut ctx).await,

@@ -142,6 +142,12 @@ pub struct Config {
     /// The autoscalers' sync period and whether they may scale to zero
     /// (`--hpa-sync-period`, `--hpa-scale-to-zero`).
     pub hpa: controllers::hpa::Config,
+    /// The Job controller's back-off base (`--job-backoff-base`, hidden: 10 s as
+    /// Kubernetes; tests shorten it).
+    pub job: controllers::job::Config,
+    /// The CronJob controller's clock (`--cronjob-minute-seconds`, hidden: a
+    /// test aid that makes a schedule's minute last fewer real seconds).
+    pub cronjob: controllers::cronjob::Config,
 }
 
 impl Default for Config {
@@ -160,6 +166,8 @@ impl Default for Config {
             security: Security::default(),
             metrics_interval: metrics::DEFAULT_INTERVAL,
             hpa: controllers::hpa::Config::default(),
+            job: controllers::job::Config::default(),
+            cronjob: controllers::cronjob::Config::default(),
         }
     }
 }

@@ -63,6 +63,12 @@ pub fn controller_config(
             sync_period: secs("hpa-sync-period", tuning.hpa_sync_period)?,
             scale_to_zero: tuning.hpa_scale_to_zero,
         },
+        job: tugboat_controller::controllers::job::Config {
+            backoff_base: secs("job-backoff-base", tuning.job_backoff_base)?,
+        },
+        cronjob: tugboat_controller::controllers::cronjob::Config {
+            minute: secs("cronjob-minute-seconds", tuning.cronjob_minute_seconds)?,
+        },
         ..Default::default()
     })
 }

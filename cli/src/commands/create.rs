@@ -1,4 +1,5 @@
-//! `tug create namespace|configmap|secret|serviceaccount`: objects made from
+//! `tug create namespace|configmap|secret|serviceaccount` (and `job|cronjob`, in
+//! [`super::create_batch`]): objects made from
 //! arguments rather than manifests, as kubectl makes them. ConfigMap and Secret keys
 //! come from `--from-literal`, `--from-file` (a file, or each file of a directory)
 //! and `--from-env-file`; `--dry-run=client` prints the object without sending it.
@@ -94,6 +95,22 @@ pub async fn run(args: CreateArgs, ctx: &mut Context<'_>) -> anyhow::Result<()> 
                 }
             };
             submit(ctx, &SECRETS, obj, &common).await?;
+        }
+        CreateCommand::Job {
+            name,
+            image,
+            from,
+            command,
+        } => super::create_batch::create_job(ctx, name, image, from, command).await?,
+        CreateCommand::Cronjob {
+            name,
+            image,
+            schedule,
+            restart,
+            command,
+        } => {
+            super::create_batch::create_cronjob(ctx, name, image, schedule, restart, command)
+                .await?
         }
         CreateCommand::ServiceAccount { name, common } => {
             let obj = json!({

@@ -1,13 +1,16 @@
 //! The reconcilers: Deployment → ReplicaSets, ReplicaSet → Pods, the scheduler
 //! (Pods → nodes), endpoints (Services → EndpointSlices and Endpoints), the
 //! service load balancer (LoadBalancer Services → their nodes' addresses), the
-//! garbage collector (dependents of deleted owners) and the namespace lifecycle.
+//! garbage collector (dependents of deleted owners), the namespace lifecycle,
+//! and batch: Jobs → Pods run to completion, CronJobs → Jobs on a schedule.
 
+pub mod cronjob;
 pub mod deployment;
 pub mod endpoints;
 pub mod eventttl;
 pub mod gc;
 pub mod hpa;
+pub mod job;
 pub mod namespace;
 pub mod nodelifecycle;
 pub mod replicaset;
@@ -57,6 +60,18 @@ pub fn spawn_all(
     ));
     tracker.spawn(servicelb::run(
         registry.clone(),
+        config.concurrency,
+        shutdown.clone(),
+    ));
+    tracker.spawn(job::run(
+        registry.clone(),
+        config.job,
+        config.concurrency,
+        shutdown.clone(),
+    ));
+    tracker.spawn(cronjob::run(
+        registry.clone(),
+        config.cronjob,
         config.concurrency,
         shutdown.clone(),
     ));

@@ -158,7 +158,7 @@ async fn owned_pods(registry: &Registry, rs: &ReplicaSet, ns: &str) -> Result<Ve
 
 /// Kubernetes' order for scaling down: unscheduled before scheduled, pending before
 /// running, not ready before ready, newest first.
-fn deletion_rank(pod: &Pod) -> (u8, u8, u8, std::cmp::Reverse<Option<jiff::Timestamp>>) {
+pub(crate) fn deletion_rank(pod: &Pod) -> (u8, u8, u8, std::cmp::Reverse<Option<jiff::Timestamp>>) {
     let phase = match pod.status.as_ref().and_then(|s| s.phase.as_deref()) {
         Some("Pending") | None => 0,
         Some("Unknown") => 1,
