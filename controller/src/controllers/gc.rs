@@ -22,6 +22,8 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 const OWNER_KINDS: &[&ResourceInfo] = &[
     &resource::DEPLOYMENTS,
     &resource::REPLICASETS,
+    &resource::REPLICATIONCONTROLLERS,
+    &resource::DAEMONSETS,
     &resource::SERVICES,
 ];
 

@@ -1,8 +1,10 @@
-//! The reconcilers: Deployment → ReplicaSets, ReplicaSet → Pods, the scheduler
+//! The reconcilers: Deployment → ReplicaSets, ReplicaSet (and
+//! ReplicationController) → Pods, DaemonSet → a pod per node, the scheduler
 //! (Pods → nodes), endpoints (Services → EndpointSlices and Endpoints), the
 //! service load balancer (LoadBalancer Services → their nodes' addresses), the
 //! garbage collector (dependents of deleted owners) and the namespace lifecycle.
 
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod eventttl;
@@ -11,6 +13,7 @@ pub mod hpa;
 pub mod namespace;
 pub mod nodelifecycle;
 pub mod replicaset;
+pub mod replicationcontroller;
 pub mod scheduler;
 pub mod servicelb;
 
@@ -46,6 +49,16 @@ pub fn spawn_all(
         shutdown.clone(),
     ));
     tracker.spawn(replicaset::run(
+        registry.clone(),
+        config.concurrency,
+        shutdown.clone(),
+    ));
+    tracker.spawn(replicationcontroller::run(
+        registry.clone(),
+        config.concurrency,
+        shutdown.clone(),
+    ));
+    tracker.spawn(daemonset::run(
         registry.clone(),
         config.concurrency,
         shutdown.clone(),
