@@ -2,7 +2,8 @@
 //! ReplicationController) → Pods, DaemonSet → a pod per node, the scheduler
 //! (Pods → nodes), endpoints (Services → EndpointSlices and Endpoints), the
 //! service load balancer (LoadBalancer Services → their nodes' addresses), the
-//! garbage collector (dependents of deleted owners) and the namespace lifecycle.
+//! garbage collector (dependents of deleted owners), the namespace lifecycle,
+//! each namespace's `default` ServiceAccount and ResourceQuotas' usage.
 
 pub mod daemonset;
 pub mod deployment;
@@ -14,7 +15,9 @@ pub mod namespace;
 pub mod nodelifecycle;
 pub mod replicaset;
 pub mod replicationcontroller;
+pub mod resourcequota;
 pub mod scheduler;
+pub mod serviceaccounts;
 pub mod servicelb;
 
 use std::sync::Arc;
@@ -83,6 +86,12 @@ pub fn spawn_all(
     tracker.spawn(eventttl::run(
         registry.clone(),
         config.event_ttl,
+        shutdown.clone(),
+    ));
+    tracker.spawn(serviceaccounts::run(registry.clone(), shutdown.clone()));
+    tracker.spawn(resourcequota::run(
+        registry.clone(),
+        config.concurrency,
         shutdown.clone(),
     ));
     tracker.spawn(namespace::run(registry, shutdown));
