@@ -111,9 +111,11 @@ async fn a_daemonset_runs_one_pod_per_node_through_joins_cordons_labels_and_upda
     busybox_image().await?;
     let mut c = DockerCluster::start("daemonsets", 2).await?;
     let ns = c.namespace.clone();
+    let url = c.controller.url.clone();
+    let dir = c.config_dir().to_path_buf();
     let cli = |args: Vec<String>| {
-        let url = c.controller.url.clone();
-        let dir = c.config_dir().to_path_buf();
+        let url = url.clone();
+        let dir = dir.clone();
         async move {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
             tug(&url, &dir, &args).await
