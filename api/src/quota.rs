@@ -84,6 +84,11 @@ pub fn pod_usage(pod: &Pod) -> Usage {
     sum
 }
 
+/// Is `name` a quota resource a pod counts toward?
+pub fn is_pod_resource(name: &str) -> bool {
+    COMPUTE.contains(&name) || name == "pods" || name == "count/pods"
+}
+
 /// The quota names that count objects of `info` (one object is 1).
 pub fn count_names(info: &ResourceInfo) -> Vec<String> {
     let mut names = vec![format!("count/{}", info.store_name())];

@@ -77,10 +77,7 @@ pub async fn reconcile(q: Arc<ResourceQuota>, registry: Arc<Registry>) -> Result
     let mut usage = quota::Usage::new();
     for info in resource::ALL.iter().copied().filter(|r| r.namespaced) {
         let counted = quota::count_names(info);
-        let pods = *info == PODS
-            && hard
-                .keys()
-                .any(|k| quota::pod_usage(&Default::default()).contains_key(k) || is_compute(k));
+        let pods = *info == PODS && hard.keys().any(|k| quota::is_pod_resource(k));
         if pods || hard.keys().any(|k| counted.contains(k)) {
             quota::add(&mut usage, &registry.usage(info, ns).await?);
         }
@@ -94,11 +91,4 @@ pub async fn reconcile(q: Arc<ResourceQuota>, registry: Arc<Registry>) -> Result
         .write_status(&RESOURCEQUOTAS, Some(ns), name, &status)
         .await?;
     Ok(Action::requeue(RESYNC))
-}
-
-fn is_compute(k: &str) -> bool {
-    matches!(
-        k,
-        "cpu" | "memory" | "requests.cpu" | "requests.memory" | "limits.cpu" | "limits.memory"
-    )
 }

@@ -147,7 +147,7 @@ impl Registry {
                     .and_then(|s| s.hard.as_ref())
                     .is_some_and(|hard| {
                         hard.keys()
-                            .any(|k| counted.contains(k) || (is_pod && is_pod_resource(k)))
+                            .any(|k| counted.contains(k) || (is_pod && quota::is_pod_resource(k)))
                     })
             })
             .collect())
@@ -217,19 +217,4 @@ impl Registry {
         }
         Ok(Some(guard))
     }
-}
-
-/// A quota name a pod counts toward.
-fn is_pod_resource(name: &str) -> bool {
-    matches!(
-        name,
-        "pods"
-            | "count/pods"
-            | "cpu"
-            | "memory"
-            | "requests.cpu"
-            | "requests.memory"
-            | "limits.cpu"
-            | "limits.memory"
-    )
 }
