@@ -71,13 +71,6 @@ pub fn pod_spec(spec: &PodSpec, path: &str) -> Vec<String> {
         note(format!("{path}.imagePullSecrets"));
     }
     if spec
-        .service_account_name
-        .as_ref()
-        .is_some_and(|s| !s.is_empty() && s != "default")
-    {
-        note(format!("{path}.serviceAccountName"));
-    }
-    if spec
         .security_context
         .as_ref()
         .is_some_and(|s| *s != Default::default())

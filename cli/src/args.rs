@@ -838,6 +838,11 @@ pub struct DrainArgs {
     #[arg(long)]
     pub force: bool,
 
+    /// Leave DaemonSet pods on the node (always the case; accepted for kubectl's
+    /// sake).
+    #[arg(long)]
+    pub ignore_daemonsets: bool,
+
     /// How long to wait for the node's pods to be gone (`60s`, `2m`, `1m30s`; `0`
     /// waits as long as it takes).
     #[arg(long, default_value = "60s", value_parser = crate::duration::parse_flag, value_name = "DURATION")]

@@ -440,6 +440,21 @@ impl DockerCluster {
         Ok(())
     }
 
+    /// Joins one more agent (a new node, named like the others) and waits for
+    /// its node to be Ready; returns the node's name.
+    pub async fn add_agent(&mut self) -> anyhow::Result<String> {
+        let i = self.nodes.len();
+        let name = self.nodes[0]
+            .rsplit_once("-node-")
+            .map(|(prefix, _)| format!("{prefix}-node-{}", i + 1))
+            .unwrap_or_else(|| format!("{}-node-{}", self.namespace, i + 1));
+        self.nodes.push(name.clone());
+        let p = self.spawn_agent(i, true)?;
+        self.agents.push(Some(p));
+        wait_nodes_ready(&self.client, &self.nodes[i..]).await?;
+        Ok(name)
+    }
+
     /// Starts agent `i` again.
     pub fn restart_agent(&mut self, i: usize) -> anyhow::Result<()> {
         let p = self.spawn_agent(i, false)?;

@@ -5,6 +5,11 @@
 //! controller owns would be gone for good, so they stop the drain unless `--force`.
 //! The node stays cordoned afterwards (and when the drain fails): `tug uncordon`
 //! brings it back.
+//!
+//! DaemonSet pods stay: their controller would put them straight back on the
+//! cordoned node (daemon pods tolerate `unschedulable`). kubectl refuses to
+//! drain a node with daemon pods unless `--ignore-daemonsets`; Tugboat always
+//! ignores them, with kubectl's warning naming them (the flag is accepted).
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -31,8 +36,21 @@ pub async fn run(args: DrainArgs, ctx: &mut Context<'_>) -> anyhow::Result<()> {
     let deadline = (!args.timeout.is_zero()).then(|| Instant::now() + args.timeout);
     // Pods asked to go, by uid: (namespace, name).
     let mut evicting: BTreeMap<String, (String, String)> = BTreeMap::new();
+    let mut warned_daemons = false;
     loop {
-        let pods = pods_on(&client, node).await?;
+        let (pods, daemons): (Vec<Value>, Vec<Value>) = pods_on(&client, node)
+            .await?
+            .into_iter()
+            .partition(|p| !is_daemon_pod(p));
+        if !daemons.is_empty() && !warned_daemons {
+            let names: Vec<String> = daemons.iter().map(pod_ref).collect();
+            writeln!(
+                ctx.out,
+                "Warning: ignoring DaemonSet-managed Pods: {}",
+                names.join(", ")
+            )?;
+            warned_daemons = true;
+        }
         let present: Vec<&str> = pods.iter().filter_map(|p| meta::uid(p)).collect();
         let gone: Vec<String> = evicting
             .keys()
@@ -115,6 +133,11 @@ async fn pods_on(client: &Client, node: &str) -> anyhow::Result<Vec<Value>> {
         .await
         .with_context(|| format!("cannot list the pods on node {node:?}"))?;
     Ok(list["items"].as_array().cloned().unwrap_or_default())
+}
+
+/// Is the pod a DaemonSet's (its controller owner reference says so)?
+fn is_daemon_pod(pod: &Value) -> bool {
+    meta::controller_of(pod).is_some_and(|(kind, _, _)| kind == "DaemonSet")
 }
 
 fn pod_ref(pod: &Value) -> String {

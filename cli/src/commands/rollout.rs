@@ -1,11 +1,12 @@
 //! `tug rollout status|history|undo|restart|pause|resume deployment/NAME`:
-//! kubectl's rollout verbs for Deployments, in its words. What they decide lives
+//! kubectl's rollout verbs for Deployments, in its words; `status` and
+//! `restart` also take `daemonset/NAME`. What they decide lives
 //! in `crate::rollout`; here they fetch, patch and print.
 
 use anyhow::{Context as _, anyhow, bail, ensure};
 use k8s_openapi::api::apps::v1::Deployment;
 use serde_json::json;
-use tugboat_api::resource::DEPLOYMENTS;
+use tugboat_api::resource::{DAEMONSETS, DEPLOYMENTS};
 use tugboat_api::{Client, PatchType};
 
 use crate::args::{
@@ -35,6 +36,9 @@ pub async fn run(args: RolloutArgs, ctx: &mut Context<'_>) -> anyhow::Result<()>
             .await
         }
         RolloutCommand::Restart(RolloutTargets { targets }) => {
+            if let Some(names) = daemonsets(&targets)? {
+                return restart_daemonsets(names, ctx).await;
+            }
             for_each(&targets, "restart", ctx, restart).await
         }
         RolloutCommand::Pause(RolloutTargets { targets }) => {
@@ -95,7 +99,62 @@ where
     error::collect(errors)
 }
 
+/// The DaemonSets named by `targets`, when they name DaemonSets.
+fn daemonsets(targets: &[String]) -> anyhow::Result<Option<Vec<String>>> {
+    let parsed = parse_targets(targets)?;
+    if !parsed.iter().all(|t| *t.resource == DAEMONSETS) {
+        return Ok(None);
+    }
+    parsed
+        .into_iter()
+        .map(|t| {
+            t.name
+                .ok_or_else(|| anyhow!("say which daemon set: `daemonset/NAME`"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()
+        .map(Some)
+}
+
+/// `rollout restart daemonset/NAME`: a new template annotation, so every
+/// node's pod is replaced by the rolling update.
+async fn restart_daemonsets(names: Vec<String>, ctx: &mut Context<'_>) -> anyhow::Result<()> {
+    let client = ctx.client()?;
+    let ns = ctx.namespace().to_string();
+    let now = jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%SZ")
+        .to_string();
+    let patch = json!({"spec": {"template": {"metadata": {"annotations": {RESTARTED_AT: now}}}}});
+    for name in names {
+        client
+            .patch(&DAEMONSETS, Some(&ns), &name, &patch, PatchType::Strategic)
+            .await
+            .context("failed to patch")?;
+        writeln!(ctx.out, "{} restarted", qualified_name(&DAEMONSETS, &name))?;
+    }
+    Ok(())
+}
+
 async fn status(args: RolloutStatusArgs, ctx: &mut Context<'_>) -> anyhow::Result<()> {
+    if let Some(names) = daemonsets(&args.targets)? {
+        let [name] = names.as_slice() else {
+            bail!(
+                "rollout status is only supported on individual resources and resource collections - {} resources were found",
+                names.len()
+            );
+        };
+        let client = ctx.client()?;
+        let ns = ctx.namespace().to_string();
+        return crate::rollout::daemonset::follow(
+            &client,
+            &ns,
+            name,
+            args.watch,
+            args.timeout,
+            &mut *ctx.out,
+            &ctx.shutdown,
+        )
+        .await;
+    }
     let names = deployments(&args.targets, "status")?;
     let [name] = names.as_slice() else {
         bail!(

@@ -4,6 +4,7 @@
 //! over a watch until it is done (`wait.rs`). The decisions are pure functions
 //! over k8s-openapi objects; only `wait.rs` and [`fetch`] talk to the server.
 
+pub mod daemonset;
 pub mod history;
 pub mod status;
 pub mod undo;

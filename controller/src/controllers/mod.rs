@@ -1,10 +1,13 @@
-//! The reconcilers: Deployment → ReplicaSets, ReplicaSet → Pods, the scheduler
+//! The reconcilers: Deployment → ReplicaSets, ReplicaSet (and
+//! ReplicationController) → Pods, DaemonSet → a pod per node, the scheduler
 //! (Pods → nodes), endpoints (Services → EndpointSlices and Endpoints), the
 //! service load balancer (LoadBalancer Services → their nodes' addresses), the
 //! garbage collector (dependents of deleted owners), the namespace lifecycle,
-//! and batch: Jobs → Pods run to completion, CronJobs → Jobs on a schedule.
+//! each namespace's `default` ServiceAccount, ResourceQuotas' usage, and
+//! batch: Jobs → Pods run to completion, CronJobs → Jobs on a schedule.
 
 pub mod cronjob;
+pub mod daemonset;
 pub mod deployment;
 pub mod endpoints;
 pub mod eventttl;
@@ -14,7 +17,10 @@ pub mod job;
 pub mod namespace;
 pub mod nodelifecycle;
 pub mod replicaset;
+pub mod replicationcontroller;
+pub mod resourcequota;
 pub mod scheduler;
+pub mod serviceaccounts;
 pub mod servicelb;
 
 use std::sync::Arc;
@@ -53,6 +59,16 @@ pub fn spawn_all(
         config.concurrency,
         shutdown.clone(),
     ));
+    tracker.spawn(replicationcontroller::run(
+        registry.clone(),
+        config.concurrency,
+        shutdown.clone(),
+    ));
+    tracker.spawn(daemonset::run(
+        registry.clone(),
+        config.concurrency,
+        shutdown.clone(),
+    ));
     tracker.spawn(endpoints::run(
         registry.clone(),
         config.concurrency,
@@ -85,6 +101,12 @@ pub fn spawn_all(
     tracker.spawn(eventttl::run(
         registry.clone(),
         config.event_ttl,
+        shutdown.clone(),
+    ));
+    tracker.spawn(serviceaccounts::run(registry.clone(), shutdown.clone()));
+    tracker.spawn(resourcequota::run(
+        registry.clone(),
+        config.concurrency,
         shutdown.clone(),
     ));
     tracker.spawn(namespace::run(registry, shutdown));

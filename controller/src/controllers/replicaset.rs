@@ -1,5 +1,9 @@
 //! The ReplicaSet controller: keeps the number of live pods owned by each
 //! ReplicaSet equal to `spec.replicas`, and reports how many are ready and available.
+//!
+//! The same reconcile serves ReplicationControllers (their v1 predecessor, whose
+//! selector is a plain label map): what differs between the two kinds is the
+//! [`Replicated`] trait, implemented for both in `replicationcontroller.rs`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,35 +29,77 @@ pub struct Ctx {
     recorder: Recorder,
 }
 
+impl Ctx {
+    /// A context whose events are reported by `component`.
+    pub fn new(registry: Arc<Registry>, component: &str) -> Ctx {
+        Ctx {
+            recorder: events::recorder(registry.clone(), component),
+            registry,
+        }
+    }
+}
+
 pub async fn run(registry: Arc<Registry>, concurrency: usize, shutdown: CancellationToken) {
-    let ctx = Arc::new(Ctx {
-        registry: registry.clone(),
-        recorder: events::recorder(registry.clone(), "replicaset-controller"),
-    });
+    let ctx = Arc::new(Ctx::new(registry.clone(), "replicaset-controller"));
     Controller::new("replicaset", registry, &REPLICASETS)
         .owns(&PODS)
         .concurrency(concurrency)
-        .run(reconcile, backoff_policy, ctx, shutdown)
+        .run(reconcile::<ReplicaSet>, backoff_policy, ctx, shutdown)
         .await;
 }
 
-pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Error> {
-    if rs.metadata.deletion_timestamp.is_some() {
+/// What the reconcile needs of a kind that keeps `replicas` copies of a pod
+/// template: ReplicaSet and ReplicationController.
+pub trait Replicated:
+    k8s_openapi::Resource + k8s_openapi::Metadata<Ty = ObjectMeta> + Send + Sync
+{
+    /// Where it is stored, for its status writes.
+    const INFO: &'static tugboat_api::resource::ResourceInfo;
+    /// `spec.replicas`, or `None` when it has no spec.
+    fn replicas(&self) -> Option<i32>;
+    fn template(&self) -> Option<&PodTemplateSpec>;
+    fn min_ready_seconds(&self) -> i32;
+    /// The kind's status from the counts a ReplicaSet reports.
+    fn status_value(status: ReplicaSetStatus) -> serde_json::Value;
+}
+
+impl Replicated for ReplicaSet {
+    const INFO: &'static tugboat_api::resource::ResourceInfo = &REPLICASETS;
+    fn replicas(&self) -> Option<i32> {
+        self.spec.as_ref().map(|s| s.replicas.unwrap_or(1))
+    }
+    fn template(&self) -> Option<&PodTemplateSpec> {
+        self.spec.as_ref().and_then(|s| s.template.as_ref())
+    }
+    fn min_ready_seconds(&self) -> i32 {
+        self.spec
+            .as_ref()
+            .and_then(|s| s.min_ready_seconds)
+            .unwrap_or(0)
+    }
+    fn status_value(status: ReplicaSetStatus) -> serde_json::Value {
+        serde_json::to_value(status).unwrap_or_default()
+    }
+}
+
+pub async fn reconcile<R: Replicated>(rs: Arc<R>, ctx: Arc<Ctx>) -> Result<Action, Error> {
+    let meta = rs.metadata();
+    if meta.deletion_timestamp.is_some() {
         return Ok(Action::await_change());
     }
-    let ns = rs.metadata.namespace.as_deref().unwrap_or("default");
-    let name = rs.metadata.name.as_deref().unwrap_or("");
-    let Some(spec) = rs.spec.as_ref() else {
+    let ns = meta.namespace.as_deref().unwrap_or("default");
+    let name = meta.name.as_deref().unwrap_or("");
+    let Some(replicas) = rs.replicas() else {
         return Ok(Action::await_change());
     };
-    let desired = spec.replicas.unwrap_or(1).max(0) as usize;
+    let desired = replicas.max(0) as usize;
 
-    let pods = owned_pods(&ctx.registry, &rs, ns).await?;
+    let pods = owned_pods(&ctx.registry, meta, ns).await?;
     let active: Vec<&Pod> = pods.iter().filter(|p| pod_is_active(p)).collect();
     let mut changed = false;
     if active.len() < desired {
         let missing = desired - active.len();
-        let template = pod_from_template(&rs, spec.template.as_ref());
+        let template = pod_from_template(&*rs, rs.template());
         let results: Vec<_> = futures::stream::iter(0..missing)
             .map(|_| ctx.registry.create_typed(&PODS, Some(ns), &template))
             .buffer_unordered(BURST)
@@ -127,18 +173,13 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Err
         }
     }
     let pods = if changed {
-        owned_pods(&ctx.registry, &rs, ns).await?
+        owned_pods(&ctx.registry, meta, ns).await?
     } else {
         pods
     };
-    let (status, recheck) = status_of(
-        &rs,
-        &pods,
-        spec.min_ready_seconds.unwrap_or(0),
-        spec.template.as_ref(),
-    );
+    let (status, recheck) = status_of(meta, &pods, rs.min_ready_seconds(), rs.template());
     ctx.registry
-        .write_status(&REPLICASETS, Some(ns), name, &status)
+        .write_status(R::INFO, Some(ns), name, &R::status_value(status))
         .await?;
     Ok(match recheck {
         Some(after) => Action::requeue(after),
@@ -146,8 +187,8 @@ pub async fn reconcile(rs: Arc<ReplicaSet>, ctx: Arc<Ctx>) -> Result<Action, Err
     })
 }
 
-async fn owned_pods(registry: &Registry, rs: &ReplicaSet, ns: &str) -> Result<Vec<Pod>, Error> {
-    let uid = rs.metadata.uid.as_deref().unwrap_or("");
+async fn owned_pods(registry: &Registry, owner: &ObjectMeta, ns: &str) -> Result<Vec<Pod>, Error> {
+    let uid = owner.uid.as_deref().unwrap_or("");
     Ok(registry
         .list_typed::<Pod>(&PODS, Some(ns))
         .await?
@@ -175,13 +216,16 @@ pub(crate) fn deletion_rank(pod: &Pod) -> (u8, u8, u8, std::cmp::Reverse<Option<
 }
 
 /// A pod for `rs` from its template: named `<rs>-<random>`, owned by `rs`.
-fn pod_from_template(rs: &ReplicaSet, template: Option<&PodTemplateSpec>) -> Pod {
+fn pod_from_template<R: Replicated>(rs: &R, template: Option<&PodTemplateSpec>) -> Pod {
     let template = template.cloned().unwrap_or_default();
     let metadata = template.metadata.unwrap_or_default();
     Pod {
         metadata: ObjectMeta {
             name: None,
-            generate_name: Some(format!("{}-", rs.metadata.name.as_deref().unwrap_or("pod"))),
+            generate_name: Some(format!(
+                "{}-",
+                rs.metadata().name.as_deref().unwrap_or("pod")
+            )),
             owner_references: Some(vec![controller_ref(rs)]),
             ..metadata
         },
@@ -193,7 +237,7 @@ fn pod_from_template(rs: &ReplicaSet, template: Option<&PodTemplateSpec>) -> Pod
 /// The ReplicaSet's status from its pods, and when to look again for a pod that
 /// becomes available once it has been ready for `minReadySeconds`.
 fn status_of(
-    rs: &ReplicaSet,
+    rs: &ObjectMeta,
     pods: &[Pod],
     min_ready_seconds: i32,
     template: Option<&PodTemplateSpec>,
@@ -236,7 +280,7 @@ fn status_of(
         fully_labeled_replicas: count(fully_labeled),
         ready_replicas: count(ready),
         available_replicas: count(available),
-        observed_generation: Some(rs.metadata.generation.unwrap_or(0)),
+        observed_generation: Some(rs.generation.unwrap_or(0)),
         ..Default::default()
     };
     (status, recheck)

@@ -14,12 +14,15 @@
 //! - [`delete`](self::delete): deletion, propagation to dependents;
 //! - [`write`]: building the object to admit, limits and the errors of the write path;
 //! - [`typed`]: typed reads and status writes for the controllers;
-//! - [`credentials`]: node credential and token records (not API objects).
+//! - [`credentials`]: node credential and token records (not API objects);
+//! - [`policy`]: admission that reads the store (service accounts, LimitRanges,
+//!   ResourceQuotas).
 
 pub mod credentials;
 mod delete;
 mod list;
 pub use list::{Watch, WatchStart};
+pub mod policy;
 pub mod services;
 pub mod strategy;
 pub mod typed;
@@ -29,7 +32,9 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use tugboat_api::admission::{self, FieldValidation};
-use tugboat_api::resource::{HORIZONTALPODAUTOSCALERS, NAMESPACES, NODES, ResourceInfo, SERVICES};
+use tugboat_api::resource::{
+    HORIZONTALPODAUTOSCALERS, NAMESPACES, NODES, PODS, ResourceInfo, SERVICEACCOUNTS, SERVICES,
+};
 use tugboat_api::selector::{FieldSelector, Selector};
 use tugboat_api::{ApiError, meta};
 
@@ -157,6 +162,8 @@ pub struct Registry {
     services: services::Allocator,
     /// Whether an autoscaler may have `minReplicas: 0` (`--hpa-scale-to-zero`).
     scale_to_zero: std::sync::atomic::AtomicBool,
+    /// Serializes quota-checked creates per namespace (see [`policy`]).
+    quota_locks: policy::QuotaLocks,
 }
 
 impl Registry {
@@ -172,6 +179,7 @@ impl Registry {
             store,
             services: services::Allocator::new(network),
             scale_to_zero: std::sync::atomic::AtomicBool::new(false),
+            quota_locks: policy::QuotaLocks::default(),
         }
     }
 
@@ -410,9 +418,19 @@ impl Registry {
             None => {}
         }
         self.check_features(info, &admitted.object)?;
+        if info == &PODS
+            && let Some(ns) = &ns
+        {
+            self.admit_pod(ns, &mut admitted.object).await?;
+        }
         if let Some(namespace) = &namespace {
             pod_security(info, namespace, &mut admitted)?;
         }
+        // Last, as kube-apiserver runs ResourceQuota; held until stored.
+        let _quota_lock = match &ns {
+            Some(ns) => self.check_quota(info, ns, &admitted.object).await?,
+            None => None,
+        };
         let name = meta::name(&admitted.object).unwrap_or("").to_string();
         let reservation = self
             .reserve(info, &mut admitted.object, None, Subresource::Main)
@@ -434,10 +452,32 @@ impl Registry {
                 other => store_error(other),
             })?;
         reservation.commit();
+        if info == &NAMESPACES {
+            // The namespace's `default` ServiceAccount comes with it, so its first
+            // pods need not wait for the serviceaccounts controller.
+            Box::pin(self.ensure_service_account(&name, policy::DEFAULT_SERVICE_ACCOUNT)).await;
+        }
         Ok(Written {
             object: (*stored.object).clone(),
             warnings,
         })
+    }
+
+    /// Creates the ServiceAccount `name` in `ns` unless it exists (best effort:
+    /// the serviceaccounts controller makes up for a failure).
+    pub async fn ensure_service_account(&self, ns: &str, name: &str) {
+        let body = json!({"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": name, "namespace": ns}});
+        match self
+            .create(&SERVICEACCOUNTS, Some(ns), body, WriteOptions::default())
+            .await
+        {
+            Ok(_) => {}
+            Err(e) if e.reason == "AlreadyExists" => {}
+            Err(e) => {
+                tracing::debug!(namespace = ns, account = name, error = %e.message, "cannot create the service account yet");
+            }
+        }
     }
 
     /// PUT: replaces the object (or only its status). A `metadata.resourceVersion` in

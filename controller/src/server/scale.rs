@@ -1,4 +1,5 @@
-//! The `scale` subresource of Deployments and ReplicaSets: their `autoscaling/v1`
+//! The `scale` subresource of Deployments, ReplicaSets and ReplicationControllers
+//! (whose selector is a plain label map): their `autoscaling/v1`
 //! Scale view, read, replaced or patched, written back as a change of
 //! `spec.replicas`.
 
@@ -18,10 +19,43 @@ use super::{AppState, json_response};
 use crate::patch::Patch;
 use crate::registry::Subresource;
 
-/// The `autoscaling/v1` Scale view of a Deployment or ReplicaSet.
+/// The `autoscaling/v1` Scale view of a Deployment, ReplicaSet or ReplicationController.
 fn scale_of(obj: &Value) -> Value {
-    let selector = obj
-        .pointer("/spec/selector")
+    let selector = obj.pointer("/spec/selector");
+    // A ReplicationController's selector is `{key: value}`, not a LabelSelector.
+    let plain = (obj.get("kind").and_then(Value::as_str) == Some("ReplicationController"))
+        .then(|| selector.and_then(Value::as_object))
+        .flatten()
+        .map(|m| {
+            let mut parts: Vec<String> = m
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+                .collect();
+            parts.sort();
+            parts.join(",")
+        });
+    let selector = plain.unwrap_or_else(|| label_selector_string(selector));
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": meta::name(obj),
+            "namespace": meta::namespace(obj),
+            "uid": meta::uid(obj),
+            "resourceVersion": meta::resource_version(obj),
+            "creationTimestamp": obj.pointer("/metadata/creationTimestamp"),
+        },
+        "spec": {"replicas": obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0)},
+        "status": {
+            "replicas": obj.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0),
+            "selector": selector,
+        },
+    })
+}
+
+/// A LabelSelector in the label-selector syntax (`app=web,tier in (a,b)`).
+fn label_selector_string(selector: Option<&Value>) -> String {
+    selector
         .and_then(|s| serde_json::from_value(s.clone()).ok())
         .map(
             |s: k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector| {
@@ -43,23 +77,7 @@ fn scale_of(obj: &Value) -> Value {
                 parts.join(",")
             },
         )
-        .unwrap_or_default();
-    json!({
-        "kind": "Scale",
-        "apiVersion": "autoscaling/v1",
-        "metadata": {
-            "name": meta::name(obj),
-            "namespace": meta::namespace(obj),
-            "uid": meta::uid(obj),
-            "resourceVersion": meta::resource_version(obj),
-            "creationTimestamp": obj.pointer("/metadata/creationTimestamp"),
-        },
-        "spec": {"replicas": obj.pointer("/spec/replicas").and_then(Value::as_i64).unwrap_or(0)},
-        "status": {
-            "replicas": obj.pointer("/status/replicas").and_then(Value::as_i64).unwrap_or(0),
-            "selector": selector,
-        },
-    })
+        .unwrap_or_default()
 }
 #[allow(clippy::too_many_arguments)]
 pub async fn scale(

@@ -236,6 +236,14 @@ pub async fn reconcile(node: Arc<Node>, ctx: Arc<Ctx>) -> Result<Action, Error> 
     }
 }
 
+fn is_daemon_pod(pod: &Pod) -> bool {
+    pod.metadata
+        .owner_references
+        .iter()
+        .flatten()
+        .any(|o| o.controller == Some(true) && o.kind == "DaemonSet")
+}
+
 fn set_known(ctx: &Ctx, name: &str, f: impl FnOnce(&mut Health)) {
     let mut nodes = ctx.nodes.lock().unwrap_or_else(|e| e.into_inner());
     if let Some(known) = nodes.get_mut(name) {
@@ -243,12 +251,15 @@ fn set_known(ctx: &Ctx, name: &str, f: impl FnOnce(&mut Health)) {
     }
 }
 
-/// Deletes the pods bound to the lost node `name` that have not finished.
+/// Deletes the pods bound to the lost node `name` that have not finished,
+/// except DaemonSet pods: in Kubernetes they tolerate `not-ready` and
+/// `unreachable` `NoExecute` forever, so a lost node keeps them (a replacement
+/// elsewhere would make no sense; the node gets its pod back when it returns).
 async fn evict_pods_of(ctx: &Ctx, name: &str) -> Result<(), Error> {
     let pods: Vec<Pod> = ctx.registry.list_typed(&PODS, None).await?;
     let victims: Vec<&Pod> = pods
         .iter()
-        .filter(|p| pod_node(p) == Some(name) && !pod_is_finished(p))
+        .filter(|p| pod_node(p) == Some(name) && !pod_is_finished(p) && !is_daemon_pod(p))
         .collect();
     for chunk in victims.chunks(EVICT_CONCURRENCY) {
         let evictions = chunk
