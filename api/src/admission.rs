@@ -123,6 +123,21 @@ fn kind_warnings(info: &ResourceInfo, object: &Value) -> Vec<String> {
                 }
             }
         }
+        "Job" => {
+            for field in ["successPolicy", "managedBy"] {
+                if object.pointer(&format!("/spec/{field}")).is_some() {
+                    out.push(format!(
+                        "spec.{field}: accepted but not acted on by Tugboat yet"
+                    ));
+                }
+            }
+            if object.pointer("/spec/podReplacementPolicy") == Some(&Value::from("Failed")) {
+                out.push(
+                    "spec.podReplacementPolicy: Failed is treated as TerminatingOrFailed by Tugboat (replacements start once a pod is terminating)"
+                        .to_string(),
+                );
+            }
+        }
         "LimitRange" => {
             let pvc = object
                 .pointer("/spec/limits")

@@ -52,6 +52,34 @@ fn base(info: &ResourceInfo) -> Value {
             "minReplicas": 1, "maxReplicas": 5,
             "metrics": [{"type": "Resource", "resource": {"name": "cpu",
                 "target": {"type": "Utilization", "averageUtilization": 50}}}]}}),
+        "ConfigMap" => json!({"metadata": meta, "data": {"k": "v"}, "binaryData": {"b": "AAE="}}),
+        "Secret" => json!({"metadata": meta, "type": "Opaque", "data": {"k": "dg=="}}),
+        "DaemonSet" => json!({"metadata": meta, "spec": {
+            "selector": {"matchLabels": {"app": "f"}}, "template": template}}),
+        "ReplicationController" => json!({"metadata": meta, "spec": {"replicas": 1,
+            "selector": {"app": "f"}, "template": template}}),
+        "Job" | "CronJob" => {
+            let mut job_template = template.clone();
+            job_template["spec"]["restartPolicy"] = json!("Never");
+            let job = json!({"completions": 2, "parallelism": 1, "backoffLimit": 1,
+                "template": job_template});
+            if info.kind == "Job" {
+                json!({"metadata": meta, "spec": job})
+            } else {
+                json!({"metadata": meta, "spec": {"schedule": "*/5 * * * *",
+                    "timeZone": "Europe/Berlin", "jobTemplate": {"spec": job}}})
+            }
+        }
+        "ResourceQuota" => {
+            json!({"metadata": meta, "spec": {"hard": {"pods": "10", "requests.cpu": "2"}}})
+        }
+        "LimitRange" => json!({"metadata": meta, "spec": {"limits": [{"type": "Container",
+            "default": {"cpu": "500m"}, "defaultRequest": {"cpu": "100m"}}]}}),
+        "RoleBinding" | "ClusterRoleBinding" => json!({"metadata": meta,
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "view"},
+            "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": "default"}]}),
+        "Role" | "ClusterRole" => json!({"metadata": meta, "rules": [{"apiGroups": [""],
+            "resources": ["pods"], "verbs": ["get"]}]}),
         _ => json!({"metadata": meta}),
     }
 }

@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tugboat_api::resource::{JOBS, PODS};
 use tugboat_runtime::controller::{Action, Controller, backoff_policy};
 
-use super::{Error, controller_ref, controller_uid, pod_ready_since};
+use super::{Error, controller_ref, controller_uid, delete_pods, pod_ready_since};
 use crate::events::{self, EventType, Recorder};
 use crate::registry::{DeleteOptions, Propagation, Registry};
 
@@ -101,35 +101,7 @@ pub async fn reconcile(job: Arc<Job>, ctx: Arc<Ctx>) -> Result<Action, Error> {
     let pods = owned_pods(&ctx.registry, &job, ns).await?;
     let plan = plan(&job, &pods, now, ctx.config.backoff_base);
 
-    let deletions: Vec<_> = futures::stream::iter(plan.delete.iter().cloned())
-        .map(|pod_name| {
-            let registry = ctx.registry.clone();
-            async move {
-                let r = registry
-                    .delete(&PODS, Some(ns), &pod_name, &DeleteOptions::default())
-                    .await;
-                (pod_name, r)
-            }
-        })
-        .buffer_unordered(BURST)
-        .collect()
-        .await;
-    for (pod_name, r) in deletions {
-        match r {
-            Ok(_) => {
-                ctx.recorder
-                    .publish(
-                        &*job,
-                        EventType::Normal,
-                        "SuccessfulDelete",
-                        &format!("Deleted pod: {pod_name}"),
-                    )
-                    .await;
-            }
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
+    delete_pods(&ctx.registry, &ctx.recorder, &*job, ns, plan.delete.clone()).await?;
     let creations: Vec<_> = futures::stream::iter(plan.create.iter().copied())
         .map(|index| {
             let pod = pod_for(&job, index);

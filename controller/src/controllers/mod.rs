@@ -237,3 +237,60 @@ pub fn pod_node(pod: &Pod) -> Option<&str> {
         .and_then(|s| s.node_name.as_deref())
         .filter(|n| !n.is_empty())
 }
+
+/// At most this many pod creations or deletions in flight per owner.
+pub const POD_BURST: usize = 16;
+
+/// Deletes the pods `names` of `owner` in `ns`, [`POD_BURST`] at a time,
+/// recording `SuccessfulDelete` for each as Kubernetes' controllers do. Every
+/// deletion is tried; returns how many pods went, or the first error (a pod
+/// already gone is not one).
+pub async fn delete_pods<K>(
+    registry: &Arc<Registry>,
+    recorder: &crate::events::Recorder,
+    owner: &K,
+    ns: &str,
+    names: Vec<String>,
+) -> Result<usize, tugboat_api::ApiError>
+where
+    K: k8s_openapi::Resource + k8s_openapi::Metadata<Ty = ObjectMeta>,
+{
+    use futures::StreamExt as _;
+    let results: Vec<_> = futures::stream::iter(names)
+        .map(|pod_name| async move {
+            let r = registry
+                .delete(
+                    &tugboat_api::resource::PODS,
+                    Some(ns),
+                    &pod_name,
+                    &crate::registry::DeleteOptions::default(),
+                )
+                .await;
+            (pod_name, r)
+        })
+        .buffer_unordered(POD_BURST)
+        .collect()
+        .await;
+    let (mut deleted, mut failure) = (0, None);
+    for (pod_name, r) in results {
+        match r {
+            Ok(_) => {
+                deleted += 1;
+                recorder
+                    .publish(
+                        owner,
+                        crate::events::EventType::Normal,
+                        "SuccessfulDelete",
+                        &format!("Deleted pod: {pod_name}"),
+                    )
+                    .await;
+            }
+            Err(e) if e.is_not_found() => {}
+            Err(e) => failure = failure.or(Some(e)),
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(deleted),
+    }
+}

@@ -17,9 +17,11 @@ use tugboat_api::resource::{PODS, REPLICASETS};
 use tugboat_api::selector::Selector;
 use tugboat_runtime::controller::{Action, Controller, backoff_policy};
 
-use super::{Error, controller_ref, controller_uid, pod_is_active, pod_node, pod_ready_since};
+use super::{
+    Error, controller_ref, controller_uid, delete_pods, pod_is_active, pod_node, pod_ready_since,
+};
 use crate::events::{self, EventType, Recorder};
-use crate::registry::{DeleteOptions, Registry};
+use crate::registry::Registry;
 
 /// At most this many pod creations or deletions in flight per ReplicaSet.
 const BURST: usize = 16;
@@ -141,36 +143,8 @@ pub async fn reconcile<R: Replicated>(rs: Arc<R>, ctx: Arc<Ctx>) -> Result<Actio
             .take(excess)
             .map(|p| p.metadata.name.clone().unwrap_or_default())
             .collect();
-        let results: Vec<_> = futures::stream::iter(names)
-            .map(|pod_name| {
-                let registry = ctx.registry.clone();
-                async move {
-                    let r = registry
-                        .delete(&PODS, Some(ns), &pod_name, &DeleteOptions::default())
-                        .await;
-                    (pod_name, r)
-                }
-            })
-            .buffer_unordered(BURST)
-            .collect()
-            .await;
-        for (pod_name, r) in results {
-            match r {
-                Ok(_) => {
-                    ctx.recorder
-                        .publish(
-                            &*rs,
-                            EventType::Normal,
-                            "SuccessfulDelete",
-                            &format!("Deleted pod: {pod_name}"),
-                        )
-                        .await;
-                    changed = true;
-                }
-                Err(e) if e.is_not_found() => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
+        let deleted = delete_pods(&ctx.registry, &ctx.recorder, &*rs, ns, names).await?;
+        changed = deleted > 0;
     }
     let pods = if changed {
         owned_pods(&ctx.registry, meta, ns).await?

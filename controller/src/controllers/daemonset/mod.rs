@@ -27,10 +27,10 @@ use tugboat_runtime::controller::{Action, Controller, backoff_policy};
 use tugboat_runtime::object::ObjectRef;
 
 use super::deployment::template_hash;
-use super::{Error, controller_ref, controller_uid};
+use super::{Error, controller_ref, controller_uid, delete_pods};
 use crate::events::{self, EventType, Recorder};
 use crate::registry::typed::encode;
-use crate::registry::{DeleteOptions, Registry};
+use crate::registry::Registry;
 use plan::REVISION_LABEL;
 
 /// At most this many pod creations or deletions in flight per DaemonSet.
@@ -191,35 +191,8 @@ pub async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Erro
             }
         }
     }
-    let deleted: Vec<_> = futures::stream::iter(plan.delete.iter().cloned())
-        .map(|pod_name| {
-            let registry = ctx.registry.clone();
-            let ns = ns.to_string();
-            async move {
-                let r = registry
-                    .delete(&PODS, Some(&ns), &pod_name, &DeleteOptions::default())
-                    .await;
-                (pod_name, r)
-            }
-        })
-        .buffer_unordered(BURST)
-        .collect()
-        .await;
-    for (pod_name, r) in deleted {
-        match r {
-            Ok(_) => {
-                ctx.recorder
-                    .publish(
-                        &*ds,
-                        EventType::Normal,
-                        "SuccessfulDelete",
-                        &format!("Deleted pod: {pod_name}"),
-                    )
-                    .await;
-            }
-            Err(e) if e.is_not_found() => {}
-            Err(e) => failure = Some(e),
-        }
+    if let Err(e) = delete_pods(&ctx.registry, &ctx.recorder, &*ds, ns, plan.delete.clone()).await {
+        failure = Some(e);
     }
     ctx.registry
         .write_status(&DAEMONSETS, Some(ns), name, &plan.status)
