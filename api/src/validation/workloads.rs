@@ -43,23 +43,12 @@ fn deployment_spec(spec: &DeploymentSpec) -> Errors {
         match strategy.type_.as_deref() {
             Some("RollingUpdate") | None => {
                 if let Some(ru) = &strategy.rolling_update {
-                    let surge = int_or_percent(
+                    rolling_update(
                         &mut errs,
-                        "spec.strategy.rollingUpdate.maxSurge",
+                        "spec.strategy.rollingUpdate",
                         ru.max_surge.as_ref(),
-                    );
-                    let unavailable = int_or_percent(
-                        &mut errs,
-                        "spec.strategy.rollingUpdate.maxUnavailable",
                         ru.max_unavailable.as_ref(),
                     );
-                    if surge == Some(0) && unavailable == Some(0) {
-                        errs.push(FieldError::invalid(
-                            "spec.strategy.rollingUpdate.maxUnavailable",
-                            0,
-                            "may not be 0 when `maxSurge` is 0",
-                        ));
-                    }
                 }
             }
             Some("Recreate") => {
@@ -89,6 +78,26 @@ fn deployment_spec(spec: &DeploymentSpec) -> Errors {
         ));
     }
     errs
+}
+
+/// Checks a rolling update's `maxSurge` and `maxUnavailable` at `path`, which
+/// may not both be 0; returns them as read.
+fn rolling_update(
+    errs: &mut Errors,
+    path: &str,
+    surge: Option<&IntOrString>,
+    unavailable: Option<&IntOrString>,
+) -> (Option<i64>, Option<i64>) {
+    let surge = int_or_percent(errs, &format!("{path}.maxSurge"), surge);
+    let unavailable = int_or_percent(errs, &format!("{path}.maxUnavailable"), unavailable);
+    if surge.unwrap_or(0) == 0 && unavailable == Some(0) {
+        errs.push(FieldError::invalid(
+            format!("{path}.maxUnavailable"),
+            0,
+            "may not be 0 when `maxSurge` is 0",
+        ));
+    }
+    (surge, unavailable)
 }
 
 /// Reads an int-or-percent (`3`, `"25%"`), reporting a bad one. Returns the integer or
@@ -240,23 +249,12 @@ pub fn daemon_set(ds: &DaemonSet) -> Errors {
         match strategy.type_.as_deref() {
             Some("RollingUpdate") | None => {
                 if let Some(ru) = &strategy.rolling_update {
-                    let surge = int_or_percent(
+                    let (surge, unavailable) = rolling_update(
                         &mut errs,
-                        "spec.updateStrategy.rollingUpdate.maxSurge",
+                        "spec.updateStrategy.rollingUpdate",
                         ru.max_surge.as_ref(),
-                    );
-                    let unavailable = int_or_percent(
-                        &mut errs,
-                        "spec.updateStrategy.rollingUpdate.maxUnavailable",
                         ru.max_unavailable.as_ref(),
                     );
-                    if surge.unwrap_or(0) == 0 && unavailable == Some(0) {
-                        errs.push(FieldError::invalid(
-                            "spec.updateStrategy.rollingUpdate.maxUnavailable",
-                            0,
-                            "may not be 0 when `maxSurge` is 0",
-                        ));
-                    }
                     if surge.unwrap_or(0) != 0 && unavailable.unwrap_or(0) != 0 {
                         errs.push(FieldError::invalid(
                             "spec.updateStrategy.rollingUpdate.maxUnavailable",

@@ -29,8 +29,8 @@ use tugboat_runtime::object::ObjectRef;
 use super::deployment::template_hash;
 use super::{Error, controller_ref, controller_uid, delete_pods};
 use crate::events::{self, EventType, Recorder};
-use crate::registry::typed::encode;
 use crate::registry::Registry;
+use crate::registry::typed::encode;
 use plan::REVISION_LABEL;
 
 /// At most this many pod creations or deletions in flight per DaemonSet.
