@@ -65,7 +65,7 @@ async fn two_containers_share_an_empty_dir_and_reach_each_other_on_localhost() -
     .await?;
     assert_eq!(got, "hello\n");
     // One sandbox holds the pod's network: both containers join it.
-    let containers = c.containers(true)?;
+    let containers = c.all_containers(true)?;
     let sandboxes = containers
         .iter()
         .filter(|d| d.name.contains("_POD_"))
@@ -74,7 +74,7 @@ async fn two_containers_share_an_empty_dir_and_reach_each_other_on_localhost() -
     assert_eq!(sandboxes, 1, "{names:?}");
     c.client.delete(&PODS, Some(&c.namespace), "pair").await?;
     eventually("the pod's containers and volume are gone", || async {
-        let left = c.containers(false).ok()?;
+        let left = c.all_containers(false).ok()?;
         (left.is_empty() && !dir.exists()).then_some(())
     })
     .await?;

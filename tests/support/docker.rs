@@ -525,8 +525,18 @@ impl DockerCluster {
             .count()
     }
 
-    /// This test's containers as Docker lists them (`docker ps -a`).
+    /// This test's pods' containers as Docker lists them (`docker ps -a`),
+    /// without the pods' sandboxes.
     pub fn containers(&self, running_only: bool) -> anyhow::Result<Vec<DockerContainer>> {
+        Ok(self
+            .all_containers(running_only)?
+            .into_iter()
+            .filter(|c| !c.sandbox)
+            .collect())
+    }
+
+    /// This test's pods' containers and sandboxes.
+    pub fn all_containers(&self, running_only: bool) -> anyhow::Result<Vec<DockerContainer>> {
         docker_ps(
             &format!("label=io.kubernetes.pod.namespace={}", self.namespace),
             running_only,
@@ -546,6 +556,8 @@ pub struct DockerContainer {
     pub pod: String,
     pub running: bool,
     pub started_at: String,
+    /// A pod's sandbox (its network namespace's holder), not one of its containers.
+    pub sandbox: bool,
 }
 
 /// `docker ps` through the CLI, independently of our own Docker code.
@@ -587,6 +599,7 @@ pub fn docker_ps(filter: &str, running_only: bool) -> anyhow::Result<Vec<DockerC
                 .to_string(),
             running: c["State"]["Running"].as_bool().unwrap_or(false),
             started_at: c["State"]["StartedAt"].as_str().unwrap_or("").to_string(),
+            sandbox: c["Config"]["Labels"]["io.kubernetes.docker.type"] == "podsandbox",
         })
         .collect())
 }

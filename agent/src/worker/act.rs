@@ -464,24 +464,7 @@ pub fn container_spec(
             .ports
             .iter()
             .flatten()
-            .filter_map(|p| {
-                Some(PortMapping {
-                    container_port: u16::try_from(p.container_port).ok()?,
-                    host_port: p
-                        .host_port
-                        .and_then(|h| u16::try_from(h).ok())
-                        .filter(|h| *h > 0),
-                    protocol: p
-                        .protocol
-                        .clone()
-                        .unwrap_or_else(|| "TCP".into())
-                        .to_ascii_lowercase(),
-                    host_ip: p
-                        .host_ip
-                        .clone()
-                        .or_else(|| host_port_ip.map(str::to_string)),
-                })
-            })
+            .filter_map(|p| port_mapping(p, host_port_ip))
             .collect(),
         memory_limit_bytes: limits.get("memory").and_then(|q| quantity::bytes(&q.0)),
         nano_cpus: limits
@@ -519,6 +502,30 @@ pub fn container_spec(
         },
         None => spec,
     }
+}
+
+/// How Docker publishes container port `p` (`None` for a port out of range):
+/// on its `hostPort` when set, bound to its `hostIP` or the node's `host_port_ip`.
+pub fn port_mapping(
+    p: &k8s_openapi::api::core::v1::ContainerPort,
+    host_port_ip: Option<&str>,
+) -> Option<PortMapping> {
+    Some(PortMapping {
+        container_port: u16::try_from(p.container_port).ok()?,
+        host_port: p
+            .host_port
+            .and_then(|h| u16::try_from(h).ok())
+            .filter(|h| *h > 0),
+        protocol: p
+            .protocol
+            .clone()
+            .unwrap_or_else(|| "TCP".into())
+            .to_ascii_lowercase(),
+        host_ip: p
+            .host_ip
+            .clone()
+            .or_else(|| host_port_ip.map(str::to_string)),
+    })
 }
 
 /// The container's hostname: `spec.hostname`, else the pod's name cut to the 63

@@ -18,7 +18,7 @@ use super::act::{PodNet, pod_hostname};
 use super::plan::RestartPolicy;
 use crate::runtime::{
     ContainerInfo, ContainerSpec, LABEL_ATTEMPT, LABEL_CONTAINER_NAME, LABEL_NODE, LABEL_POD_NAME,
-    LABEL_POD_NAMESPACE, LABEL_POD_UID, PortMapping,
+    LABEL_POD_NAMESPACE, LABEL_POD_UID,
 };
 use crate::sink::pod_key;
 
@@ -184,24 +184,7 @@ impl SandboxSpec<'_> {
             .flatten()
             .chain(spec.containers.iter())
             .flat_map(|c| c.ports.iter().flatten())
-            .filter_map(|p| {
-                Some(PortMapping {
-                    container_port: u16::try_from(p.container_port).ok()?,
-                    host_port: p
-                        .host_port
-                        .and_then(|h| u16::try_from(h).ok())
-                        .filter(|h| *h > 0),
-                    protocol: p
-                        .protocol
-                        .clone()
-                        .unwrap_or_else(|| "TCP".into())
-                        .to_ascii_lowercase(),
-                    host_ip: p
-                        .host_ip
-                        .clone()
-                        .or_else(|| self.host_port_ip.map(str::to_string)),
-                })
-            })
+            .filter_map(|p| super::act::port_mapping(p, self.host_port_ip))
             .collect();
         ContainerSpec {
             name: format!("tug_{ns}_{name}_{SANDBOX_NAME}_{}", self.attempt),
