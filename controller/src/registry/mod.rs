@@ -748,7 +748,15 @@ impl Registry {
         if self.try_get(&NAMESPACES, None, name).await?.is_some() {
             return Ok(());
         }
-        let body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+        let mut body = json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}});
+        // kube-system holds the cluster's own agents (log shippers, network
+        // plugins: DaemonSets that mount host paths), so it is made privileged,
+        // as Kubernetes leaves it; every other namespace starts at baseline.
+        if name == "kube-system" {
+            body["metadata"]["labels"] = json!({
+                tugboat_api::pod_security::ENFORCE_LABEL: "privileged"
+            });
+        }
         match self
             .create(&NAMESPACES, None, body, WriteOptions::default())
             .await
@@ -790,7 +798,12 @@ fn pod_security(
     use tugboat_api::pod_security::{Level, namespace_level, violations};
     let spec = match info.kind {
         "Pod" => admitted.object.get("spec"),
-        "Deployment" | "ReplicaSet" => admitted.object.pointer("/spec/template/spec"),
+        "Deployment" | "ReplicaSet" | "DaemonSet" | "ReplicationController" | "Job" => {
+            admitted.object.pointer("/spec/template/spec")
+        }
+        "CronJob" => admitted
+            .object
+            .pointer("/spec/jobTemplate/spec/template/spec"),
         _ => return Ok(()),
     };
     let Some(spec) = spec else {
