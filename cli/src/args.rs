@@ -445,9 +445,10 @@ pub struct AgentArgs {
     pub service_cidr: String,
 
     /// The image of every pod's sandbox (the container holding the pod's
-    /// network namespace); the sample image runs its `pause` command, any other
-    /// its own.
-    #[arg(long, default_value = tugboat_agent::image::SAMPLE_IMAGE, value_name = "IMAGE")]
+    /// network namespace). The default is built at start from this `tug`
+    /// binary (`tug pause`); the sample image runs its `pause` command, any
+    /// other image its own.
+    #[arg(long, default_value = tugboat_agent::proxy::sandbox::SANDBOX_IMAGE, value_name = "IMAGE")]
     pub pod_infra_image: String,
 
     #[command(flatten)]

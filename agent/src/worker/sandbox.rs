@@ -43,22 +43,24 @@ pub struct PodInfra {
 }
 
 impl Default for PodInfra {
-    /// The sample workload's `pause` (built locally by `tug up` and the tests).
+    /// `tug pause` in the image every agent builds from its own binary at start
+    /// (the node's service sandbox image), so a node needs nothing else to run
+    /// pods: no registry, no sample image.
     fn default() -> Self {
         PodInfra {
-            image: crate::image::SAMPLE_IMAGE.to_string(),
-            args: Some(vec!["pause".to_string()]),
+            image: crate::proxy::sandbox::SANDBOX_IMAGE.to_string(),
+            args: None,
         }
     }
 }
 
 impl PodInfra {
-    /// `image`, with `pause` as the command when it is the sample image (any
-    /// other image is taken to pause on its own, as `registry.k8s.io/pause` does).
+    /// `image`, with `pause` as the command when it is the sample image
+    /// (`tug-sample pause`); any other image pauses on its own, as
+    /// `registry.k8s.io/pause` and the default do.
     pub fn with_image(image: &str) -> PodInfra {
-        let sample = PodInfra::default();
         PodInfra {
-            args: (image == sample.image).then(|| sample.args.unwrap_or_default()),
+            args: (image == crate::image::SAMPLE_IMAGE).then(|| vec!["pause".to_string()]),
             image: image.to_string(),
         }
     }
@@ -324,8 +326,10 @@ mod tests {
         }
         .spec();
         assert_eq!(spec.name, "tug_team_web-0_POD_2");
-        assert_eq!(spec.image, "tugboat/sample:latest");
-        assert_eq!(spec.args, Some(vec!["pause".to_string()]));
+        assert_eq!(spec.image, "tugboat/sandbox:latest");
+        assert_eq!(spec.args, None, "the image's own `tug pause`");
+        let sample = PodInfra::with_image(crate::image::SAMPLE_IMAGE);
+        assert_eq!(sample.args, Some(vec!["pause".to_string()]));
         assert_eq!(spec.hostname.as_deref(), Some("db-0"));
         assert_eq!(
             spec.domainname.as_deref(),

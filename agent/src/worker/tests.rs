@@ -219,7 +219,7 @@ async fn within<F: Future>(f: F) -> F::Output {
 }
 
 fn fake() -> FakeRuntime {
-    FakeRuntime::new().with_images(&[IMAGE, crate::image::SAMPLE_IMAGE])
+    FakeRuntime::new().with_images(&[IMAGE, crate::proxy::sandbox::SANDBOX_IMAGE])
 }
 
 fn exec_answers(fake: &FakeRuntime, exit_code: i64) {

@@ -165,6 +165,17 @@ pub async fn cluster_config(
     service_cidr: &str,
     runtime: &DockerRuntime,
 ) -> anyhow::Result<Option<ClusterConfig>> {
+    // The image of the node's service sandbox is also the default of every
+    // pod's sandbox: built whether or not this node serves ClusterIPs.
+    let built = match std::env::current_exe() {
+        Ok(exe) => image::ensure_image(runtime, &exe, SANDBOX_IMAGE, &image::SANDBOX, false)
+            .await
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
+    };
+    if let Err(e) = &built {
+        tracing::warn!(image = SANDBOX_IMAGE, error = %e, "cannot build the sandbox image from this binary; pods need --pod-infra-image");
+    }
     if args.no_cluster_ip {
         return Ok(None);
     }
@@ -181,12 +192,6 @@ pub async fn cluster_config(
         let conf = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         upstream = resolv_conf_servers(&conf);
     }
-    let built = match std::env::current_exe() {
-        Ok(exe) => image::ensure_image(runtime, &exe, SANDBOX_IMAGE, &image::SANDBOX, false)
-            .await
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
     if let Err(e) = built {
         tracing::warn!(error = %e, "cannot build the service sandbox image; this node serves node ports only");
         return Ok(None);

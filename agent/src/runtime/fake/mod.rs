@@ -185,8 +185,16 @@ impl fmt::Debug for FakeRuntime {
 }
 
 impl FakeRuntime {
-    /// An engine with no images and no containers, on a 4-CPU, 8 GiB host.
+    /// An engine with no containers and only the pods' sandbox image (which a
+    /// real agent builds from its own binary at start), on a 4-CPU, 8 GiB host.
     pub fn new() -> Self {
+        let fake = Self::empty();
+        fake.add_image(crate::proxy::sandbox::SANDBOX_IMAGE);
+        fake
+    }
+
+    /// An engine with no images and no containers, on a 4-CPU, 8 GiB host.
+    pub fn empty() -> Self {
         let (events, _) = broadcast::channel(EVENT_CHANNEL);
         Self {
             events,
