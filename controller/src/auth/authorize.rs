@@ -408,6 +408,10 @@ mod tests {
             authorize(&view, &attrs(Verb::List, &PODS, Some("team"), None, None)),
             Decision::Allow
         );
+        // As Kubernetes' `view`: everything but Secrets; `edit` reads them.
+        let secret = attrs(Verb::Get, &SECRETS, Some("team"), Some("db"), None);
+        assert!(matches!(authorize(&view, &secret), Decision::Deny(_)));
+        assert_eq!(authorize(&edit, &secret), Decision::Allow);
         for denied in [
             attrs(Verb::List, &PODS, Some("other"), None, None),
             attrs(Verb::List, &PODS, None, None, None),
