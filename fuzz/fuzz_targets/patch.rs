@@ -25,7 +25,7 @@ fn base(info: &ResourceInfo) -> Value {
         "env": [{"name": "A", "value": "1"}],
         "resources": {"requests": {"cpu": "100m", "memory": "64Mi"}}}]});
     let template = json!({"metadata": {"labels": {"app": "f"}}, "spec": pod_spec});
-    let meta = json!({"name": "f", "labels": {"app": "f"}, "annotations": {"a": "b"}});
+    let meta = json!({"name": name_of(info), "labels": {"app": "f"}, "annotations": {"a": "b"}});
     match info.kind {
         "Deployment" => json!({"metadata": meta, "spec": {"replicas": 1,
             "selector": {"matchLabels": {"app": "f"}}, "template": template}}),
@@ -80,7 +80,19 @@ fn base(info: &ResourceInfo) -> Value {
             "subjects": [{"kind": "ServiceAccount", "name": "default", "namespace": "default"}]}),
         "Role" | "ClusterRole" => json!({"metadata": meta, "rules": [{"apiGroups": [""],
             "resources": ["pods"], "verbs": ["get"]}]}),
+        "APIService" => json!({"metadata": meta, "spec": {"group": "f", "version": "v1",
+            "groupPriorityMinimum": 100, "versionPriority": 10}}),
         _ => json!({"metadata": meta}),
+    }
+}
+
+/// The base object's name: `f`, or `v1.f` for an APIService (named
+/// `version.group`).
+fn name_of(info: &ResourceInfo) -> &'static str {
+    if info.kind == "APIService" {
+        "v1.f"
+    } else {
+        "f"
     }
 }
 
@@ -122,7 +134,15 @@ fuzz_target!(|data: &[u8]| {
             .unwrap_or_else(|e| panic!("the base {} is refused: {}", info.kind, e.message));
         let before = store.revision();
         match registry
-            .patch(info, ns, "f", &patch, sub, WriteOptions::default(), None)
+            .patch(
+                info,
+                ns,
+                name_of(info),
+                &patch,
+                sub,
+                WriteOptions::default(),
+                None,
+            )
             .await
         {
             Ok(written) => common::assert_storable(&written.object),
@@ -136,7 +156,7 @@ fuzz_target!(|data: &[u8]| {
             }
         }
         let stored = registry
-            .get(info, ns, "f")
+            .get(info, ns, name_of(info))
             .await
             .expect("the object is there");
         common::assert_storable(&stored);
