@@ -553,13 +553,19 @@ async fn live_pods(c: &DockerCluster) -> Option<Vec<Value>> {
     )
 }
 
-/// Docker holds exactly the containers of `pods` (one each), all running, and nothing
-/// else of this cluster's namespace, stopped or not.
+/// Docker holds exactly the containers of `pods` (one each, beside its sandbox),
+/// all running, and nothing else of this cluster's namespace, stopped or not.
 async fn exactly(c: &DockerCluster, runtime: &DockerRuntime, pods: &BTreeSet<String>) -> bool {
     let ns = [(LABEL_POD_NAMESPACE.to_string(), c.namespace.clone())];
-    let Ok(containers) = runtime.list(&ns).await else {
+    let Ok(all) = runtime.list(&ns).await else {
         return false;
     };
+    let (sandboxes, containers): (Vec<_>, Vec<_>) = all
+        .into_iter()
+        .partition(tugboat_agent::worker::sandbox::is_sandbox);
+    if sandboxes.len() != pods.len() || !sandboxes.iter().all(|k| k.state.running) {
+        return false;
+    }
     let names: BTreeSet<&str> = containers
         .iter()
         .filter_map(|k| k.labels.get(LABEL_POD_NAME).map(String::as_str))

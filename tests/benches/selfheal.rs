@@ -418,7 +418,16 @@ impl TugboatSide<'_> {
             &format!("{REPLICAS} fresh pods of {DEPLOYMENT} are Running and Ready"),
             || async {
                 let mut pods = self.cluster.pods(&format!("app={DEPLOYMENT}")).await.ok()?;
-                let containers = self.runtime.list(&namespace_label).await.ok()?;
+                // The pods' containers, not their sandboxes (which a kill
+                // of a container leaves alone).
+                let containers: Vec<_> = self
+                    .runtime
+                    .list(&namespace_label)
+                    .await
+                    .ok()?
+                    .into_iter()
+                    .filter(|c| !tugboat_agent::worker::sandbox::is_sandbox(c))
+                    .collect();
                 let whole = pods.len() == REPLICAS
                     && pods.iter().all(|p| {
                         p["metadata"]["deletionTimestamp"].is_null() && running_and_ready(p)
