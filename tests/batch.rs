@@ -166,6 +166,18 @@ async fn a_job_runs_exactly_its_completions_never_more_than_parallelism_at_once(
     }
     assert_eq!(events_of(&c, "count", "SuccessfulCreate").await.len(), 5);
     assert_eq!(events_of(&c, "count", "Completed").await.len(), 1);
+    // A finished pod's sandbox is stopped (as the kubelet does); the pod keeps
+    // its address in its status.
+    eventually_within(JOB_WAIT, "the finished pods' sandboxes stop", || async {
+        let running = c.all_containers(true).ok()?;
+        (!running.iter().any(|d| d.sandbox)).then_some(())
+    })
+    .await?;
+    let after = c.pods("job-name=count").await?;
+    assert!(
+        after.iter().all(|p| p["status"]["podIP"].is_string()),
+        "{after:#?}"
+    );
     Ok(())
 }
 

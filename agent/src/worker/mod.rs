@@ -214,7 +214,14 @@ impl Worker {
         let act = Act::new(&self.ctx, &self.pod);
         // The sandbox first: every container joins its network.
         let mut may_create = true;
+        // A pod that has finished is never started again, nor is its sandbox
+        // (stopped below once the pod finished, as the kubelet does).
+        let finished = pod_finished(self.pod.status.as_ref());
         let sandbox_id = match sandbox::plan(&existing, policy) {
+            SandboxPlan::Create { .. } | SandboxPlan::StartCreated(_) if finished => {
+                may_create = false;
+                None
+            }
             SandboxPlan::Ready(s) => Some(s.id.clone()),
             SandboxPlan::StartCreated(s) => {
                 let id = s.id.clone();
@@ -255,12 +262,20 @@ impl Worker {
                 None
             }
         };
-        self.sandbox_ip = sandbox_id.as_ref().and_then(|id| {
-            existing
-                .iter()
-                .find(|c| &c.id == id)
-                .and_then(|c| c.ip.clone())
-        });
+        self.sandbox_ip = sandbox_id
+            .as_ref()
+            .and_then(|id| {
+                existing
+                    .iter()
+                    .find(|c| &c.id == id)
+                    .and_then(|c| c.ip.clone())
+            })
+            // A finished pod keeps the address it had, as in Kubernetes.
+            .or_else(|| {
+                finished
+                    .then(|| self.pod.status.as_ref()?.pod_ip.clone())
+                    .flatten()
+            });
         // Then what the containers are made of: objects, volumes.
         let fetched = self.fetch().await;
         let facts = self.facts().await;
@@ -319,8 +334,25 @@ impl Worker {
         }
         let existing = self.containers().await?;
         let status = self.status(&existing);
+        let done = pod_finished(Some(&status));
         self.post_status(status).await;
+        if done {
+            self.stop_sandboxes(&existing).await;
+        }
         Ok(wake)
+    }
+
+    /// Stops the running sandbox of a pod that has finished: nothing will join
+    /// its network again, so it only held an address and a process.
+    async fn stop_sandboxes(&self, existing: &[ContainerInfo]) {
+        for s in sandbox::sandboxes(existing)
+            .into_iter()
+            .filter(|s| s.state.running)
+        {
+            if let Err(e) = self.ctx.runtime.stop(&s.id, Duration::from_secs(1)).await {
+                tracing::warn!(pod = %self.label(), error = %e, "cannot stop the finished pod's sandbox");
+            }
+        }
     }
 
     /// Makes the pod's sandbox (after stopping the containers of the one that
@@ -878,4 +910,12 @@ impl Worker {
             tracing::warn!(pod = %self.label(), error = %e, "cannot release the deleted pod")
         }
     }
+}
+
+/// Whether a pod's status says it has finished (`Succeeded` or `Failed`).
+fn pod_finished(status: Option<&PodStatus>) -> bool {
+    matches!(
+        status.and_then(|s| s.phase.as_deref()),
+        Some("Succeeded" | "Failed")
+    )
 }
