@@ -140,22 +140,14 @@ pub fn deployment(
         );
     }
     pod_template(&mut w, Some(&spec.template));
-    if let Some(conditions) = status.conditions.as_ref().filter(|c| !c.is_empty()) {
-        w.line(0, "Conditions:");
-        w.line(1, "Type\tStatus\tReason");
-        w.line(1, "----\t------\t------");
-        for c in conditions {
-            w.line(
-                1,
-                &format!(
-                    "{} \t{}\t{}",
-                    c.type_,
-                    c.status,
-                    c.reason.as_deref().unwrap_or("")
-                ),
-            );
-        }
-    }
+    conditions(
+        &mut w,
+        status
+            .conditions
+            .iter()
+            .flatten()
+            .map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_deref())),
+    );
     let (old, new) = split_replica_sets(d, replica_sets);
     w.line(
         0,
@@ -227,22 +219,14 @@ pub fn replica_set(rs: &ReplicaSet, pods: &[Pod], evs: &[Event], now: Timestamp)
         &format!("Pods Status:\t{}", pods_status(pods, m.uid.as_deref())),
     );
     pod_template(&mut w, spec.template.as_ref());
-    if let Some(conditions) = status.conditions.as_ref().filter(|c| !c.is_empty()) {
-        w.line(0, "Conditions:");
-        w.line(1, "Type\tStatus\tReason");
-        w.line(1, "----\t------\t------");
-        for c in conditions {
-            w.line(
-                1,
-                &format!(
-                    "{} \t{}\t{}",
-                    c.type_,
-                    c.status,
-                    c.reason.as_deref().unwrap_or("")
-                ),
-            );
-        }
-    }
+    conditions(
+        &mut w,
+        status
+            .conditions
+            .iter()
+            .flatten()
+            .map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_deref())),
+    );
     events(&mut w, evs, now);
     w.finish()
 }
@@ -285,22 +269,14 @@ pub fn replication_controller(
         &format!("Pods Status:\t{}", pods_status(pods, m.uid.as_deref())),
     );
     pod_template(&mut w, spec.template.as_ref());
-    if let Some(conditions) = status.conditions.as_ref().filter(|c| !c.is_empty()) {
-        w.line(0, "Conditions:");
-        w.line(1, "Type\tStatus\tReason");
-        w.line(1, "----\t------\t------");
-        for c in conditions {
-            w.line(
-                1,
-                &format!(
-                    "{} \t{}\t{}",
-                    c.type_,
-                    c.status,
-                    c.reason.as_deref().unwrap_or("")
-                ),
-            );
-        }
-    }
+    conditions(
+        &mut w,
+        status
+            .conditions
+            .iter()
+            .flatten()
+            .map(|c| (c.type_.as_str(), c.status.as_str(), c.reason.as_deref())),
+    );
     events(&mut w, evs, now);
     w.finish()
 }
@@ -374,6 +350,20 @@ pub fn daemon_set(ds: &DaemonSet, pods: &[Pod], evs: &[Event], now: Timestamp) -
     pod_template(&mut w, Some(&spec.template));
     events(&mut w, evs, now);
     w.finish()
+}
+
+/// The `Conditions:` table of a workload (type, status, reason), when it has any.
+fn conditions<'a>(w: &mut Writer, rows: impl Iterator<Item = (&'a str, &'a str, Option<&'a str>)>) {
+    let mut rows = rows.peekable();
+    if rows.peek().is_none() {
+        return;
+    }
+    w.line(0, "Conditions:");
+    w.line(1, "Type\tStatus\tReason");
+    w.line(1, "----\t------\t------");
+    for (type_, status, reason) in rows {
+        w.line(1, &format!("{type_} \t{status}\t{}", reason.unwrap_or("")));
+    }
 }
 
 #[cfg(test)]
