@@ -180,6 +180,10 @@ pub struct AgentCtx {
     pub objects: Arc<dyn objects::ObjectSource>,
     /// Where pods' volumes live: `<this>/<pod uid>/volumes/…`.
     pub pods_dir: std::path::PathBuf,
+    /// Images the engine is known to hold (checked once, not per pod start).
+    pub images: worker::images::PresentImages,
+    /// The engine's machine as it reported it (read once, for `resourceFieldRef`s).
+    pub host: tokio::sync::OnceCell<runtime::HostInfo>,
 }
 
 /// Where pods' volumes live for an agent with `config`.
@@ -215,7 +219,8 @@ pub async fn run(
         config.address = route_address(&config.server)?;
         tracing::info!(address = %config.address, "published address chosen by the route to the controller");
     }
-    let mut host = runtime.host_info().await?;
+    let engine_host = runtime.host_info().await?;
+    let mut host = engine_host.clone();
     if let Some(cpus) = config.cpus_override {
         host.cpus = cpus;
     }
@@ -288,6 +293,8 @@ pub async fn run(
             client: client.clone(),
         }),
         pods_dir: pods_dir(&config),
+        images: Default::default(),
+        host: tokio::sync::OnceCell::new_with(Some(engine_host)),
     });
     let identity = node::NodeIdentity {
         name: config.node_name.clone(),

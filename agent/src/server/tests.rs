@@ -115,6 +115,8 @@ fn ctx(runtime: Arc<FakeRuntime>, ca: &Authority) -> Arc<AgentCtx> {
         pod_infra: crate::worker::sandbox::PodInfra::default(),
         objects: Arc::new(crate::objects::MemoryObjects::default()),
         pods_dir: std::env::temp_dir().join("tugboat-agent-unit-tests"),
+        images: Default::default(),
+        host: Default::default(),
     })
 }
 

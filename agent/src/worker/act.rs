@@ -60,13 +60,15 @@ impl Act {
             .image_pull_policy
             .clone()
             .unwrap_or_else(|| tugboat_api::defaults::image_pull_policy(&image).to_string());
+        let runtime = &self.ctx.runtime;
         let present = self
             .ctx
-            .runtime
-            .image_id(&image)
+            .images
+            .present(&image, || async {
+                Ok::<_, RuntimeError>(runtime.image_id(&image).await?.is_some())
+            })
             .await
-            .map_err(|e| problem("ErrImagePull", e.to_string()))?
-            .is_some();
+            .map_err(|e| problem("ErrImagePull", e.to_string()))?;
         match policy.as_str() {
             "Never" if !present => Err(problem(
                 "ErrImageNeverPull",
@@ -86,6 +88,7 @@ impl Act {
                 let started = std::time::Instant::now();
                 match self.ctx.runtime.pull_image(&image).await {
                     Ok(()) => {
+                        self.ctx.images.saw(&image).await;
                         self.normal(
                             "Pulled",
                             &format!(
@@ -156,7 +159,14 @@ impl Act {
             attempt,
         }
         .spec();
-        let id = self.ctx.runtime.create(&spec).await?;
+        let id = match self.ctx.runtime.create(&spec).await {
+            Ok(id) => id,
+            Err(e) => {
+                // Perhaps the image went away since it was seen.
+                self.ctx.images.forget(&spec.image).await;
+                return Err(e);
+            }
+        };
         self.ctx.runtime.start(&id).await?;
         self.route_services(&id).await;
         let (ns, name) = pod_key(&self.pod);
@@ -167,15 +177,23 @@ impl Act {
     /// The sandbox image present, or pulled.
     pub async fn ensure_sandbox_image(&self) -> Result<(), String> {
         let image = &self.ctx.pod_infra.image;
-        match self.ctx.runtime.image_id(image).await {
-            Ok(Some(_)) => Ok(()),
-            Ok(None) => self.ctx.runtime.pull_image(image).await.map_err(|e| {
-                format!(
-                    "the pod sandbox image \"{image}\" is not present and cannot be pulled: {e}"
-                )
-            }),
-            Err(e) => Err(e.to_string()),
+        let runtime = &self.ctx.runtime;
+        let present = self
+            .ctx
+            .images
+            .present(image, || async {
+                Ok::<_, RuntimeError>(runtime.image_id(image).await?.is_some())
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+        if present {
+            return Ok(());
         }
+        self.ctx.runtime.pull_image(image).await.map_err(|e| {
+            format!("the pod sandbox image \"{image}\" is not present and cannot be pulled: {e}")
+        })?;
+        self.ctx.images.saw(image).await;
+        Ok(())
     }
 
     /// Creates and starts attempt `attempt` of container `c`, as `setup` says
@@ -202,6 +220,8 @@ impl Act {
         let id = match self.ctx.runtime.create(&spec).await {
             Ok(id) => id,
             Err(e) => {
+                // Perhaps the image went away since it was seen.
+                self.ctx.images.forget(&spec.image).await;
                 self.warning("Failed", &format!("Error: {e}")).await;
                 return Err(e);
             }

@@ -12,7 +12,8 @@
 //! - [`sandbox`]: the pod's sandbox (its network namespace), decided purely;
 //! - [`env`]: containers' environment and `$(VAR)` expansion (pure);
 //! - [`volumes`]: the pod's volumes on the host and the containers' mounts;
-//! - [`init`]: which init container runs next (pure).
+//! - [`init`]: which init container runs next (pure);
+//! - [`images`]: which images the engine is known to hold.
 //!
 //! This module is the task loop: messages from the pod manager, probes' news,
 //! the sync that ties the three together, and deletion.
@@ -20,6 +21,7 @@
 pub mod act;
 pub mod env;
 pub mod gate;
+pub mod images;
 pub mod init;
 pub mod plan;
 pub mod sandbox;
@@ -442,7 +444,15 @@ impl Worker {
     /// What `fieldRef`s and `resourceFieldRef`s read besides the pod.
     async fn facts(&mut self) -> PodFacts {
         if self.host.is_none() {
-            self.host = self.ctx.runtime.host_info().await.ok();
+            // One engine `info` for the agent, not one per pod.
+            let runtime = &self.ctx.runtime;
+            self.host = self
+                .ctx
+                .host
+                .get_or_try_init(|| runtime.host_info())
+                .await
+                .ok()
+                .cloned();
         }
         PodFacts {
             pod_ip: self

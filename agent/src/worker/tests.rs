@@ -145,6 +145,8 @@ impl Harness {
             pod_infra: crate::worker::sandbox::PodInfra::default(),
             objects: Arc::new(crate::objects::MemoryObjects::default()),
             pods_dir: std::env::temp_dir().join("tugboat-agent-unit-tests"),
+            images: Default::default(),
+            host: Default::default(),
         });
         let tracker = TaskTracker::new();
         let (tx, rx) = mpsc::channel(8);

@@ -198,9 +198,8 @@ async fn whole_life(runtime: &DockerRuntime, tag: &str, name: &str) {
     let mut events = runtime.events(&selector, None).await.unwrap();
     // bollard's request timeout covers only the wait for the answer's headers, which
     // the engine sends at once: a quiet stream outlives it.
-    let impatient = DockerRuntime {
-        docker: runtime.docker.clone().with_timeout(Duration::from_secs(1)),
-    };
+    let impatient =
+        DockerRuntime::with_docker(runtime.docker.clone().with_timeout(Duration::from_secs(1)));
     let mut quiet = impatient.events(&selector, None).await.unwrap();
     // A test's own helper task: awaited below (with a timeout), never left behind.
     let quiet_first = tokio::spawn(async move { quiet.next().await.map(|e| e.map(|e| e.action)) });
