@@ -432,6 +432,11 @@ impl DockerCluster {
         docker(&["network", "connect", network, &self.agent_containers[i]]).map(|_| ())
     }
 
+    /// The process id of agent `i` (`None` once killed, or for an agent container).
+    pub fn agent_pid(&self, i: usize) -> Option<u32> {
+        self.agents.get(i)?.as_ref()?.child.id()
+    }
+
     /// SIGKILLs agent `i` (its containers keep running).
     pub async fn kill_agent(&mut self, i: usize) -> anyhow::Result<()> {
         if let Some(mut p) = self.agents[i].take() {

@@ -9,9 +9,12 @@
 
 pub mod autoscale;
 pub mod bench;
+pub mod compare;
 pub mod docker;
 pub mod fake_agent;
 pub mod load;
+pub mod nodeloss;
+pub mod selfheal;
 pub mod standin;
 
 use std::collections::HashMap;
@@ -231,6 +234,11 @@ impl TestController {
         };
         tc.restart_process().await?;
         Ok(tc)
+    }
+
+    /// The controller process's id, when it runs as its own process.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().and_then(|p| p.child.id())
     }
 
     /// SIGKILLs the controller process.

@@ -38,6 +38,8 @@ use std::process::Command;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::bench::{git_describe, loadavg, utc_now};
+use crate::docker::{DockerCluster, sample_deployment};
 use anyhow::{Context as _, bail};
 use futures::StreamExt as _;
 use serde_json::Value;
@@ -47,12 +49,11 @@ use tugboat_agent::runtime::docker::DockerRuntime;
 use tugboat_agent::runtime::{ContainerRuntime, LABEL_NODE, LABEL_POD_NAME, LABEL_POD_NAMESPACE};
 use tugboat_api::resource::{LEASES, NODES, PODS};
 use tugboat_api::{Client, ListParams};
-use tugboat_tests::bench::{git_describe, loadavg, rounds_from_env, utc_now};
-use tugboat_tests::docker::{DockerCluster, sample_deployment};
 
 const AGENTS: usize = 3;
 const REPLICAS: usize = 6;
-const DEFAULT_ROUNDS: usize = 3;
+/// The `nodeloss` benchmark's round count unless `NODELOSS_ROUNDS` says.
+pub const DEFAULT_ROUNDS: usize = 3;
 /// The longest any wait may take: setting up, each loss, each return.
 const LIMIT: Duration = Duration::from_secs(90);
 /// How often the conditions are checked.
@@ -65,17 +66,31 @@ const LOST: usize = 0;
 /// Where agents keep their Leases.
 const LEASE_NAMESPACE: &str = "kube-node-lease";
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let rounds = rounds_from_env("NODELOSS_ROUNDS", DEFAULT_ROUNDS)?;
-    // On Ctrl-C the benchmark's future is dropped, and with it the round's cluster.
-    tokio::select! {
-        result = run(rounds) => result,
-        _ = tokio::signal::ctrl_c() => bail!("interrupted; what the benchmark created was removed"),
-    }
+/// The medians of the kill -9 rounds of a node-loss run (seconds).
+#[derive(Clone, Copy, Debug)]
+pub struct NodeLossSummary {
+    pub rounds: usize,
+    /// The lost node NotReady.
+    pub not_ready: f64,
+    /// 6 pods Running and Ready again, none on the lost node.
+    pub replaced: f64,
 }
 
-async fn run(rounds: usize) -> anyhow::Result<()> {
+/// The `nodeloss` benchmark: both scenarios, `rounds` rounds each, and its full report.
+pub async fn run_and_report(rounds: usize) -> anyhow::Result<NodeLossSummary> {
+    run(rounds, &[Scenario::Kill, Scenario::Partition], true).await
+}
+
+/// `rounds` rounds of the kill -9 scenario, printing only each round (to stderr).
+pub async fn measure(rounds: usize) -> anyhow::Result<NodeLossSummary> {
+    run(rounds, &[Scenario::Kill], false).await
+}
+
+async fn run(
+    rounds: usize,
+    scenarios: &[Scenario],
+    report: bool,
+) -> anyhow::Result<NodeLossSummary> {
     let runtime = DockerRuntime::connect(None).await?;
     let host = runtime.host_info().await?;
     let date = utc_now();
@@ -92,12 +107,11 @@ async fn run(rounds: usize) -> anyhow::Result<()> {
         Err(_) => Duration::ZERO,
     };
 
-    let scenarios = [Scenario::Kill, Scenario::Partition];
     let mut results: BTreeMap<Scenario, Vec<Result<Round, String>>> = BTreeMap::new();
     let mut namespaces = Vec::new();
     // Alternated, so that a slow spell of the machine does not land on one scenario.
     for round in 1..=rounds {
-        for scenario in scenarios {
+        for &scenario in scenarios {
             eprintln!("round {round}/{rounds} {}: starting", scenario.label());
             let result = run_round(scenario, &runtime, logs, hold, &mut namespaces).await;
             match &result {
@@ -115,117 +129,118 @@ async fn run(rounds: usize) -> anyhow::Result<()> {
         }
     }
     let leftovers = leftovers(&namespaces);
-
-    println!();
-    println!(
-        "node loss, {AGENTS} agents, {REPLICAS} replicas, {rounds} rounds, default settings \
-         (node_grace {}, eviction_delay {}), {date}",
-        secs(defaults.node_grace),
-        secs(defaults.eviction_delay),
-    );
-    println!(
-        "code {code}, engine {}, {} CPUs, load average {load_before} before, {} after; polled \
-         every {}",
-        host.runtime_version,
-        host.cpus,
-        loadavg(),
-        secs(POLL),
-    );
-    if !hold.is_zero() {
+    if report {
+        println!();
         println!(
-            "the node stayed away {} more after its pods were replaced",
-            secs(hold)
+            "node loss, {AGENTS} agents, {REPLICAS} replicas, {rounds} rounds, default settings \
+             (node_grace {}, eviction_delay {}), {date}",
+            secs(defaults.node_grace),
+            secs(defaults.eviction_delay),
         );
-    }
-    println!(
-        "{:<24}{:>10}{:>18}{:>26}{:>18}",
-        "", "NotReady", "6 Running again", "stale gone after return", "node Ready again"
-    );
-    for scenario in scenarios {
-        let rounds = &results[&scenario];
-        let done = completed(rounds);
-        for (stat, pick) in [("p50", Stat::P50), ("max", Stat::Max)] {
-            let label = if stat == "p50" { scenario.label() } else { "" };
+        println!(
+            "code {code}, engine {}, {} CPUs, load average {load_before} before, {} after; polled \
+             every {}",
+            host.runtime_version,
+            host.cpus,
+            loadavg(),
+            secs(POLL),
+        );
+        if !hold.is_zero() {
             println!(
-                "{label:<15}{stat:<9}{:>10}{:>18}{:>26}{:>18}",
-                pick.of(&done, |r| r.not_ready),
-                pick.of(&done, |r| r.replaced),
-                pick.of(&done, |r| r.stale_gone),
-                pick.of(&done, |r| r.ready_again),
+                "the node stayed away {} more after its pods were replaced",
+                secs(hold)
             );
         }
-        for (i, r) in rounds.iter().enumerate() {
-            let label = format!("round {}", i + 1);
-            match r {
-                Ok(r) => println!(
-                    "{:<15}{label:<9}{:>10}{:>18}{:>26}{:>18}   {} pods on the lost node, {} \
-                     of their containers running at return",
-                    "",
-                    cell(r.not_ready),
-                    cell(r.replaced),
-                    cell(r.stale_gone),
-                    cell(r.ready_again),
-                    r.on_lost,
-                    r.stale_running,
-                ),
-                Err(e) => println!("{:<15}{label:<9}FAILED: {e}", ""),
+        println!(
+            "{:<24}{:>10}{:>18}{:>26}{:>18}",
+            "", "NotReady", "6 Running again", "stale gone after return", "node Ready again"
+        );
+        for &scenario in scenarios {
+            let rounds = &results[&scenario];
+            let done = completed(rounds);
+            for (stat, pick) in [("p50", Stat::P50), ("max", Stat::Max)] {
+                let label = if stat == "p50" { scenario.label() } else { "" };
+                println!(
+                    "{label:<15}{stat:<9}{:>10}{:>18}{:>26}{:>18}",
+                    pick.of(&done, |r| r.not_ready),
+                    pick.of(&done, |r| r.replaced),
+                    pick.of(&done, |r| r.stale_gone),
+                    pick.of(&done, |r| r.ready_again),
+                );
+            }
+            for (i, r) in rounds.iter().enumerate() {
+                let label = format!("round {}", i + 1);
+                match r {
+                    Ok(r) => println!(
+                        "{:<15}{label:<9}{:>10}{:>18}{:>26}{:>18}   {} pods on the lost node, {} \
+                         of their containers running at return",
+                        "",
+                        cell(r.not_ready),
+                        cell(r.replaced),
+                        cell(r.stale_gone),
+                        cell(r.ready_again),
+                        r.on_lost,
+                        r.stale_running,
+                    ),
+                    Err(e) => println!("{:<15}{label:<9}FAILED: {e}", ""),
+                }
             }
         }
+        println!();
+        breakdown(
+            "where the time goes, from t0 (the loss); each step the last of the replacements",
+            &[
+                ("NotReady", ""),
+                ("evicted", ""),
+                ("pods", "created"),
+                ("pods", "bound"),
+                ("containers", "created"),
+                ("containers", "started"),
+                ("all Ready", ""),
+            ],
+            &[
+                |r| r.not_ready,
+                |r| r.steps.evicted,
+                |r| r.steps.created,
+                |r| r.steps.bound,
+                |r| r.steps.containers_created,
+                |r| r.steps.started,
+                |r| r.replaced,
+            ],
+            &results,
+        );
+        println!();
+        breakdown(
+            "where the time goes, from t1 (the return)",
+            &[
+                ("heartbeat", "heard"),
+                ("first stale", "stopping"),
+                ("last stale", "removed"),
+                ("stale gone", ""),
+                ("node Ready", "again"),
+            ],
+            &[
+                |r| r.steps.heartbeat_back,
+                |r| r.steps.fence_began,
+                |r| r.steps.last_removed,
+                |r| r.stale_gone,
+                |r| r.ready_again,
+            ],
+            &results,
+        );
+        println!();
+        let replaced: Vec<Option<Duration>> = results
+            .values()
+            .flatten()
+            .map(|r| r.as_ref().ok().and_then(|r| r.replaced))
+            .collect();
+        let met = replaced.iter().all(|r| r.is_some_and(|d| d <= GOAL));
+        println!(
+            "goal, 6 Running again ≤ {} in every round of both scenarios: {}",
+            secs(GOAL),
+            if met { "met" } else { "missed" }
+        );
     }
-    println!();
-    breakdown(
-        "where the time goes, from t0 (the loss); each step the last of the replacements",
-        &[
-            ("NotReady", ""),
-            ("evicted", ""),
-            ("pods", "created"),
-            ("pods", "bound"),
-            ("containers", "created"),
-            ("containers", "started"),
-            ("all Ready", ""),
-        ],
-        &[
-            |r| r.not_ready,
-            |r| r.steps.evicted,
-            |r| r.steps.created,
-            |r| r.steps.bound,
-            |r| r.steps.containers_created,
-            |r| r.steps.started,
-            |r| r.replaced,
-        ],
-        &results,
-    );
-    println!();
-    breakdown(
-        "where the time goes, from t1 (the return)",
-        &[
-            ("heartbeat", "heard"),
-            ("first stale", "stopping"),
-            ("last stale", "removed"),
-            ("stale gone", ""),
-            ("node Ready", "again"),
-        ],
-        &[
-            |r| r.steps.heartbeat_back,
-            |r| r.steps.fence_began,
-            |r| r.steps.last_removed,
-            |r| r.stale_gone,
-            |r| r.ready_again,
-        ],
-        &results,
-    );
-    println!();
-    let replaced: Vec<Option<Duration>> = results
-        .values()
-        .flatten()
-        .map(|r| r.as_ref().ok().and_then(|r| r.replaced))
-        .collect();
-    let met = replaced.iter().all(|r| r.is_some_and(|d| d <= GOAL));
-    println!(
-        "goal, 6 Running again ≤ {} in every round of both scenarios: {}",
-        secs(GOAL),
-        if met { "met" } else { "missed" }
-    );
 
     let incomplete = results
         .values()
@@ -238,7 +253,22 @@ async fn run(rounds: usize) -> anyhow::Result<()> {
     if incomplete > 0 {
         bail!("{incomplete} rounds failed or timed out (see the rounds above)");
     }
-    Ok(())
+    let kills = results
+        .get(&Scenario::Kill)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let done = completed(kills);
+    let median = |pick: Figure| {
+        let mut v: Vec<Duration> = done.iter().filter_map(|r| pick(r)).collect();
+        v.sort();
+        v.get(v.len().saturating_sub(1) / 2)
+            .map_or(f64::NAN, Duration::as_secs_f64)
+    };
+    Ok(NodeLossSummary {
+        rounds: done.len(),
+        not_ready: median(|r| r.not_ready),
+        replaced: median(|r| r.replaced),
+    })
 }
 
 type Figure = fn(&Round) -> Option<Duration>;

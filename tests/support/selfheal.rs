@@ -26,10 +26,12 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use crate::bench::{Swarm, loadavg, output_of, utc_now};
+use crate::docker::{DockerCluster, docker, sample_deployment};
+use crate::eventually_within;
 use anyhow::{Context as _, bail};
 use futures::StreamExt as _;
 use serde_json::Value;
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender, unbounded_channel};
 use tokio::task::JoinHandle;
 use tugboat_agent::runtime::docker::DockerRuntime;
@@ -38,12 +40,10 @@ use tugboat_agent::runtime::{
 };
 use tugboat_api::resource::PODS;
 use tugboat_api::{Client, ListParams};
-use tugboat_tests::bench::{Swarm, loadavg, output_of, rounds_from_env, utc_now};
-use tugboat_tests::docker::{DockerCluster, docker, sample_deployment};
-use tugboat_tests::eventually_within;
 
 const REPLICAS: usize = 6;
-const DEFAULT_ROUNDS: usize = 20;
+/// The `selfheal` benchmark's round count unless `SELFHEAL_ROUNDS` says.
+pub const DEFAULT_ROUNDS: usize = 20;
 /// A kill not healed this long after is a failed round; also the longest wait for
 /// either system to be whole again.
 const HEAL_LIMIT: Duration = Duration::from_secs(30);
@@ -58,21 +58,29 @@ const TASK_LABEL: &str = "com.docker.swarm.task.name";
 const TARGET_P50: Duration = Duration::from_millis(300);
 const TARGET_P99: Duration = Duration::from_secs(1);
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let rounds = rounds_from_env("SELFHEAL_ROUNDS", DEFAULT_ROUNDS)?;
-    // On Ctrl-C or SIGTERM the benchmark's future is dropped, and with it every guard
-    // below, which removes what it created.
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    let mut terminate = signal(SignalKind::terminate())?;
-    tokio::select! {
-        result = run(rounds) => result,
-        _ = interrupt.recv() => bail!("interrupted"),
-        _ = terminate.recv() => bail!("terminated"),
-    }
+/// The medians of a self-heal run (seconds).
+#[derive(Clone, Copy, Debug)]
+pub struct HealSummary {
+    pub rounds: usize,
+    /// Kill → replacement `start`, p50.
+    pub tugboat_running: f64,
+    /// Kill → the pod Ready again, p50.
+    pub tugboat_ready: f64,
+    pub swarm_running: f64,
 }
 
-async fn run(rounds: usize) -> anyhow::Result<()> {
+/// The `selfheal` benchmark: runs `rounds` rounds and prints its full report.
+pub async fn run_and_report(rounds: usize) -> anyhow::Result<HealSummary> {
+    run(rounds, true).await
+}
+
+/// `rounds` rounds of self-heal, Tugboat and Swarm alternating, printing only
+/// each round (to stderr); the medians.
+pub async fn measure(rounds: usize) -> anyhow::Result<HealSummary> {
+    run(rounds, false).await
+}
+
+async fn run(rounds: usize, report: bool) -> anyhow::Result<HealSummary> {
     let runtime = Arc::new(DockerRuntime::connect(None).await?);
     let host = runtime.host_info().await?;
     let date = utc_now();
@@ -152,61 +160,62 @@ async fn run(rounds: usize) -> anyhow::Result<()> {
     let tug_running: Vec<Duration> = tug_heals.iter().filter_map(|h| h.running).collect();
     let tug_ready: Vec<Duration> = tug_heals.iter().filter_map(|h| h.ready).collect();
     let swarm_running: Vec<Duration> = swarm_heals.iter().filter_map(|h| h.running).collect();
-    println!();
-    println!(
-        "self-heal after docker kill, N={rounds} rounds, {REPLICAS} replicas, same daemon, {date}"
-    );
-    println!(
-        "code {code}, engine {}, {} CPUs, load average {load_before} before, {} after; \
-         Tugboat: 1 agent",
-        host.runtime_version,
-        host.cpus,
-        loadavg()
-    );
-    println!(
-        "{:<21}{:>10}{:>10}{:>10}{:>10}{:>8}",
-        "", "p50", "p90", "p99", "max", "healed"
-    );
-    println!("{}", row("tugboat  → Running", &tug_running, rounds));
-    println!("{}", row("tugboat  → Ready", &tug_ready, rounds));
-    println!("{}", row("swarm    → Running", &swarm_running, rounds));
-    println!(
-        "{:<21}{:>10}",
-        "swarm    → Ready", "= Running (no readiness probe; Swarm has no Ready to watch)"
-    );
-    println!();
-    println!(
-        "where the time goes (medians){:>27}{:>12}{:>14}{:>14}",
-        "kill→die", "die→create", "create→start", "start→Ready"
-    );
-    println!("{}", breakdown("tugboat", &tug_heals));
-    println!("{}", breakdown("swarm", &swarm_heals));
-    println!(
-        "tugboat, after the kill: the API shows the pod not Ready at {} ({} of {rounds} rounds), \
-         the replacement is created at {} (medians)",
-        median(&tug_heals, &|h| h.not_ready),
-        tug_heals.iter().filter(|h| h.not_ready.is_some()).count(),
-        median(&tug_heals, &|h| {
-            u64::try_from(h.created? - h.killed_at)
-                .ok()
-                .map(Duration::from_nanos)
-        }),
-    );
-    println!();
-    let mut sorted = tug_running.clone();
-    sorted.sort();
-    let verdict = |p: usize, target: Duration| match nearest_rank(&sorted, p) {
-        Some(v) if v <= target && sorted.len() == rounds => "met",
-        _ => "missed",
-    };
-    println!(
-        "target, tugboat → Running: p50 ≤ {} {}, p99 ≤ {} {}",
-        secs(TARGET_P50),
-        verdict(50, TARGET_P50),
-        secs(TARGET_P99),
-        verdict(99, TARGET_P99)
-    );
-
+    if report {
+        println!();
+        println!(
+            "self-heal after docker kill, N={rounds} rounds, {REPLICAS} replicas, same daemon, {date}"
+        );
+        println!(
+            "code {code}, engine {}, {} CPUs, load average {load_before} before, {} after; \
+             Tugboat: 1 agent",
+            host.runtime_version,
+            host.cpus,
+            loadavg()
+        );
+        println!(
+            "{:<21}{:>10}{:>10}{:>10}{:>10}{:>8}",
+            "", "p50", "p90", "p99", "max", "healed"
+        );
+        println!("{}", row("tugboat  → Running", &tug_running, rounds));
+        println!("{}", row("tugboat  → Ready", &tug_ready, rounds));
+        println!("{}", row("swarm    → Running", &swarm_running, rounds));
+        println!(
+            "{:<21}{:>10}",
+            "swarm    → Ready", "= Running (no readiness probe; Swarm has no Ready to watch)"
+        );
+        println!();
+        println!(
+            "where the time goes (medians){:>27}{:>12}{:>14}{:>14}",
+            "kill→die", "die→create", "create→start", "start→Ready"
+        );
+        println!("{}", breakdown("tugboat", &tug_heals));
+        println!("{}", breakdown("swarm", &swarm_heals));
+        println!(
+            "tugboat, after the kill: the API shows the pod not Ready at {} ({} of {rounds} rounds), \
+             the replacement is created at {} (medians)",
+            median(&tug_heals, &|h| h.not_ready),
+            tug_heals.iter().filter(|h| h.not_ready.is_some()).count(),
+            median(&tug_heals, &|h| {
+                u64::try_from(h.created? - h.killed_at)
+                    .ok()
+                    .map(Duration::from_nanos)
+            }),
+        );
+        println!();
+        let mut sorted = tug_running.clone();
+        sorted.sort();
+        let verdict = |p: usize, target: Duration| match nearest_rank(&sorted, p) {
+            Some(v) if v <= target && sorted.len() == rounds => "met",
+            _ => "missed",
+        };
+        println!(
+            "target, tugboat → Running: p50 ≤ {} {}, p99 ≤ {} {}",
+            secs(TARGET_P50),
+            verdict(50, TARGET_P50),
+            secs(TARGET_P99),
+            verdict(99, TARGET_P99)
+        );
+    }
     drop(_observers);
     drop(service);
     drop(swarm);
@@ -219,7 +228,17 @@ async fn run(rounds: usize) -> anyhow::Result<()> {
              healed column)"
         );
     }
-    Ok(())
+    let p50 = |samples: &[Duration]| {
+        let mut sorted = samples.to_vec();
+        sorted.sort();
+        nearest_rank(&sorted, 50).map_or(f64::NAN, |d| d.as_secs_f64())
+    };
+    Ok(HealSummary {
+        rounds,
+        tugboat_running: p50(&tug_running),
+        tugboat_ready: p50(&tug_ready),
+        swarm_running: p50(&swarm_running),
+    })
 }
 
 /// Something an observer saw, stamped when it arrived here.
