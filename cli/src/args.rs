@@ -413,6 +413,11 @@ pub struct AgentArgs {
     #[arg(long, default_value_t = 110, value_name = "N")]
     pub max_pods: i64,
 
+    /// How many container creates and starts the agent has in flight at once (the
+    /// engine answers each later past a few at a time).
+    #[arg(long, default_value_t = tugboat_agent::runtime::docker::CREATE_CONCURRENCY, value_name = "N")]
+    pub create_concurrency: usize,
+
     /// CPU held back from pods (a quantity: `500m`, `1`).
     #[arg(long, value_name = "CPU")]
     pub reserve_cpu: Option<String>,

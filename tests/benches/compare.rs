@@ -20,7 +20,8 @@
 //! Rounds alternate the systems (the order rotates each round); each figure is the
 //! median of `COMPARE_ROUNDS` (default 3). `COMPARE_SIZES` (default `20,50,100`),
 //! `COMPARE_HEAL_ROUNDS` (default 5, 0 skips), `COMPARE_NODELOSS_ROUNDS` (default 1, 0
-//! skips), `COMPARE_SWEEP=0` skips the concurrency sweep.
+//! skips), `COMPARE_SWEEP=0` skips the concurrency sweep, `COMPARE_CREATE_CONCURRENCY=N`
+//! starts the agent with `--create-concurrency N`.
 //!
 //! `cargo bench -p tugboat-tests --bench compare`. Needs the Docker daemon. A daemon
 //! outside any swarm is made a single-node swarm for the run and leaves it at the
@@ -113,7 +114,13 @@ async fn run() -> anyhow::Result<()> {
 
     // The cluster first: it builds the sample image (and the agent the sandbox
     // image) that the other systems run too.
-    let cluster = DockerCluster::start_with_controller_process("compare", 1).await?;
+    let agent_args = match std::env::var("COMPARE_CREATE_CONCURRENCY") {
+        Ok(n) => vec!["--create-concurrency".to_string(), n],
+        Err(_) => Vec::new(),
+    };
+    let cluster =
+        DockerCluster::start_with_controller_process_and_args("compare", vec![agent_args.clone()])
+            .await?;
     let tug = tugboat_tests::tug_binary()?;
     let tug_size = std::fs::metadata(&tug)?.len();
     let controller_pid = cluster.controller.pid();
@@ -237,8 +244,17 @@ async fn run() -> anyhow::Result<()> {
     );
     println!(
         "engine {}, {} CPUs, load average {load_before} before, {load_after} after; \
-         Tugboat: controller + 1 agent; median of {rounds} rounds, systems alternating",
-        host.runtime_version, host.cpus
+         Tugboat: controller + 1 agent {}; median of {rounds} rounds, systems alternating",
+        host.runtime_version,
+        host.cpus,
+        if agent_args.is_empty() {
+            format!(
+                "(--create-concurrency {} by default)",
+                tugboat_agent::runtime::docker::CREATE_CONCURRENCY
+            )
+        } else {
+            format!("({})", agent_args.join(" "))
+        }
     );
     println!();
     println!(

@@ -243,6 +243,18 @@ impl DockerCluster {
         Self::start_with(test, agents, controller, Vec::new()).await
     }
 
+    /// Like [`DockerCluster::start_with_controller_process`], with extra flags
+    /// for each agent.
+    pub async fn start_with_controller_process_and_args(
+        test: &str,
+        agent_args: Vec<Vec<String>>,
+    ) -> anyhow::Result<Self> {
+        sample_image().await?;
+        let controller = TestController::start_process().await?;
+        let n = agent_args.len();
+        Self::start_with(test, n, controller, agent_args).await
+    }
+
     async fn start_with(
         test: &str,
         agents: usize,

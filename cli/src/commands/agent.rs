@@ -148,9 +148,16 @@ pub async fn run(args: AgentArgs, ctx: &mut Context<'_>) -> anyhow::Result<()> {
         }
         config.cpus_override = Some(cpus);
     }
+    if args.create_concurrency < 1 {
+        bail!(
+            "--create-concurrency: expected at least 1, got {}",
+            args.create_concurrency
+        );
+    }
     let runtime = tugboat_agent::runtime::docker::DockerRuntime::connect(args.docker.as_deref())
         .await
-        .context("cannot connect to Docker (is the daemon running? see --docker)")?;
+        .context("cannot connect to Docker (is the daemon running? see --docker)")?
+        .with_create_concurrency(args.create_concurrency);
     config.cluster = cluster_config(&args.cluster, &args.service_cidr, &runtime).await?;
     tugboat_agent::run(config, Arc::new(runtime), ctx.shutdown.clone())
         .await

@@ -41,7 +41,8 @@ const LIST_INSPECT_CONCURRENCY: usize = 8;
 /// engine serializes much of both (its container store, the network namespace
 /// setup); past a few at a time, more in flight only queue inside it and each
 /// answer comes later. Chosen by measurement: `cargo bench -p tugboat-tests --bench
-/// compare` prints creates+starts per second at 2…32 at a time.
+/// compare` prints creates+starts per second at 2…32 at a time. `tug agent
+/// --create-concurrency` sets another bound.
 pub const CREATE_CONCURRENCY: usize = 8;
 /// How much of an exec's output is kept (a probe's output only ends up in an event).
 const EXEC_OUTPUT_LIMIT: usize = 64 * 1024;
@@ -83,6 +84,14 @@ impl DockerRuntime {
         .map_err(connect_error)?;
         tracing::debug!(engine = target, api_version = %docker.client_version(), "connected to Docker");
         Ok(Self::with_docker(docker))
+    }
+
+    /// At most `n` creates and starts in flight at once (at least 1).
+    pub fn with_create_concurrency(self, n: usize) -> Self {
+        Self {
+            creating: Arc::new(Semaphore::new(n.max(1))),
+            ..self
+        }
     }
 
     fn with_docker(docker: Docker) -> Self {
