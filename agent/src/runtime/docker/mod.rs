@@ -37,13 +37,14 @@ use super::{
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How many containers `list` inspects at once.
 const LIST_INSPECT_CONCURRENCY: usize = 8;
-/// How many container creates and starts the agent has in flight at once. The
-/// engine serializes much of both (its container store, the network namespace
-/// setup); past a few at a time, more in flight only queue inside it and each
-/// answer comes later. Chosen by measurement: `cargo bench -p tugboat-tests --bench
-/// compare` prints creates+starts per second at 2…32 at a time. `tug agent
-/// --create-concurrency` sets another bound.
-pub const CREATE_CONCURRENCY: usize = 8;
+/// How many container creates and starts the agent has in flight at once: a
+/// bound, so that a burst of pods cannot pile unbounded requests on the engine.
+/// Chosen by measurement: `cargo bench -p tugboat-tests --bench compare` prints
+/// creates+starts per second at 2…32 at a time, and on the 2-core test machine
+/// (Docker 20.10) the rate still grew up to 32 (3.7/s at 2, 5.5/s at 8, 6.9/s at
+/// 32), so the bound is 32: below it the agent was slower than the engine allows.
+/// `tug agent --create-concurrency` sets another bound.
+pub const CREATE_CONCURRENCY: usize = 32;
 /// How much of an exec's output is kept (a probe's output only ends up in an event).
 const EXEC_OUTPUT_LIMIT: usize = 64 * 1024;
 
