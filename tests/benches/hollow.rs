@@ -58,6 +58,8 @@ struct Row {
     hollow_cpu_s: f64,
     store_mb: f64,
     restart: Duration,
+    /// Store writes (revisions) during the run.
+    writes: u64,
 }
 
 #[derive(Clone, Copy, Default)]
@@ -126,7 +128,7 @@ async fn main() -> anyhow::Result<()> {
 
 fn print_table(rows: &[Row]) {
     println!(
-        "{:>6} {:>7} {:>7} {:>8} {:>8} {:>7} {:>13} {:>13} {:>13} {:>13} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8}",
+        "{:>6} {:>7} {:>7} {:>8} {:>8} {:>7} {:>13} {:>13} {:>13} {:>13} {:>7} {:>7} {:>7} {:>7} {:>7} {:>8} {:>10}",
         "nodes",
         "pods",
         "ready s",
@@ -143,11 +145,12 @@ fn print_table(rows: &[Row]) {
         "node s",
         "disk MB",
         "restart",
+        "writes/pod",
     );
     for r in rows {
         let pp = |p: Percentiles| format!("{:.1}/{:.1}", p.p50, p.p99);
         println!(
-            "{:>6} {:>7} {:>7.1} {:>8.1} {:>8.1} {:>7.0} {:>13} {:>13} {:>13} {:>13} {:>7.0} {:>7.0} {:>7.1} {:>7.1} {:>7.1} {:>7.2}s",
+            "{:>6} {:>7} {:>7.1} {:>8.1} {:>8.1} {:>7.0} {:>13} {:>13} {:>13} {:>13} {:>7.0} {:>7.0} {:>7.1} {:>7.1} {:>7.1} {:>7.2}s {:>10.1}",
             r.nodes,
             r.pods,
             r.nodes_ready.as_secs_f64(),
@@ -164,6 +167,7 @@ fn print_table(rows: &[Row]) {
             r.hollow_cpu_s,
             r.store_mb,
             r.restart.as_secs_f64(),
+            r.writes as f64 / r.pods as f64,
         );
     }
     println!(
@@ -234,6 +238,7 @@ async fn run(nodes_n: usize, per_node: usize, start_delay: Duration) -> anyhow::
     let done = Arc::new(AtomicBool::new(false));
     let tracker = tokio::spawn(track(watch, progress.clone(), total));
 
+    let rev_before = revision(&tc.client).await?;
     let cpu_before = cpu_seconds(pid);
     let hollow_before = cpu_seconds(std::process::id());
     let probes = tokio::spawn(probe_loop(
@@ -259,6 +264,7 @@ async fn run(nodes_n: usize, per_node: usize, start_delay: Duration) -> anyhow::
     done.store(true, Ordering::Relaxed);
     let (get, list, write, watch_lag) = probes.await??;
     let cpu_s = cpu_seconds(pid) - cpu_before;
+    let writes = revision(&tc.client).await?.saturating_sub(rev_before);
     let hollow_cpu_s = cpu_seconds(std::process::id()) - hollow_before;
     let p = progress.lock().await;
     match outcome {
@@ -324,7 +330,23 @@ async fn run(nodes_n: usize, per_node: usize, start_delay: Duration) -> anyhow::
         hollow_cpu_s,
         store_mb,
         restart,
+        writes,
     })
+}
+
+/// The store's latest revision, as a list reports it.
+async fn revision(client: &Client) -> anyhow::Result<u64> {
+    let list = client
+        .list(
+            &tugboat_api::resource::NAMESPACES,
+            None,
+            &ListParams::default(),
+        )
+        .await?;
+    list.pointer("/metadata/resourceVersion")
+        .and_then(Value::as_str)
+        .and_then(|s| s.parse().ok())
+        .context("a list without a resourceVersion")
 }
 
 /// Follows the pods until `total` are Running.

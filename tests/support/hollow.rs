@@ -139,7 +139,15 @@ pub async fn wait_ready(
     let start = Instant::now();
     let want = format!("{prefix}-");
     loop {
-        let list = client.list(&NODES, None, &ListParams::default()).await?;
+        // A busy controller may drop a connection now and then: asked again.
+        let list = match client.list(&NODES, None, &ListParams::default()).await {
+            Ok(list) => list,
+            Err(_) if start.elapsed() < limit => {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
         let ready = list["items"]
             .as_array()
             .map(|items| {
