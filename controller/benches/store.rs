@@ -83,6 +83,8 @@ fn pod(name: &str, generation: usize) -> Value {
 
 struct Figures {
     writes: usize,
+    /// Transactions (so fsyncs) that committed them.
+    commits: u64,
     elapsed: Duration,
     latencies: Vec<Duration>,
 }
@@ -125,9 +127,11 @@ async fn run(writers: usize, writes_each: usize) -> Figures {
         latencies.extend(task.await.expect("a writer task"));
     }
     let elapsed = started.elapsed();
+    let commits = store.commits();
     drop(store);
     Figures {
         writes: latencies.len(),
+        commits,
         elapsed,
         latencies,
     }
@@ -149,21 +153,22 @@ fn main() {
     let size = serde_json::to_vec(&pod("w0-p0", 0)).map_or(0, |v| v.len());
     println!("store writes: redb file in a temp dir, pod objects of {size} bytes");
     println!(
-        "{:>8} {:>8} {:>10} {:>10} {:>10} {:>10}",
-        "writers", "writes", "seconds", "writes/s", "p50 ms", "p99 ms"
+        "{:>8} {:>8} {:>10} {:>10} {:>10} {:>10} {:>12}",
+        "writers", "writes", "seconds", "writes/s", "p50 ms", "p99 ms", "writes/fsync"
     );
     for (writers, writes_each) in RUNS {
         let mut f = runtime.block_on(run(writers, writes_each));
         f.latencies.sort_unstable();
         let secs = f.elapsed.as_secs_f64();
         println!(
-            "{:>8} {:>8} {:>10.2} {:>10.0} {:>10.2} {:>10.2}",
+            "{:>8} {:>8} {:>10.2} {:>10.0} {:>10.2} {:>10.2} {:>12.1}",
             writers,
             f.writes,
             secs,
             f.writes as f64 / secs,
             percentile(&f.latencies, 50.0).as_secs_f64() * 1e3,
             percentile(&f.latencies, 99.0).as_secs_f64() * 1e3,
+            f.writes as f64 / f.commits.max(1) as f64,
         );
     }
 }
