@@ -39,7 +39,6 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -96,7 +95,7 @@ impl Default for History {
 pub struct RedbStore {
     inner: Arc<Inner>,
     /// Writes for the writer thread; `None` only while dropping.
-    requests: Option<Sender<Request>>,
+    requests: Option<tokio::sync::mpsc::UnboundedSender<Request>>,
     writer_thread: Option<JoinHandle<()>>,
 }
 
@@ -175,11 +174,11 @@ impl RedbStore {
     /// Starts the writer thread for a store whose file is loaded.
     fn start(inner: Inner) -> Result<RedbStore, StoreError> {
         let inner = Arc::new(inner);
-        let (requests, queue) = std::sync::mpsc::channel();
+        let (requests, mut queue) = tokio::sync::mpsc::unbounded_channel();
         let thread_inner = Arc::clone(&inner);
         let writer_thread = std::thread::Builder::new()
             .name("store-writer".to_string())
-            .spawn(move || writer::run(&thread_inner, &queue))
+            .spawn(move || writer::run(&thread_inner, &mut queue))
             .map_err(|e| backend(format_args!("start the writer of {}", inner.location), e))?;
         Ok(RedbStore {
             inner,

@@ -18,12 +18,11 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::Receiver;
 
 use ::redb::{Database, Durability};
 use bytes::Bytes;
 use serde_json::Value;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tugboat_api::limits;
 
 use super::history::events_to_drop;
@@ -157,13 +156,18 @@ impl RedbStore {
 
 /// The writer thread: commits batches until the store is dropped (its sender
 /// gone) and the queue is empty, then returns, which closes the database.
-pub(super) fn run(inner: &Inner, requests: &Receiver<Request>) {
+///
+/// tokio's channel rather than std's: std's receiver spins and yields
+/// (`sched_yield`) before it sleeps, and with it a lone writer on a busy 2-core
+/// machine measured about 4 ms a write, several times the old write path; with
+/// tokio's receiver, which sleeps at once, it is on a par.
+pub(super) fn run(inner: &Inner, requests: &mut mpsc::UnboundedReceiver<Request>) {
     let mut queue = VecDeque::new();
     loop {
         if queue.is_empty() {
-            match requests.recv() {
-                Ok(request) => queue.push_back(request),
-                Err(_) => return,
+            match requests.blocking_recv() {
+                Some(request) => queue.push_back(request),
+                None => return,
             }
         }
         while queue.len() < MAX_BATCH_WRITES {
