@@ -158,9 +158,8 @@ impl RedbStore {
 /// gone) and the queue is empty, then returns, which closes the database.
 ///
 /// tokio's channel rather than std's: std's receiver spins and yields
-/// (`sched_yield`) before it sleeps, and with it a lone writer on a busy 2-core
-/// machine measured about 4 ms a write, several times the old write path; with
-/// tokio's receiver, which sleeps at once, it is on a par.
+/// (`sched_yield`) before it sleeps, and a lone writer measured slower with it
+/// on a busy 2-core machine; tokio's receiver sleeps at once.
 pub(super) fn run(inner: &Inner, requests: &mut mpsc::UnboundedReceiver<Request>) {
     let mut queue = VecDeque::new();
     loop {
