@@ -17,9 +17,7 @@ use tugboat_api::resource::{PODS, REPLICASETS};
 use tugboat_api::selector::Selector;
 use tugboat_runtime::controller::{Action, Controller, backoff_policy};
 
-use super::{
-    Error, controller_ref, controller_uid, delete_pods, pod_is_active, pod_node, pod_ready_since,
-};
+use super::{Error, controller_ref, delete_pods, pod_is_active, pod_node, pod_ready_since};
 use crate::events::{self, EventType, Recorder};
 use crate::registry::Registry;
 
@@ -164,11 +162,10 @@ pub async fn reconcile<R: Replicated>(rs: Arc<R>, ctx: Arc<Ctx>) -> Result<Actio
 async fn owned_pods(registry: &Registry, owner: &ObjectMeta, ns: &str) -> Result<Vec<Pod>, Error> {
     let uid = owner.uid.as_deref().unwrap_or("");
     Ok(registry
-        .list_typed::<Pod>(&PODS, Some(ns))
-        .await?
-        .into_iter()
-        .filter(|p| controller_uid(&p.metadata) == Some(uid))
-        .collect())
+        .list_typed_where::<Pod>(&PODS, Some(ns), |p| {
+            super::controller_uid_of(p) == Some(uid)
+        })
+        .await?)
 }
 
 /// Kubernetes' order for scaling down: unscheduled before scheduled, pending before

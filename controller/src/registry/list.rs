@@ -197,8 +197,13 @@ impl Registry {
             WatchStart::Now => (Vec::new(), self.store.revision()),
         };
         let live = self
-            .store
-            .watch(&info.store_name(), ns, from)
+            .hubs
+            .watch(
+                &info.store_name(),
+                ns,
+                fields.required(super::hub::NODE_FIELD),
+                from,
+            )
             .await
             .map_err(store_error)?;
         let live = live.filter_map(move |ev| {

@@ -20,6 +20,7 @@
 
 pub mod credentials;
 mod delete;
+mod hub;
 mod list;
 pub use list::{Watch, WatchStart};
 pub mod policy;
@@ -63,6 +64,10 @@ pub type WriteGuard<'a> = &'a (dyn Fn(&Value, &Value) -> Result<(), ApiError> + 
 pub enum Subresource {
     Main,
     Status,
+    /// A pod's binding: its node (a main-resource field) and its
+    /// `PodScheduled` condition (a status field) in one write, as
+    /// kube-apiserver's `pods/binding` stores them.
+    Binding,
 }
 
 /// Options of a create, update or patch.
@@ -176,6 +181,8 @@ pub struct Registry {
     scale_to_zero: std::sync::atomic::AtomicBool,
     /// Serializes quota-checked creates per namespace (see [`policy`]).
     quota_locks: policy::QuotaLocks,
+    /// Watches served from one store subscription per resource.
+    hubs: hub::Hubs,
 }
 
 impl Registry {
@@ -188,6 +195,7 @@ impl Registry {
     /// A registry whose Services draw cluster IPs and node ports from `network`.
     pub fn with_network(store: Arc<dyn Store>, network: services::ServiceNetwork) -> Self {
         Registry {
+            hubs: hub::Hubs::new(Arc::clone(&store)),
             store,
             services: services::Allocator::new(network),
             scale_to_zero: std::sync::atomic::AtomicBool::new(false),
@@ -619,7 +627,8 @@ impl Registry {
             // Before anything walks it recursively (merging, decoding): a patch
             // can build what no body could carry.
             check_depth(info, &incoming)?;
-            let apply = opts.manager.as_ref().is_some_and(|m| m.apply) && sub == Subresource::Main;
+            let apply =
+                opts.manager.as_ref().is_some_and(|m| m.apply) && sub != Subresource::Status;
             let applied_fields = if apply {
                 incoming.pointer("/metadata/managedFields").cloned()
             } else {
@@ -673,12 +682,12 @@ impl Registry {
                 });
             }
             let admitted = admission::admit(info, merged, Some(old), opts.field_validation)?;
-            if sub == Subresource::Main {
+            if sub != Subresource::Status {
                 self.check_features(info, &admitted.object)?;
             }
             warnings.extend(admitted.warnings);
             let mut object = admitted.object;
-            if sub == Subresource::Main {
+            if sub != Subresource::Status {
                 match (&opts.manager, sent_fields) {
                     (Some(_), _) if apply => set_fields(&mut object),
                     (Some(_), Some(Some(fields))) => {
@@ -703,7 +712,8 @@ impl Registry {
                     warnings,
                 });
             }
-            if sub == Subresource::Main && info.has_spec && object.get("spec") != old.get("spec") {
+            if sub != Subresource::Status && info.has_spec && object.get("spec") != old.get("spec")
+            {
                 let generation = old
                     .pointer("/metadata/generation")
                     .and_then(Value::as_i64)
