@@ -39,7 +39,7 @@ use tugboat_api::resource::{
 use tugboat_api::selector::{FieldSelector, Selector};
 use tugboat_api::{ApiError, meta};
 
-use crate::store::{Key, Revision, Store, StoreError, Stored};
+use crate::store::{Encoded, Key, Revision, Store, StoreError, Stored};
 
 use write::{
     admitted_equal, check_depth, check_limits, conflict, managed_fields_warning, merge_for_write,
@@ -125,6 +125,17 @@ pub struct Written {
 pub struct WatchItem {
     pub event_type: &'static str,
     pub object: Arc<Value>,
+    /// The store's encoding of the event's object, shared by every watcher of
+    /// it: sent as it is where the object goes out unchanged as JSON. (It
+    /// encodes one object only; see [`Encoded::bytes_for`].)
+    pub encoded: Option<Encoded>,
+}
+
+impl WatchItem {
+    /// The object's JSON as stored, if it is the stored object.
+    pub fn json(&self) -> Option<&bytes::Bytes> {
+        self.encoded.as_ref()?.bytes_for(&self.object)
+    }
 }
 
 /// Which state a list shows (`resourceVersion` and `resourceVersionMatch`).
@@ -150,7 +161,8 @@ pub struct ListOptions {
 /// One page of a list.
 #[derive(Debug)]
 pub struct ListPage {
-    pub items: Vec<Arc<Value>>,
+    /// As stored, with their encodings, for a response that sends them as they are.
+    pub items: Vec<Stored>,
     /// The revision every page of this list shows.
     pub revision: Revision,
     /// Where the next page starts, when there is one.
