@@ -3,7 +3,7 @@
 
 use futures::StreamExt;
 use serde_json::{Value, json};
-use tugboat_api::resource::{DEPLOYMENTS, EVENTS, NAMESPACES, PODS, REPLICASETS};
+use tugboat_api::resource::{CONFIGMAPS, DEPLOYMENTS, EVENTS, NAMESPACES, PODS, REPLICASETS};
 use tugboat_api::{Client, ListParams, PatchType};
 use tugboat_tests::{TestController, deployment, eventually, within};
 
@@ -425,6 +425,88 @@ async fn a_selector_watch_sends_deleted_when_an_object_stops_matching() -> anyho
     assert_eq!(next().await?, ("DELETED".into(), "b".into()));
     relabel("a", "x").await?;
     assert_eq!(next().await?, ("ADDED".into(), "a".into()));
+    tc.stop().await
+}
+
+/// The store encodes each object once, when it is written, and a plain JSON
+/// watch, get and list send those bytes: every frame parses to the object as
+/// written, escapes, non-ASCII text and all; other shapes still get their own.
+#[tokio::test]
+async fn watch_frames_gets_and_lists_send_the_stored_objects_unchanged() -> anyhow::Result<()> {
+    let tc = TestController::start().await?;
+    let c = &tc.client;
+    let http = tc.http(false)?;
+    let base = c.base_url().to_string();
+    let before = c
+        .list(&CONFIGMAPS, Some("default"), &ListParams::default())
+        .await?["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    let mut cm = json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {"name": "frames", "namespace": "default", "labels": {"app": "frames"}},
+        "data": {"quote": "say \"hi\"\n\t\\ </script>", "unicode": "grüße 🚢 \u{2028}", "n": "1e400"},
+    });
+    let created = c.create(&CONFIGMAPS, Some("default"), &cm).await?;
+    cm["metadata"]["resourceVersion"] = created["metadata"]["resourceVersion"].clone();
+    cm["data"]["more"] = json!("ü".repeat(3000));
+    let replaced = c
+        .replace(&CONFIGMAPS, Some("default"), "frames", &cm)
+        .await?;
+    assert_eq!(
+        c.get(&CONFIGMAPS, Some("default"), "frames").await?,
+        replaced
+    );
+    let listed = c
+        .list(&CONFIGMAPS, Some("default"), &ListParams::default())
+        .await?;
+    let items = listed["items"].as_array().cloned().unwrap_or_default();
+    assert!(items.contains(&replaced), "{listed}");
+    assert_eq!(listed["kind"], "ConfigMapList");
+    c.delete(&CONFIGMAPS, Some("default"), "frames").await?;
+
+    let url = format!(
+        "{base}/api/v1/namespaces/default/configmaps?watch=1&resourceVersion={before}&timeoutSeconds=2"
+    );
+    let body = within("the watch", async {
+        http.get(&url).send().await?.text().await
+    })
+    .await??;
+    let frames: Vec<Value> = body
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()?;
+    let ours: Vec<&Value> = frames
+        .iter()
+        .filter(|f| f["object"]["metadata"]["name"] == "frames")
+        .collect();
+    assert_eq!(ours.len(), 3, "{body}");
+    assert_eq!(
+        (&ours[0]["type"], &ours[0]["object"]),
+        (&json!("ADDED"), &created)
+    );
+    assert_eq!(
+        (&ours[1]["type"], &ours[1]["object"]),
+        (&json!("MODIFIED"), &replaced)
+    );
+    assert_eq!(ours[2]["type"], "DELETED");
+    let mut last = replaced.clone();
+    last["metadata"]["resourceVersion"] = ours[2]["object"]["metadata"]["resourceVersion"].clone();
+    assert_eq!(ours[2]["object"], last);
+
+    // A Table watch is still made for the watcher.
+    let table = within("the table watch", async {
+        http.get(&url)
+            .header("Accept", "application/json;as=Table;v=v1;g=meta.k8s.io")
+            .send()
+            .await?
+            .text()
+            .await
+    })
+    .await??;
+    let first: Value = serde_json::from_str(table.lines().next().unwrap_or(""))?;
+    assert_eq!(first["object"]["kind"], "Table", "{table}");
     tc.stop().await
 }
 

@@ -1016,9 +1016,11 @@ impl PoisonStore {
     }
 
     fn poison_stored(s: Stored) -> Stored {
+        // The stored encoding stays beside the poisoned object on purpose: it
+        // belongs to the original, so nothing may send it for this one.
         Stored {
             object: Self::poison(s.object),
-            revision: s.revision,
+            ..s
         }
     }
 

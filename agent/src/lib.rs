@@ -121,6 +121,10 @@ pub struct Config {
     /// The agent's state directory: pods' volumes live under `pods/` in it
     /// (`None`: a directory named after the node in the system's temp dir).
     pub state_dir: Option<std::path::PathBuf>,
+    /// Runs the node's share of the Service data plane (watching Services,
+    /// EndpointSlices and Nodes). Off only for hollow nodes in scale tests,
+    /// which simulate the kubelet's work and not kube-proxy's.
+    pub service_proxy: bool,
 }
 
 impl Config {
@@ -146,6 +150,7 @@ impl Config {
             connections: tugboat_serve::ConnLimits::default(),
             pod_infra: worker::sandbox::PodInfra::default(),
             state_dir: None,
+            service_proxy: true,
         }
     }
 }
@@ -344,7 +349,9 @@ pub async fn run(
     }
     tracing::info!(node = %config.node_name, server = %config.server, logs_port = port, "agent running");
     // The service sandbox before any pod starts, so pods get the cluster DNS.
-    proxy::check_sandbox(&ctx).await;
+    if config.service_proxy {
+        proxy::check_sandbox(&ctx).await;
+    }
     tracker.spawn(pods::run(ctx.clone(), tracker.clone(), shutdown.clone()));
     tracker.spawn(metrics::run(
         collector,
@@ -359,14 +366,16 @@ pub async fn run(
         })?),
         None => None,
     };
-    tracker.spawn(proxy::run(
-        ctx.clone(),
-        node_port_ip,
-        services,
-        tunnel,
-        tracker.clone(),
-        shutdown.clone(),
-    ));
+    if config.service_proxy {
+        tracker.spawn(proxy::run(
+            ctx.clone(),
+            node_port_ip,
+            services,
+            tunnel,
+            tracker.clone(),
+            shutdown.clone(),
+        ));
+    }
     let serve_ctx = ctx.clone();
     let serve_shutdown = shutdown.clone();
     let connections = config.connections;

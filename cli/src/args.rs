@@ -604,6 +604,11 @@ pub struct ControllerTuning {
     #[arg(long, default_value_t = tugboat_api::limits::MAX_CONNECTIONS_PER_CLIENT, value_name = "N")]
     pub max_connections_per_client: usize,
 
+    /// Connections the API server holds open at once, from all clients
+    /// (each agent holds two or three).
+    #[arg(long, default_value_t = tugboat_api::limits::MAX_CONNECTIONS, value_name = "N")]
+    pub max_connections: usize,
+
     /// The IPv4 network Services' cluster IPs come from (its first address is kept
     /// for the `kubernetes` Service).
     #[arg(long, default_value = "10.96.0.0/16", value_name = "CIDR")]

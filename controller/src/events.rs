@@ -34,11 +34,10 @@ impl EventSink for Registry {
         }
     }
 
-    async fn create(&self, ns: &str, event: Value) -> Result<(), String> {
+    async fn create(&self, ns: &str, event: Value) -> Result<bool, String> {
         match Registry::create(self, &EVENTS, Some(ns), event, WriteOptions::default()).await {
-            Ok(_) => Ok(()),
-            // Raced with another recorder of the same event: counted there next time.
-            Err(e) if e.reason == "AlreadyExists" => Ok(()),
+            Ok(_) => Ok(true),
+            Err(e) if e.reason == "AlreadyExists" => Ok(false),
             Err(e) => Err(e.to_string()),
         }
     }

@@ -66,9 +66,9 @@ pub trait EventSink: Send + Sync + 'static {
     /// Adds one to the `count` of the event `ns/name` and sets its
     /// `lastTimestamp`; `Ok(false)` when there is no such event.
     async fn bump(&self, ns: &str, name: &str, now: &str) -> Result<bool, String>;
-    /// Creates the event; one that exists already (a race with another
-    /// recorder of the same event) is not an error.
-    async fn create(&self, ns: &str, event: Value) -> Result<(), String>;
+    /// Creates the event; `Ok(false)` when one of that name exists already
+    /// (recorded before this recorder started, or by another recorder).
+    async fn create(&self, ns: &str, event: Value) -> Result<bool, String>;
 }
 
 #[async_trait::async_trait]
@@ -87,10 +87,10 @@ impl EventSink for Client {
             .map_err(|e| e.to_string())
     }
 
-    async fn create(&self, ns: &str, event: Value) -> Result<(), String> {
+    async fn create(&self, ns: &str, event: Value) -> Result<bool, String> {
         match Client::create(self, &EVENTS, Some(ns), &event).await {
-            Ok(_) => Ok(()),
-            Err(e) if e.api().is_some_and(|a| a.reason == "AlreadyExists") => Ok(()),
+            Ok(_) => Ok(true),
+            Err(e) if e.api().is_some_and(|a| a.reason == "AlreadyExists") => Ok(false),
             Err(e) => Err(e.to_string()),
         }
     }
@@ -200,11 +200,63 @@ struct Pending {
     message: String,
 }
 
+/// client-go's spam filter: each object may have this many events from one
+/// recorder at once…
+const SPAM_BURST: f64 = 25.0;
+/// …and one more every this many seconds after that; the rest are dropped
+/// (a ReplicaSet of a thousand pods records 25 `SuccessfulCreate`s, not 1,000).
+const SPAM_REFILL_SECONDS: f64 = 300.0;
+/// Objects (and event names) a recorder remembers; past this, it forgets them
+/// all and starts over (an event then costs one more request, a filter starts
+/// full again).
+const REMEMBERED: usize = 8_192;
+
+/// What a recorder remembers between events.
+#[derive(Default)]
+struct Memo {
+    /// The names of the events it wrote: a repeat is bumped, a new one created
+    /// without first asking whether it exists.
+    written: std::collections::HashSet<String>,
+    /// Per object (its uid): tokens left and when they were counted.
+    buckets: std::collections::HashMap<String, (f64, std::time::Instant)>,
+}
+
+impl Memo {
+    /// Whether an event about the object `uid` may be written now.
+    fn allow(&mut self, uid: &str) -> bool {
+        if self.buckets.len() >= REMEMBERED && !self.buckets.contains_key(uid) {
+            self.buckets.clear();
+        }
+        let now = std::time::Instant::now();
+        let (tokens, at) = self
+            .buckets
+            .entry(uid.to_string())
+            .or_insert((SPAM_BURST, now));
+        *tokens =
+            (*tokens + now.duration_since(*at).as_secs_f64() / SPAM_REFILL_SECONDS).min(SPAM_BURST);
+        *at = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+
+    fn remember(&mut self, name: &str) {
+        if self.written.len() >= REMEMBERED {
+            self.written.clear();
+        }
+        self.written.insert(name.to_string());
+    }
+}
+
 #[derive(Clone)]
 pub struct Recorder {
     sink: Arc<dyn EventSink>,
     reporter: Arc<Reporter>,
     queue: Option<mpsc::Sender<Pending>>,
+    memo: Arc<std::sync::Mutex<Memo>>,
 }
 
 impl Recorder {
@@ -214,6 +266,7 @@ impl Recorder {
             sink,
             reporter: Arc::new(reporter),
             queue: None,
+            memo: Arc::default(),
         }
     }
 
@@ -287,16 +340,46 @@ impl Recorder {
         let ns = meta::namespace(object).unwrap_or("default");
         let now = meta::now_rfc3339();
         let name = event_name(&self.reporter, object, event_type, reason, message);
-        let result = match self.sink.bump(ns, &name, &now).await {
-            Ok(true) => Ok(()),
-            Ok(false) => {
-                let event = new_event(&self.reporter, object, event_type, reason, message, &now);
-                self.sink.create(ns, event).await
-            }
-            Err(e) => Err(e),
+        let (allowed, known) = {
+            let mut memo = self.memo.lock().unwrap_or_else(|e| e.into_inner());
+            let uid = meta::uid(object).unwrap_or_else(|| meta::name(object).unwrap_or(""));
+            (memo.allow(uid), memo.written.contains(&name))
         };
-        if let Err(e) = result {
-            tracing::debug!(error = %e, reason, "cannot record event");
+        if !allowed {
+            tracing::debug!(reason, event = %name, "too many events about one object; event dropped");
+            return;
+        }
+        let result = if known {
+            match self.sink.bump(ns, &name, &now).await {
+                Ok(true) => Ok(()),
+                // Gone meanwhile (expired): a new one.
+                Ok(false) => self
+                    .sink
+                    .create(
+                        ns,
+                        new_event(&self.reporter, object, event_type, reason, message, &now),
+                    )
+                    .await
+                    .map(drop),
+                Err(e) => Err(e),
+            }
+        } else {
+            // New to this recorder: created first, bumped only if it exists
+            // (written before a restart, or by another recorder).
+            let event = new_event(&self.reporter, object, event_type, reason, message, &now);
+            match self.sink.create(ns, event).await {
+                Ok(true) => Ok(()),
+                Ok(false) => self.sink.bump(ns, &name, &now).await.map(drop),
+                Err(e) => Err(e),
+            }
+        };
+        match result {
+            Ok(()) => self
+                .memo
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remember(&name),
+            Err(e) => tracing::debug!(error = %e, reason, "cannot record event"),
         }
     }
 }
@@ -323,14 +406,15 @@ mod tests {
             Ok(true)
         }
 
-        async fn create(&self, ns: &str, event: Value) -> Result<(), String> {
+        async fn create(&self, ns: &str, event: Value) -> Result<bool, String> {
             let name = event["metadata"]["name"].as_str().unwrap().to_string();
-            self.0
-                .lock()
-                .unwrap()
-                .entry(format!("{ns}/{name}"))
-                .or_insert(event);
-            Ok(())
+            let mut m = self.0.lock().unwrap();
+            let key = format!("{ns}/{name}");
+            if m.contains_key(&key) {
+                return Ok(false);
+            }
+            m.insert(key, event);
+            Ok(true)
         }
     }
 
@@ -387,6 +471,25 @@ mod tests {
         let m = sink.0.lock().unwrap();
         let e = m.values().next().unwrap();
         assert_eq!(e["source"], json!({"component": "default-scheduler"}));
+    }
+
+    #[tokio::test]
+    async fn one_object_gets_at_most_a_burst_of_events_as_client_go_allows() {
+        let sink = Arc::new(Memory::default());
+        let r = Recorder::new(sink.clone(), Reporter::controller("replicaset-controller"));
+        for i in 0..40 {
+            r.normal(
+                &pod("rs"),
+                "SuccessfulCreate",
+                &format!("Created pod: web-{i}"),
+            )
+            .await;
+        }
+        // Another object has its own allowance.
+        r.normal(&pod("other"), "SuccessfulCreate", "Created pod: x")
+            .await;
+        let m = sink.0.lock().unwrap();
+        assert_eq!(m.len(), 26, "25 about the first object, 1 about the other");
     }
 
     #[test]

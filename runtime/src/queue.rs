@@ -47,7 +47,10 @@ impl Queue {
         let (at, key) = self
             .order
             .iter()
-            .find(|(t, k)| *t <= now && !running.contains(k))
+            // In time order: past the first not yet due, none is (without this
+            // stop, a queue of many later retries was scanned whole each time).
+            .take_while(|(t, _)| *t <= now)
+            .find(|(_, k)| !running.contains(k))
             .cloned()?;
         self.order.remove(&(at, key.clone()));
         let (_, reason) = self.due.remove(&key)?;

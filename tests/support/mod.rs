@@ -12,6 +12,7 @@ pub mod bench;
 pub mod compare;
 pub mod docker;
 pub mod fake_agent;
+pub mod hollow;
 pub mod load;
 pub mod nodeloss;
 pub mod selfheal;
@@ -75,6 +76,8 @@ pub struct TestController {
     /// Nodes' credentials, kept as agents keep them: a node that comes back
     /// uses its own again.
     nodes: Mutex<HashMap<String, Arc<tugboat_agent::tls::NodeTls>>>,
+    /// More `tug controller` flags, for a controller run as its own process.
+    process_args: Vec<String>,
 }
 
 enum DataDir {
@@ -207,12 +210,19 @@ impl TestController {
             process: None,
             join_token: Default::default(),
             nodes: Default::default(),
+            process_args: Vec::new(),
         })
     }
 
     /// A `tug controller` process on a fixed free port (so it can be killed and
     /// restarted at the same address), with its own temporary data directory.
     pub async fn start_process() -> anyhow::Result<Self> {
+        Self::start_process_with(&[]).await
+    }
+
+    /// A `tug controller` process as [`TestController::start_process`] starts
+    /// it, with more flags (kept for restarts).
+    pub async fn start_process_with(args: &[&str]) -> anyhow::Result<Self> {
         init_tracing();
         let dir = tempfile::tempdir()?;
         let addr = {
@@ -231,6 +241,7 @@ impl TestController {
             process: None,
             join_token: Default::default(),
             nodes: Default::default(),
+            process_args: args.iter().map(|a| a.to_string()).collect(),
         };
         tc.restart_process().await?;
         Ok(tc)
@@ -242,6 +253,11 @@ impl TestController {
     }
 
     /// SIGKILLs the controller process.
+    /// The controller process's PID, when it runs as its own process.
+    pub fn pid(&self) -> Option<u32> {
+        self.process.as_ref().and_then(|p| p.child.id())
+    }
+
     pub async fn kill9(&mut self) -> anyhow::Result<()> {
         match self.process.as_mut() {
             Some(p) => p.kill9().await,
@@ -254,16 +270,10 @@ impl TestController {
         let data = self.data_dir().join("data");
         let config = self.data_dir().join("config.json");
         let listen = self.addr.to_string();
-        let process = TugProcess::spawn(
-            &[
-                "controller",
-                "--listen",
-                &listen,
-                "--data-dir",
-                &data.to_string_lossy(),
-            ],
-            &config,
-        )?;
+        let data_arg = data.to_string_lossy();
+        let mut args = vec!["controller", "--listen", &listen, "--data-dir", &data_arg];
+        args.extend(self.process_args.iter().map(String::as_str));
+        let process = TugProcess::spawn(&args, &config)?;
         self.process = Some(process);
         let kubeconfig = data.join(tugboat_controller::pki::ADMIN_KUBECONFIG);
         let (client, credentials) = ready_client(&self.url, Some(&kubeconfig)).await?;

@@ -54,6 +54,10 @@ pub fn controller_config(
                 0 => anyhow::bail!("--max-connections-per-client: expected at least 1"),
                 n => n,
             },
+            total: match tuning.max_connections {
+                0 => anyhow::bail!("--max-connections: expected at least 1"),
+                n => n,
+            },
             ..Default::default()
         },
         service_cidr: tuning.service_cidr,

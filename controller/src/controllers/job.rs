@@ -34,7 +34,7 @@ use tokio_util::sync::CancellationToken;
 use tugboat_api::resource::{JOBS, PODS};
 use tugboat_runtime::controller::{Action, Controller, backoff_policy};
 
-use super::{Error, controller_ref, controller_uid, delete_pods, pod_ready_since};
+use super::{Error, controller_ref, delete_pods, pod_ready_since};
 use crate::events::{self, EventType, Recorder};
 use crate::registry::{DeleteOptions, Propagation, Registry};
 
@@ -192,11 +192,10 @@ fn ttl_remaining(finished_at: Timestamp, ttl_seconds: i32, now: Timestamp) -> Du
 async fn owned_pods(registry: &Registry, job: &Job, ns: &str) -> Result<Vec<Pod>, Error> {
     let uid = job.metadata.uid.as_deref().unwrap_or("");
     Ok(registry
-        .list_typed::<Pod>(&PODS, Some(ns))
-        .await?
-        .into_iter()
-        .filter(|p| controller_uid(&p.metadata) == Some(uid))
-        .collect())
+        .list_typed_where::<Pod>(&PODS, Some(ns), |p| {
+            super::controller_uid_of(p) == Some(uid)
+        })
+        .await?)
 }
 
 /// When the Job finished (its `Complete` or `Failed` condition is true).

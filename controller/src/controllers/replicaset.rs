@@ -17,9 +17,7 @@ use tugboat_api::resource::{PODS, REPLICASETS};
 use tugboat_api::selector::Selector;
 use tugboat_runtime::controller::{Action, Controller, backoff_policy};
 
-use super::{
-    Error, controller_ref, controller_uid, delete_pods, pod_is_active, pod_node, pod_ready_since,
-};
+use super::{Error, controller_ref, delete_pods, pod_is_active, pod_node, pod_ready_since};
 use crate::events::{self, EventType, Recorder};
 use crate::registry::Registry;
 
@@ -29,7 +27,17 @@ const BURST: usize = 16;
 pub struct Ctx {
     registry: Arc<Registry>,
     recorder: Recorder,
+    decoded: Decoded,
 }
+
+/// The pods each ReplicaSet owned at its last reconcile, decoded, with the
+/// stored object each was decoded from: a reconcile decodes only the pods
+/// written since (a ReplicaSet of 1,000 pods is reconciled at every change of
+/// any of them, and decoding them all each time was most of its cost).
+#[derive(Default)]
+struct Decoded(std::sync::Mutex<std::collections::HashMap<String, PodsOf>>);
+
+type PodsOf = std::collections::HashMap<String, (Arc<serde_json::Value>, Arc<Pod>)>;
 
 impl Ctx {
     /// A context whose events are reported by `component`.
@@ -37,6 +45,7 @@ impl Ctx {
         Ctx {
             recorder: events::recorder(registry.clone(), component),
             registry,
+            decoded: Decoded::default(),
         }
     }
 }
@@ -96,8 +105,12 @@ pub async fn reconcile<R: Replicated>(rs: Arc<R>, ctx: Arc<Ctx>) -> Result<Actio
     };
     let desired = replicas.max(0) as usize;
 
-    let pods = owned_pods(&ctx.registry, meta, ns).await?;
-    let active: Vec<&Pod> = pods.iter().filter(|p| pod_is_active(p)).collect();
+    let pods = owned_pods(&ctx, meta, ns).await?;
+    let active: Vec<&Pod> = pods
+        .iter()
+        .map(|p| &**p)
+        .filter(|p| pod_is_active(p))
+        .collect();
     let mut changed = false;
     if active.len() < desired {
         let missing = desired - active.len();
@@ -147,7 +160,7 @@ pub async fn reconcile<R: Replicated>(rs: Arc<R>, ctx: Arc<Ctx>) -> Result<Actio
         changed = deleted > 0;
     }
     let pods = if changed {
-        owned_pods(&ctx.registry, meta, ns).await?
+        owned_pods(&ctx, meta, ns).await?
     } else {
         pods
     };
@@ -161,14 +174,33 @@ pub async fn reconcile<R: Replicated>(rs: Arc<R>, ctx: Arc<Ctx>) -> Result<Actio
     })
 }
 
-async fn owned_pods(registry: &Registry, owner: &ObjectMeta, ns: &str) -> Result<Vec<Pod>, Error> {
+async fn owned_pods(ctx: &Ctx, owner: &ObjectMeta, ns: &str) -> Result<Vec<Arc<Pod>>, Error> {
     let uid = owner.uid.as_deref().unwrap_or("");
-    Ok(registry
-        .list_typed::<Pod>(&PODS, Some(ns))
-        .await?
-        .into_iter()
-        .filter(|p| controller_uid(&p.metadata) == Some(uid))
-        .collect())
+    let listed = ctx.registry.list_all(&PODS, Some(ns)).await?;
+    let mut all = ctx.decoded.0.lock().unwrap_or_else(|e| e.into_inner());
+    let before = all.remove(uid).unwrap_or_default();
+    let mut now = PodsOf::with_capacity(before.len());
+    let mut pods = Vec::new();
+    for object in listed {
+        if super::controller_uid_of(&object) != Some(uid) {
+            continue;
+        }
+        let name = tugboat_api::meta::name(&object).unwrap_or("").to_string();
+        let pod = match before.get(&name) {
+            Some((from, pod)) if Arc::ptr_eq(from, &object) => pod.clone(),
+            _ => Arc::new(crate::registry::typed::decode::<Pod>(&PODS, &object)?),
+        };
+        pods.push(pod.clone());
+        now.insert(name, (object, pod));
+    }
+    // Bounded: a controller that has seen very many ReplicaSets starts over.
+    if all.len() >= 10_000 {
+        all.clear();
+    }
+    if !now.is_empty() {
+        all.insert(uid.to_string(), now);
+    }
+    Ok(pods)
 }
 
 /// Kubernetes' order for scaling down: unscheduled before scheduled, pending before
@@ -212,11 +244,15 @@ fn pod_from_template<R: Replicated>(rs: &R, template: Option<&PodTemplateSpec>) 
 /// becomes available once it has been ready for `minReadySeconds`.
 fn status_of(
     rs: &ObjectMeta,
-    pods: &[Pod],
+    pods: &[Arc<Pod>],
     min_ready_seconds: i32,
     template: Option<&PodTemplateSpec>,
 ) -> (ReplicaSetStatus, Option<Duration>) {
-    let active: Vec<&Pod> = pods.iter().filter(|p| pod_is_active(p)).collect();
+    let active: Vec<&Pod> = pods
+        .iter()
+        .map(|p| &**p)
+        .filter(|p| pod_is_active(p))
+        .collect();
     let template_labels = Selector::from_label_selector(&LabelSelector {
         match_labels: template
             .and_then(|t| t.metadata.as_ref())

@@ -127,7 +127,7 @@ impl Registry {
                 meta::namespace(o),
                 meta::name(o).unwrap_or(""),
             ));
-            items.push(stored.object);
+            items.push(stored);
         }
         let continue_token = match (more, last_key) {
             (true, Some(k)) => Some(
@@ -197,8 +197,13 @@ impl Registry {
             WatchStart::Now => (Vec::new(), self.store.revision()),
         };
         let live = self
-            .store
-            .watch(&info.store_name(), ns, from)
+            .hubs
+            .watch(
+                &info.store_name(),
+                ns,
+                fields.required(super::hub::NODE_FIELD),
+                from,
+            )
             .await
             .map_err(store_error)?;
         let live = live.filter_map(move |ev| {
@@ -209,10 +214,17 @@ impl Registry {
                     ev.prev.as_deref(),
                     &labels,
                     &fields,
-                ),
+                )
+                .map(|item| {
+                    item.map(|item| WatchItem {
+                        encoded: ev.encoded,
+                        ..item
+                    })
+                }),
                 Ok(ev) => Some(Ok(WatchItem {
                     event_type: event_name(ev.event_type),
                     object: ev.object,
+                    encoded: ev.encoded,
                 })),
                 Err(e) => Some(Err(store_error(e))),
             };
@@ -265,7 +277,13 @@ fn transition(
 ) -> Option<Result<WatchItem, ApiError>> {
     let matches = |o: &Value| labels.matches_object(o) && fields.matches(o);
     let now = matches(&object);
-    let item = |event_type, object| Some(Ok(WatchItem { event_type, object }));
+    let item = |event_type, object| {
+        Some(Ok(WatchItem {
+            event_type,
+            object,
+            encoded: None,
+        }))
+    };
     match event_type {
         EventType::Deleted if now => item("DELETED", object),
         EventType::Deleted => None,

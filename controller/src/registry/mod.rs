@@ -20,6 +20,7 @@
 
 pub mod credentials;
 mod delete;
+mod hub;
 mod list;
 pub use list::{Watch, WatchStart};
 pub mod policy;
@@ -38,7 +39,7 @@ use tugboat_api::resource::{
 use tugboat_api::selector::{FieldSelector, Selector};
 use tugboat_api::{ApiError, meta};
 
-use crate::store::{Key, Revision, Store, StoreError, Stored};
+use crate::store::{Encoded, Key, Revision, Store, StoreError, Stored};
 
 use write::{
     admitted_equal, check_depth, check_limits, conflict, managed_fields_warning, merge_for_write,
@@ -63,6 +64,10 @@ pub type WriteGuard<'a> = &'a (dyn Fn(&Value, &Value) -> Result<(), ApiError> + 
 pub enum Subresource {
     Main,
     Status,
+    /// A pod's binding: its node (a main-resource field) and its
+    /// `PodScheduled` condition (a status field) in one write, as
+    /// kube-apiserver's `pods/binding` stores them.
+    Binding,
 }
 
 /// Options of a create, update or patch.
@@ -120,6 +125,17 @@ pub struct Written {
 pub struct WatchItem {
     pub event_type: &'static str,
     pub object: Arc<Value>,
+    /// The store's encoding of the event's object, shared by every watcher of
+    /// it: sent as it is where the object goes out unchanged as JSON. (It
+    /// encodes one object only; see [`Encoded::bytes_for`].)
+    pub encoded: Option<Encoded>,
+}
+
+impl WatchItem {
+    /// The object's JSON as stored, if it is the stored object.
+    pub fn json(&self) -> Option<&bytes::Bytes> {
+        self.encoded.as_ref()?.bytes_for(&self.object)
+    }
 }
 
 /// Which state a list shows (`resourceVersion` and `resourceVersionMatch`).
@@ -145,7 +161,8 @@ pub struct ListOptions {
 /// One page of a list.
 #[derive(Debug)]
 pub struct ListPage {
-    pub items: Vec<Arc<Value>>,
+    /// As stored, with their encodings, for a response that sends them as they are.
+    pub items: Vec<Stored>,
     /// The revision every page of this list shows.
     pub revision: Revision,
     /// Where the next page starts, when there is one.
@@ -164,6 +181,8 @@ pub struct Registry {
     scale_to_zero: std::sync::atomic::AtomicBool,
     /// Serializes quota-checked creates per namespace (see [`policy`]).
     quota_locks: policy::QuotaLocks,
+    /// Watches served from one store subscription per resource.
+    hubs: hub::Hubs,
 }
 
 impl Registry {
@@ -176,6 +195,7 @@ impl Registry {
     /// A registry whose Services draw cluster IPs and node ports from `network`.
     pub fn with_network(store: Arc<dyn Store>, network: services::ServiceNetwork) -> Self {
         Registry {
+            hubs: hub::Hubs::new(Arc::clone(&store)),
             store,
             services: services::Allocator::new(network),
             scale_to_zero: std::sync::atomic::AtomicBool::new(false),
@@ -607,7 +627,8 @@ impl Registry {
             // Before anything walks it recursively (merging, decoding): a patch
             // can build what no body could carry.
             check_depth(info, &incoming)?;
-            let apply = opts.manager.as_ref().is_some_and(|m| m.apply) && sub == Subresource::Main;
+            let apply =
+                opts.manager.as_ref().is_some_and(|m| m.apply) && sub != Subresource::Status;
             let applied_fields = if apply {
                 incoming.pointer("/metadata/managedFields").cloned()
             } else {
@@ -661,12 +682,12 @@ impl Registry {
                 });
             }
             let admitted = admission::admit(info, merged, Some(old), opts.field_validation)?;
-            if sub == Subresource::Main {
+            if sub != Subresource::Status {
                 self.check_features(info, &admitted.object)?;
             }
             warnings.extend(admitted.warnings);
             let mut object = admitted.object;
-            if sub == Subresource::Main {
+            if sub != Subresource::Status {
                 match (&opts.manager, sent_fields) {
                     (Some(_), _) if apply => set_fields(&mut object),
                     (Some(_), Some(Some(fields))) => {
@@ -691,7 +712,8 @@ impl Registry {
                     warnings,
                 });
             }
-            if sub == Subresource::Main && info.has_spec && object.get("spec") != old.get("spec") {
+            if sub != Subresource::Status && info.has_spec && object.get("spec") != old.get("spec")
+            {
                 let generation = old
                     .pointer("/metadata/generation")
                     .and_then(Value::as_i64)

@@ -43,6 +43,22 @@ impl Registry {
             .collect()
     }
 
+    /// The objects of `info` in `ns` that `keep` selects, typed: the filter
+    /// runs before decoding, which is most of a list's cost.
+    pub async fn list_typed_where<K: DeserializeOwned>(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        keep: impl Fn(&Value) -> bool,
+    ) -> Result<Vec<K>, ApiError> {
+        self.list_all(info, ns)
+            .await?
+            .iter()
+            .filter(|o| keep(o))
+            .map(|o| decode(info, o))
+            .collect()
+    }
+
     /// One object, typed; `None` when absent.
     pub async fn get_typed<K: DeserializeOwned>(
         &self,

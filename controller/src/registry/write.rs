@@ -36,6 +36,8 @@ pub(super) fn merge_for_write(
             }
             new
         }
+        // The binding's status is the old one with its condition set.
+        Subresource::Binding => incoming,
         Subresource::Main => {
             let mut new = incoming;
             if super::strategy::of(info).status_is_subresource(info) {

@@ -21,7 +21,9 @@ use super::request::{
     content_type, delete_options, not_allowed, parse_body, read_body, write_options,
 };
 use super::table::{self, Include};
-use super::{ApiResponse, AppState, discovery, json_response, logs, respond, scale, stream};
+use super::{
+    ApiResponse, AppState, discovery, json_response, logs, respond, respond_json, scale, stream,
+};
 use crate::auth::authorize::{self, Attributes, Condition, Decision, Verb};
 use crate::auth::{Kind, User};
 use crate::patch::Patch;
@@ -450,8 +452,18 @@ async fn handle(
                 (None | Some("status"), Method::GET) => {
                     let shape = accept::read_shape(headers)?;
                     let include = Include::from_query(query)?;
-                    let obj = registry.get(info, ns, name).await?;
-                    let body = table::object(info, &obj, shape, include, true);
+                    let stored = registry
+                        .get_stored(info, ns, name)
+                        .await?
+                        .ok_or_else(|| ApiError::not_found(&info.store_name(), name))?;
+                    // Plain JSON is the object as stored: its bytes as they were
+                    // encoded when it was written.
+                    if shape == Shape::Json
+                        && let Some(json) = stored.json()
+                    {
+                        return Ok(respond_json(StatusCode::OK, json.clone()));
+                    }
+                    let body = table::object(info, &stored.object, shape, include, true);
                     Ok(respond(StatusCode::OK, &body, &[], proto))
                 }
                 (None | Some("status"), Method::PUT) => {
@@ -571,7 +583,6 @@ async fn list(
         .registry
         .list_page(info, ns, &labels, &fields, &opts)
         .await?;
-    let items: Vec<&Value> = page.items.iter().map(|i| &**i).collect();
     let mut metadata = json!({"resourceVersion": page.revision.to_string()});
     if let Some(c) = &page.continue_token {
         metadata["continue"] = json!(c);
@@ -579,6 +590,13 @@ async fn list(
     if let Some(r) = page.remaining {
         metadata["remainingItemCount"] = json!(r);
     }
+    if shape == Shape::Json {
+        return Ok(respond_json(
+            StatusCode::OK,
+            table::json_list(info, &page.items, &metadata).into(),
+        ));
+    }
+    let items: Vec<&Value> = page.items.iter().map(|s| &*s.object).collect();
     let body = table::list(info, &items, shape, include, metadata);
     Ok(respond(
         StatusCode::OK,
@@ -656,6 +674,7 @@ async fn watch(
         Ok(WatchItem {
             event_type: "ADDED",
             object,
+            encoded: None,
         })
     }));
     // The end of the initial events, when asked for: a BOOKMARK at the revision
@@ -669,6 +688,7 @@ async fn watch(
                 Ok(WatchItem {
                     event_type: "BOOKMARK",
                     object: Arc::new(Value::Null),
+                    encoded: None,
                 })
             })
             .left_stream()
@@ -699,6 +719,13 @@ async fn watch(
                             ("BOOKMARK".to_string(), (*item.object).clone()),
                             shape,
                         )));
+                    }
+                    // Plain JSON sends the object as stored, encoded once for
+                    // every watcher when it was written.
+                    if shape == Shape::Json
+                        && let Some(json) = item.json()
+                    {
+                        return Ok(Bytes::from(json_watch_frame(item.event_type, json)));
                     }
                     // Column definitions go with the first event only, as
                     // kube-apiserver sends them; kubectl keeps them.
@@ -736,6 +763,7 @@ fn bookmark(info: &ResourceInfo, rv: &str, initial_end: bool) -> WatchItem {
             "apiVersion": info.api_version(),
             "metadata": metadata,
         })),
+        encoded: None,
     }
 }
 
@@ -780,6 +808,19 @@ fn watch_frame((event_type, object): (String, Value), shape: Shape) -> Vec<u8> {
         serde_json::to_vec(&json!({"type": event_type, "object": object})).unwrap_or_default();
     bytes.push(b'\n');
     bytes
+}
+
+/// A JSON watch event around an object's JSON as stored: the same line
+/// [`watch_frame`] makes, without encoding the object again.
+fn json_watch_frame(event_type: &str, object: &[u8]) -> Vec<u8> {
+    let event_type = Value::from(event_type).to_string();
+    let mut frame = Vec::with_capacity(object.len() + event_type.len() + 22);
+    frame.extend_from_slice(br#"{"object":"#);
+    frame.extend_from_slice(object);
+    frame.extend_from_slice(br#","type":"#);
+    frame.extend_from_slice(event_type.as_bytes());
+    frame.extend_from_slice(b"}\n");
+    frame
 }
 
 /// `application/apply-patch+yaml` (and its JSON and CBOR siblings' names).
@@ -914,4 +955,35 @@ fn header_map_yaml() -> HeaderMap {
         "application/yaml".parse().expect("static header"),
     );
     h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_frame_around_the_stored_bytes_is_the_frame_encoding_would_make() {
+        let objects = [
+            json!({}),
+            json!({"metadata": {"name": "a", "resourceVersion": "7"},
+                   "data": {"q": "say \"hi\"\n\t\\ </script>", "u": "grüße 🚢 \u{2028}",
+                            "n": [1.5, -0.0, 1e300, 12345678901234567890u64]}}),
+        ];
+        for object in objects {
+            let stored = serde_json::to_vec(&object).unwrap();
+            for event_type in ["ADDED", "MODIFIED", "DELETED"] {
+                let spliced = json_watch_frame(event_type, &stored);
+                let encoded = watch_frame((event_type.to_string(), object.clone()), Shape::Json);
+                assert_eq!(
+                    String::from_utf8_lossy(&spliced),
+                    String::from_utf8_lossy(&encoded)
+                );
+                let line: Value = serde_json::from_slice(&spliced).unwrap();
+                assert_eq!(
+                    (&line["type"], &line["object"]),
+                    (&json!(event_type), &object)
+                );
+            }
+        }
+    }
 }

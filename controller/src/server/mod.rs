@@ -136,6 +136,17 @@ pub fn json_response(code: StatusCode, body: &serde_json::Value, warnings: &[Str
     respond(code, body, warnings, false)
 }
 
+/// A JSON body encoded already (an object as the store keeps it).
+pub fn respond_json(code: StatusCode, body: bytes::Bytes) -> Response {
+    let mut resp = Response::new(Body::from(body));
+    *resp.status_mut() = code;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
 /// `body` as protobuf when `protobuf` and its kind has a message, else as JSON.
 pub fn respond(
     code: StatusCode,

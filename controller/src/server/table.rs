@@ -10,6 +10,7 @@ use tugboat_api::{ApiError, meta};
 
 use super::accept::Shape;
 use super::query::Query;
+use crate::store::Stored;
 
 /// What each Table row carries besides its cells (`includeObject`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -177,10 +178,78 @@ pub fn list(
     }
 }
 
+/// A plain JSON list of objects as stored, their bytes as they were encoded
+/// when written (objects without them are encoded here): the same document
+/// [`list`] makes for [`Shape::Json`], keys in the same order.
+pub fn json_list(info: &ResourceInfo, items: &[Stored], list_meta: &Value) -> Vec<u8> {
+    let size: usize = items
+        .iter()
+        .map(|s| s.json().map_or(1024, |j| j.len() + 1))
+        .sum();
+    let mut out = Vec::with_capacity(size + 256);
+    let text = |v: &str| Value::from(v).to_string();
+    out.extend_from_slice(br#"{"apiVersion":"#);
+    out.extend_from_slice(text(&info.api_version()).as_bytes());
+    out.extend_from_slice(br#","items":["#);
+    for (i, stored) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        match stored.json() {
+            Some(json) => out.extend_from_slice(json),
+            None => out.extend_from_slice(stored.object.to_string().as_bytes()),
+        }
+    }
+    out.extend_from_slice(br#"],"kind":"#);
+    out.extend_from_slice(text(&info.list_kind()).as_bytes());
+    out.extend_from_slice(br#","metadata":"#);
+    out.extend_from_slice(list_meta.to_string().as_bytes());
+    out.push(b'}');
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use tugboat_api::resource::{DEPLOYMENTS, PODS};
+
+    #[test]
+    fn a_json_list_of_stored_bytes_is_the_list_encoding_would_make() {
+        use std::sync::Arc;
+
+        use crate::store::Encoded;
+        let pod = |name: &str, text: &str| {
+            Arc::new(json!({"metadata": {"name": name}, "spec": {"note": text}}))
+        };
+        let with_bytes = |object: Arc<Value>| {
+            let bytes = serde_json::to_vec(&*object).unwrap().into();
+            Stored {
+                encoded: Some(Encoded::new(&object, bytes)),
+                object,
+                revision: 1,
+            }
+        };
+        let a = with_bytes(pod("a", "\"quoted\" ü"));
+        let b = Stored {
+            object: pod("b", "no bytes kept"),
+            revision: 2,
+            encoded: None,
+        };
+        // Bytes that belong to another object are not used.
+        let c = Stored {
+            object: pod("c", "replaced"),
+            ..with_bytes(pod("c", "original"))
+        };
+        let meta = json!({"resourceVersion": "9", "continue": "x"});
+        for items in [vec![], vec![a, b, c]] {
+            let values: Vec<&Value> = items.iter().map(|s| &*s.object).collect();
+            let encoded = list(&PODS, &values, Shape::Json, Include::None, meta.clone());
+            assert_eq!(
+                String::from_utf8(json_list(&PODS, &items, &meta)).unwrap(),
+                encoded.to_string()
+            );
+        }
+    }
 
     fn deployment() -> Value {
         json!({

@@ -11,6 +11,7 @@ use std::fmt;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use bytes::Bytes;
 use futures::Stream;
 use serde_json::Value;
 
@@ -74,12 +75,58 @@ impl fmt::Display for Key {
     }
 }
 
+/// An object's JSON, encoded once when it was written and shared by every
+/// reader that sends the object as it is stored (a GET, a watch event to each of
+/// its watchers), so that none of them encodes it again.
+///
+/// It remembers which object it encodes: [`Encoded::bytes_for`] gives the bytes
+/// only for that very object (the same allocation), so code that replaces an
+/// object beside it (a store wrapper, a filtered watch sending an earlier state)
+/// can never send bytes that do not match.
+#[derive(Clone)]
+pub struct Encoded {
+    of: Arc<Value>,
+    bytes: Bytes,
+}
+
+impl Encoded {
+    /// `bytes` must be `object` encoded as JSON.
+    pub fn new(object: &Arc<Value>, bytes: Bytes) -> Encoded {
+        Encoded {
+            of: Arc::clone(object),
+            bytes,
+        }
+    }
+
+    /// The JSON of `object`, if this is its encoding.
+    pub fn bytes_for(&self, object: &Arc<Value>) -> Option<&Bytes> {
+        Arc::ptr_eq(&self.of, object).then_some(&self.bytes)
+    }
+}
+
+impl fmt::Debug for Encoded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Encoded")
+            .field("bytes", &self.bytes.len())
+            .finish_non_exhaustive()
+    }
+}
+
 /// An object as stored, with the revision of its last write
 /// (equal to its `metadata.resourceVersion`).
 #[derive(Clone, Debug)]
 pub struct Stored {
     pub object: Arc<Value>,
     pub revision: Revision,
+    /// `object` as JSON, when the backend kept its encoding.
+    pub encoded: Option<Encoded>,
+}
+
+impl Stored {
+    /// The object's JSON as stored, if the backend kept it.
+    pub fn json(&self) -> Option<&Bytes> {
+        self.encoded.as_ref()?.bytes_for(&self.object)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -102,6 +149,16 @@ pub struct StoreEvent {
     /// object leaving its selection. `None` for additions and deletions, and for
     /// events read back from disk whose earlier state is not in the history.
     pub prev: Option<Arc<Value>>,
+    /// `object` as JSON, when the backend kept its encoding: shared by every
+    /// watcher of this event.
+    pub encoded: Option<Encoded>,
+}
+
+impl StoreEvent {
+    /// The object's JSON as stored, if the backend kept it.
+    pub fn json(&self) -> Option<&Bytes> {
+        self.encoded.as_ref()?.bytes_for(&self.object)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -141,6 +141,10 @@ impl ContainerRuntime for FakeRuntime {
     }
 
     async fn start(&self, id: &str) -> Result<(), RuntimeError> {
+        let delay = self.lock().start_delay;
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
         let mut state = self.lock();
         let key =
             resolve(&state, id).ok_or_else(|| RuntimeError::NoSuchContainer(id.to_owned()))?;

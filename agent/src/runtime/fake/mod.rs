@@ -77,6 +77,8 @@ struct State {
     stop_exit_code: i64,
     /// How long `stop` takes (a workload slow to shut down).
     stop_delay: Duration,
+    /// How long `start` takes (a hollow node's engine, as slow as a real one).
+    start_delay: Duration,
     /// The workload ignores SIGTERM: `stop` waits out the grace, then kills.
     ignore_sigterm: bool,
     /// Every `stop` asked for: the container and the grace given.
@@ -216,6 +218,7 @@ impl FakeRuntime {
                 },
                 stop_exit_code: 143,
                 stop_delay: Duration::ZERO,
+                start_delay: Duration::ZERO,
                 ignore_sigterm: false,
                 stops: Vec::new(),
                 exec: Arc::new(|_, _| Ok(ExecOutput::default())),
@@ -257,6 +260,13 @@ impl FakeRuntime {
     /// `stop` takes this long, as a workload that shuts down slowly.
     pub fn with_stop_delay(self, delay: Duration) -> Self {
         self.lock().stop_delay = delay;
+        self
+    }
+
+    /// `start` takes this long, as a real engine's does (hollow nodes: the
+    /// Docker engine here takes about 0.1 s from create to started).
+    pub fn with_start_delay(self, delay: Duration) -> Self {
+        self.lock().start_delay = delay;
         self
     }
 

@@ -27,7 +27,7 @@ use tugboat_runtime::controller::{Action, Controller, backoff_policy};
 use tugboat_runtime::object::ObjectRef;
 
 use super::deployment::template_hash;
-use super::{Error, controller_ref, controller_uid, delete_pods};
+use super::{Error, controller_ref, delete_pods};
 use crate::events::{self, EventType, Recorder};
 use crate::registry::Registry;
 use crate::registry::typed::encode;
@@ -147,11 +147,10 @@ pub async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Erro
     let nodes: Vec<Node> = ctx.registry.list_typed(&NODES, None).await?;
     let pods: Vec<Pod> = ctx
         .registry
-        .list_typed::<Pod>(&PODS, Some(ns))
-        .await?
-        .into_iter()
-        .filter(|p| controller_uid(&p.metadata) == Some(uid))
-        .collect();
+        .list_typed_where::<Pod>(&PODS, Some(ns), |p| {
+            crate::controllers::controller_uid_of(p) == Some(uid)
+        })
+        .await?;
     let plan = plan::plan(&ds, &nodes, &pods, &hash, jiff::Timestamp::now());
 
     let created: Vec<_> = futures::stream::iter(plan.create.iter().cloned())

@@ -33,8 +33,11 @@ pub async fn bind(
     let name = pod.metadata.name.as_deref().unwrap_or("");
     let uid = pod.metadata.uid.as_deref();
     let mut already = false;
+    // One write, as kube-apiserver's binding does: the node and the
+    // PodScheduled condition together.
+    let condition = scheduled("True", None, None);
     registry
-        .update_typed::<Pod>(&PODS, ns, name, Subresource::Main, |p| {
+        .update_typed::<Pod>(&PODS, ns, name, Subresource::Binding, |p| {
             let bound = p
                 .spec
                 .as_ref()
@@ -45,13 +48,13 @@ pub async fn bind(
                 return false;
             }
             p.spec.get_or_insert_default().node_name = Some(node.to_string());
+            set(p, &condition);
             true
         })
         .await?;
     if already {
         return Ok(false);
     }
-    set_condition(registry, pod, scheduled("True", None, None)).await?;
     recorder
         .publish(
             pod,
@@ -92,28 +95,32 @@ async fn set_condition(
             pod.metadata.namespace.as_deref(),
             pod.metadata.name.as_deref().unwrap_or(""),
             Subresource::Status,
-            |p| {
-                let conditions = p
-                    .status
-                    .get_or_insert_default()
-                    .conditions
-                    .get_or_insert_default();
-                match conditions.iter_mut().find(|c| c.type_ == condition.type_) {
-                    Some(c) => {
-                        let mut new = condition.clone();
-                        if c.status == new.status {
-                            new.last_transition_time = c.last_transition_time.clone();
-                            if *c == new {
-                                return false;
-                            }
-                        }
-                        *c = new;
-                    }
-                    None => conditions.push(condition.clone()),
-                }
-                true
-            },
+            |p| set(p, &condition),
         )
         .await?;
     Ok(())
+}
+
+/// Sets `condition` on the pod (its transition time kept when its status is
+/// unchanged); whether anything changed.
+fn set(p: &mut Pod, condition: &PodCondition) -> bool {
+    let conditions = p
+        .status
+        .get_or_insert_default()
+        .conditions
+        .get_or_insert_default();
+    match conditions.iter_mut().find(|c| c.type_ == condition.type_) {
+        Some(c) => {
+            let mut new = condition.clone();
+            if c.status == new.status {
+                new.last_transition_time = c.last_transition_time.clone();
+                if *c == new {
+                    return false;
+                }
+            }
+            *c = new;
+        }
+        None => conditions.push(condition.clone()),
+    }
+    true
 }

@@ -35,7 +35,7 @@ use crate::events::{self, EventType, Recorder};
 use crate::registry::Registry;
 
 /// How many bindings are written at once.
-const BIND_CONCURRENCY: usize = 16;
+const BIND_CONCURRENCY: usize = 64;
 
 /// Pods this scheduler bound that its reflector does not show bound yet:
 /// pod uid → node.
@@ -96,6 +96,20 @@ pub async fn run(registry: Arc<Registry>, shutdown: CancellationToken) {
 
 /// A pod that is already bound changes nothing for pending ones unless it went
 /// away or finished (freeing room).
+/// How many feasible nodes a pod's search stops at: every node in a small
+/// cluster; in a large one, kube-scheduler's adaptive `percentageOfNodesToScore`
+/// (50 % less 1 % per 125 nodes, at least 5 %, and never fewer than 100
+/// nodes), the search starting where the previous pod's stopped so that every
+/// node gets its turn.
+fn feasible_nodes_to_find(nodes: usize) -> usize {
+    const MIN_FEASIBLE: usize = 100;
+    if nodes <= MIN_FEASIBLE {
+        return nodes;
+    }
+    let percent = 50usize.saturating_sub(nodes / 125).max(5);
+    (nodes * percent / 100).max(MIN_FEASIBLE)
+}
+
 fn wakes_for_pod(ev: &Event<Arc<Pod>>) -> bool {
     match ev {
         Event::Apply(pod) => pod_node(pod).is_none() || !pod_is_active(pod),
@@ -202,22 +216,36 @@ async fn pass(
     }
     let mut bindings = Vec::new();
     let mut failures = Vec::new();
+    let to_find = feasible_nodes_to_find(states.len());
+    let mut next_start = 0usize;
     for pod in pending {
         let req = pod_request(pod);
         let mut reasons: BTreeMap<&'static str, usize> = BTreeMap::new();
         let mut best: Option<(i64, usize)> = None;
-        for (i, node) in states.iter().enumerate() {
+        let mut feasible = 0;
+        let mut looked = 0;
+        for k in 0..states.len() {
+            let i = (next_start + k) % states.len();
+            let node = &states[i];
+            looked += 1;
             let why = node.unfit(pod, &req);
             if why.is_empty() {
                 let score = node.score(pod, &req);
                 if best.is_none_or(|(s, _)| score > s) {
                     best = Some((score, i));
                 }
+                feasible += 1;
+                if feasible >= to_find {
+                    break;
+                }
             } else {
                 for w in why {
                     *reasons.entry(w).or_default() += 1;
                 }
             }
+        }
+        if !states.is_empty() {
+            next_start = (next_start + looked) % states.len();
         }
         match best {
             Some((_, i)) => {
@@ -278,6 +306,16 @@ mod tests {
     use super::*;
     use crate::registry::WriteOptions;
     use crate::store::redb::RedbStore;
+
+    #[test]
+    fn a_large_cluster_scores_a_share_of_its_nodes_as_kube_scheduler_does() {
+        assert_eq!(feasible_nodes_to_find(3), 3);
+        assert_eq!(feasible_nodes_to_find(100), 100);
+        assert_eq!(feasible_nodes_to_find(150), 100);
+        assert_eq!(feasible_nodes_to_find(1_000), 420);
+        assert_eq!(feasible_nodes_to_find(5_000), 500);
+        assert_eq!(feasible_nodes_to_find(50_000), 2_500);
+    }
 
     /// A reflector frozen at the moment it was filled: as stale as one can be.
     fn frozen<K: Object + Send + Sync + 'static>(items: Vec<K>) -> Store<K> {

@@ -12,19 +12,27 @@ use tokio::sync::broadcast::error::RecvError;
 use super::{History, RedbStore, lock};
 use crate::store::{Key, Revision, StoreError, StoreEvent, Stored, WatchStream};
 
-/// How many of the oldest events must go so that `history` plus one more event
-/// of `incoming` bytes fits `limit` (the newest event is always kept).
+/// How many of the oldest events must go so that `history` followed by events
+/// of the `incoming` sizes fits `limit`, counted over both (the newest event is
+/// always kept; incoming events may go too, when a batch alone exceeds it).
 pub(super) fn events_to_drop(
     history: &VecDeque<(StoreEvent, usize)>,
     history_bytes: usize,
-    incoming: usize,
+    incoming: &[usize],
     limit: History,
 ) -> usize {
-    let mut len = history.len() + 1;
-    let mut bytes = history_bytes.saturating_add(incoming);
+    let total = history.len() + incoming.len();
+    let size = |i: usize| match history.get(i) {
+        Some((_, size)) => *size,
+        None => incoming[i - history.len()],
+    };
+    let mut len = total;
+    let mut bytes = incoming
+        .iter()
+        .fold(history_bytes, |sum, size| sum.saturating_add(*size));
     let mut drop = 0;
-    while drop < history.len() && (len > limit.events || bytes > limit.bytes) {
-        bytes -= history[drop].1;
+    while drop + 1 < total && (len > limit.events || bytes > limit.bytes) {
+        bytes -= size(drop);
         len -= 1;
         drop += 1;
     }

@@ -4,8 +4,10 @@
 //! redb because it is pure Rust (no C toolchain to build, nothing to link), ACID
 //! with commits that are fsync'd before they return (so a SIGKILL right after a
 //! write returns loses nothing), and MVCC, so reading the file never waits for a
-//! writer. One write transaction carries the object change, its history entry
-//! and the new revision, so the three can never disagree after a crash.
+//! writer. One write transaction carries the object changes, their history
+//! entries and the new revision, so they can never disagree after a crash.
+//! Writes are committed in groups: one writer thread commits every write waiting
+//! for it in one transaction and one fsync, and answers each once it is durable.
 //!
 //! Reads never touch the file: an in-memory mirror of all objects and of the
 //! history serves `get`, `list` and the replay part of `watch`. The file is read
@@ -21,7 +23,8 @@
 //! it instead of refusing to start.
 //!
 //! The parts: `tables` (the file's tables and how rows are encoded), `open`
-//! (loading the file into the mirror), `writer` (the write path) and `history`
+//! (loading the file into the mirror), `writer` (the write path: the writer
+//! thread and its group commit) and `history`
 //! (the bounded history, watch replay and lists at a past revision).
 
 mod history;
@@ -35,8 +38,9 @@ mod tests;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::path::Path;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
 use ::redb::backends::InMemoryBackend;
@@ -45,7 +49,7 @@ use serde_json::Value;
 use tokio::sync::broadcast;
 
 use self::tables::QUARANTINE;
-use self::writer::Write;
+use self::writer::{Request, Write};
 use super::{Key, Revision, Store, StoreError, StoreEvent, Stored, WatchStream};
 
 /// How many events a store keeps for watches that resume from an old revision,
@@ -85,20 +89,26 @@ impl Default for History {
 }
 
 /// The [`Store`] backed by a redb database (a file, or memory for tests).
+///
+/// Dropping it waits for its writer thread to commit what is still queued and
+/// to close the database, so the file can be opened again right after.
 pub struct RedbStore {
     inner: Arc<Inner>,
+    /// Writes for the writer thread; `None` only while dropping.
+    requests: Option<tokio::sync::mpsc::UnboundedSender<Request>>,
+    writer_thread: Option<JoinHandle<()>>,
 }
 
 struct Inner {
     /// Names the database in error messages: the file path, or "in-memory database".
     location: String,
     history_limit: History,
-    /// The database, behind the lock that serialises writers across the whole
-    /// check–commit–apply sequence, so that the mirror they check preconditions
-    /// against cannot change under them and revisions are handed out in commit
-    /// order (and so that compaction, which needs the database to itself, can run
-    /// between two writes). It is separate from `state` so that `get`, `list` and
-    /// `watch` never wait for an fsync.
+    /// The database. The writer thread holds this lock across each batch's
+    /// check–commit–apply sequence (it is the only writer, so the mirror it
+    /// checks preconditions against cannot change under it, and revisions are
+    /// handed out in commit order); compaction, which needs the database to
+    /// itself, runs between two batches. It is separate from `state` so that
+    /// `get`, `list` and `watch` never wait for an fsync.
     writer: Mutex<Writer>,
     /// The mirror. Every change to it and the broadcast of the matching event
     /// happen under this one lock, and `watch` subscribes and reads its replay
@@ -110,6 +120,10 @@ struct Inner {
     /// The compacted revision, shared with watch streams so that they can report
     /// it in `Gone` without keeping the database (and its file lock) alive.
     compacted: Arc<AtomicU64>,
+    /// Writes sent to the writer thread and not yet answered.
+    pending: AtomicUsize,
+    /// Transactions that committed writes since the store was opened.
+    commits: AtomicU64,
 }
 
 struct Writer {
@@ -150,11 +164,27 @@ fn as_revisions(n: usize) -> u64 {
 }
 
 impl RedbStore {
-    /// Is a write still running on the blocking pool? One whose caller was
-    /// cancelled (a request or reconcile stopped at shutdown) finishes there, and
-    /// the database stays open, its file locked, until it has.
+    /// Is a write queued or being committed? One whose caller was cancelled (a
+    /// request or reconcile stopped at shutdown) is still committed, and
+    /// dropping the store waits for it.
     pub fn writing(&self) -> bool {
-        Arc::strong_count(&self.inner) > 1
+        self.inner.pending.load(Ordering::SeqCst) > 0
+    }
+
+    /// Starts the writer thread for a store whose file is loaded.
+    fn start(inner: Inner) -> Result<RedbStore, StoreError> {
+        let inner = Arc::new(inner);
+        let (requests, mut queue) = tokio::sync::mpsc::unbounded_channel();
+        let thread_inner = Arc::clone(&inner);
+        let writer_thread = std::thread::Builder::new()
+            .name("store-writer".to_string())
+            .spawn(move || writer::run(&thread_inner, &mut queue))
+            .map_err(|e| backend(format_args!("start the writer of {}", inner.location), e))?;
+        Ok(RedbStore {
+            inner,
+            requests: Some(requests),
+            writer_thread: Some(writer_thread),
+        })
     }
 
     /// Opens the database at `path`, creating it if missing, and loads all of it.
@@ -237,10 +267,28 @@ impl RedbStore {
         Ok(out)
     }
 
+    /// How many transactions have committed writes since the store was opened:
+    /// with the revision, how many writes share one fsync.
+    pub fn commits(&self) -> u64 {
+        self.inner.commits.load(Ordering::Relaxed)
+    }
+
     /// What the history holds now: (events, encoded bytes).
     pub fn history_size(&self) -> (usize, usize) {
         let state = lock(&self.inner.state);
         (state.history.len(), state.history_bytes)
+    }
+}
+
+impl Drop for RedbStore {
+    fn drop(&mut self) {
+        // Without a sender, the writer thread commits what is queued and ends.
+        self.requests = None;
+        if let Some(thread) = self.writer_thread.take()
+            && thread.join().is_err()
+        {
+            tracing::error!(location = %self.inner.location, "the store's writer thread panicked");
+        }
     }
 }
 

@@ -3,10 +3,11 @@
 //! history down to the bounds it is opened with.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex};
 
 use ::redb::{Database, ReadableDatabase};
+use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::broadcast;
 
@@ -16,7 +17,7 @@ use super::tables::{
 };
 use super::{History, Inner, RedbStore, State, Writer, as_revisions, backend};
 use crate::store::EventType;
-use crate::store::{Key, StoreError, StoreEvent, Stored};
+use crate::store::{Encoded, Key, StoreError, StoreEvent, Stored};
 
 /// One row read on open that the store cannot use.
 struct Quarantined {
@@ -88,11 +89,15 @@ impl RedbStore {
             match decoded {
                 Ok((object, object_revision)) => {
                     sizes.insert(key.to_string(), bytes.len());
+                    // The row is the object's JSON as it was encoded when written.
+                    let object = Arc::new(object);
+                    let encoded = Encoded::new(&object, Bytes::copy_from_slice(bytes));
                     objects.insert(
                         key.to_string(),
                         Stored {
-                            object: Arc::new(object),
+                            object,
                             revision: object_revision,
+                            encoded: Some(encoded),
                         },
                     );
                 }
@@ -130,7 +135,12 @@ impl RedbStore {
                         Key::decode(&record.key),
                     ) {
                         (Some(event_type), Some(key)) => {
-                            let object = Arc::new(record.object);
+                            let json = record.object.get();
+                            let object = Arc::new(
+                                serde_json::from_str::<Value>(json).map_err(|e| e.to_string())?,
+                            );
+                            let stored_json =
+                                Encoded::new(&object, Bytes::copy_from_slice(json.as_bytes()));
                             // The state before a modification, when the history
                             // holds it.
                             let encoded = key.encode();
@@ -152,6 +162,7 @@ impl RedbStore {
                                 key,
                                 object,
                                 prev,
+                                encoded: Some(stored_json),
                             })
                         }
                         _ => Err("it has an unknown type or key".to_string()),
@@ -290,24 +301,24 @@ impl RedbStore {
 
         let (events, _) = broadcast::channel(broadcast_capacity);
         let (revisions, _) = tokio::sync::watch::channel(revision);
-        Ok(RedbStore {
-            inner: Arc::new(Inner {
-                location,
-                history_limit,
-                writer: Mutex::new(Writer { db, freed: 0 }),
-                state: Mutex::new(State {
-                    objects,
-                    sizes,
-                    history,
-                    history_bytes,
-                    object_bytes,
-                    revision,
-                    compacted,
-                }),
-                events,
-                revisions,
-                compacted: Arc::new(AtomicU64::new(compacted)),
+        RedbStore::start(Inner {
+            location,
+            history_limit,
+            writer: Mutex::new(Writer { db, freed: 0 }),
+            state: Mutex::new(State {
+                objects,
+                sizes,
+                history,
+                history_bytes,
+                object_bytes,
+                revision,
+                compacted,
             }),
+            events,
+            revisions,
+            compacted: Arc::new(AtomicU64::new(compacted)),
+            pending: AtomicUsize::new(0),
+            commits: AtomicU64::new(0),
         })
     }
 }

@@ -1,7 +1,7 @@
 //! The redb file's tables, and how objects and events are encoded in their rows.
 
 use ::redb::{Database, ReadableDatabase, TableDefinition};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 
 use super::backend;
@@ -19,21 +19,15 @@ pub(super) const QUARANTINE: TableDefinition<&str, &[u8]> = TableDefinition::new
 pub(super) const META_REVISION: &str = "revision";
 pub(super) const META_COMPACTED: &str = "compacted";
 
-/// An event as stored in the history table; its revision is the row's key.
-#[derive(Serialize)]
-pub(super) struct EventRecordRef<'a> {
-    #[serde(rename = "type")]
-    pub(super) event_type: &'a str,
-    pub(super) key: &'a str,
-    pub(super) object: &'a Value,
-}
-
+/// An event as stored in the history table, `{"type":…,"key":…,"object":…}`;
+/// its revision is the row's key. The object is kept as its JSON text, which is
+/// also what watchers are sent.
 #[derive(Deserialize)]
 pub(super) struct EventRecord {
     #[serde(rename = "type")]
     pub(super) event_type: String,
     pub(super) key: String,
-    pub(super) object: Value,
+    pub(super) object: Box<serde_json::value::RawValue>,
 }
 
 pub(super) fn event_type_name(event_type: EventType) -> &'static str {

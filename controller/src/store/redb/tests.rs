@@ -8,6 +8,7 @@ use serde_json::json;
 use tugboat_api::limits;
 
 use super::tables::{HISTORY, OBJECTS};
+use super::writer::MAX_BATCH_BYTES;
 use super::*;
 use crate::store::EventType;
 
@@ -790,4 +791,415 @@ async fn a_modification_event_carries_the_state_before_it() {
     let modified = next_event(&mut replay).await;
     assert_eq!(modified.object["spec"]["image"], "nginx:2");
     assert_eq!(modified.prev.unwrap()["spec"]["image"], "nginx:1");
+}
+
+// Group commit.
+
+/// Runs `writes` as the writer thread runs the writes it finds queued together
+/// (in as many batches as the bounds make), and returns their answers in order.
+fn in_one_queue(store: &RedbStore, writes: Vec<(Key, Write)>) -> Vec<Result<Stored, StoreError>> {
+    let mut queue = std::collections::VecDeque::new();
+    let mut answers = Vec::new();
+    for (key, op) in writes {
+        let (request, answer) = store.inner.request(&key, op);
+        queue.push_back(request);
+        answers.push(answer);
+    }
+    while !queue.is_empty() {
+        store.inner.write_batch(&mut queue);
+    }
+    answers
+        .into_iter()
+        .map(|mut answer| answer.try_recv().expect("every write answered"))
+        .collect()
+}
+
+fn revision_of(result: &Result<Stored, StoreError>) -> Revision {
+    match result {
+        Ok(stored) => stored.revision,
+        Err(e) => panic!("expected a write, got {e}"),
+    }
+}
+
+#[tokio::test]
+async fn the_same_key_twice_in_one_batch_behaves_as_two_writes_in_a_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("batch.redb");
+    let web = pod_key("default", "web");
+    let other = pod_key("default", "other");
+    let gone = pod_key("default", "gone");
+    {
+        let store = RedbStore::open(&path, DEFAULT_HISTORY).unwrap();
+        store.create(&other, pod("other", "x")).await.unwrap(); // 1
+        let mut events = store.watch("pods", None, 1).await.unwrap();
+        let commits = store.commits();
+        let answers = in_one_queue(
+            &store,
+            vec![
+                (web.clone(), Write::Create(pod("web", "v1"))),
+                (web.clone(), Write::Update(pod("web", "v2"), Some(2))),
+                // Checked against the update just before it, not the mirror.
+                (web.clone(), Write::Update(pod("web", "stale"), Some(2))),
+                (web.clone(), Write::Delete(None)),
+                (web.clone(), Write::Create(pod("web", "v3"))),
+                (web.clone(), Write::Create(pod("web", "again"))),
+                (gone.clone(), Write::Update(pod("gone", "x"), None)),
+                (other.clone(), Write::Delete(Some(1))),
+            ],
+        );
+        assert_eq!(store.commits(), commits + 1, "one transaction");
+        assert_eq!(revision_of(&answers[0]), 2);
+        assert_eq!(revision_of(&answers[1]), 3);
+        assert!(matches!(
+            answers[2],
+            Err(StoreError::Conflict {
+                expected: 2,
+                actual: 3,
+                ..
+            })
+        ));
+        assert_eq!(revision_of(&answers[3]), 4);
+        assert_eq!(answers[3].as_ref().unwrap().object["spec"]["image"], "v2");
+        assert_eq!(revision_of(&answers[4]), 5);
+        assert!(matches!(&answers[5], Err(StoreError::AlreadyExists(k)) if *k == web));
+        assert!(matches!(&answers[6], Err(StoreError::NotFound(k)) if *k == gone));
+        assert_eq!(revision_of(&answers[7]), 6);
+        assert_eq!(store.revision(), 6);
+
+        let mut seen = Vec::new();
+        for _ in 2..=6 {
+            let event = next_event(&mut events).await;
+            let image = event.object["spec"]["image"].clone();
+            let prev = event.prev.as_ref().map(|p| p["spec"]["image"].clone());
+            seen.push((summary(&event), image, prev));
+        }
+        let web = |r, t| (r, t, "web".to_string());
+        assert_eq!(
+            seen,
+            [
+                (web(2, EventType::Added), json!("v1"), None),
+                (web(3, EventType::Modified), json!("v2"), Some(json!("v1"))),
+                (web(4, EventType::Deleted), json!("v2"), None),
+                (web(5, EventType::Added), json!("v3"), None),
+                ((6, EventType::Deleted, "other".into()), json!("x"), None),
+            ]
+        );
+        assert_quiet(&mut events).await;
+    }
+    let store = RedbStore::open(&path, DEFAULT_HISTORY).unwrap();
+    assert_eq!(store.revision(), 6);
+    let got = store.get(&web).await.unwrap().unwrap();
+    assert_eq!((got.revision, rv(&got)), (5, "5"));
+    assert_eq!(got.object["spec"]["image"], "v3");
+    assert!(store.get(&other).await.unwrap().is_none());
+    let mut replay = store.watch("pods", None, 1).await.unwrap();
+    for revision in 2..=6 {
+        assert_eq!(next_event(&mut replay).await.revision, revision);
+    }
+    assert_quiet(&mut replay).await;
+}
+
+#[tokio::test]
+async fn a_refused_write_in_a_batch_fails_alone_and_takes_no_revision() {
+    let store = RedbStore::in_memory(DEFAULT_HISTORY).unwrap();
+    let b = pod_key("default", "b");
+    store.create(&b, pod("b", "x")).await.unwrap(); // 1
+    let mut events = store.watch("pods", None, 1).await.unwrap();
+    let answers = in_one_queue(
+        &store,
+        vec![
+            (pod_key("default", "a"), Write::Create(pod("a", "x"))),
+            (b.clone(), Write::Update(pod("b", "y"), Some(99))),
+            (
+                pod_key("default", "deep"),
+                Write::Create(json!({"spec": deep(200)})),
+            ),
+            (pod_key("default", "list"), Write::Create(json!([1]))),
+            (b.clone(), Write::Delete(Some(7))),
+            (pod_key("default", "c"), Write::Create(pod("c", "x"))),
+        ],
+    );
+    assert_eq!(revision_of(&answers[0]), 2);
+    assert!(matches!(answers[1], Err(StoreError::Conflict { .. })));
+    assert!(matches!(answers[2], Err(StoreError::Limit(..))));
+    assert!(matches!(answers[3], Err(StoreError::Backend(_))));
+    assert!(matches!(answers[4], Err(StoreError::Conflict { .. })));
+    assert_eq!(revision_of(&answers[5]), 3);
+    assert_eq!(store.revision(), 3);
+    assert_eq!(next_event(&mut events).await.key.name, "a");
+    assert_eq!(next_event(&mut events).await.key.name, "c");
+    assert_quiet(&mut events).await;
+    assert_eq!(store.get(&b).await.unwrap().unwrap().revision, 1);
+    assert!(!store.writing());
+}
+
+/// Memory storage whose writes can be made to fail, standing in for a disk
+/// that refuses a commit.
+#[derive(Debug)]
+struct Flaky {
+    memory: Arc<::redb::backends::InMemoryBackend>,
+    failing: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Flaky {
+    fn check(&self) -> std::io::Result<()> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(std::io::Error::other("the disk refuses writes"));
+        }
+        Ok(())
+    }
+}
+
+impl ::redb::StorageBackend for Flaky {
+    fn len(&self) -> std::io::Result<u64> {
+        self.memory.len()
+    }
+    fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+        self.memory.read(offset, out)
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.check()?;
+        self.memory.set_len(len)
+    }
+    fn sync_data(&self) -> std::io::Result<()> {
+        self.check()?;
+        self.memory.sync_data()
+    }
+    fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.check()?;
+        self.memory.write(offset, data)
+    }
+}
+
+#[tokio::test]
+async fn a_failed_commit_fails_its_whole_batch_and_changes_nothing() {
+    let memory = Arc::new(::redb::backends::InMemoryBackend::new());
+    let failing = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let open = || {
+        let db = Database::builder()
+            .create_with_backend(Flaky {
+                memory: Arc::clone(&memory),
+                failing: Arc::clone(&failing),
+            })
+            .unwrap();
+        RedbStore::load(db, "flaky".into(), History::default(), BROADCAST_CAPACITY).unwrap()
+    };
+    let a = pod_key("default", "a");
+    let b = pod_key("default", "b");
+    {
+        let store = open();
+        store.create(&a, pod("a", "v1")).await.unwrap(); // 1
+        let mut events = store.watch("pods", None, 1).await.unwrap();
+        failing.store(true, Ordering::SeqCst);
+        let answers = in_one_queue(
+            &store,
+            vec![
+                (a.clone(), Write::Update(pod("a", "v2"), Some(1))),
+                (b.clone(), Write::Create(pod("b", "v1"))),
+                // Refused only because of the write before it, which failed.
+                (b.clone(), Write::Create(pod("b", "v2"))),
+                // Refused whatever the batch does: answered alone.
+                (
+                    pod_key("default", "gone"),
+                    Write::Update(pod("gone", "v1"), None),
+                ),
+            ],
+        );
+        for answer in &answers[..3] {
+            assert!(matches!(answer, Err(StoreError::Backend(_))), "{answer:?}");
+        }
+        assert!(matches!(answers[3], Err(StoreError::NotFound(_))));
+        assert_eq!(store.revision(), 1);
+        let got = store.get(&a).await.unwrap().unwrap();
+        assert_eq!(
+            (got.revision, &got.object["spec"]["image"]),
+            (1, &json!("v1"))
+        );
+        assert!(store.get(&b).await.unwrap().is_none());
+        assert_quiet(&mut events).await;
+        assert!(!store.writing());
+        failing.store(false, Ordering::SeqCst);
+    }
+    // What the file holds agrees, and the failed writes used up no revision.
+    let store = open();
+    assert_eq!(store.revision(), 1);
+    assert!(store.get(&b).await.unwrap().is_none());
+    assert_eq!(store.create(&b, pod("b", "v1")).await.unwrap().revision, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_concurrent_writers_lose_no_acknowledged_write_and_share_commits() {
+    const WRITERS: usize = 64;
+    const WRITES_EACH: usize = 50;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("many.redb");
+    let total = as_revisions(WRITERS * WRITES_EACH);
+    // Every acknowledgement: (revision, writer, step).
+    let mut acks = Vec::new();
+    {
+        let store = Arc::new(RedbStore::open(&path, DEFAULT_HISTORY).unwrap());
+        let mut stream = store.watch("pods", None, 0).await.unwrap();
+        let mut tasks = Vec::new();
+        for writer in 0..WRITERS {
+            let store = Arc::clone(&store);
+            tasks.push(tokio::spawn(async move {
+                let name = format!("writer-{writer}");
+                let key = pod_key("default", &name);
+                let step = |i: usize| json!({"metadata": {"name": name}, "spec": {"step": i}});
+                let mut acks = Vec::new();
+                let mut last = store.create(&key, step(0)).await.unwrap().revision;
+                acks.push((last, writer, 0));
+                for i in 1..WRITES_EACH {
+                    // Each update expects the revision of the one before it.
+                    last = store
+                        .update(&key, step(i), Some(last))
+                        .await
+                        .unwrap()
+                        .revision;
+                    acks.push((last, writer, i));
+                }
+                acks
+            }));
+        }
+        for task in tasks {
+            acks.extend(tokio::time::timeout(WAIT, task).await.unwrap().unwrap());
+        }
+        acks.sort_unstable();
+        let revisions: Vec<Revision> = acks.iter().map(|(r, _, _)| *r).collect();
+        assert_eq!(revisions, (1..=total).collect::<Vec<_>>());
+        assert!(
+            store.commits() < total,
+            "{} commits for {total} writes",
+            store.commits()
+        );
+        for &(revision, writer, step) in &acks {
+            let event = next_event(&mut stream).await;
+            assert_eq!(event.revision, revision);
+            assert_eq!(event.key.name, format!("writer-{writer}"));
+            assert_eq!(event.object["spec"]["step"], step);
+        }
+        assert_quiet(&mut stream).await;
+    }
+    let store = RedbStore::open(&path, DEFAULT_HISTORY).unwrap();
+    assert_eq!(store.revision(), total);
+    for writer in 0..WRITERS {
+        let got = store
+            .get(&pod_key("default", &format!("writer-{writer}")))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got.object["spec"]["step"], WRITES_EACH - 1);
+    }
+    let mut replay = store.watch("pods", None, 0).await.unwrap();
+    for &(revision, _, step) in &acks {
+        let event = next_event(&mut replay).await;
+        assert_eq!(
+            (event.revision, &event.object["spec"]["step"]),
+            (revision, &json!(step))
+        );
+    }
+    assert_quiet(&mut replay).await;
+}
+
+#[tokio::test]
+async fn a_batch_larger_than_the_history_bound_compacts_it_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bound.redb");
+    {
+        let store = RedbStore::open(&path, 5).unwrap();
+        for i in 0..3 {
+            store
+                .create(&pod_key("default", &format!("before-{i}")), json!({}))
+                .await
+                .unwrap(); // 1..=3
+        }
+        let writes = (0..8)
+            .map(|i| {
+                (
+                    pod_key("default", &format!("p{i}")),
+                    Write::Create(json!({})),
+                )
+            })
+            .collect();
+        let answers = in_one_queue(&store, writes); // 4..=11
+        assert_eq!(revision_of(&answers[7]), 11);
+        assert_eq!(store.history_size().0, 5);
+        assert!(matches!(
+            store.watch("pods", None, 5).await.err(),
+            Some(StoreError::Gone {
+                requested: 5,
+                compacted: 6
+            })
+        ));
+    }
+    // The file's history is exactly what the mirror kept: it opens, and replays
+    // the same.
+    let store = RedbStore::open(&path, 5).unwrap();
+    assert!(store.watch("pods", None, 5).await.is_err());
+    let mut replay = store.watch("pods", None, 6).await.unwrap();
+    for revision in 7..=11 {
+        assert_eq!(next_event(&mut replay).await.revision, revision);
+    }
+    assert_quiet(&mut replay).await;
+    assert_eq!(store.list("pods", None).await.unwrap().0.len(), 11);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_writes_are_split_into_bounded_batches_and_the_file_still_shrinks() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("large.redb");
+    let history = History {
+        events: 100,
+        bytes: 4 << 20,
+    };
+    let store = Arc::new(RedbStore::open_with(&path, history).unwrap());
+    let blob = "z".repeat(1 << 20);
+    let writes = (0..40)
+        .map(|i| {
+            let object = json!({"spec": blob});
+            (pod_key("default", &format!("p{i}")), Write::Create(object))
+        })
+        .collect();
+    let answers = in_one_queue(&store, writes);
+    assert!(answers.iter().all(Result::is_ok));
+    // Each write is about 2 MiB (its row and its history entry).
+    let most = MAX_BATCH_BYTES.div_ceil(2 << 20) + 1;
+    assert!(
+        store.commits() >= as_revisions(40 / most),
+        "{} commits for 40 writes of 1 MiB",
+        store.commits()
+    );
+    let full = std::fs::metadata(&path).unwrap().len();
+    let mut deletes = Vec::new();
+    for i in 0..40 {
+        let store = Arc::clone(&store);
+        deletes.push(tokio::spawn(async move {
+            store
+                .delete(&pod_key("default", &format!("p{i}")), None)
+                .await
+        }));
+    }
+    for delete in deletes {
+        // Megabytes at a time, and compactions, in a debug build: more than WAIT.
+        tokio::time::timeout(6 * WAIT, delete)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+    // Compacted while running, not only on the next open.
+    let running = std::fs::metadata(&path).unwrap().len();
+    assert!(
+        running < full / 2,
+        "the file was {full} bytes full and {running} bytes after deleting everything"
+    );
+    drop(Arc::into_inner(store).expect("the only handle"));
+    let store = RedbStore::open_with(&path, history).unwrap();
+    let reopened = std::fs::metadata(&path).unwrap().len();
+    assert!(
+        reopened < full / 3,
+        "{full} bytes full, {reopened} reopened"
+    );
+    assert_eq!(store.list("pods", None).await.unwrap().0.len(), 0);
+    assert_eq!(store.revision(), 80);
 }
