@@ -253,11 +253,6 @@ impl TestController {
     }
 
     /// SIGKILLs the controller process.
-    /// The controller process's PID, when it runs as its own process.
-    pub fn pid(&self) -> Option<u32> {
-        self.process.as_ref().and_then(|p| p.child.id())
-    }
-
     pub async fn kill9(&mut self) -> anyhow::Result<()> {
         match self.process.as_mut() {
             Some(p) => p.kill9().await,
