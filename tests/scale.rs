@@ -21,7 +21,7 @@ async fn sigkill_during_a_thousand_node_run_loses_no_acknowledged_write() -> any
     use tugboat_tests::{TestController, eventually_within};
 
     const NODES_N: usize = 1_000;
-    const REPLICAS: usize = 2_000;
+    const REPLICAS: usize = 1_000;
     let mut tc = TestController::start_process_with(&[
         "--max-connections-per-client",
         "8000",
