@@ -205,8 +205,11 @@ pub fn controller_uid(m: &ObjectMeta) -> Option<&str> {
 /// [`controller_uid`] of an object not yet decoded (to filter a list before
 /// paying for decoding it).
 pub fn controller_uid_of(object: &serde_json::Value) -> Option<&str> {
+    // `get`, not `pointer`: this runs over every pod of a namespace, and a
+    // pointer allocates to unescape its path.
     object
-        .pointer("/metadata/ownerReferences")?
+        .get("metadata")?
+        .get("ownerReferences")?
         .as_array()?
         .iter()
         .find(|r| r.get("controller").and_then(serde_json::Value::as_bool) == Some(true))?
