@@ -58,7 +58,6 @@ pub fn controller_config(
                 0 => anyhow::bail!("--max-connections: expected at least 1"),
                 n => n,
             },
-            ..Default::default()
         },
         service_cidr: tuning.service_cidr,
         node_port_range: tuning.service_node_port_range,
