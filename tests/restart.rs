@@ -65,20 +65,8 @@ async fn sigkill_loses_no_acknowledged_write_and_reconciling_resumes() -> anyhow
     let list = client
         .list(&DEPLOYMENTS, Some("durable"), &ListParams::default())
         .await?;
-    let stored: std::collections::HashSet<String> = list["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|d| d["metadata"]["name"].as_str().map(str::to_string))
-        .collect();
-    let lost: Vec<&String> = acked.iter().filter(|n| !stored.contains(*n)).collect();
-    assert!(
-        lost.is_empty(),
-        "{} of {} acknowledged writes were lost: {:?}",
-        lost.len(),
-        acked.len(),
-        &lost[..lost.len().min(5)]
-    );
+    let stored = tugboat_tests::names_in(&list);
+    tugboat_tests::assert_none_lost(&acked, &list);
     assert!(stored.contains("web"));
 
     // The original Deployment is reconciled to exactly 3 pods, one ReplicaSet.

@@ -95,20 +95,7 @@ async fn sigkill_during_a_thousand_node_run_loses_no_acknowledged_write() -> any
         .client
         .list(&CONFIGMAPS, Some("default"), &ListParams::default())
         .await?;
-    let stored: std::collections::HashSet<String> = list["items"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|d| d["metadata"]["name"].as_str().map(str::to_string))
-        .collect();
-    let lost: Vec<&String> = acked.iter().filter(|n| !stored.contains(*n)).collect();
-    assert!(
-        lost.is_empty(),
-        "{} of {} acknowledged writes were lost: {:?}",
-        lost.len(),
-        acked.len(),
-        &lost[..lost.len().min(5)]
-    );
+    tugboat_tests::assert_none_lost(&acked, &list);
     let node_list = tc.client.list(&NODES, None, &ListParams::default()).await?;
     assert_eq!(
         node_list["items"].as_array().map(Vec::len),

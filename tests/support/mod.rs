@@ -468,6 +468,33 @@ async fn ready_client(
     Ok(found)
 }
 
+/// The names of the items of a list object.
+pub fn names_in(list: &serde_json::Value) -> std::collections::HashSet<String> {
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|d| d["metadata"]["name"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// Panics naming the first few of `acknowledged` that `list` does not hold:
+/// writes a client was told had succeeded, lost.
+pub fn assert_none_lost(acknowledged: &[String], list: &serde_json::Value) {
+    let stored = names_in(list);
+    let lost: Vec<&String> = acknowledged
+        .iter()
+        .filter(|n| !stored.contains(*n))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged writes were lost: {:?}",
+        lost.len(),
+        acknowledged.len(),
+        &lost[..lost.len().min(5)]
+    );
+}
+
 /// Polls `check` until it returns `Some`, failing after [`WAIT`].
 pub async fn eventually<T, F, Fut>(what: &str, check: F) -> anyhow::Result<T>
 where
