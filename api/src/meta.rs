@@ -46,8 +46,9 @@ pub fn metadata_mut(obj: &mut Value) -> &mut Map<String, Value> {
 
 /// The owner reference marked `controller: true`, if any: `(kind, name, uid)`.
 pub fn controller_of(obj: &Value) -> Option<(&str, &str, &str)> {
-    obj.pointer("/metadata/ownerReferences")
-        .and_then(Value::as_array)?
+    obj.get("metadata")?
+        .get("ownerReferences")?
+        .as_array()?
         .iter()
         .find(|r| r.get("controller").and_then(Value::as_bool) == Some(true))
         .and_then(|r| {
@@ -61,7 +62,10 @@ pub fn controller_of(obj: &Value) -> Option<(&str, &str, &str)> {
 
 /// The uids of all owners.
 pub fn owner_uids(obj: &Value) -> Vec<&str> {
-    obj.pointer("/metadata/ownerReferences")
+    // `get`, not `pointer`: the store calls this on every write, and a pointer
+    // allocates to unescape its path.
+    obj.get("metadata")
+        .and_then(|m| m.get("ownerReferences"))
         .and_then(Value::as_array)
         .map(|refs| {
             refs.iter()

@@ -160,11 +160,8 @@ pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Erro
     let hash = template_hash(&encode(&DEPLOYMENTS, &spec.template)?);
     let mut owned: Vec<ReplicaSet> = ctx
         .registry
-        .list_typed::<ReplicaSet>(&REPLICASETS, Some(ns))
-        .await?
-        .into_iter()
-        .filter(|rs| controller_uid(&rs.metadata) == Some(uid))
-        .collect();
+        .list_controlled_typed::<ReplicaSet>(&REPLICASETS, Some(ns), uid)
+        .await?;
     owned.sort_by_key(revision_of);
     let new_index = owned.iter().position(|rs| {
         rs.metadata
@@ -281,27 +278,23 @@ pub async fn reconcile(d: Arc<Deployment>, ctx: Arc<Ctx>) -> Result<Action, Erro
 /// How many pods of `sets` still exist and have not finished, terminating ones
 /// included.
 async fn pods_of(ctx: &Ctx, ns: &str, sets: &[ReplicaSet]) -> Result<usize, Error> {
-    let uids: std::collections::HashSet<&str> = sets
-        .iter()
-        .filter_map(|rs| rs.metadata.uid.as_deref())
-        .collect();
-    if uids.is_empty() {
-        return Ok(0);
+    let mut n = 0;
+    for uid in sets.iter().filter_map(|rs| rs.metadata.uid.as_deref()) {
+        n += ctx
+            .registry
+            .list_controlled(&PODS, Some(ns), uid)
+            .await?
+            .iter()
+            .filter(|p| {
+                !matches!(
+                    p.pointer("/status/phase")
+                        .and_then(serde_json::Value::as_str),
+                    Some("Succeeded" | "Failed")
+                )
+            })
+            .count();
     }
-    let pods = ctx
-        .registry
-        .list_typed::<k8s_openapi::api::core::v1::Pod>(&PODS, Some(ns))
-        .await?;
-    Ok(pods
-        .iter()
-        .filter(|p| controller_uid(&p.metadata).is_some_and(|u| uids.contains(u)))
-        .filter(|p| {
-            !matches!(
-                p.status.as_ref().and_then(|s| s.phase.as_deref()),
-                Some("Succeeded" | "Failed")
-            )
-        })
-        .count())
+    Ok(n)
 }
 
 fn annotation<'a>(m: &'a ObjectMeta, key: &str) -> Option<&'a str> {

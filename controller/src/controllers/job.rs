@@ -192,9 +192,7 @@ fn ttl_remaining(finished_at: Timestamp, ttl_seconds: i32, now: Timestamp) -> Du
 async fn owned_pods(registry: &Registry, job: &Job, ns: &str) -> Result<Vec<Pod>, Error> {
     let uid = job.metadata.uid.as_deref().unwrap_or("");
     Ok(registry
-        .list_typed_where::<Pod>(&PODS, Some(ns), |p| {
-            super::controller_uid_of(p) == Some(uid)
-        })
+        .list_controlled_typed::<Pod>(&PODS, Some(ns), uid)
         .await?)
 }
 

@@ -176,15 +176,12 @@ pub async fn reconcile<R: Replicated>(rs: Arc<R>, ctx: Arc<Ctx>) -> Result<Actio
 
 async fn owned_pods(ctx: &Ctx, owner: &ObjectMeta, ns: &str) -> Result<Vec<Arc<Pod>>, Error> {
     let uid = owner.uid.as_deref().unwrap_or("");
-    let listed = ctx.registry.list_all(&PODS, Some(ns)).await?;
+    let listed = ctx.registry.list_controlled(&PODS, Some(ns), uid).await?;
     let mut all = ctx.decoded.0.lock().unwrap_or_else(|e| e.into_inner());
     let before = all.remove(uid).unwrap_or_default();
     let mut now = PodsOf::with_capacity(before.len());
     let mut pods = Vec::new();
     for object in listed {
-        if super::controller_uid_of(&object) != Some(uid) {
-            continue;
-        }
         let name = tugboat_api::meta::name(&object).unwrap_or("").to_string();
         let pod = match before.get(&name) {
             Some((from, pod)) if Arc::ptr_eq(from, &object) => pod.clone(),

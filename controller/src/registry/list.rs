@@ -40,6 +40,26 @@ impl ContinueToken {
 }
 
 impl Registry {
+    /// The latest objects of `info` in `ns`, narrowed through the store's node
+    /// index when the list is of pods on one node (every agent's list, with
+    /// `spec.nodeName=NODE`); `fields` is still applied by the caller.
+    async fn list_latest(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        fields: &FieldSelector,
+    ) -> Result<(Vec<crate::store::Stored>, Revision), ApiError> {
+        let resource = info.store_name();
+        let listed = match fields.required("spec.nodeName") {
+            Some(node) if info == &tugboat_api::resource::PODS => {
+                let by = crate::store::index::By::Node(node);
+                self.store.list_by(&resource, ns, by).await
+            }
+            _ => self.store.list(&resource, ns).await,
+        };
+        listed.map_err(store_error)
+    }
+
     /// A list as a client asked for it: at a resourceVersion, in pages of `limit`
     /// with a `continue` token, as kube-apiserver serves them. Every page shows
     /// the same moment: a later page whose range changed since the first one is
@@ -101,11 +121,9 @@ impl Registry {
             }
             (None, RevisionMatch::NotOlderThan(rv)) => {
                 self.wait_for_revision(rv).await?;
-                self.store.list(&resource, ns).await.map_err(store_error)?
+                self.list_latest(info, ns, fields).await?
             }
-            (None, RevisionMatch::Latest) => {
-                self.store.list(&resource, ns).await.map_err(store_error)?
-            }
+            (None, RevisionMatch::Latest) => self.list_latest(info, ns, fields).await?,
         };
         let limit = opts.limit.map(|l| l.min(limits::MAX_LIST_LIMIT));
         let mut items = Vec::new();

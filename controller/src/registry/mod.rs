@@ -345,6 +345,30 @@ impl Registry {
             .0)
     }
 
+    /// The objects of `info` in `ns` whose controller (the owner reference
+    /// marked `controller: true`) has uid `owner_uid`, in key order: the pods of
+    /// a ReplicaSet or Job, the ReplicaSets of a Deployment. From the store's
+    /// owner index, so it costs what the owner has, not what the namespace has.
+    pub async fn list_controlled(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        owner_uid: &str,
+    ) -> Result<Vec<Arc<Value>>, ApiError> {
+        let ns = if info.namespaced { ns } else { None };
+        let by = crate::store::index::By::Owner(owner_uid);
+        Ok(self
+            .store
+            .list_by(&info.store_name(), ns, by)
+            .await
+            .map_err(store_error)?
+            .0
+            .into_iter()
+            .filter(|s| meta::controller_of(&s.object).is_some_and(|(_, _, uid)| uid == owner_uid))
+            .map(|s| s.object)
+            .collect())
+    }
+
     /// Checks the namespace an object is to be created in exists and is not being
     /// deleted; returns it.
     async fn check_namespace(&self, info: &ResourceInfo, ns: &str) -> Result<Arc<Value>, ApiError> {

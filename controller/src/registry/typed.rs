@@ -59,6 +59,20 @@ impl Registry {
             .collect()
     }
 
+    /// [`Registry::list_controlled`], typed.
+    pub async fn list_controlled_typed<K: DeserializeOwned>(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        owner_uid: &str,
+    ) -> Result<Vec<K>, ApiError> {
+        self.list_controlled(info, ns, owner_uid)
+            .await?
+            .iter()
+            .map(|o| decode(info, o))
+            .collect()
+    }
+
     /// One object, typed; `None` when absent.
     pub async fn get_typed<K: DeserializeOwned>(
         &self,

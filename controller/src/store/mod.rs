@@ -5,6 +5,7 @@
 //! watches map one-to-one onto this model) can replace the embedded one without
 //! touching them. [`redb::RedbStore`] is the embedded, persistent backend.
 
+pub mod index;
 pub mod redb;
 
 use std::fmt;
@@ -201,6 +202,25 @@ pub trait Store: Send + Sync + 'static {
         resource: &str,
         namespace: Option<&str>,
     ) -> Result<(Vec<Stored>, Revision), StoreError>;
+
+    /// The objects of `resource` (in `namespace`, or in every namespace when
+    /// `None`) under `by` (an owner's uid, a pod's node), ordered by key, with
+    /// the revision they were read at: the same as filtering [`Store::list`].
+    /// A backend that mirrors its objects keeps indexes for this; the default
+    /// filters the whole list.
+    async fn list_by(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        by: index::By<'_>,
+    ) -> Result<(Vec<Stored>, Revision), StoreError> {
+        let (all, revision) = self.list(resource, namespace).await?;
+        let kept = all
+            .into_iter()
+            .filter(|s| by.matches(resource, &s.object))
+            .collect();
+        Ok((kept, revision))
+    }
 
     /// Stores a new object. Sets `metadata.resourceVersion` to the new revision.
     async fn create(&self, key: &Key, object: Value) -> Result<Stored, StoreError>;

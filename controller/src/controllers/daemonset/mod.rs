@@ -147,9 +147,7 @@ pub async fn reconcile(ds: Arc<DaemonSet>, ctx: Arc<Ctx>) -> Result<Action, Erro
     let nodes: Vec<Node> = ctx.registry.list_typed(&NODES, None).await?;
     let pods: Vec<Pod> = ctx
         .registry
-        .list_typed_where::<Pod>(&PODS, Some(ns), |p| {
-            crate::controllers::controller_uid_of(p) == Some(uid)
-        })
+        .list_controlled_typed::<Pod>(&PODS, Some(ns), uid)
         .await?;
     let plan = plan::plan(&ds, &nodes, &pods, &hash, jiff::Timestamp::now());
 

@@ -144,6 +144,8 @@ struct State {
     object_bytes: usize,
     revision: Revision,
     compacted: Revision,
+    /// Objects by owner and pods by node, kept with `objects`.
+    indexes: super::index::Indexes,
 }
 
 fn backend(what: impl fmt::Display, err: impl fmt::Display) -> StoreError {
@@ -219,7 +221,7 @@ impl RedbStore {
     }
 
     #[cfg(test)]
-    fn in_memory_with_capacity(
+    pub(crate) fn in_memory_with_capacity(
         history_limit: usize,
         broadcast_capacity: usize,
     ) -> Result<RedbStore, StoreError> {
@@ -325,6 +327,26 @@ impl Store for RedbStore {
             .range(prefix.clone()..)
             .take_while(|(key, _)| key.starts_with(&prefix))
             .map(|(_, stored)| stored.clone())
+            .collect();
+        Ok((objects, state.revision))
+    }
+
+    async fn list_by(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        by: super::index::By<'_>,
+    ) -> Result<(Vec<Stored>, Revision), StoreError> {
+        let prefix = match namespace {
+            Some(ns) => format!("{resource}/{ns}/"),
+            None => format!("{resource}/"),
+        };
+        let state = lock(&self.inner.state);
+        let objects = state
+            .indexes
+            .rows(resource, by)
+            .filter(|row| row.starts_with(&prefix))
+            .filter_map(|row| state.objects.get(row).cloned())
             .collect();
         Ok((objects, state.revision))
     }

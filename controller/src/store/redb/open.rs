@@ -299,6 +299,10 @@ impl RedbStore {
             "store opened"
         );
 
+        let mut indexes = crate::store::index::Indexes::default();
+        for (row, stored) in &objects {
+            indexes.replace(row, None, Some(&stored.object));
+        }
         let (events, _) = broadcast::channel(broadcast_capacity);
         let (revisions, _) = tokio::sync::watch::channel(revision);
         RedbStore::start(Inner {
@@ -313,6 +317,7 @@ impl RedbStore {
                 object_bytes,
                 revision,
                 compacted,
+                indexes,
             }),
             events,
             revisions,

@@ -1203,3 +1203,77 @@ async fn large_writes_are_split_into_bounded_batches_and_the_file_still_shrinks(
     assert_eq!(store.list("pods", None).await.unwrap().0.len(), 0);
     assert_eq!(store.revision(), 80);
 }
+
+fn owned_pod(name: &str, owners: &[&str]) -> Value {
+    let refs: Vec<Value> = owners
+        .iter()
+        .map(|u| json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": u, "controller": true}))
+        .collect();
+    json!({ "metadata": { "name": name, "ownerReferences": refs } })
+}
+
+fn names_of(stored: &[Stored]) -> Vec<String> {
+    stored
+        .iter()
+        .map(|s| {
+            s.object["metadata"]["name"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn indexed_lists_follow_every_write_and_survive_a_reopen() {
+    use crate::store::index::By;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store.redb");
+    let by = |store: &RedbStore, ns: Option<&str>, by: By<'_>| {
+        let (found, revision) = futures::executor::block_on(store.list_by("pods", ns, by)).unwrap();
+        assert_eq!(revision, store.revision());
+        names_of(&found)
+    };
+    {
+        let store = RedbStore::open(&path, DEFAULT_HISTORY).unwrap();
+        for (ns, name, owner) in [("a", "p1", "u1"), ("a", "p2", "u1"), ("b", "p3", "u1")] {
+            let key = pod_key(ns, name);
+            store.create(&key, owned_pod(name, &[owner])).await.unwrap();
+        }
+        store
+            .create(&pod_key("a", "loose"), pod("loose", "nginx"))
+            .await
+            .unwrap();
+        assert_eq!(by(&store, Some("a"), By::Owner("u1")), ["p1", "p2"]);
+        assert_eq!(by(&store, None, By::Owner("u1")), ["p1", "p2", "p3"]);
+        assert_eq!(by(&store, None, By::Node("")), ["loose", "p1", "p2", "p3"]);
+        let (rs, _) = store
+            .list_by("replicasets", None, By::Owner("u1"))
+            .await
+            .unwrap();
+        assert!(rs.is_empty());
+
+        // Re-owned and bound, orphaned, deleted: each shows at once.
+        let mut p1 = owned_pod("p1", &["u2"]);
+        p1["spec"] = json!({"nodeName": "n1"});
+        store.update(&pod_key("a", "p1"), p1, None).await.unwrap();
+        store
+            .update(&pod_key("b", "p3"), owned_pod("p3", &[]), None)
+            .await
+            .unwrap();
+        store.delete(&pod_key("a", "p2"), None).await.unwrap();
+        assert!(by(&store, None, By::Owner("u1")).is_empty());
+        assert_eq!(by(&store, Some("a"), By::Owner("u2")), ["p1"]);
+        assert_eq!(by(&store, None, By::Node("n1")), ["p1"]);
+        assert_eq!(by(&store, Some("b"), By::Node("n1")), Vec::<String>::new());
+        assert_eq!(by(&store, None, By::Node("")), ["loose", "p3"]);
+        let (found, _) = store.list_by("pods", None, By::Node("n1")).await.unwrap();
+        let got = store.get(&pod_key("a", "p1")).await.unwrap().unwrap();
+        assert_eq!(found[0].object, got.object);
+    }
+    // Rebuilt from the file.
+    let store = RedbStore::open(&path, DEFAULT_HISTORY).unwrap();
+    assert_eq!(by(&store, None, By::Owner("u2")), ["p1"]);
+    assert_eq!(by(&store, None, By::Node("n1")), ["p1"]);
+    assert!(by(&store, None, By::Owner("u1")).is_empty());
+}

@@ -289,10 +289,14 @@ impl Inner {
             state.object_bytes -= previous;
             match p.event.event_type {
                 EventType::Deleted => {
-                    state.objects.remove(&p.row);
+                    if let Some(old) = state.objects.remove(&p.row) {
+                        state.indexes.replace(&p.row, Some(&old.object), None);
+                    }
                 }
                 EventType::Added | EventType::Modified => {
-                    state.objects.insert(p.row.clone(), p.stored());
+                    let old = state.objects.insert(p.row.clone(), p.stored());
+                    let old = old.as_ref().map(|o| &*o.object);
+                    state.indexes.replace(&p.row, old, Some(&p.event.object));
                     state.sizes.insert(p.row.clone(), p.object_bytes.len());
                     state.object_bytes += p.object_bytes.len();
                 }
