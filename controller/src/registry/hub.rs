@@ -83,7 +83,7 @@ impl Hubs {
                 // The hub follows the store from this watcher's revision; if the
                 // store cannot replay from there, neither can a direct watch.
                 let events = self.store.watch(resource, None, from).await?;
-                let hub = Hub::start(resource, from, events);
+                let hub = Hub::start(Arc::clone(&self.store), resource, from, events);
                 let mut hubs = lock(&self.hubs);
                 // Another watcher may have made one meanwhile: keep the first.
                 match hubs.get(resource) {
@@ -143,7 +143,12 @@ fn in_namespace(w: &Watcher, ev: &StoreEvent) -> bool {
 }
 
 impl Hub {
-    fn start(resource: &str, from: Revision, events: WatchStream) -> Arc<Hub> {
+    fn start(
+        store: Arc<dyn Store>,
+        resource: &str,
+        from: Revision,
+        events: WatchStream,
+    ) -> Arc<Hub> {
         let hub = Arc::new(Hub {
             resource: resource.to_string(),
             state: Mutex::new(HubState {
@@ -156,7 +161,7 @@ impl Hub {
                 closed: false,
             }),
         });
-        tokio::spawn(Hub::run(Arc::downgrade(&hub), events));
+        tokio::spawn(Hub::run(store, Arc::downgrade(&hub), events));
         hub
     }
 
@@ -164,15 +169,27 @@ impl Hub {
         lock(&self.state).closed
     }
 
-    async fn run(hub: Weak<Hub>, mut events: WatchStream) {
+    async fn run(store: Arc<dyn Store>, hub: Weak<Hub>, mut events: WatchStream) {
         while let Some(ev) = events.next().await {
             let Some(hub) = hub.upgrade() else { return };
             match ev {
                 Ok(ev) => hub.dispatch(ev),
                 Err(e) => {
-                    tracing::warn!(resource = %hub.resource, error = %e, "watch hub lost the store's events; its watchers relist");
-                    hub.close();
-                    return;
+                    // Fell behind the store's live events (a busy moment):
+                    // resume from the store's history if it still reaches back,
+                    // so a thousand watchers need not relist at once.
+                    let position = lock(&hub.state).position;
+                    match store.watch(&hub.resource, None, position).await {
+                        Ok(resumed) => {
+                            tracing::info!(resource = %hub.resource, position, error = %e, "watch hub fell behind the store; resumed from its history");
+                            events = resumed;
+                        }
+                        Err(again) => {
+                            tracing::warn!(resource = %hub.resource, error = %e, resume_error = %again, "watch hub lost the store's events; its watchers relist");
+                            hub.close();
+                            return;
+                        }
+                    }
                 }
             }
         }
@@ -443,6 +460,31 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(next(&mut old).await.revision, first);
+    }
+
+    #[tokio::test]
+    async fn a_hub_that_falls_behind_the_store_resumes_from_its_history() {
+        // Live events for at most 4 behind; a history of 1,000.
+        let store = Arc::new(RedbStore::in_memory_with_capacity(1000, 4).unwrap());
+        let store_dyn: Arc<dyn Store> = store.clone();
+        let hubs = Hubs::new(store_dyn);
+        let mut w = hubs
+            .watch("pods", None, Some("a"), store.revision())
+            .await
+            .unwrap();
+        // Written without yielding: the hub cannot run meanwhile, and lags.
+        let mut revisions = Vec::new();
+        for i in 0..20 {
+            let k = Key::new("pods", Some("ns"), format!("p{i}"));
+            let created = futures::executor::block_on(store.create(&k, pod("x", "a")));
+            revisions.push(created.unwrap().revision);
+        }
+        for want in &revisions {
+            assert_eq!(next(&mut w).await.revision, *want);
+        }
+        nothing(&mut w).await;
+        let hub = Arc::clone(lock(&hubs.hubs).get("pods").unwrap());
+        assert!(!hub.is_closed(), "the hub goes on");
     }
 
     #[tokio::test]
