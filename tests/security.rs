@@ -94,6 +94,64 @@ async fn anonymous_requests_are_refused_except_health_and_version() -> anyhow::R
 }
 
 #[tokio::test]
+async fn the_api_speaks_http2_to_clients_that_ask_and_http1_to_the_rest() -> anyhow::Result<()> {
+    let tc = TestController::start().await?;
+    let creds = tc.credentials.clone().unwrap_or_default();
+    let client = |alpn: &[&[u8]]| -> anyhow::Result<reqwest::Client> {
+        let mut tls = creds.tls_config()?;
+        tls.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        Ok(reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .use_preconfigured_tls(tls)
+            .build()?)
+    };
+    let pods = format!("{}/api/v1/namespaces/default/pods", tc.url);
+
+    let h1 = client(&[b"http/1.1"])?;
+    let r = h1.get(&pods).send().await?;
+    assert_eq!((r.status().as_u16(), r.version()), (200, reqwest::Version::HTTP_11));
+
+    // HTTP/2: a watch and 50 requests at once, all on one connection.
+    let h2 = client(&[b"h2", b"http/1.1"])?;
+    let watch = h2
+        .get(format!("{pods}?watch=1&resourceVersion=0"))
+        .send()
+        .await?;
+    assert_eq!((watch.status().as_u16(), watch.version()), (200, reqwest::Version::HTTP_2));
+    let creates = (0..50).map(|i| {
+        let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("h2-{i}")}});
+        h2.post(format!("{}/api/v1/namespaces/default/configmaps", tc.url))
+            .json(&cm)
+            .send()
+    });
+    for r in futures::future::join_all(creates).await {
+        let r = r?;
+        assert_eq!((r.status().as_u16(), r.version()), (201, reqwest::Version::HTTP_2));
+    }
+    // The watch is still live on the shared connection: a pod made now shows.
+    tc.client
+        .create(&PODS, Some("default"), &pod("h2-watched", None, json!({})))
+        .await?;
+    let mut body = watch.bytes_stream();
+    let seen = within("the pod on the HTTP/2 watch", async {
+        let mut text = String::new();
+        while let Some(chunk) = futures::StreamExt::next(&mut body).await {
+            text.push_str(&String::from_utf8_lossy(&chunk?));
+            if text.contains("h2-watched") {
+                return Ok::<_, anyhow::Error>(());
+            }
+        }
+        anyhow::bail!("the watch ended before the pod showed: {text}")
+    })
+    .await?;
+    assert!(seen.is_ok(), "{seen:?}");
+    // Tugboat's own client asks for HTTP/2 and keeps working.
+    let listed = tc.client.list(&NAMESPACES, None, &ListParams::default()).await?;
+    assert!(listed["items"].as_array().is_some_and(|i| !i.is_empty()));
+    tc.stop().await
+}
+
+#[tokio::test]
 async fn the_admin_kubeconfig_works_with_tug_and_kubectl() -> anyhow::Result<()> {
     let tc = TestController::start().await?;
     let agent = FakeAgent::start(&tc, "n1").await?;

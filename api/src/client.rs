@@ -120,7 +120,12 @@ pub use tugboat_tls::config::Credentials;
 
 #[derive(Clone, Debug)]
 pub struct Client {
+    /// HTTP/2 when the server offers it (one connection carries every request
+    /// and watch, as client-go's does), HTTP/1.1 otherwise.
     http: reqwest::Client,
+    /// HTTP/1.1 only, for WebSocket upgrades (`exec`, `attach`,
+    /// `port-forward`), which HTTP/2 cannot carry.
+    upgrade: reqwest::Client,
     base: String,
     /// `Warning` headers the server sent, until taken.
     warnings: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
@@ -144,7 +149,24 @@ impl Client {
             });
         }
         tugboat_tls::install_default_provider();
+        let http = Self::build(&base, creds, true)?;
+        let upgrade = Self::build(&base, creds, false)?;
+        Ok(Client {
+            http,
+            upgrade,
+            base,
+            warnings: Default::default(),
+        })
+    }
+
+    /// A reqwest client for `base` with `creds`; offering HTTP/2 (by ALPN) when
+    /// `http2`.
+    fn build(base: &str, creds: &Credentials, http2: bool) -> Result<reqwest::Client, ClientError> {
+        let base = base.to_string();
         let mut builder = reqwest::Client::builder().connect_timeout(Duration::from_secs(5));
+        if !http2 {
+            builder = builder.http1_only();
+        }
         // Always a configuration of ours: reqwest's own would look for the
         // system's roots, which a `FROM scratch` agent image does not have.
         let tls = if base.starts_with("https://") {
@@ -160,6 +182,10 @@ impl Client {
             url: base.clone(),
             message: format!("cannot use the credentials: {e}"),
         })?;
+        let mut tls = tls;
+        if http2 {
+            tls.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        }
         builder = builder.use_preconfigured_tls(tls);
         if let Some(token) = creds.token.as_ref().filter(|t| !t.is_empty()) {
             if base.starts_with("http://") {
@@ -175,15 +201,7 @@ impl Client {
             headers.insert(reqwest::header::AUTHORIZATION, value);
             builder = builder.default_headers(headers);
         }
-        let http = builder.build().map_err(|source| ClientError::Http {
-            url: base.clone(),
-            source,
-        })?;
-        Ok(Client {
-            http,
-            base,
-            warnings: Default::default(),
-        })
+        builder.build().map_err(|source| ClientError::Http { url: base, source })
     }
 
     pub fn base_url(&self) -> &str {
@@ -550,7 +568,7 @@ impl Client {
         let key_bytes: [u8; 16] = rand_key();
         let key = base64::engine::general_purpose::STANDARD.encode(key_bytes);
         let request = self
-            .http
+            .upgrade
             .get(&url)
             .query(query)
             .header(reqwest::header::CONNECTION, "Upgrade")

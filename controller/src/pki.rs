@@ -152,6 +152,12 @@ impl Pki {
             ca.cert_pem().as_bytes(),
             config::ClientAuth::Optional,
         )?;
+        // The API speaks HTTP/2 to clients that ask (kubectl, client-go, kube-rs,
+        // agents), as kube-apiserver does, and HTTP/1.1 to the rest and for
+        // upgrades.
+        let mut server = (*server).clone();
+        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        let server = Arc::new(server);
         let controller = ca.issue(&Leaf {
             common_name: CONTROLLER_USER.into(),
             groups: vec![GROUP_CONTROLLERS.into()],

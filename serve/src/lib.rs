@@ -228,6 +228,10 @@ pub async fn serve(
                     return;
                 }
             };
+            // HTTP/2 when the client asked for it by ALPN (and the
+            // configuration offers it): one connection per client, however
+            // many requests and watches it has going.
+            let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
             let certs = stream
                 .get_ref()
                 .1
@@ -236,7 +240,11 @@ pub async fn serve(
                 .map(|c| {
                     PeerCertificates(Arc::new(c.iter().map(|c| c.clone().into_owned()).collect()))
                 });
-            serve_connection(stream, certs, app, limits, peer, shutdown).await;
+            if http2 {
+                serve_http2(stream, certs, app, limits, peer, shutdown).await;
+            } else {
+                serve_connection(stream, certs, app, limits, peer, shutdown).await;
+            }
         });
     }
     tracker.close();
@@ -249,23 +257,32 @@ pub async fn serve(
     Ok(())
 }
 
-/// Serves one connection's requests until it ends, idles out or `shutdown`.
-async fn serve_connection<S>(
-    stream: S,
-    certs: Option<PeerCertificates>,
+/// Streams one HTTP/2 connection may have open at once (Go's and so
+/// kube-apiserver's default).
+const HTTP2_MAX_STREAMS: u32 = 250;
+
+/// The most header bytes (decoded) one HTTP/2 request may carry.
+const HTTP2_MAX_HEADER_LIST: u32 = 1024 * 1024;
+
+/// The router as a hyper service for one connection: each request carries the
+/// client's certificates and counts as in flight until its body is sent.
+fn service(
     app: Router,
-    limits: ConnLimits,
-    peer: std::net::SocketAddr,
-    shutdown: CancellationToken,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let activity = Arc::new(Activity {
-        in_flight: AtomicUsize::new(0),
-        last: Mutex::new(Instant::now()),
-    });
+    certs: Option<PeerCertificates>,
+    activity: &Arc<Activity>,
+) -> impl hyper::service::Service<
+    hyper::Request<Incoming>,
+    Response = hyper::Response<Body>,
+    Error = std::convert::Infallible,
+    Future = impl std::future::Future<
+        Output = Result<hyper::Response<Body>, std::convert::Infallible>,
+    > + Send
+                 + 'static,
+> + Clone
++ Send
++ 'static {
     let per_request = activity.clone();
-    let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+    hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
         let in_flight = InFlight::start(&per_request);
         let app = app.clone();
         let mut req = req.map(Body::new);
@@ -281,7 +298,73 @@ async fn serve_connection<S>(
                 })
             }))
         }
-    });
+    })
+}
+
+fn new_activity() -> Arc<Activity> {
+    Arc::new(Activity {
+        in_flight: AtomicUsize::new(0),
+        last: Mutex::new(Instant::now()),
+    })
+}
+
+/// Serves one HTTP/2 connection's streams until it ends, idles out (no stream
+/// in flight for the idle time) or `shutdown`.
+async fn serve_http2<S>(
+    stream: S,
+    certs: Option<PeerCertificates>,
+    app: Router,
+    limits: ConnLimits,
+    peer: std::net::SocketAddr,
+    shutdown: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = new_activity();
+    let service = service(app, certs, &activity);
+    let mut builder = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(HTTP2_MAX_STREAMS)
+        .max_header_list_size(HTTP2_MAX_HEADER_LIST);
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    let mut check = tokio::time::interval(idle_check_period(limits.idle_timeout));
+    loop {
+        tokio::select! {
+            result = conn.as_mut() => {
+                if let Err(e) = result {
+                    tracing::debug!(client = %peer, error = %e, "connection ended");
+                }
+                return;
+            }
+            _ = shutdown.cancelled() => break,
+            _ = check.tick() => {
+                if activity.idle_for().is_some_and(|d| d >= limits.idle_timeout) {
+                    tracing::debug!(client = %peer, "closing an idle connection");
+                    break;
+                }
+            }
+        }
+    }
+    // GOAWAY: the streams in flight finish, no new one starts.
+    conn.as_mut().graceful_shutdown();
+    let _ = conn.await;
+}
+
+/// Serves one connection's requests until it ends, idles out or `shutdown`.
+async fn serve_connection<S>(
+    stream: S,
+    certs: Option<PeerCertificates>,
+    app: Router,
+    limits: ConnLimits,
+    peer: std::net::SocketAddr,
+    shutdown: CancellationToken,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let activity = new_activity();
+    let service = service(app, certs, &activity);
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())

@@ -202,21 +202,6 @@ pub fn controller_uid(m: &ObjectMeta) -> Option<&str> {
         .map(|r| r.uid.as_str())
 }
 
-/// [`controller_uid`] of an object not yet decoded (to filter a list before
-/// paying for decoding it).
-pub fn controller_uid_of(object: &serde_json::Value) -> Option<&str> {
-    // `get`, not `pointer`: this runs over every pod of a namespace, and a
-    // pointer allocates to unescape its path.
-    object
-        .get("metadata")?
-        .get("ownerReferences")?
-        .as_array()?
-        .iter()
-        .find(|r| r.get("controller").and_then(serde_json::Value::as_bool) == Some(true))?
-        .get("uid")?
-        .as_str()
-}
-
 /// Is the pod's `Ready` condition true, and since when?
 pub fn pod_ready_since(pod: &Pod) -> Option<Option<jiff::Timestamp>> {
     let ready = pod

@@ -43,22 +43,6 @@ impl Registry {
             .collect()
     }
 
-    /// The objects of `info` in `ns` that `keep` selects, typed: the filter
-    /// runs before decoding, which is most of a list's cost.
-    pub async fn list_typed_where<K: DeserializeOwned>(
-        &self,
-        info: &ResourceInfo,
-        ns: Option<&str>,
-        keep: impl Fn(&Value) -> bool,
-    ) -> Result<Vec<K>, ApiError> {
-        self.list_all(info, ns)
-            .await?
-            .iter()
-            .filter(|o| keep(o))
-            .map(|o| decode(info, o))
-            .collect()
-    }
-
     /// [`Registry::list_controlled`], typed.
     pub async fn list_controlled_typed<K: DeserializeOwned>(
         &self,
