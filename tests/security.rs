@@ -109,7 +109,10 @@ async fn the_api_speaks_http2_to_clients_that_ask_and_http1_to_the_rest() -> any
 
     let h1 = client(&[b"http/1.1"])?;
     let r = h1.get(&pods).send().await?;
-    assert_eq!((r.status().as_u16(), r.version()), (200, reqwest::Version::HTTP_11));
+    assert_eq!(
+        (r.status().as_u16(), r.version()),
+        (200, reqwest::Version::HTTP_11)
+    );
 
     // HTTP/2: a watch and 50 requests at once, all on one connection.
     let h2 = client(&[b"h2", b"http/1.1"])?;
@@ -117,7 +120,10 @@ async fn the_api_speaks_http2_to_clients_that_ask_and_http1_to_the_rest() -> any
         .get(format!("{pods}?watch=1&resourceVersion=0"))
         .send()
         .await?;
-    assert_eq!((watch.status().as_u16(), watch.version()), (200, reqwest::Version::HTTP_2));
+    assert_eq!(
+        (watch.status().as_u16(), watch.version()),
+        (200, reqwest::Version::HTTP_2)
+    );
     let creates = (0..50).map(|i| {
         let cm = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": format!("h2-{i}")}});
         h2.post(format!("{}/api/v1/namespaces/default/configmaps", tc.url))
@@ -126,7 +132,10 @@ async fn the_api_speaks_http2_to_clients_that_ask_and_http1_to_the_rest() -> any
     });
     for r in futures::future::join_all(creates).await {
         let r = r?;
-        assert_eq!((r.status().as_u16(), r.version()), (201, reqwest::Version::HTTP_2));
+        assert_eq!(
+            (r.status().as_u16(), r.version()),
+            (201, reqwest::Version::HTTP_2)
+        );
     }
     // The watch is still live on the shared connection: a pod made now shows.
     tc.client
@@ -146,7 +155,10 @@ async fn the_api_speaks_http2_to_clients_that_ask_and_http1_to_the_rest() -> any
     .await?;
     assert!(seen.is_ok(), "{seen:?}");
     // Tugboat's own client asks for HTTP/2 and keeps working.
-    let listed = tc.client.list(&NAMESPACES, None, &ListParams::default()).await?;
+    let listed = tc
+        .client
+        .list(&NAMESPACES, None, &ListParams::default())
+        .await?;
     assert!(listed["items"].as_array().is_some_and(|i| !i.is_empty()));
     tc.stop().await
 }

@@ -201,7 +201,9 @@ impl Client {
             headers.insert(reqwest::header::AUTHORIZATION, value);
             builder = builder.default_headers(headers);
         }
-        builder.build().map_err(|source| ClientError::Http { url: base, source })
+        builder
+            .build()
+            .map_err(|source| ClientError::Http { url: base, source })
     }
 
     pub fn base_url(&self) -> &str {

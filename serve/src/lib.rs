@@ -274,10 +274,9 @@ fn service(
     hyper::Request<Incoming>,
     Response = hyper::Response<Body>,
     Error = std::convert::Infallible,
-    Future = impl std::future::Future<
-        Output = Result<hyper::Response<Body>, std::convert::Infallible>,
-    > + Send
-                 + 'static,
+    Future = impl std::future::Future<Output = Result<hyper::Response<Body>, std::convert::Infallible>>
+             + Send
+             + 'static,
 > + Clone
 + Send
 + 'static {
@@ -322,7 +321,8 @@ async fn serve_http2<S>(
 {
     let activity = new_activity();
     let service = service(app, certs, &activity);
-    let mut builder = hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+    let mut builder =
+        hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
     builder
         .timer(TokioTimer::new())
         .max_concurrent_streams(HTTP2_MAX_STREAMS)

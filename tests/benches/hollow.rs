@@ -223,20 +223,13 @@ async fn run(nodes_n: usize, per_node: usize, start_delay: Duration) -> anyhow::
     tc.client.create(&PODS, Some(NS), &probe).await?;
 
     let progress = Arc::new(Mutex::new(Progress::default()));
-    let watch = tc
+    // The tracker's watch starts before the first create: nothing is missed.
+    let first = tc
         .client
-        .watch(
-            &PODS,
-            Some(NS),
-            &ListParams {
-                label_selector: Some("hollow".into()),
-                ..Default::default()
-            },
-            Some("0"),
-        )
+        .watch(&PODS, Some(NS), &hollow_pods(), Some("0"))
         .await?;
     let done = Arc::new(AtomicBool::new(false));
-    let tracker = tokio::spawn(track(watch, progress.clone(), total));
+    let tracker = tokio::spawn(track(tc.client.clone(), first, progress.clone(), total));
 
     let rev_before = revision(&tc.client).await?;
     let cpu_before = cpu_seconds(pid);
@@ -350,20 +343,29 @@ async fn revision(client: &Client) -> anyhow::Result<u64> {
 }
 
 /// Follows the pods until `total` are Running.
+fn hollow_pods() -> ListParams {
+    ListParams {
+        label_selector: Some("hollow".into()),
+        ..Default::default()
+    }
+}
+
+/// Notes when each pod is first seen bound and Running, from `first` and, if
+/// the server ends that watch or cuts it off (a watcher that falls too far
+/// behind gets `410 Gone`, as from kube-apiserver), from a relist and a new
+/// watch, as a reflector does; a pod first seen in a relist counts from then.
 async fn track(
-    watch: impl futures::Stream<Item = Result<tugboat_api::WatchEvent, tugboat_api::ClientError>>,
+    client: Client,
+    first: impl futures::Stream<Item = Result<tugboat_api::WatchEvent, tugboat_api::ClientError>>
+    + Send
+    + 'static,
     progress: Arc<Mutex<Progress>>,
     total: usize,
 ) -> anyhow::Result<()> {
-    let mut watch = std::pin::pin!(watch);
-    while let Some(ev) = watch.next().await {
-        let ev = ev?;
-        let o = &ev.object;
+    let note = |p: &mut Progress, o: &Value, now: Instant| {
         let Some(name) = o.pointer("/metadata/name").and_then(Value::as_str) else {
-            continue;
+            return;
         };
-        let now = Instant::now();
-        let mut p = progress.lock().await;
         if o.pointer("/spec/nodeName")
             .and_then(Value::as_str)
             .is_some_and(|n| !n.is_empty())
@@ -373,11 +375,48 @@ async fn track(
         if o.pointer("/status/phase") == Some(&json!("Running")) {
             p.running.entry(name.to_string()).or_insert(now);
         }
-        if p.running.len() >= total {
+    };
+    let mut watch: std::pin::Pin<Box<dyn futures::Stream<Item = _> + Send>> = Box::pin(first);
+    let mut relists = 0;
+    loop {
+        while let Some(ev) = watch.next().await {
+            let Ok(ev) = ev else { break };
+            if ev.event_type == "ERROR" {
+                break;
+            }
+            let mut p = progress.lock().await;
+            note(&mut p, &ev.object, Instant::now());
+            if p.running.len() >= total {
+                return Ok(());
+            }
+        }
+        // Ended or cut off: list what is there now, and watch on from it.
+        relists += 1;
+        if relists > 50 {
+            bail!("the pod watch ended {relists} times");
+        }
+        let listed = client.list(&PODS, Some(NS), &hollow_pods()).await?;
+        let now = Instant::now();
+        let mut p = progress.lock().await;
+        for o in listed["items"].as_array().into_iter().flatten() {
+            note(&mut p, o, now);
+        }
+        let done = p.running.len() >= total;
+        drop(p);
+        eprintln!("   (the bench's pod watch was cut off; relisted, {relists} so far)");
+        if done {
             return Ok(());
         }
+        let rv = listed
+            .pointer("/metadata/resourceVersion")
+            .and_then(Value::as_str)
+            .map(str::to_string);
+        watch = Box::pin(
+            client
+                .watch(&PODS, Some(NS), &hollow_pods(), rv.as_deref())
+                .await?,
+        );
     }
-    bail!("the server ended the pod watch")
 }
 
 type Probes = (Percentiles, Percentiles, Percentiles, Percentiles);

@@ -161,7 +161,20 @@ impl Hub {
                 closed: false,
             }),
         });
-        tokio::spawn(Hub::run(store, Arc::downgrade(&hub), events));
+        // Its own thread, not a task: a hub must take every event of its
+        // resource as fast as the store commits them, and a task on a busy
+        // runtime is polled for a budget of events per turn, so under load it
+        // fell thousands of events behind and every watcher had to relist.
+        // The thread enters the runtime, for a backend whose watch needs it.
+        let runtime = tokio::runtime::Handle::current();
+        let weak = Arc::downgrade(&hub);
+        let spawned = std::thread::Builder::new()
+            .name(format!("watch-hub-{resource}"))
+            .spawn(move || runtime.block_on(Hub::run(store, weak, events)));
+        if let Err(e) = spawned {
+            tracing::error!(resource, error = %e, "cannot start a watch hub's thread; its watchers relist");
+            hub.close();
+        }
         hub
     }
 
@@ -472,18 +485,19 @@ mod tests {
             .watch("pods", None, Some("a"), store.revision())
             .await
             .unwrap();
-        // Written without yielding: the hub cannot run meanwhile, and lags.
+        // Written while the hub cannot dispatch: it lags behind the store.
+        let hub = Arc::clone(lock(&hubs.hubs).get("pods").unwrap());
+        let held = lock(&hub.state);
         let mut revisions = Vec::new();
         for i in 0..20 {
             let k = Key::new("pods", Some("ns"), format!("p{i}"));
-            let created = futures::executor::block_on(store.create(&k, pod("x", "a")));
-            revisions.push(created.unwrap().revision);
+            revisions.push(store.create(&k, pod("x", "a")).await.unwrap().revision);
         }
+        drop(held);
         for want in &revisions {
             assert_eq!(next(&mut w).await.revision, *want);
         }
         nothing(&mut w).await;
-        let hub = Arc::clone(lock(&hubs.hubs).get("pods").unwrap());
         assert!(!hub.is_closed(), "the hub goes on");
     }
 
