@@ -119,6 +119,10 @@ impl Indexes {
     pub fn len(&self) -> usize {
         self.0.len()
     }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
 }
 
 #[cfg(test)]
@@ -183,7 +187,7 @@ mod tests {
         d.replace("pods/a/p2", Some(&pod(&["u3"], Some("n1"))), None);
         d.replace("pods/a/p1", Some(&pod(&[], Some("n1"))), None);
         d.replace("replicasets/a/r", Some(&pod(&["u1"], Some("n1"))), None);
-        assert_eq!(d.len(), 0, "nothing is kept for terms without objects");
+        assert!(d.is_empty(), "nothing is kept for terms without objects");
     }
 
     #[test]
@@ -209,6 +213,6 @@ mod tests {
             Some(&json!({})),
             Some(&json!({"metadata": 7})),
         );
-        assert_eq!(d.len(), 0);
+        assert!(d.is_empty());
     }
 }
