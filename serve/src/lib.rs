@@ -211,7 +211,7 @@ pub async fn serve(
         tracker.spawn(async move {
             let _slot = slot;
             let Some(acceptor) = acceptor else {
-                return serve_connection(stream, None, app, limits, peer, shutdown).await;
+                return serve_connection(stream, None, app, limits, peer, shutdown, false).await;
             };
             let handshake = tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -240,11 +240,7 @@ pub async fn serve(
                 .map(|c| {
                     PeerCertificates(Arc::new(c.iter().map(|c| c.clone().into_owned()).collect()))
                 });
-            if http2 {
-                serve_http2(stream, certs, app, limits, peer, shutdown).await;
-            } else {
-                serve_connection(stream, certs, app, limits, peer, shutdown).await;
-            }
+            serve_connection(stream, certs, app, limits, peer, shutdown, http2).await;
         });
     }
     tracker.close();
@@ -307,52 +303,38 @@ fn new_activity() -> Arc<Activity> {
     })
 }
 
-/// Serves one HTTP/2 connection's streams until it ends, idles out (no stream
-/// in flight for the idle time) or `shutdown`.
-async fn serve_http2<S>(
-    stream: S,
-    certs: Option<PeerCertificates>,
-    app: Router,
-    limits: ConnLimits,
-    peer: std::net::SocketAddr,
-    shutdown: CancellationToken,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let activity = new_activity();
-    let service = service(app, certs, &activity);
-    let mut builder =
-        hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
-    builder
-        .timer(TokioTimer::new())
-        .max_concurrent_streams(HTTP2_MAX_STREAMS)
-        .max_header_list_size(HTTP2_MAX_HEADER_LIST);
-    let conn = builder.serve_connection(TokioIo::new(stream), service);
-    tokio::pin!(conn);
-    let mut check = tokio::time::interval(idle_check_period(limits.idle_timeout));
-    loop {
-        tokio::select! {
-            result = conn.as_mut() => {
-                if let Err(e) = result {
-                    tracing::debug!(client = %peer, error = %e, "connection ended");
+/// Drives `$conn` (a pinned hyper connection: HTTP/1.1 and HTTP/2 connections
+/// share no trait for `graceful_shutdown`, hence a macro) until it ends, its
+/// `$activity` has had nothing in flight for the idle time, or `$shutdown`;
+/// then shuts it down gracefully (HTTP/2: GOAWAY) and lets what is in flight
+/// finish.
+macro_rules! drive {
+    ($conn:ident, $activity:expr, $limits:expr, $peer:expr, $shutdown:expr) => {{
+        let mut check = tokio::time::interval(idle_check_period($limits.idle_timeout));
+        loop {
+            tokio::select! {
+                result = $conn.as_mut() => {
+                    if let Err(e) = result {
+                        tracing::debug!(client = %$peer, error = %e, "connection ended");
+                    }
+                    return;
                 }
-                return;
-            }
-            _ = shutdown.cancelled() => break,
-            _ = check.tick() => {
-                if activity.idle_for().is_some_and(|d| d >= limits.idle_timeout) {
-                    tracing::debug!(client = %peer, "closing an idle connection");
-                    break;
+                _ = $shutdown.cancelled() => break,
+                _ = check.tick() => {
+                    if $activity.idle_for().is_some_and(|d| d >= $limits.idle_timeout) {
+                        tracing::debug!(client = %$peer, "closing an idle connection");
+                        break;
+                    }
                 }
             }
         }
-    }
-    // GOAWAY: the streams in flight finish, no new one starts.
-    conn.as_mut().graceful_shutdown();
-    let _ = conn.await;
+        $conn.as_mut().graceful_shutdown();
+        let _ = $conn.await;
+    }};
 }
 
-/// Serves one connection's requests until it ends, idles out or `shutdown`.
+/// Serves one connection's requests (HTTP/2 streams when `http2`) until it
+/// ends, idles out or `shutdown`.
 async fn serve_connection<S>(
     stream: S,
     certs: Option<PeerCertificates>,
@@ -360,41 +342,33 @@ async fn serve_connection<S>(
     limits: ConnLimits,
     peer: std::net::SocketAddr,
     shutdown: CancellationToken,
+    http2: bool,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let activity = new_activity();
     let service = service(app, certs, &activity);
-    let mut builder = hyper::server::conn::http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
-        .keep_alive(true);
-    let conn = builder
-        .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades();
-    tokio::pin!(conn);
-    let mut check = tokio::time::interval(idle_check_period(limits.idle_timeout));
-    loop {
-        tokio::select! {
-            result = conn.as_mut() => {
-                if let Err(e) = result {
-                    tracing::debug!(client = %peer, error = %e, "connection ended");
-                }
-                return;
-            }
-            _ = shutdown.cancelled() => break,
-            _ = check.tick() => {
-                if activity.idle_for().is_some_and(|d| d >= limits.idle_timeout) {
-                    tracing::debug!(client = %peer, "closing an idle connection");
-                    break;
-                }
-            }
-        }
+    let io = TokioIo::new(stream);
+    if http2 {
+        let mut builder =
+            hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .max_concurrent_streams(HTTP2_MAX_STREAMS)
+            .max_header_list_size(HTTP2_MAX_HEADER_LIST);
+        let conn = builder.serve_connection(io, service);
+        tokio::pin!(conn);
+        drive!(conn, activity, limits, peer, shutdown);
+    } else {
+        let mut builder = hyper::server::conn::http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(limits.header_read_timeout)
+            .keep_alive(true);
+        let conn = builder.serve_connection(io, service).with_upgrades();
+        tokio::pin!(conn);
+        drive!(conn, activity, limits, peer, shutdown);
     }
-    // Finishes the request in flight, if any, then closes.
-    conn.as_mut().graceful_shutdown();
-    let _ = conn.await;
 }
 
 fn idle_check_period(idle: Duration) -> Duration {

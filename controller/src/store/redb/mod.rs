@@ -159,6 +159,14 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// The start every storage key of `resource` (in `namespace`) shares.
+fn key_prefix(resource: &str, namespace: Option<&str>) -> String {
+    match namespace {
+        Some(ns) => format!("{resource}/{ns}/"),
+        None => format!("{resource}/"),
+    }
+}
+
 /// `usize` → `u64` cannot fail on any platform Tugboat runs on, but saturating
 /// keeps that an assumption rather than a panic.
 fn as_revisions(n: usize) -> u64 {
@@ -317,10 +325,7 @@ impl Store for RedbStore {
     ) -> Result<(Vec<Stored>, Revision), StoreError> {
         // Encoded keys sort by resource, then namespace, then name, so one
         // prefix range is exactly the objects asked for, already in key order.
-        let prefix = match namespace {
-            Some(ns) => format!("{resource}/{ns}/"),
-            None => format!("{resource}/"),
-        };
+        let prefix = key_prefix(resource, namespace);
         let state = lock(&self.inner.state);
         let objects = state
             .objects
@@ -337,10 +342,7 @@ impl Store for RedbStore {
         namespace: Option<&str>,
         by: super::index::By<'_>,
     ) -> Result<(Vec<Stored>, Revision), StoreError> {
-        let prefix = match namespace {
-            Some(ns) => format!("{resource}/{ns}/"),
-            None => format!("{resource}/"),
-        };
+        let prefix = key_prefix(resource, namespace);
         let state = lock(&self.inner.state);
         let objects = state
             .indexes

@@ -475,17 +475,7 @@ async fn list_returns_objects_ordered_by_key_with_the_current_revision() {
         .await
         .unwrap();
 
-    let names = |objects: &[Stored]| -> Vec<String> {
-        objects
-            .iter()
-            .map(|s| {
-                s.object["metadata"]["name"]
-                    .as_str()
-                    .unwrap_or("")
-                    .to_string()
-            })
-            .collect()
-    };
+    let names = names_of;
     let (all, revision) = store.list("pods", None).await.unwrap();
     assert_eq!(names(&all), ["x", "y", "a", "z"]);
     assert_eq!(revision, 6);
