@@ -166,8 +166,12 @@ impl Hub {
         // runtime is polled for a budget of events per turn, so under load it
         // fell thousands of events behind and every watcher had to relist.
         // The thread enters the runtime, for a backend whose watch needs it.
+        // It holds neither the hub nor the store: dropping the store closes
+        // its events, which ends the thread (and a restarted controller can
+        // open the file again).
         let runtime = tokio::runtime::Handle::current();
         let weak = Arc::downgrade(&hub);
+        let store = Arc::downgrade(&store);
         let spawned = std::thread::Builder::new()
             .name(format!("watch-hub-{resource}"))
             .spawn(move || runtime.block_on(Hub::run(store, weak, events)));
@@ -182,7 +186,7 @@ impl Hub {
         lock(&self.state).closed
     }
 
-    async fn run(store: Arc<dyn Store>, hub: Weak<Hub>, mut events: WatchStream) {
+    async fn run(store: Weak<dyn Store>, hub: Weak<Hub>, mut events: WatchStream) {
         while let Some(ev) = events.next().await {
             let Some(hub) = hub.upgrade() else { return };
             match ev {
@@ -192,6 +196,10 @@ impl Hub {
                     // resume from the store's history if it still reaches back,
                     // so a thousand watchers need not relist at once.
                     let position = lock(&hub.state).position;
+                    let Some(store) = store.upgrade() else {
+                        hub.close();
+                        return;
+                    };
                     match store.watch(&hub.resource, None, position).await {
                         Ok(resumed) => {
                             tracing::info!(resource = %hub.resource, position, error = %e, "watch hub fell behind the store; resumed from its history");
@@ -502,6 +510,21 @@ mod tests {
         }
         nothing(&mut w).await;
         assert!(!hub.is_closed(), "the hub goes on");
+    }
+
+    #[tokio::test]
+    async fn a_hub_does_not_keep_its_store_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("store.redb");
+        let store: Arc<dyn Store> = Arc::new(RedbStore::open(&path, 1000).unwrap());
+        let hubs = Hubs::new(store.clone());
+        let w = hubs
+            .watch("pods", None, Some("a"), store.revision())
+            .await
+            .unwrap();
+        drop((w, hubs, store));
+        // A restarted controller opens the same file.
+        RedbStore::open(&path, 1000).expect("the file is free again");
     }
 
     #[tokio::test]
