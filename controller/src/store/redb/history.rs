@@ -86,7 +86,7 @@ impl RedbStore {
                     compacted: state.compacted,
                 });
             }
-            let receiver = self.inner.events.subscribe();
+            let receiver = self.inner.events.subscribe(resource);
             let start = state.history.partition_point(|(e, _)| e.revision <= after);
             let replay: Vec<StoreEvent> = state
                 .history

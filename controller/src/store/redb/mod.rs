@@ -114,7 +114,11 @@ struct Inner {
     /// happen under this one lock, and `watch` subscribes and reads its replay
     /// under it too: that is what makes replay + live gap-free and duplicate-free.
     state: Mutex<State>,
-    events: broadcast::Sender<StoreEvent>,
+    /// Live events, one channel per resource: a write wakes only the watchers
+    /// of its own resource. With one channel for all, every hub (one thread per
+    /// watched resource) woke on every write, and at 1,000 nodes those wake-ups
+    /// took a quarter of the controller's CPU.
+    events: Channels,
     /// The latest revision, for callers waiting until the store reaches one.
     revisions: tokio::sync::watch::Sender<Revision>,
     /// The compacted revision, shared with watch streams so that they can report
@@ -124,6 +128,47 @@ struct Inner {
     pending: AtomicUsize,
     /// Transactions that committed writes since the store was opened.
     commits: AtomicU64,
+}
+
+/// The live-event channels, by resource, made on first subscription. Sent to
+/// and subscribed under the `state` lock (so a watch's replay and its live part
+/// meet without gap or repeat); a channel nobody listens to any more is dropped
+/// at its next send, so the map holds only resources being watched.
+struct Channels {
+    capacity: usize,
+    by_resource: Mutex<HashMap<String, broadcast::Sender<StoreEvent>>>,
+}
+
+impl Channels {
+    fn new(capacity: usize) -> Self {
+        Channels {
+            capacity,
+            by_resource: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn subscribe(&self, resource: &str) -> broadcast::Receiver<StoreEvent> {
+        let mut channels = lock(&self.by_resource);
+        match channels.get(resource) {
+            Some(tx) => tx.subscribe(),
+            None => {
+                let (tx, rx) = broadcast::channel(self.capacity);
+                channels.insert(resource.to_string(), tx);
+                rx
+            }
+        }
+    }
+
+    fn send(&self, event: &StoreEvent) {
+        let mut channels = lock(&self.by_resource);
+        let resource = event.key.resource.as_str();
+        if let Some(tx) = channels.get(resource)
+            && tx.send(event.clone()).is_err()
+        {
+            // Nobody listens any more.
+            channels.remove(resource);
+        }
+    }
 }
 
 struct Writer {

@@ -9,7 +9,6 @@ use std::sync::{Arc, Mutex};
 use ::redb::{Database, ReadableDatabase};
 use bytes::Bytes;
 use serde_json::Value;
-use tokio::sync::broadcast;
 
 use super::tables::{
     EventRecord, HISTORY, META, META_COMPACTED, META_REVISION, OBJECTS, QUARANTINE,
@@ -303,7 +302,6 @@ impl RedbStore {
         for (row, stored) in &objects {
             indexes.replace(row, None, Some(&stored.object));
         }
-        let (events, _) = broadcast::channel(broadcast_capacity);
         let (revisions, _) = tokio::sync::watch::channel(revision);
         RedbStore::start(Inner {
             location,
@@ -319,7 +317,7 @@ impl RedbStore {
                 compacted,
                 indexes,
             }),
-            events,
+            events: super::Channels::new(broadcast_capacity),
             revisions,
             compacted: Arc::new(AtomicU64::new(compacted)),
             pending: AtomicUsize::new(0),

@@ -265,6 +265,42 @@ async fn watching_a_namespace_sees_only_its_events() {
     assert_quiet(&mut stream).await;
 }
 
+/// Live events go out per resource: a pods watcher gets pods and only pods, in
+/// revision order across resources, and a channel nobody listens to is dropped.
+#[tokio::test]
+async fn live_events_go_only_to_their_resources_watchers() {
+    let store = RedbStore::in_memory(DEFAULT_HISTORY).unwrap();
+    let mut pods = store.watch("pods", None, 0).await.unwrap();
+    let nodes = store.watch("nodes", None, 0).await.unwrap();
+    let node = Key::new("nodes", None, "n1");
+    store.create(&node, json!({})).await.unwrap(); // 1
+    store.create(&pod_key("a", "one"), json!({})).await.unwrap(); // 2
+    store.update(&node, json!({"x": 1}), None).await.unwrap(); // 3
+    store.create(&pod_key("a", "two"), json!({})).await.unwrap(); // 4
+    assert_eq!(
+        summary(&next_event(&mut pods).await),
+        (2, EventType::Added, "one".into())
+    );
+    assert_eq!(
+        summary(&next_event(&mut pods).await),
+        (4, EventType::Added, "two".into())
+    );
+    assert_quiet(&mut pods).await;
+    let channels = |store: &RedbStore| {
+        let mut names: Vec<String> = lock(&store.inner.events.by_resource)
+            .keys()
+            .cloned()
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(channels(&store), ["nodes", "pods"]);
+    // The nodes watcher goes; the next node write finds nobody and drops its channel.
+    drop(nodes);
+    store.update(&node, json!({"x": 2}), None).await.unwrap();
+    assert_eq!(channels(&store), ["pods"]);
+}
+
 #[tokio::test]
 async fn watching_from_before_the_history_bound_is_gone() {
     let store = RedbStore::in_memory(3).unwrap();
@@ -1234,11 +1270,11 @@ async fn indexed_lists_follow_every_write_and_survive_a_reopen() {
             .create(&pod_key("a", "loose"), pod("loose", "nginx"))
             .await
             .unwrap();
-        assert_eq!(by(&store, Some("a"), By::Owner("u1")), ["p1", "p2"]);
-        assert_eq!(by(&store, None, By::Owner("u1")), ["p1", "p2", "p3"]);
+        assert_eq!(by(&store, Some("a"), By::Controller("u1")), ["p1", "p2"]);
+        assert_eq!(by(&store, None, By::Controller("u1")), ["p1", "p2", "p3"]);
         assert_eq!(by(&store, None, By::Node("")), ["loose", "p1", "p2", "p3"]);
         let (rs, _) = store
-            .list_by("replicasets", None, By::Owner("u1"))
+            .list_by("replicasets", None, By::Controller("u1"))
             .await
             .unwrap();
         assert!(rs.is_empty());
@@ -1252,8 +1288,8 @@ async fn indexed_lists_follow_every_write_and_survive_a_reopen() {
             .await
             .unwrap();
         store.delete(&pod_key("a", "p2"), None).await.unwrap();
-        assert!(by(&store, None, By::Owner("u1")).is_empty());
-        assert_eq!(by(&store, Some("a"), By::Owner("u2")), ["p1"]);
+        assert!(by(&store, None, By::Controller("u1")).is_empty());
+        assert_eq!(by(&store, Some("a"), By::Controller("u2")), ["p1"]);
         assert_eq!(by(&store, None, By::Node("n1")), ["p1"]);
         assert_eq!(by(&store, Some("b"), By::Node("n1")), Vec::<String>::new());
         assert_eq!(by(&store, None, By::Node("")), ["loose", "p3"]);
@@ -1263,7 +1299,7 @@ async fn indexed_lists_follow_every_write_and_survive_a_reopen() {
     }
     // Rebuilt from the file.
     let store = RedbStore::open(&path, DEFAULT_HISTORY).unwrap();
-    assert_eq!(by(&store, None, By::Owner("u2")), ["p1"]);
+    assert_eq!(by(&store, None, By::Controller("u2")), ["p1"]);
     assert_eq!(by(&store, None, By::Node("n1")), ["p1"]);
-    assert!(by(&store, None, By::Owner("u1")).is_empty());
+    assert!(by(&store, None, By::Controller("u1")).is_empty());
 }

@@ -315,8 +315,7 @@ impl Inner {
         state.compacted = new_compacted;
         self.compacted.store(new_compacted, Ordering::Relaxed);
         for (p, _) in &batch {
-            // An error only means that nobody is watching right now.
-            let _ = self.events.send(p.event.clone());
+            self.events.send(&p.event);
         }
         let live = state.object_bytes + state.history_bytes;
         drop(state);
