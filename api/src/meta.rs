@@ -3,30 +3,40 @@
 
 use serde_json::{Map, Value};
 
+/// The field at `path` (object keys only), like `Value::pointer` without its
+/// allocations: `pointer` unescapes every segment into a new `String`, and these
+/// accessors run for every object of every list, watch and reconcile.
+pub fn field<'a>(obj: &'a Value, path: &[&str]) -> Option<&'a Value> {
+    path.iter().try_fold(obj, |v, key| v.get(key))
+}
+
+/// `metadata.<key>`.
+fn meta_field<'a>(obj: &'a Value, key: &str) -> Option<&'a Value> {
+    obj.get("metadata")?.get(key)
+}
+
 pub fn name(obj: &Value) -> Option<&str> {
-    obj.pointer("/metadata/name").and_then(Value::as_str)
+    meta_field(obj, "name").and_then(Value::as_str)
 }
 
 pub fn namespace(obj: &Value) -> Option<&str> {
-    obj.pointer("/metadata/namespace").and_then(Value::as_str)
+    meta_field(obj, "namespace").and_then(Value::as_str)
 }
 
 pub fn uid(obj: &Value) -> Option<&str> {
-    obj.pointer("/metadata/uid").and_then(Value::as_str)
+    meta_field(obj, "uid").and_then(Value::as_str)
 }
 
 pub fn resource_version(obj: &Value) -> Option<&str> {
-    obj.pointer("/metadata/resourceVersion")
-        .and_then(Value::as_str)
+    meta_field(obj, "resourceVersion").and_then(Value::as_str)
 }
 
 pub fn labels(obj: &Value) -> Option<&Map<String, Value>> {
-    obj.pointer("/metadata/labels").and_then(Value::as_object)
+    meta_field(obj, "labels").and_then(Value::as_object)
 }
 
 pub fn is_deleting(obj: &Value) -> bool {
-    obj.pointer("/metadata/deletionTimestamp")
-        .is_some_and(|v| !v.is_null())
+    meta_field(obj, "deletionTimestamp").is_some_and(|v| !v.is_null())
 }
 
 /// The `metadata` map, created if missing (or if not a map).

@@ -24,12 +24,14 @@ enum Requirement {
 }
 
 impl Requirement {
-    fn matches(&self, labels: &dyn Fn(&str) -> Option<String>) -> bool {
+    /// `labels` borrows, so matching allocates nothing: controllers and lists
+    /// match every pod of a namespace this way.
+    fn matches<'a>(&self, labels: &dyn Fn(&str) -> Option<&'a str>) -> bool {
         match self {
-            Requirement::Equals(k, v) => labels(k).as_deref() == Some(v),
-            Requirement::NotEquals(k, v) => labels(k).as_deref() != Some(v),
-            Requirement::In(k, vs) => labels(k).is_some_and(|l| vs.contains(&l)),
-            Requirement::NotIn(k, vs) => labels(k).is_none_or(|l| !vs.contains(&l)),
+            Requirement::Equals(k, v) => labels(k) == Some(v.as_str()),
+            Requirement::NotEquals(k, v) => labels(k) != Some(v.as_str()),
+            Requirement::In(k, vs) => labels(k).is_some_and(|l| vs.iter().any(|v| v == l)),
+            Requirement::NotIn(k, vs) => labels(k).is_none_or(|l| !vs.iter().any(|v| v == l)),
             Requirement::Exists(k) => labels(k).is_some(),
             Requirement::DoesNotExist(k) => labels(k).is_none(),
         }
@@ -149,18 +151,13 @@ impl Selector {
             && self
                 .requirements
                 .iter()
-                .all(|r| r.matches(&|k| labels.get(k).cloned()))
+                .all(|r| r.matches(&|k| labels.get(k).map(String::as_str)))
     }
 
     /// Matches an untyped object's `metadata.labels`.
     pub fn matches_object(&self, obj: &Value) -> bool {
         let labels: Option<&Map<String, Value>> = crate::meta::labels(obj);
-        let get = |k: &str| {
-            labels
-                .and_then(|l| l.get(k))
-                .and_then(Value::as_str)
-                .map(str::to_string)
-        };
+        let get = |k: &str| labels.and_then(|l| l.get(k)).and_then(Value::as_str);
         !self.nothing && self.requirements.iter().all(|r| r.matches(&get))
     }
 }

@@ -133,7 +133,8 @@ pub(super) struct Hub {
 /// A pod event's node (the empty string for an unbound pod).
 fn node_of(object: &Value) -> &str {
     object
-        .pointer("/spec/nodeName")
+        .get("spec")
+        .and_then(|s| s.get("nodeName"))
         .and_then(Value::as_str)
         .unwrap_or("")
 }
