@@ -348,7 +348,7 @@ impl Registry {
     /// The objects of `info` in `ns` whose controller (the owner reference
     /// marked `controller: true`) has uid `owner_uid`, in key order: the pods of
     /// a ReplicaSet or Job, the ReplicaSets of a Deployment. From the store's
-    /// owner index, so it costs what the owner has, not what the namespace has.
+    /// controller index, so it costs what the owner has, not what the namespace has.
     pub async fn list_controlled(
         &self,
         info: &ResourceInfo,
@@ -364,7 +364,6 @@ impl Registry {
             .map_err(store_error)?
             .0
             .into_iter()
-            .filter(|s| meta::controller_of(&s.object).is_some_and(|(_, _, uid)| uid == owner_uid))
             .map(|s| s.object)
             .collect())
     }

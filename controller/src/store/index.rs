@@ -1,5 +1,5 @@
 //! The store's secondary indexes, behind [`Store::list_by`](super::Store::list_by):
-//! objects by owner, and pods by node.
+//! objects by their controller, and pods by node.
 //!
 //! A ReplicaSet's reconcile wants the pods it owns, and runs at every change of
 //! any of them; an agent lists the pods bound to its node whenever its watch
@@ -19,8 +19,11 @@ use tugboat_api::meta;
 /// What a list can be narrowed by.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum By<'a> {
-    /// Objects with an owner reference to this uid (controller or not).
-    Owner(&'a str),
+    /// Objects whose controller (the owner reference marked `controller:
+    /// true`) has this uid: what a ReplicaSet, Job or Deployment reconciles.
+    /// Only the controller is indexed (a pod has one), so the answer needs no
+    /// further filtering, and an object with other owners costs nothing more.
+    Controller(&'a str),
     /// Pods whose `spec.nodeName` is this (`""`: not yet scheduled).
     Node(&'a str),
 }
@@ -29,13 +32,17 @@ impl By<'_> {
     /// Does `object`, of `resource`, belong under this key?
     pub fn matches(&self, resource: &str, object: &Value) -> bool {
         match *self {
-            By::Owner(uid) => meta::owner_uids(object).contains(&uid),
+            By::Controller(uid) => controller_uid(object) == Some(uid),
             By::Node(node) => resource == "pods" && node_of(object) == node,
         }
     }
 }
 
 /// `spec.nodeName`, `""` when unset.
+fn controller_uid(object: &Value) -> Option<&str> {
+    meta::controller_of(object).map(|(_, _, uid)| uid)
+}
+
 fn node_of(object: &Value) -> &str {
     object
         .get("spec")
@@ -46,14 +53,14 @@ fn node_of(object: &Value) -> &str {
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Term {
-    Owner(String),
+    Controller(String),
     Node(String),
 }
 
 impl Term {
     fn of(by: By<'_>) -> Term {
         match by {
-            By::Owner(u) => Term::Owner(u.to_string()),
+            By::Controller(u) => Term::Controller(u.to_string()),
             By::Node(n) => Term::Node(n.to_string()),
         }
     }
@@ -64,9 +71,9 @@ fn terms(resource: &str, object: Option<&Value>) -> Vec<Term> {
     let Some(object) = object else {
         return Vec::new();
     };
-    let mut terms: Vec<Term> = meta::owner_uids(object)
+    let mut terms: Vec<Term> = controller_uid(object)
+        .map(|u| Term::Controller(u.to_string()))
         .into_iter()
-        .map(|u| Term::Owner(u.to_string()))
         .collect();
     if resource == "pods" {
         terms.push(Term::Node(node_of(object).to_string()));
@@ -131,9 +138,13 @@ mod tests {
     use serde_json::json;
 
     fn pod(uids: &[&str], node: Option<&str>) -> Value {
+        // The first is the controller; the others are owners only.
         let refs: Vec<Value> = uids
             .iter()
-            .map(|u| json!({"uid": u, "kind": "ReplicaSet", "name": "x", "controller": true}))
+            .enumerate()
+            .map(
+                |(i, u)| json!({"uid": u, "kind": "ReplicaSet", "name": "x", "controller": i == 0}),
+            )
             .collect();
         let mut p = json!({"metadata": {"name": "p", "ownerReferences": refs}, "spec": {}});
         if let Some(n) = node {
@@ -147,18 +158,21 @@ mod tests {
     }
 
     #[test]
-    fn follows_owner_references_and_nodes_through_changes() {
+    fn follows_controllers_and_nodes_through_changes() {
         let mut d = Indexes::default();
         d.replace("pods/a/p1", None, Some(&pod(&["u1"], None)));
         d.replace("pods/a/p2", None, Some(&pod(&["u1", "u2"], Some("n1"))));
         d.replace("replicasets/a/r", None, Some(&pod(&["u1"], Some("n1"))));
         assert_eq!(
-            rows(&d, "pods", By::Owner("u1")),
+            rows(&d, "pods", By::Controller("u1")),
             ["pods/a/p1", "pods/a/p2"]
         );
-        assert_eq!(rows(&d, "pods", By::Owner("u2")), ["pods/a/p2"]);
+        assert!(
+            rows(&d, "pods", By::Controller("u2")).is_empty(),
+            "an owner that is not the controller is not indexed"
+        );
         assert_eq!(
-            rows(&d, "replicasets", By::Owner("u1")),
+            rows(&d, "replicasets", By::Controller("u1")),
             ["replicasets/a/r"]
         );
         assert_eq!(rows(&d, "pods", By::Node("")), ["pods/a/p1"]);
@@ -179,10 +193,10 @@ mod tests {
             Some(&pod(&["u1", "u2"], Some("n1"))),
             Some(&pod(&["u3"], Some("n1"))),
         );
-        assert!(rows(&d, "pods", By::Owner("u1")).is_empty());
-        assert!(rows(&d, "pods", By::Owner("u2")).is_empty());
+        assert!(rows(&d, "pods", By::Controller("u1")).is_empty());
+        assert!(rows(&d, "pods", By::Controller("u2")).is_empty());
         assert!(rows(&d, "pods", By::Node("")).is_empty());
-        assert_eq!(rows(&d, "pods", By::Owner("u3")), ["pods/a/p2"]);
+        assert_eq!(rows(&d, "pods", By::Controller("u3")), ["pods/a/p2"]);
         assert_eq!(rows(&d, "pods", By::Node("n1")), ["pods/a/p1", "pods/a/p2"]);
         d.replace("pods/a/p2", Some(&pod(&["u3"], Some("n1"))), None);
         d.replace("pods/a/p1", Some(&pod(&[], Some("n1"))), None);
@@ -193,8 +207,8 @@ mod tests {
     #[test]
     fn matches_agrees_with_the_index() {
         let p = pod(&["u1"], Some("n1"));
-        assert!(By::Owner("u1").matches("pods", &p));
-        assert!(!By::Owner("u2").matches("pods", &p));
+        assert!(By::Controller("u1").matches("pods", &p));
+        assert!(!By::Controller("u2").matches("pods", &p));
         assert!(By::Node("n1").matches("pods", &p));
         assert!(!By::Node("n1").matches("replicasets", &p));
         assert!(By::Node("").matches("pods", &pod(&[], None)));
