@@ -356,7 +356,7 @@ impl Registry {
         owner_uid: &str,
     ) -> Result<Vec<Arc<Value>>, ApiError> {
         let ns = if info.namespaced { ns } else { None };
-        let by = crate::store::index::By::Owner(owner_uid);
+        let by = crate::store::index::By::Controller(owner_uid);
         Ok(self
             .store
             .list_by(&info.store_name(), ns, by)
@@ -400,6 +400,8 @@ impl Registry {
         } else {
             managed_fields_warning(&body, None)
         };
+        // The `generateName` prefix, when the name was made here.
+        let mut generated: Option<String> = None;
         {
             let m = meta::metadata_mut(&mut body);
             if let Some(ns) = &ns {
@@ -413,6 +415,7 @@ impl Registry {
                 .is_some_and(|n| !n.is_empty());
             if !has_name && let Some(prefix) = m.get("generateName").and_then(Value::as_str) {
                 let name = format!("{prefix}{}", random_suffix());
+                generated = Some(prefix.to_string());
                 m.insert("name".into(), json!(name));
             }
             for server_set in [
@@ -474,6 +477,10 @@ impl Registry {
             Some(ns) => self.check_quota(info, ns, &admitted.object).await?,
             None => None,
         };
+        if let Some(prefix) = &generated {
+            self.unique_generated_name(info, ns.as_deref(), prefix, &mut admitted.object)
+                .await?;
+        }
         let name = meta::name(&admitted.object).unwrap_or("").to_string();
         let reservation = self
             .reserve(info, &mut admitted.object, None, Subresource::Main)
@@ -504,6 +511,29 @@ impl Registry {
             object: (*stored.object).clone(),
             warnings,
         })
+    }
+
+    /// A generated name that collides with a stored object is drawn again, up
+    /// to 7 more times, as kube-apiserver does since 1.32 (`RetryGenerateName`):
+    /// five random characters collide about once in a namespace of 30,000 pods
+    /// with one prefix, and a controller's create should not fail for it.
+    async fn unique_generated_name(
+        &self,
+        info: &ResourceInfo,
+        ns: Option<&str>,
+        prefix: &str,
+        object: &mut Value,
+    ) -> Result<(), ApiError> {
+        for _ in 0..7 {
+            let name = meta::name(object).unwrap_or("");
+            let key = Self::key(info, ns, name);
+            if self.store.get(&key).await.map_err(store_error)?.is_none() {
+                break;
+            }
+            let name = format!("{prefix}{}", random_suffix());
+            meta::metadata_mut(object).insert("name".into(), json!(name));
+        }
+        Ok(())
     }
 
     /// Creates the ServiceAccount `name` in `ns` unless it exists (best effort:
@@ -905,5 +935,47 @@ impl MessageFixup for ApiError {
             info.store_name()
         );
         self
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::redb::RedbStore;
+    use tugboat_api::resource::CONFIGMAPS;
+
+    #[tokio::test]
+    async fn a_generated_name_that_is_taken_is_drawn_again() {
+        let registry = Registry::new(Arc::new(RedbStore::in_memory(100).unwrap()));
+        registry.ensure_namespace("default").await.unwrap();
+        let cm = |name: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}});
+        registry
+            .create(
+                &CONFIGMAPS,
+                Some("default"),
+                cm("web-xxxxx"),
+                WriteOptions::default(),
+            )
+            .await
+            .unwrap();
+        // As if the random suffix had come out as the stored one's.
+        let mut object = cm("web-xxxxx");
+        registry
+            .unique_generated_name(&CONFIGMAPS, Some("default"), "web-", &mut object)
+            .await
+            .unwrap();
+        let name = meta::name(&object).unwrap();
+        assert_ne!(name, "web-xxxxx");
+        assert!(
+            name.starts_with("web-") && name.len() == "web-xxxxx".len(),
+            "{name}"
+        );
+        // A free name is kept.
+        let mut free = cm("web-yyyyy");
+        registry
+            .unique_generated_name(&CONFIGMAPS, Some("default"), "web-", &mut free)
+            .await
+            .unwrap();
+        assert_eq!(meta::name(&free), Some("web-yyyyy"));
     }
 }
