@@ -167,14 +167,31 @@ impl Worker {
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
-                msg = self.rx.recv() => match msg {
-                    Some(Msg::Update(pod)) => { self.pod = pod; next = Instant::now(); }
-                    Some(Msg::Poke) => next = Instant::now(),
-                    Some(Msg::Gone) | None => {
-                        self.terminate(None).await;
-                        return;
+                msg = self.rx.recv() => {
+                    // Everything already queued is taken before one sync for it
+                    // all: a new pod's sandbox and container events arrive in a
+                    // burst, and each sync lists the pod's containers.
+                    let mut msg = msg;
+                    loop {
+                        match msg {
+                            Some(Msg::Update(pod)) => {
+                                if !self.holds(&pod) {
+                                    next = Instant::now();
+                                }
+                                self.pod = pod;
+                            }
+                            Some(Msg::Poke) => next = Instant::now(),
+                            Some(Msg::Gone) | None => {
+                                self.terminate(None).await;
+                                return;
+                            }
+                        }
+                        match self.rx.try_recv() {
+                            Ok(m) => msg = Some(m),
+                            Err(_) => break,
+                        }
                     }
-                },
+                }
                 _ = self.probed.notified() => next = Instant::now(),
                 _ = tokio::time::sleep_until(next) => {
                     if self.pod.metadata.deletion_timestamp.is_some() {
@@ -193,6 +210,14 @@ impl Worker {
                 }
             }
         }
+    }
+
+    /// Is `pod` the object this worker holds already (the same
+    /// resourceVersion)? The watch echoes every status this worker writes, and
+    /// the answer to that write is held already: nothing to look at again.
+    fn holds(&self, pod: &Pod) -> bool {
+        pod.metadata.resource_version.is_some()
+            && pod.metadata.resource_version == self.pod.metadata.resource_version
     }
 
     async fn containers(&self) -> Result<Vec<ContainerInfo>, RuntimeError> {

@@ -654,3 +654,62 @@ async fn a_failing_pre_stop_exec_is_reported_and_the_pod_still_stops() {
     tracker.close();
     within(tracker.wait()).await;
 }
+
+/// The watch echoes every status the worker writes; an update with the
+/// resourceVersion the worker holds is that echo and costs no sync. A burst of
+/// pokes queued together costs one sync, not one each.
+#[tokio::test(start_paused = true)]
+async fn an_echo_of_the_pod_held_costs_no_sync_and_a_burst_costs_one() {
+    let mut pod = PodBuilder::new().build();
+    pod.metadata.resource_version = Some("5".into());
+    let h = Harness::new(pod.clone(), fake());
+    let Harness {
+        fake,
+        sink,
+        tracker,
+        worker,
+        tx,
+    } = h;
+    let shutdown = CancellationToken::new();
+    let run = tokio::spawn(worker.run(shutdown.clone()));
+    // Running, reported, and quiet (the next resync is 10 s away).
+    within(async {
+        while !lock(&sink.patches)
+            .iter()
+            .any(|s| s.phase.as_deref() == Some("Running"))
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
+    let settle = || tokio::time::sleep(Duration::from_millis(100));
+    settle().await;
+    let quiet = fake.lists();
+
+    // The echo: the same resourceVersion.
+    tx.send(Msg::Update(Arc::new(pod.clone()))).await.unwrap();
+    settle().await;
+    assert_eq!(fake.lists(), quiet, "an echo is not synced");
+
+    // A change: one sync, whose lists are what one sync costs.
+    let mut changed = pod.clone();
+    changed.metadata.resource_version = Some("6".into());
+    tx.send(Msg::Update(Arc::new(changed))).await.unwrap();
+    settle().await;
+    let per_sync = fake.lists() - quiet;
+    assert!(per_sync > 0, "a changed pod is synced");
+
+    // Five pokes queued at once: one sync.
+    let before = fake.lists();
+    for _ in 0..5 {
+        tx.send(Msg::Poke).await.unwrap();
+    }
+    settle().await;
+    assert_eq!(fake.lists() - before, per_sync, "the burst is synced once");
+
+    shutdown.cancel();
+    within(run).await.unwrap();
+    drop(tx);
+    tracker.close();
+    within(tracker.wait()).await;
+}

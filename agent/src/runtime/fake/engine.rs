@@ -309,6 +309,7 @@ impl ContainerRuntime for FakeRuntime {
     /// Newest first, as Docker lists them.
     async fn list(&self, labels: &[(String, String)]) -> Result<Vec<ContainerInfo>, RuntimeError> {
         let mut state = self.lock();
+        state.lists += 1;
         if let Some(message) = self.injected(&mut state, FakeOp::List) {
             return Err(RuntimeError::Engine {
                 operation: "list containers".into(),

@@ -90,6 +90,8 @@ struct State {
     pod_usage: HashMap<(String, String), Usage>,
     /// Named volumes, by name.
     volumes: HashMap<String, VolumeSpec>,
+    /// How many times `list` was called (what a worker's sync costs the engine).
+    lists: usize,
 }
 
 /// What a container uses: CPU in thousandths of a CPU, memory in bytes.
@@ -225,6 +227,7 @@ impl FakeRuntime {
                 failures: HashMap::new(),
                 pod_usage: HashMap::new(),
                 volumes: HashMap::new(),
+                lists: 0,
             }),
         }
     }
@@ -380,6 +383,11 @@ impl FakeRuntime {
     /// code 137, `oom_killed` set).
     pub fn oom_kill(&self, id: &str) -> Result<(), RuntimeError> {
         self.exit_on_its_own(id, 137, true)
+    }
+
+    /// How many times containers were listed so far.
+    pub fn lists(&self) -> usize {
+        self.lock().lists
     }
 
     pub fn container_count(&self) -> usize {
