@@ -19,6 +19,12 @@
 //! (`HOLLOW_START_DELAY_MS`, default 100: how long a hollow container takes to
 //! start). Needs no Docker. The hollow nodes share the machine's cores with the
 //! controller: the CPU the controller gets is what is left.
+//!
+//! `HOLLOW_PERF=DIR` also samples the controller and this process (the hollow
+//! nodes) with `perf record -g` (99 Hz) from the first create until every pod is
+//! Running, into `DIR/perf-<nodes>.data` (read it with `perf report -i …
+//! --pid <controller's>`; both PIDs are printed). A symbolized profile needs an unstripped
+//! build: `CARGO_PROFILE_RELEASE_STRIP=none RUSTFLAGS="-C force-frame-pointers=yes"`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -232,6 +238,7 @@ async fn run(nodes_n: usize, per_node: usize, start_delay: Duration) -> anyhow::
     let tracker = tokio::spawn(track(tc.client.clone(), first, progress.clone(), total));
 
     let rev_before = revision(&tc.client).await?;
+    let lists_before = nodes.engine_lists();
     let cpu_before = cpu_seconds(pid);
     let hollow_before = cpu_seconds(std::process::id());
     let probes = tokio::spawn(probe_loop(
@@ -240,6 +247,13 @@ async fn run(nodes_n: usize, per_node: usize, start_delay: Duration) -> anyhow::
         done.clone(),
     ));
 
+    let perf = match std::env::var_os("HOLLOW_PERF") {
+        Some(dir) => Some(start_perf(
+            pid,
+            &std::path::Path::new(&dir).join(format!("perf-{nodes_n}.data")),
+        )?),
+        None => None,
+    };
     let t0 = Instant::now();
     let deployments = total.div_ceil(PER_DEPLOYMENT);
     let creates = (0..deployments).map(|i| {
@@ -255,10 +269,14 @@ async fn run(nodes_n: usize, per_node: usize, start_delay: Duration) -> anyhow::
     let limit = Duration::from_secs(120 + total as u64 / 100);
     let outcome = tokio::time::timeout(limit, tracker).await;
     done.store(true, Ordering::Relaxed);
+    if let Some(perf) = perf {
+        stop_perf(perf).await;
+    }
     let (get, list, write, watch_lag) = probes.await??;
     let cpu_s = cpu_seconds(pid) - cpu_before;
     let writes = revision(&tc.client).await?.saturating_sub(rev_before);
     let hollow_cpu_s = cpu_seconds(std::process::id()) - hollow_before;
+    let engine_lists = nodes.engine_lists() - lists_before;
     let p = progress.lock().await;
     match outcome {
         Ok(Ok(Ok(()))) => {}
@@ -283,7 +301,9 @@ async fn run(nodes_n: usize, per_node: usize, start_delay: Duration) -> anyhow::
     let peak = peak_rss_mb(pid);
     let store_mb = dir_bytes(&tc.data_dir().join("data")) as f64 / 1e6;
     eprintln!(
-        "   all {total} bound at {all_bound:.1?}, Running at {all_running:.1?}; controller {cpu_s:.1} CPU s"
+        "   all {total} bound at {all_bound:.1?}, Running at {all_running:.1?}; controller {cpu_s:.1} CPU s; \
+         {:.1} engine container lists per pod",
+        engine_lists as f64 / total as f64
     );
 
     // Restart with everything stored: until the full list is served again.
@@ -325,6 +345,43 @@ async fn run(nodes_n: usize, per_node: usize, start_delay: Duration) -> anyhow::
         restart,
         writes,
     })
+}
+
+/// `perf record` sampling process `pid` and this one into `out`, until [`stop_perf`].
+fn start_perf(pid: u32, out: &std::path::Path) -> anyhow::Result<tokio::process::Child> {
+    eprintln!(
+        "   perf record into {}: controller PID {pid}, hollow nodes PID {}",
+        out.display(),
+        std::process::id()
+    );
+    if let Some(dir) = out.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    tokio::process::Command::new("perf")
+        .args(["record", "-F", "99", "-g", "-o"])
+        .arg(out)
+        .args(["-p", &format!("{pid},{}", std::process::id())])
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("HOLLOW_PERF is set but `perf` cannot be started (Debian: linux-perf)")
+}
+
+/// Ends a `perf record` the way Ctrl-C does (it then writes its file), at most 30 s.
+async fn stop_perf(mut perf: tokio::process::Child) {
+    if let Some(pid) = perf.id() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGINT,
+        );
+    }
+    if tokio::time::timeout(Duration::from_secs(30), perf.wait())
+        .await
+        .is_err()
+    {
+        eprintln!("   perf record did not stop within 30 s; killed");
+        let _ = perf.kill().await;
+    }
 }
 
 /// The store's latest revision, as a list reports it.

@@ -111,6 +111,12 @@ impl HollowNodes {
         self.runtimes.iter().map(|r| r.container_count()).sum()
     }
 
+    /// Container lists asked of all nodes' engines so far (each pod sync lists
+    /// its pod's containers: what a sync costs a real engine).
+    pub fn engine_lists(&self) -> usize {
+        self.runtimes.iter().map(|r| r.lists()).sum()
+    }
+
     /// Stops every node's agent and waits for them (at most `limit`).
     pub async fn stop(mut self, limit: Duration) {
         self.token.cancel();
