@@ -58,7 +58,7 @@ impl Filter {
 
 /// The live half of a watch stream.
 struct Live {
-    receiver: broadcast::Receiver<StoreEvent>,
+    receiver: broadcast::Receiver<Arc<StoreEvent>>,
     filter: Filter,
     /// The highest revision this stream has accounted for (delivered, filtered
     /// out, or covered by the replay); anything at or below it is a duplicate.
@@ -114,7 +114,7 @@ impl RedbStore {
                         }
                         live.seen = event.revision;
                         if live.filter.matches(&event.key) {
-                            return Some((Ok(event), Some(live)));
+                            return Some((Ok(Arc::unwrap_or_clone(event)), Some(live)));
                         }
                     }
                     Err(RecvError::Lagged(missed)) => {
