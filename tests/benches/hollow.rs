@@ -20,6 +20,9 @@
 //! start). Needs no Docker. The hollow nodes share the machine's cores with the
 //! controller: the CPU the controller gets is what is left.
 //!
+//! `HOLLOW_LIMIT_S=N` stops waiting after N seconds (default 120 + pods/100) and
+//! reports how far the run got.
+//!
 //! `HOLLOW_PERF=DIR` also samples the controller and this process (the hollow
 //! nodes) with `perf record -g` (99 Hz) from the first create until every pod is
 //! Running, into `DIR/perf-<nodes>.data` (read it with `perf report -i …
@@ -266,7 +269,15 @@ async fn run(nodes_n: usize, per_node: usize, start_delay: Duration) -> anyhow::
     for r in futures::future::join_all(creates).await {
         r?;
     }
-    let limit = Duration::from_secs(120 + total as u64 / 100);
+    // `HOLLOW_LIMIT_S` caps the wait, for a run that is to report how far it got.
+    let limit = match std::env::var("HOLLOW_LIMIT_S") {
+        Ok(s) => Duration::from_secs(
+            s.trim()
+                .parse()
+                .with_context(|| format!("HOLLOW_LIMIT_S: {s:?} is not a number of seconds"))?,
+        ),
+        Err(_) => Duration::from_secs(120 + total as u64 / 100),
+    };
     let outcome = tokio::time::timeout(limit, tracker).await;
     done.store(true, Ordering::Relaxed);
     if let Some(perf) = perf {
@@ -283,10 +294,13 @@ async fn run(nodes_n: usize, per_node: usize, start_delay: Duration) -> anyhow::
         Ok(Ok(Err(e))) => bail!("the pod watch failed: {e:#}"),
         Ok(Err(e)) => bail!("the pod watch panicked: {e}"),
         Err(_) => bail!(
-            "after {limit:?}: {} of {total} pods bound, {} Running ({} hollow containers)",
+            "after {limit:?}: {} of {total} pods bound, {} Running ({} hollow containers); \
+             controller {:.0} MB resident, {cpu_s:.1} CPU s; hollow nodes {:.0} MB, {hollow_cpu_s:.1} CPU s",
             p.bound.len(),
             p.running.len(),
-            nodes.containers()
+            nodes.containers(),
+            rss_mb(Some(pid)),
+            rss_mb(Some(std::process::id())),
         ),
     }
     let last = |m: &HashMap<String, Instant>| {
@@ -302,8 +316,9 @@ async fn run(nodes_n: usize, per_node: usize, start_delay: Duration) -> anyhow::
     let store_mb = dir_bytes(&tc.data_dir().join("data")) as f64 / 1e6;
     eprintln!(
         "   all {total} bound at {all_bound:.1?}, Running at {all_running:.1?}; controller {cpu_s:.1} CPU s; \
-         {:.1} engine container lists per pod",
-        engine_lists as f64 / total as f64
+         {:.1} engine container lists per pod; hollow nodes {:.0} MB resident",
+        engine_lists as f64 / total as f64,
+        rss_mb(Some(std::process::id()))
     );
 
     // Restart with everything stored: until the full list is served again.
