@@ -609,6 +609,12 @@ pub struct ControllerTuning {
     #[arg(long, default_value_t = tugboat_api::limits::MAX_CONNECTIONS, value_name = "N")]
     pub max_connections: usize,
 
+    /// Writes (POST, PUT, PATCH, DELETE) served at once; more wait their turn
+    /// (up to 60 s, then 429). Node heartbeats (Leases, Node status) do not wait,
+    /// so a write storm cannot make nodes look lost.
+    #[arg(long, default_value_t = tugboat_controller::server::priority::DEFAULT_MAX_MUTATING_INFLIGHT, value_name = "N")]
+    pub max_mutating_requests_inflight: usize,
+
     /// The IPv4 network Services' cluster IPs come from (its first address is kept
     /// for the `kubernetes` Service).
     #[arg(long, default_value = "10.96.0.0/16", value_name = "CIDR")]

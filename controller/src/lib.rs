@@ -128,6 +128,9 @@ pub struct Config {
     /// Bounds on client connections (header and idle timeouts, connections per
     /// client and in all).
     pub connections: server::ConnLimits,
+    /// Writes served at once; more wait their turn, node heartbeats do not
+    /// (`--max-mutating-requests-inflight`, default 200 as kube-apiserver).
+    pub max_mutating_inflight: usize,
     /// Where Services' cluster IPs come from (`--service-cidr`, default
     /// `10.96.0.0/16`; its first address is kept for the `kubernetes` Service).
     pub service_cidr: registry::services::Ipv4Cidr,
@@ -161,6 +164,7 @@ impl Default for Config {
             event_ttl: Duration::from_secs(3600),
             history_bytes: store::redb::DEFAULT_HISTORY_BYTES,
             connections: server::ConnLimits::default(),
+            max_mutating_inflight: server::priority::DEFAULT_MAX_MUTATING_INFLIGHT,
             service_cidr: registry::services::Ipv4Cidr::default(),
             node_port_range: registry::services::PortRange::default(),
             security: Security::default(),
@@ -279,6 +283,7 @@ pub async fn run_with_store(
         tls,
         shutdown: shutdown.clone(),
         conn_limits: config.connections,
+        write_slots: server::priority::WriteSlots::new(config.max_mutating_inflight),
     });
     let served = server::serve(listener, state).await;
     shutdown.cancel();

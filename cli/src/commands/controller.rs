@@ -59,6 +59,10 @@ pub fn controller_config(
                 n => n,
             },
         },
+        max_mutating_inflight: match tuning.max_mutating_requests_inflight {
+            0 => anyhow::bail!("--max-mutating-requests-inflight: expected at least 1"),
+            n => n,
+        },
         service_cidr: tuning.service_cidr,
         node_port_range: tuning.service_node_port_range,
         metrics_interval: secs("metrics-interval", tuning.metrics_interval)?,

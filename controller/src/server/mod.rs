@@ -16,6 +16,7 @@ mod logs;
 pub mod metrics;
 pub(crate) mod openapi;
 mod path;
+pub mod priority;
 mod query;
 mod request;
 mod scale;
@@ -55,6 +56,8 @@ pub struct AppState {
     pub shutdown: CancellationToken,
     /// Bounds on client connections.
     pub conn_limits: ConnLimits,
+    /// The slots writes wait for (node heartbeats do not).
+    pub write_slots: Arc<priority::WriteSlots>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -94,6 +97,12 @@ pub fn router(state: Arc<AppState>) -> Router {
             delete(join::delete_token),
         )
         .fallback(handlers::dispatch)
+        // Inside authentication (a layer added later wraps the ones before):
+        // it needs to know who is asking.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            priority::middleware,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::auth::middleware,
