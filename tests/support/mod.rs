@@ -271,7 +271,8 @@ impl TestController {
         let process = TugProcess::spawn(&args, &config)?;
         self.process = Some(process);
         let kubeconfig = data.join(tugboat_controller::pki::ADMIN_KUBECONFIG);
-        let (client, credentials) = ready_client(&self.url, Some(&kubeconfig)).await?;
+        let (client, credentials) =
+            ready_client_within(RESTART_WAIT, &self.url, Some(&kubeconfig)).await?;
         self.client = client;
         self.credentials = credentials;
         Ok(())
@@ -444,8 +445,22 @@ async fn ready_client(
     url: &str,
     kubeconfig: Option<&Path>,
 ) -> anyhow::Result<(Client, Option<Credentials>)> {
+    ready_client_within(WAIT, url, kubeconfig).await
+}
+
+/// How long a restarted controller may take to serve again: it loads its whole
+/// store first (25 s with 30,000 pods and their events on this machine, more
+/// than [`WAIT`] with 60,000).
+const RESTART_WAIT: Duration = Duration::from_secs(180);
+
+/// [`ready_client`], waiting at most `limit`.
+async fn ready_client_within(
+    limit: Duration,
+    url: &str,
+    kubeconfig: Option<&Path>,
+) -> anyhow::Result<(Client, Option<Credentials>)> {
     init_tracing();
-    let found = eventually("the controller answers /readyz", || async {
+    let found = eventually_within(limit, "the controller answers /readyz", || async {
         let creds = match kubeconfig {
             Some(k) => Some(admin_credentials(k).ok()?),
             None => None,
