@@ -3,14 +3,9 @@
 
 use serde_json::{Map, Value};
 
-/// The field at `path` (object keys only), like `Value::pointer` without its
-/// allocations: `pointer` unescapes every segment into a new `String`, and these
-/// accessors run for every object of every list, watch and reconcile.
-pub fn field<'a>(obj: &'a Value, path: &[&str]) -> Option<&'a Value> {
-    path.iter().try_fold(obj, |v, key| v.get(key))
-}
-
-/// `metadata.<key>`.
+/// `metadata.<key>`, like `Value::pointer` without its allocations: `pointer`
+/// unescapes every segment into a new `String`, and these accessors run for
+/// every object of every list, watch and reconcile.
 fn meta_field<'a>(obj: &'a Value, key: &str) -> Option<&'a Value> {
     obj.get("metadata")?.get(key)
 }
