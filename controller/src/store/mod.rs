@@ -5,8 +5,12 @@
 //! watches map one-to-one onto this model) can replace the embedded one without
 //! touching them. [`redb::RedbStore`] is the embedded, persistent backend.
 
+pub mod etcd;
 pub mod index;
+mod live;
 pub mod redb;
+#[cfg(test)]
+mod suite;
 
 use std::fmt;
 use std::pin::Pin;
@@ -185,6 +189,32 @@ pub enum StoreError {
     Limit(Key, tugboat_api::limits::LimitError),
     #[error("store backend: {0}")]
     Backend(String),
+}
+
+/// Writes `revision` into `metadata.resourceVersion`, as a string because that is
+/// what Kubernetes clients expect (they must treat it as opaque).
+pub(crate) fn stamp(key: &Key, object: &mut Value, revision: Revision) -> Result<(), StoreError> {
+    let Some(fields) = object.as_object_mut() else {
+        return Err(StoreError::Backend(format!(
+            "cannot store {key}: it is not a JSON object"
+        )));
+    };
+    let metadata = fields
+        .entry("metadata")
+        .or_insert_with(|| Value::Object(serde_json::Map::new()));
+    if metadata.is_null() {
+        *metadata = Value::Object(serde_json::Map::new());
+    }
+    let Some(metadata) = metadata.as_object_mut() else {
+        return Err(StoreError::Backend(format!(
+            "cannot store {key}: its metadata is not a JSON object"
+        )));
+    };
+    metadata.insert(
+        "resourceVersion".to_string(),
+        Value::String(revision.to_string()),
+    );
+    Ok(())
 }
 
 pub type WatchStream = Pin<Box<dyn Stream<Item = Result<StoreEvent, StoreError>> + Send>>;

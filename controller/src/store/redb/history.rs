@@ -4,12 +4,9 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
-
-use tokio::sync::broadcast;
-use tokio::sync::broadcast::error::RecvError;
 
 use super::{History, RedbStore, lock};
+use crate::store::live::{self, Filter, Live};
 use crate::store::{Key, Revision, StoreError, StoreEvent, Stored, WatchStream};
 
 /// How many of the oldest events must go so that `history` followed by events
@@ -39,33 +36,6 @@ pub(super) fn events_to_drop(
     drop
 }
 
-/// The resource (and namespace) a watch is for.
-#[derive(Clone)]
-struct Filter {
-    resource: String,
-    namespace: Option<String>,
-}
-
-impl Filter {
-    fn matches(&self, key: &Key) -> bool {
-        key.resource == self.resource
-            && self
-                .namespace
-                .as_ref()
-                .is_none_or(|ns| key.namespace.as_ref() == Some(ns))
-    }
-}
-
-/// The live half of a watch stream.
-struct Live {
-    receiver: broadcast::Receiver<Arc<StoreEvent>>,
-    filter: Filter,
-    /// The highest revision this stream has accounted for (delivered, filtered
-    /// out, or covered by the replay); anything at or below it is a duplicate.
-    seen: Revision,
-    compacted: Arc<AtomicU64>,
-}
-
 impl RedbStore {
     /// [`Store::watch`](crate::store::Store::watch).
     pub(super) fn watch_after(
@@ -74,10 +44,7 @@ impl RedbStore {
         namespace: Option<&str>,
         after: Revision,
     ) -> Result<WatchStream, StoreError> {
-        let filter = Filter {
-            resource: resource.to_string(),
-            namespace: namespace.map(str::to_string),
-        };
+        let filter = Filter::new(resource, namespace);
         let (replay, live) = {
             let state = lock(&self.inner.state);
             if after < state.compacted {
@@ -100,44 +67,12 @@ impl RedbStore {
                 filter,
                 seen: state.revision.max(after),
                 compacted: Arc::clone(&self.inner.compacted),
+                closed_is_gone: false,
             };
             (replay, live)
         };
 
-        let live = futures::stream::unfold(Some(live), |live| async move {
-            let mut live = live?;
-            loop {
-                match live.receiver.recv().await {
-                    Ok(event) => {
-                        if event.revision <= live.seen {
-                            continue;
-                        }
-                        live.seen = event.revision;
-                        if live.filter.matches(&event.key) {
-                            return Some((Ok(Arc::unwrap_or_clone(event)), Some(live)));
-                        }
-                    }
-                    Err(RecvError::Lagged(missed)) => {
-                        tracing::warn!(
-                            resource = %live.filter.resource,
-                            after = live.seen,
-                            missed,
-                            "watcher fell behind; ending its stream"
-                        );
-                        let gone = StoreError::Gone {
-                            requested: live.seen,
-                            compacted: live.compacted.load(Ordering::Relaxed),
-                        };
-                        return Some((Err(gone), None));
-                    }
-                    // The store is gone; so are its events.
-                    Err(RecvError::Closed) => return None,
-                }
-            }
-        });
-
-        let replay = futures::stream::iter(replay.into_iter().map(Ok));
-        Ok(Box::pin(futures::StreamExt::chain(replay, live)))
+        Ok(live::stream(replay, live))
     }
 
     /// [`Store::list_at`](crate::store::Store::list_at).
@@ -151,10 +86,7 @@ impl RedbStore {
         // The mirror holds only the latest state, so the list as of `revision` is
         // the current one when nothing in its range changed since; otherwise the
         // caller is told it is gone and lists afresh, as after a compaction.
-        let filter = Filter {
-            resource: resource.to_string(),
-            namespace: namespace.map(str::to_string),
-        };
+        let filter = Filter::new(resource, namespace);
         let prefix = match namespace {
             Some(ns) => format!("{resource}/{ns}/"),
             None => format!("{resource}/"),

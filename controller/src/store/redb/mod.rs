@@ -39,17 +39,18 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use ::redb::backends::InMemoryBackend;
 use ::redb::{Database, ReadableDatabase};
 use serde_json::Value;
-use tokio::sync::broadcast;
 
 use self::tables::QUARANTINE;
 use self::writer::{Request, Write};
+use super::live::Channels;
+pub(crate) use super::live::lock;
 use super::{Key, Revision, Store, StoreError, StoreEvent, Stored, WatchStream};
 
 /// How many events a store keeps for watches that resume from an old revision,
@@ -122,10 +123,7 @@ struct Inner {
     /// happen under this one lock, and `watch` subscribes and reads its replay
     /// under it too: that is what makes replay + live gap-free and duplicate-free.
     state: Mutex<State>,
-    /// Live events, one channel per resource: a write wakes only the watchers
-    /// of its own resource. With one channel for all, every hub (one thread per
-    /// watched resource) woke on every write, and at 1,000 nodes those wake-ups
-    /// took a quarter of the controller's CPU.
+    /// Live events, one channel per resource.
     events: Channels,
     /// The latest revision, for callers waiting until the store reaches one.
     revisions: tokio::sync::watch::Sender<Revision>,
@@ -136,51 +134,6 @@ struct Inner {
     pending: AtomicUsize,
     /// Transactions that committed writes since the store was opened.
     commits: AtomicU64,
-}
-
-/// The live-event channels, by resource, made on first subscription. Sent to
-/// and subscribed under the `state` lock (so a watch's replay and its live part
-/// meet without gap or repeat); a channel nobody listens to any more is dropped
-/// at its next send, so the map holds only resources being watched.
-///
-/// Events go in behind an `Arc`: a channel allocates all its slots up front,
-/// and with one channel per watched resource (about 25 in a running controller)
-/// slots of whole events took 60 MB before any were sent.
-struct Channels {
-    capacity: usize,
-    by_resource: Mutex<HashMap<String, broadcast::Sender<Arc<StoreEvent>>>>,
-}
-
-impl Channels {
-    fn new(capacity: usize) -> Self {
-        Channels {
-            capacity,
-            by_resource: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn subscribe(&self, resource: &str) -> broadcast::Receiver<Arc<StoreEvent>> {
-        let mut channels = lock(&self.by_resource);
-        match channels.get(resource) {
-            Some(tx) => tx.subscribe(),
-            None => {
-                let (tx, rx) = broadcast::channel(self.capacity);
-                channels.insert(resource.to_string(), tx);
-                rx
-            }
-        }
-    }
-
-    fn send(&self, event: &StoreEvent) {
-        let mut channels = lock(&self.by_resource);
-        let resource = event.key.resource.as_str();
-        if let Some(tx) = channels.get(resource)
-            && tx.send(Arc::new(event.clone())).is_err()
-        {
-            // Nobody listens any more.
-            channels.remove(resource);
-        }
-    }
 }
 
 struct Writer {
@@ -207,13 +160,6 @@ struct State {
 
 fn backend(what: impl fmt::Display, err: impl fmt::Display) -> StoreError {
     StoreError::Backend(format!("{what}: {err}"))
-}
-
-/// A panic in another thread while it held a lock must not take the store down
-/// with it: every critical section leaves the state consistent before anything
-/// that can panic, so the poisoned data is still valid.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The start every storage key of `resource` (in `namespace`) shares.

@@ -5,7 +5,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::backend;
-use crate::store::{EventType, Key, Revision, StoreError};
+use crate::store::{EventType, Revision, StoreError};
 
 /// Encoded [`Key`] → the object's JSON.
 pub(super) const OBJECTS: TableDefinition<&str, &[u8]> = TableDefinition::new("objects");
@@ -47,31 +47,7 @@ pub(super) fn parse_event_type(name: &str) -> Option<EventType> {
     }
 }
 
-/// Writes `revision` into `metadata.resourceVersion`, as a string because that is
-/// what Kubernetes clients expect (they must treat it as opaque).
-pub(super) fn stamp(key: &Key, object: &mut Value, revision: Revision) -> Result<(), StoreError> {
-    let Some(fields) = object.as_object_mut() else {
-        return Err(StoreError::Backend(format!(
-            "cannot store {key}: it is not a JSON object"
-        )));
-    };
-    let metadata = fields
-        .entry("metadata")
-        .or_insert_with(|| Value::Object(serde_json::Map::new()));
-    if metadata.is_null() {
-        *metadata = Value::Object(serde_json::Map::new());
-    }
-    let Some(metadata) = metadata.as_object_mut() else {
-        return Err(StoreError::Backend(format!(
-            "cannot store {key}: its metadata is not a JSON object"
-        )));
-    };
-    metadata.insert(
-        "resourceVersion".to_string(),
-        Value::String(revision.to_string()),
-    );
-    Ok(())
-}
+pub(super) use crate::store::stamp;
 
 pub(super) fn resource_version(object: &Value) -> Option<Revision> {
     object

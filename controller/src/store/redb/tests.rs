@@ -1303,3 +1303,24 @@ async fn indexed_lists_follow_every_write_and_survive_a_reopen() {
     assert_eq!(by(&store, None, By::Node("n1")), ["p1"]);
     assert!(by(&store, None, By::Controller("u1")).is_empty());
 }
+
+/// The store suite, on an in-memory database.
+mod suite {
+    use std::future::Future;
+    use std::pin::Pin;
+
+    use super::*;
+    use crate::store::suite::{Backend, store_suite};
+
+    fn make(history: History) -> Pin<Box<dyn Future<Output = Backend> + Send>> {
+        Box::pin(async move {
+            let store = RedbStore::in_memory_with(history, BROADCAST_CAPACITY).unwrap();
+            Backend {
+                store: Arc::new(store),
+                _keep: Box::new(()),
+            }
+        })
+    }
+
+    store_suite!(make);
+}

@@ -1,0 +1,212 @@
+//! Real etcd servers for tests: one member, or several forming one cluster, on
+//! loopback ports in a temporary directory, stopped and removed when dropped
+//! (even when the test fails).
+//!
+//! The `etcd` binary is Debian's `etcd-server` (3.4), found on `PATH` or at
+//! `$TUGBOAT_ETCD`. A test that needs it fails, naming what to install, rather
+//! than passing without it.
+
+use std::net::{Ipv4Addr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long a member may take to serve after it is started.
+const READY: Duration = Duration::from_secs(30);
+
+/// One etcd member this test started.
+pub struct Member {
+    pub name: String,
+    /// `127.0.0.1:PORT`, for clients.
+    pub client: String,
+    /// `http://127.0.0.1:PORT`, for the other members.
+    pub peer: String,
+    pub data_dir: PathBuf,
+    child: Option<Child>,
+    cluster: String,
+}
+
+/// An etcd cluster this test started; dropped, it kills its members and
+/// removes their data.
+pub struct EtcdCluster {
+    pub members: Vec<Member>,
+    dir: PathBuf,
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
+        .local_addr()?
+        .port())
+}
+
+fn binary() -> String {
+    std::env::var("TUGBOAT_ETCD").unwrap_or_else(|_| "etcd".to_string())
+}
+
+impl Member {
+    fn spawn(&mut self, state: &str) -> std::io::Result<()> {
+        let log = std::fs::File::create(self.data_dir.with_extension("log"))?;
+        let child = Command::new(binary())
+            .arg("--name")
+            .arg(&self.name)
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--listen-client-urls")
+            .arg(format!("http://{}", self.client))
+            .arg("--advertise-client-urls")
+            .arg(format!("http://{}", self.client))
+            .arg("--listen-peer-urls")
+            .arg(&self.peer)
+            .arg("--initial-advertise-peer-urls")
+            .arg(&self.peer)
+            .arg("--initial-cluster")
+            .arg(&self.cluster)
+            .arg("--initial-cluster-state")
+            .arg(state)
+            .arg("--initial-cluster-token")
+            .arg("tugboat-test")
+            .arg("--logger")
+            .arg("zap")
+            .arg("--log-level")
+            .arg("warn")
+            // Elections in a few hundred milliseconds, for fail-over tests.
+            .arg("--heartbeat-interval")
+            .arg("50")
+            .arg("--election-timeout")
+            .arg("500")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "cannot start {} ({e}): install Debian's etcd-server, or set TUGBOAT_ETCD to an etcd binary",
+                        binary()
+                    ),
+                )
+            })?;
+        self.child = Some(child);
+        Ok(())
+    }
+
+    /// Kills the member (SIGKILL), keeping its data.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts a killed member again on its data.
+    pub fn restart(&mut self) -> std::io::Result<()> {
+        self.kill();
+        self.spawn("existing")
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// The member's process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+}
+
+impl EtcdCluster {
+    /// Starts `size` members and waits until the cluster serves.
+    pub async fn start(size: usize) -> std::io::Result<EtcdCluster> {
+        let dir = std::env::temp_dir().join(format!(
+            "tugboat-etcd-{}-{}",
+            std::process::id(),
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::create_dir_all(&dir)?;
+        let mut members = Vec::new();
+        for i in 0..size.max(1) {
+            members.push(Member {
+                name: format!("m{i}"),
+                client: format!("127.0.0.1:{}", free_port()?),
+                peer: format!("http://127.0.0.1:{}", free_port()?),
+                data_dir: dir.join(format!("m{i}")),
+                child: None,
+                cluster: String::new(),
+            });
+        }
+        let cluster = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut out = EtcdCluster { members, dir };
+        for member in &mut out.members {
+            member.cluster = cluster.clone();
+            member.spawn("new")?;
+        }
+        out.wait_ready().await?;
+        Ok(out)
+    }
+
+    /// `etcd://HOST:PORT,…` for `tug controller --store`.
+    pub fn url(&self) -> String {
+        format!("etcd://{}", self.endpoints().join(","))
+    }
+
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.client.clone()).collect()
+    }
+
+    /// Waits until a write through any running member succeeds (the cluster has
+    /// a leader and a quorum).
+    pub async fn wait_ready(&self) -> std::io::Result<()> {
+        let deadline = Instant::now() + READY;
+        let endpoints: Vec<String> = self
+            .members
+            .iter()
+            .filter(|m| m.is_running())
+            .map(|m| format!("http://{}", m.client))
+            .collect();
+        loop {
+            let ready = async {
+                let options = etcd_client::ConnectOptions::new()
+                    .with_connect_timeout(Duration::from_millis(500))
+                    .with_timeout(Duration::from_secs(2));
+                let mut client = etcd_client::Client::connect(&endpoints, Some(options))
+                    .await
+                    .ok()?;
+                client.put("/tugboat-test/ready", "", None).await.ok()
+            }
+            .await;
+            if ready.is_some() {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let logs: Vec<String> = self
+                    .members
+                    .iter()
+                    .map(|m| {
+                        std::fs::read_to_string(m.data_dir.with_extension("log"))
+                            .unwrap_or_default()
+                    })
+                    .collect();
+                return Err(std::io::Error::other(format!(
+                    "etcd did not serve within {} s; its logs:\n{}",
+                    READY.as_secs(),
+                    logs.join("\n")
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for member in &mut self.members {
+            member.kill();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
