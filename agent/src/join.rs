@@ -89,8 +89,33 @@ async fn body_limited(resp: reqwest::Response, url: &str) -> Result<Vec<u8>, Joi
 }
 
 /// Joins node `node` to the cluster at `server` with `token`; returns the node's
-/// kubeconfig (not yet written anywhere).
+/// kubeconfig (not yet written anywhere). `server` may name several controllers
+/// of one cluster (`https://a:6443,https://b:6443`): the first that answers
+/// takes the join, and the kubeconfig keeps them all, so the agent fails over.
 pub async fn join(server: &str, token: &str, node: &str) -> Result<Kubeconfig, JoinError> {
+    let servers: Vec<&str> = server.split(',').map(str::trim).collect();
+    let mut last = None;
+    for one in &servers {
+        match join_one(one, token, node).await {
+            Ok(mut config) => {
+                if servers.len() > 1 {
+                    for cluster in &mut config.clusters {
+                        cluster.cluster.server = Some(servers.join(","));
+                    }
+                }
+                return Ok(config);
+            }
+            Err(e @ JoinError::Http { .. }) if servers.len() > 1 => {
+                tracing::warn!(server = one, error = %e, "cannot join through this controller; trying the next");
+                last = Some(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| JoinError::NotHttps(server.to_string())))
+}
+
+async fn join_one(server: &str, token: &str, node: &str) -> Result<Kubeconfig, JoinError> {
     let server = server.trim_end_matches('/');
     if !server.starts_with("https://") {
         return Err(JoinError::NotHttps(server.to_string()));

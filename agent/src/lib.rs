@@ -393,6 +393,8 @@ pub async fn run(
 /// The local address this host uses to reach the controller (what a node behind a
 /// network should publish as its InternalIP). A UDP "connect" sends nothing.
 fn route_address(server: &str) -> Result<String, Error> {
+    // Of several controllers, the first: they share the agent's network.
+    let server = server.split(',').next().unwrap_or(server).trim();
     let rest = server.split_once("://").map(|(_, r)| r).unwrap_or(server);
     let authority = rest.split('/').next().unwrap_or(rest);
     let target = if authority.contains(':') {

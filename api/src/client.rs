@@ -113,6 +113,20 @@ pub struct WatchEvent {
     pub object: Value,
 }
 
+/// Points `url` at the server `base` (scheme, host and port), keeping its
+/// path and query.
+fn rebase(url: &mut reqwest::Url, base: &str) {
+    let mut rebased = base.to_string();
+    rebased.push_str(url.path());
+    if let Some(q) = url.query() {
+        rebased.push('?');
+        rebased.push_str(q);
+    }
+    if let Ok(new) = reqwest::Url::parse(&rebased) {
+        *url = new;
+    }
+}
+
 /// The default server address: where `tug controller` listens unless told otherwise.
 pub const DEFAULT_SERVER: &str = "https://127.0.0.1:6443";
 
@@ -126,7 +140,12 @@ pub struct Client {
     /// HTTP/1.1 only, for WebSocket upgrades (`exec`, `attach`,
     /// `port-forward`), which HTTP/2 cannot carry.
     upgrade: reqwest::Client,
-    base: String,
+    /// The servers, in the order tried: several controllers sharing one store
+    /// (`https://a:6443,https://b:6443`). A request that cannot connect to one
+    /// goes to the next, and later requests start from the one that answered.
+    bases: std::sync::Arc<[String]>,
+    /// Which of `bases` requests go to.
+    current: std::sync::Arc<std::sync::atomic::AtomicUsize>,
     /// `Warning` headers the server sent, until taken.
     warnings: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
@@ -138,23 +157,38 @@ impl Client {
         Self::with_credentials(base, &Credentials::default())
     }
 
-    /// A client for the server at `base` (`https://127.0.0.1:6443`) that
-    /// authenticates with `creds`.
+    /// A client for the server at `base` (`https://127.0.0.1:6443`), or for
+    /// several controllers of one cluster (`https://a:6443,https://b:6443`, all
+    /// with the same scheme), that authenticates with `creds`.
     pub fn with_credentials(base: &str, creds: &Credentials) -> Result<Client, ClientError> {
-        let base = base.trim_end_matches('/').to_string();
-        if !(base.starts_with("http://") || base.starts_with("https://")) {
+        let bases: Vec<String> = base
+            .split(',')
+            .map(|b| b.trim().trim_end_matches('/').to_string())
+            .collect();
+        for b in &bases {
+            if !(b.starts_with("http://") || b.starts_with("https://")) {
+                return Err(ClientError::BadUrl {
+                    url: b.clone(),
+                    message: "expected a URL starting with http:// or https://".to_string(),
+                });
+            }
+        }
+        let first = bases[0].clone();
+        let scheme = |b: &str| b.split_once("://").map(|(s, _)| s.to_string());
+        if let Some(other) = bases.iter().find(|b| scheme(b) != scheme(&first)) {
             return Err(ClientError::BadUrl {
-                url: base,
-                message: "expected a URL starting with http:// or https://".to_string(),
+                url: other.clone(),
+                message: format!("every server must use the scheme of the first, {first}"),
             });
         }
         tugboat_tls::install_default_provider();
-        let http = Self::build(&base, creds, true)?;
-        let upgrade = Self::build(&base, creds, false)?;
+        let http = Self::build(&first, creds, true)?;
+        let upgrade = Self::build(&first, creds, false)?;
         Ok(Client {
             http,
             upgrade,
-            base,
+            bases: bases.into(),
+            current: Default::default(),
             warnings: Default::default(),
         })
     }
@@ -206,8 +240,10 @@ impl Client {
             .map_err(|source| ClientError::Http { url: base, source })
     }
 
+    /// The server requests go to now.
     pub fn base_url(&self) -> &str {
-        &self.base
+        let i = self.current.load(std::sync::atomic::Ordering::Relaxed);
+        &self.bases[i % self.bases.len()]
     }
 
     /// The warnings servers sent (`Warning: 299 - "…"` headers) since the last call,
@@ -240,27 +276,61 @@ impl Client {
     }
 
     fn url(&self, path: &str) -> String {
-        format!("{}{}", self.base, path)
+        format!("{}{}", self.base_url(), path)
     }
 
+    /// Sends `req`; when it cannot connect and there are other servers, to the
+    /// next of them in turn (a connection that failed carried nothing, so any
+    /// request may go again), and later requests start from the one reached.
     async fn send(
         &self,
         req: reqwest::RequestBuilder,
         url: &str,
     ) -> Result<reqwest::Response, ClientError> {
-        let resp = req.send().await.map_err(|source| {
-            if source.is_connect() {
-                ClientError::Connect {
-                    url: self.base.clone(),
-                    source,
+        let (client, request) = req.build_split();
+        let mut request = request.map_err(|source| ClientError::Http {
+            url: url.to_string(),
+            source,
+        })?;
+        let start = self.current.load(std::sync::atomic::Ordering::Relaxed);
+        let mut tried = 0;
+        let resp = loop {
+            let base = &self.bases[(start + tried) % self.bases.len()];
+            let again = (tried + 1 < self.bases.len())
+                .then(|| request.try_clone())
+                .flatten();
+            match client.execute(request).await {
+                Ok(resp) => {
+                    if tried > 0 {
+                        self.current.store(
+                            (start + tried) % self.bases.len(),
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
+                        tracing::info!(server = %base, "switched to another server");
+                    }
+                    break resp;
                 }
-            } else {
-                ClientError::Http {
-                    url: url.to_string(),
-                    source,
+                Err(source) if source.is_connect() => {
+                    let Some(mut next) = again else {
+                        return Err(ClientError::Connect {
+                            url: base.clone(),
+                            source,
+                        });
+                    };
+                    tried += 1;
+                    let to = &self.bases[(start + tried) % self.bases.len()];
+                    tracing::debug!(server = %base, next = %to, error = %source, "cannot reach the server; trying the next");
+                    rebase(next.url_mut(), to);
+                    request = next;
+                }
+                Err(source) => {
+                    return Err(ClientError::Http {
+                        url: url.to_string(),
+                        source,
+                    });
                 }
             }
-        })?;
+        };
         self.keep_warnings(resp.headers());
         if resp.status().is_success() {
             return Ok(resp);

@@ -10,7 +10,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(name = "tug", version, about, propagate_version = true)]
 pub struct Cli {
-    /// API server URL, replacing the kubeconfig's (also $TUG_SERVER).
+    /// API server URL, replacing the kubeconfig's (also $TUG_SERVER); several
+    /// controllers of one cluster as `https://a:6443,https://b:6443`, tried in
+    /// turn when one cannot be reached.
     #[arg(long, global = true, value_name = "URL")]
     pub server: Option<String>,
 
@@ -544,7 +546,11 @@ pub struct LogsArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct ControllerArgs {
+    #[command(subcommand)]
+    pub command: Option<ControllerCommand>,
+
     /// Address to serve the API on (HTTPS, every request authenticated); default
     /// 0.0.0.0:6443, or 127.0.0.1:6443 with --insecure-http.
     #[arg(long, value_name = "ADDR")]
@@ -560,6 +566,86 @@ pub struct ControllerArgs {
 
     #[command(flatten)]
     pub tuning: ControllerTuning,
+
+    #[command(flatten)]
+    pub store: StoreArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ControllerCommand {
+    /// Copy every object of a stopped controller's redb store into etcd (empty
+    /// under the prefix), with the cluster CA, then check that all arrived:
+    /// the way from one controller to several. Stop the controller first.
+    Migrate {
+        /// `redb:DIR` (the controller's --data-dir, or its tugboat.redb file).
+        #[arg(long, value_name = "redb:PATH")]
+        from: String,
+
+        /// `etcd://HOST:PORT[,HOST:PORT…]`, with the --etcd-* flags below.
+        #[arg(long, value_name = "URL")]
+        to: String,
+
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+}
+
+/// Where the controller keeps its state, and the election among controllers
+/// sharing it.
+#[derive(Debug, Args, Clone)]
+pub struct StoreArgs {
+    /// Where the state is kept: `redb` (the default: a file in --data-dir, one
+    /// controller), or `etcd://HOST:PORT[,HOST:PORT…]`, an etcd cluster that
+    /// several controllers share (each serves the API; the elected leader
+    /// reconciles). Needs a tug built with `--features etcd`.
+    #[arg(long, value_name = "URL")]
+    pub store: Option<String>,
+
+    /// The key prefix in etcd; clusters sharing one etcd need different ones.
+    #[arg(long, default_value = "/tugboat", value_name = "PREFIX")]
+    pub etcd_prefix: String,
+
+    /// The CA certificate (PEM) etcd's serving certificates are signed by;
+    /// turns on TLS to etcd.
+    #[arg(long, value_name = "FILE")]
+    pub etcd_ca: Option<PathBuf>,
+
+    /// This controller's client certificate for etcd (PEM; with --etcd-key).
+    #[arg(long, value_name = "FILE", requires = "etcd_key")]
+    pub etcd_cert: Option<PathBuf>,
+
+    /// The key of --etcd-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "etcd_cert")]
+    pub etcd_key: Option<PathBuf>,
+
+    /// Seconds between compactions of etcd's history (0: never).
+    #[arg(long, default_value_t = 300.0, value_name = "SECS")]
+    pub etcd_compaction_interval: f64,
+
+    /// Elect a leader among the controllers sharing the store (default: on
+    /// with etcd; a redb store has one controller).
+    #[arg(long, value_name = "BOOL")]
+    pub leader_elect: Option<bool>,
+
+    /// Seconds a standby waits, from the last change it saw of the leader's
+    /// lease, before it takes over.
+    #[arg(long, default_value_t = 15.0, value_name = "SECS")]
+    pub leader_elect_lease_duration: f64,
+
+    /// Seconds the leader keeps trying to renew before it stops reconciling
+    /// (shorter than the lease duration).
+    #[arg(long, default_value_t = 10.0, value_name = "SECS")]
+    pub leader_elect_renew_deadline: f64,
+
+    /// Seconds between tries to take or renew the lease.
+    #[arg(long, default_value_t = 2.0, value_name = "SECS")]
+    pub leader_elect_retry_period: f64,
+
+    /// This controller's name in the lease (`kubectl get lease -n kube-system
+    /// tugboat-controller` shows the leader's); default: the host name and a
+    /// random suffix. Each controller needs its own.
+    #[arg(long, value_name = "NAME")]
+    pub leader_elect_identity: Option<String>,
 }
 
 /// How the API is secured.

@@ -26,6 +26,7 @@
 pub mod auth;
 pub mod controllers;
 pub mod events;
+pub mod leader;
 pub mod managed;
 pub mod metrics;
 pub mod patch;
@@ -64,6 +65,21 @@ pub enum Error {
     Serve(#[source] std::io::Error),
     #[error("cannot set up TLS: {0}")]
     Pki(#[from] pki::PkiError),
+    #[cfg(feature = "etcd")]
+    #[error("cannot share the cluster CA through etcd: {0}")]
+    Bootstrap(#[from] store::etcd::BootstrapError),
+}
+
+/// Where the controller keeps its state.
+#[derive(Clone, Debug, Default)]
+pub enum StoreConfig {
+    /// `DATA_DIR/tugboat.redb`: one controller, nothing to run beside it.
+    #[default]
+    Redb,
+    /// An etcd cluster, which several controllers may share (`--store
+    /// etcd://…`); only the elected leader reconciles.
+    #[cfg(feature = "etcd")]
+    Etcd(store::etcd::EtcdConfig),
 }
 
 /// How the API is served.
@@ -151,6 +167,15 @@ pub struct Config {
     /// The CronJob controller's clock (`--cronjob-minute-seconds`, hidden: a
     /// test aid that makes a schedule's minute last fewer real seconds).
     pub cronjob: controllers::cronjob::Config,
+    /// Where the state is kept: redb in `data_dir` (the default) or etcd.
+    pub store: StoreConfig,
+    /// Leader election among controllers sharing a store (`None`: this
+    /// controller is the only one and always reconciles). On by default with
+    /// etcd.
+    pub leader_election: Option<leader::Timing>,
+    /// This controller's name in the election (`--leader-elect-identity`;
+    /// default: the host name and a random suffix).
+    pub leader_identity: Option<String>,
 }
 
 impl Default for Config {
@@ -172,6 +197,9 @@ impl Default for Config {
             hpa: controllers::hpa::Config::default(),
             job: controllers::job::Config::default(),
             cronjob: controllers::cronjob::Config::default(),
+            store: StoreConfig::default(),
+            leader_election: None,
+            leader_identity: None,
         }
     }
 }
@@ -187,6 +215,17 @@ pub async fn run(
         path: config.data_dir.clone(),
         source,
     })?;
+    #[cfg(feature = "etcd")]
+    if let StoreConfig::Etcd(etcd) = &config.store {
+        let mut etcd = etcd.clone();
+        etcd.history = store::redb::History {
+            events: config.history,
+            bytes: config.history_bytes,
+        };
+        let store = Arc::new(store::etcd::EtcdStore::connect(etcd).await?);
+        store.share_cluster_ca(&config.data_dir).await?;
+        return run_with_store(listener, store, config, shutdown).await;
+    }
     let path = config.data_dir.join("tugboat.redb");
     let store = Arc::new(RedbStore::open_with(
         &path,
@@ -220,6 +259,17 @@ pub async fn run_with_store(
     config: Config,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
+    // With several controllers, only the leader's reconcilers write.
+    let leadership = Arc::new(leader::Leadership::new(
+        config
+            .leader_identity
+            .clone()
+            .unwrap_or_else(leader::identity),
+    ));
+    let store: Arc<dyn Store> = match config.leader_election {
+        Some(_) => Arc::new(store::fence::FencedStore::new(store, leadership.clone())),
+        None => store,
+    };
     let registry = Arc::new(Registry::with_network(
         store,
         registry::services::ServiceNetwork {
@@ -228,7 +278,7 @@ pub async fn run_with_store(
         },
     ));
     for ns in registry::SYSTEM_NAMESPACES {
-        registry.ensure_namespace(ns).await?;
+        store::fence::exempt(registry.ensure_namespace(ns)).await?;
     }
     let (mode, agents, tls) = match &config.security {
         Security::Tls { extra_sans } => {
@@ -263,16 +313,40 @@ pub async fn run_with_store(
     ));
     let activations = Arc::new(controllers::hpa::Activations::default());
     registry.set_scale_to_zero(config.hpa.scale_to_zero);
-    controllers::spawn_all(
-        &tracker,
-        registry.clone(),
-        &config,
-        controllers::Autoscaling {
-            metrics: metrics.clone(),
-            activations: activations.clone(),
-        },
-        shutdown.clone(),
-    );
+    let autoscaling = controllers::Autoscaling {
+        metrics: metrics.clone(),
+        activations: activations.clone(),
+    };
+    match config.leader_election {
+        None => controllers::spawn_all(
+            &tracker,
+            registry.clone(),
+            &config,
+            autoscaling,
+            shutdown.clone(),
+        ),
+        Some(timing) => {
+            let registry = registry.clone();
+            let config = config.clone();
+            tracker.spawn(leader::run(
+                registry.clone(),
+                timing,
+                leadership,
+                shutdown.clone(),
+                move |token| {
+                    let leading = TaskTracker::new();
+                    controllers::spawn_all(
+                        &leading,
+                        registry.clone(),
+                        &config,
+                        autoscaling.clone(),
+                        token,
+                    );
+                    leading
+                },
+            ));
+        }
+    }
     tracker.close();
     let state = Arc::new(server::AppState {
         auth: Arc::new(auth::Auth::new(mode, registry.clone())),

@@ -110,6 +110,31 @@ pub fn serving_names(listen: SocketAddr, extra: &[String]) -> (BTreeSet<IpAddr>,
     (ips, names)
 }
 
+/// The cluster CA in `data_dir` (certificate and key, PEM), if it has one.
+pub fn local_ca(data_dir: &Path) -> Result<Option<(String, String)>, PkiError> {
+    let dir = data_dir.join("tls");
+    Ok(read(&dir.join("ca.crt"))?.zip(read(&dir.join("ca.key"))?))
+}
+
+/// Makes `cert` and `key` the cluster CA in `data_dir` (shared by several
+/// controllers, it is the same in all of their data directories).
+pub fn install_ca(data_dir: &Path, cert: &str, key: &str) -> Result<(), PkiError> {
+    Authority::load(cert, key)?;
+    let dir = data_dir.join("tls");
+    std::fs::create_dir_all(&dir).map_err(|source| PkiError::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    tugboat_tls::write_private(&dir.join("ca.key"), key.as_bytes())?;
+    write_public(&dir.join("ca.crt"), cert)
+}
+
+/// A new cluster CA (certificate and key, PEM).
+pub fn new_ca() -> Result<(String, String), PkiError> {
+    let ca = Authority::generate("tugboat-ca")?;
+    Ok((ca.cert_pem().to_string(), ca.key_pem().to_string()))
+}
+
 impl Pki {
     /// Loads what `data_dir` holds, making what is missing or stale; writes the
     /// admin kubeconfig for `server_url`.

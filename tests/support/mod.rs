@@ -78,6 +78,35 @@ pub struct TestController {
     nodes: Mutex<HashMap<String, Arc<tugboat_agent::tls::NodeTls>>>,
     /// More `tug controller` flags, for a controller run as its own process.
     process_args: Vec<String>,
+    /// The etcd this controller's store is on (`TUGBOAT_TEST_STORE=etcd`),
+    /// stopped after it.
+    _etcd: Option<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+/// The store tests' controllers use: redb unless `TUGBOAT_TEST_STORE=etcd`,
+/// which gives each controller a fresh etcd (and the leader election a
+/// controller on etcd runs), so the same tests check both backends.
+async fn test_store(
+    config: &mut tugboat_controller::Config,
+) -> anyhow::Result<Option<Box<dyn std::any::Any + Send + Sync>>> {
+    match std::env::var("TUGBOAT_TEST_STORE").as_deref() {
+        Err(_) | Ok("") | Ok("redb") => Ok(None),
+        #[cfg(feature = "etcd")]
+        Ok("etcd") => {
+            use tugboat_controller::store::etcd::{EtcdConfig, testing::EtcdCluster};
+            let etcd = EtcdCluster::start(1).await?;
+            config.store = tugboat_controller::StoreConfig::Etcd(EtcdConfig::new(etcd.endpoints()));
+            config.leader_election = Some(tugboat_controller::leader::Timing {
+                lease_duration: Duration::from_secs(3),
+                renew_deadline: Duration::from_secs(2),
+                retry_period: Duration::from_millis(500),
+            });
+            Ok(Some(Box::new(etcd)))
+        }
+        Ok(other) => anyhow::bail!(
+            "TUGBOAT_TEST_STORE={other:?}: expected redb, or etcd with the tests built with --features etcd"
+        ),
+    }
 }
 
 enum DataDir {
@@ -181,6 +210,10 @@ impl TestController {
             ..Default::default()
         };
         tune(&mut config);
+        let etcd = match store {
+            Some(_) => None,
+            None => test_store(&mut config).await?,
+        };
         let url = tugboat_controller::client_url(addr, &config.security);
         let tls = config.security != tugboat_controller::Security::InsecureHttp;
         let kubeconfig = config
@@ -211,6 +244,7 @@ impl TestController {
             join_token: Default::default(),
             nodes: Default::default(),
             process_args: Vec::new(),
+            _etcd: etcd,
         })
     }
 
@@ -242,6 +276,7 @@ impl TestController {
             join_token: Default::default(),
             nodes: Default::default(),
             process_args: args.iter().map(|a| a.to_string()).collect(),
+            _etcd: None,
         };
         tc.restart_process().await?;
         Ok(tc)
@@ -611,6 +646,10 @@ pub fn tug_binary() -> anyhow::Result<PathBuf> {
             ];
             if release {
                 args.push("--release");
+            }
+            // The same features as this test binary, so nothing is rebuilt.
+            if cfg!(feature = "etcd") {
+                args.extend(["--features", "tugboat-cli/etcd"]);
             }
             let status = std::process::Command::new(cargo)
                 .args(&args)

@@ -11,6 +11,9 @@ use crate::config::{self, ClientConfig};
 use crate::context::Context;
 
 pub async fn run(args: ControllerArgs, ctx: &mut Context<'_>) -> anyhow::Result<()> {
+    if let Some(crate::args::ControllerCommand::Migrate { from, to, store }) = args.command {
+        return migrate(&from, &to, store, ctx).await;
+    }
     let data_dir = data_dir(args.data_dir, ctx)?;
     let security = security(&args.security);
     let insecure = security == tugboat_controller::Security::InsecureHttp;
@@ -26,6 +29,7 @@ pub async fn run(args: ControllerArgs, ctx: &mut Context<'_>) -> anyhow::Result<
     tracing::info!(data_dir = %data_dir.display(), "controller data directory");
     let mut config = controller_config(data_dir, &args.tuning)?;
     config.security = security;
+    store_config(&args.store, &mut config)?;
     tugboat_controller::run(listener, config, ctx.shutdown.clone())
         .await
         .context("the controller stopped")
@@ -78,6 +82,216 @@ pub fn controller_config(
         },
         ..Default::default()
     })
+}
+
+/// The store and the leader election, from the flags.
+pub fn store_config(
+    args: &crate::args::StoreArgs,
+    config: &mut tugboat_controller::Config,
+) -> anyhow::Result<()> {
+    let secs = |flag: &str, v: f64| -> anyhow::Result<std::time::Duration> {
+        if !v.is_finite() || v <= 0.0 {
+            anyhow::bail!("--{flag}: expected a positive number of seconds, got {v}");
+        }
+        Ok(std::time::Duration::from_secs_f64(v))
+    };
+    let etcd = match args.store.as_deref() {
+        None | Some("redb") => false,
+        Some(url) if url.starts_with("etcd://") => true,
+        Some(other) => {
+            anyhow::bail!("--store {other:?}: expected `redb` or etcd://HOST:PORT[,HOST:PORT…]")
+        }
+    };
+    if etcd {
+        etcd_store(args, config)?;
+    } else if args.etcd_ca.is_some() || args.etcd_cert.is_some() {
+        anyhow::bail!("--etcd-ca and --etcd-cert need --store etcd://…");
+    }
+    if args.leader_elect.unwrap_or(etcd) {
+        let timing = tugboat_controller::leader::Timing {
+            lease_duration: secs(
+                "leader-elect-lease-duration",
+                args.leader_elect_lease_duration,
+            )?,
+            renew_deadline: secs(
+                "leader-elect-renew-deadline",
+                args.leader_elect_renew_deadline,
+            )?,
+            retry_period: secs("leader-elect-retry-period", args.leader_elect_retry_period)?,
+        };
+        timing
+            .check()
+            .map_err(|e| anyhow!("--leader-elect-*: {e}"))?;
+        config.leader_election = Some(timing);
+        config.leader_identity = args.leader_elect_identity.clone();
+    }
+    Ok(())
+}
+
+#[cfg(feature = "etcd")]
+fn etcd_store(
+    args: &crate::args::StoreArgs,
+    config: &mut tugboat_controller::Config,
+) -> anyhow::Result<()> {
+    use tugboat_controller::store::etcd::{EtcdConfig, EtcdTls};
+    let url = args.store.as_deref().unwrap_or_default();
+    let endpoints = EtcdConfig::parse_url(url)
+        .unwrap_or_else(|| Err(format!("{url:?} is not an etcd:// URL")))
+        .map_err(|e| anyhow!("--store: {e}"))?;
+    let mut etcd = EtcdConfig::new(endpoints);
+    if !args.etcd_prefix.starts_with('/') || args.etcd_prefix.len() < 2 {
+        anyhow::bail!(
+            "--etcd-prefix {:?}: expected a path such as /tugboat",
+            args.etcd_prefix
+        );
+    }
+    etcd.prefix = args.etcd_prefix.clone();
+    let read = |flag: &str, path: &std::path::Path| {
+        std::fs::read(path).with_context(|| format!("--{flag}: cannot read {}", path.display()))
+    };
+    if args.etcd_ca.is_some() || args.etcd_cert.is_some() {
+        etcd.tls = Some(EtcdTls {
+            ca: args
+                .etcd_ca
+                .as_deref()
+                .map(|p| read("etcd-ca", p))
+                .transpose()?,
+            identity: match (&args.etcd_cert, &args.etcd_key) {
+                (Some(c), Some(k)) => Some((read("etcd-cert", c)?, read("etcd-key", k)?)),
+                _ => None,
+            },
+        });
+    }
+    let interval = args.etcd_compaction_interval;
+    if !interval.is_finite() || interval < 0.0 {
+        anyhow::bail!("--etcd-compaction-interval: expected seconds (0: never), got {interval}");
+    }
+    etcd.compaction_interval = std::time::Duration::from_secs_f64(interval);
+    config.store = tugboat_controller::StoreConfig::Etcd(etcd);
+    Ok(())
+}
+
+/// `tug controller migrate`: every object of a redb store into etcd.
+#[cfg(feature = "etcd")]
+async fn migrate(
+    from: &str,
+    to: &str,
+    mut store: crate::args::StoreArgs,
+    ctx: &mut Context<'_>,
+) -> anyhow::Result<()> {
+    use std::collections::BTreeMap;
+    use tugboat_controller::store::Store as _;
+    use tugboat_controller::store::etcd::EtcdStore;
+    use tugboat_controller::store::redb::RedbStore;
+
+    let path = from.strip_prefix("redb:").ok_or_else(|| {
+        anyhow!("--from {from:?}: expected redb:DIR (the controller's data directory) or redb:FILE")
+    })?;
+    let path = std::path::Path::new(path);
+    let (file, data_dir) = if path.is_dir() {
+        (path.join("tugboat.redb"), Some(path))
+    } else {
+        (path.to_path_buf(), path.parent())
+    };
+    if !file.exists() {
+        anyhow::bail!("--from: {} does not exist", file.display());
+    }
+    store.store = Some(to.to_string());
+    let mut config = tugboat_controller::Config::default();
+    etcd_store(&store, &mut config)?;
+    let tugboat_controller::StoreConfig::Etcd(mut etcd) = config.store else {
+        anyhow::bail!("--to {to:?}: expected etcd://HOST:PORT[,HOST:PORT…]");
+    };
+    // Nothing of etcd's compaction is needed for a copy.
+    etcd.compaction_interval = std::time::Duration::ZERO;
+    let source = RedbStore::open(&file, tugboat_controller::store::redb::DEFAULT_HISTORY)
+        .with_context(|| {
+            format!(
+                "cannot open {} (is its controller still running?)",
+                file.display()
+            )
+        })?;
+    let target = EtcdStore::connect(etcd)
+        .await
+        .with_context(|| format!("cannot reach etcd at {to}"))?;
+    let objects = source.dump();
+    let mut resources: BTreeMap<&str, usize> = BTreeMap::new();
+    for (key, _) in &objects {
+        *resources.entry(key.resource.as_str()).or_default() += 1;
+    }
+    for resource in resources.keys() {
+        let (there, _) = target.list(resource, None).await?;
+        if !there.is_empty() {
+            anyhow::bail!(
+                "etcd already holds {} {resource} under {}: migrate into an empty prefix (--etcd-prefix)",
+                there.len(),
+                store.etcd_prefix
+            );
+        }
+    }
+    for (i, (key, stored)) in objects.iter().enumerate() {
+        target
+            .create(key, stored.object.as_ref().clone())
+            .await
+            .with_context(|| format!("copying {key} ({i} of {} copied)", objects.len()))?;
+    }
+    // Check: everything arrived as it was, but for its resourceVersion.
+    let strip = |v: &serde_json::Value| {
+        let mut v = v.clone();
+        if let Some(m) = v.get_mut("metadata").and_then(|m| m.as_object_mut()) {
+            m.remove("resourceVersion");
+        }
+        v
+    };
+    for (key, stored) in &objects {
+        let copied = target
+            .get(key)
+            .await?
+            .ok_or_else(|| anyhow!("{key} is missing in etcd after the copy"))?;
+        if strip(&copied.object) != strip(&stored.object) {
+            anyhow::bail!("{key} differs in etcd after the copy");
+        }
+    }
+    if let Some(dir) = data_dir.filter(|d| d.join("tls").join("ca.key").exists()) {
+        target
+            .share_cluster_ca(dir)
+            .await
+            .context("cannot copy the cluster CA to etcd")?;
+    }
+    let out = &mut *ctx.out;
+    for (resource, n) in &resources {
+        writeln!(out, "{resource}\t{n}")?;
+    }
+    writeln!(
+        out,
+        "copied {} objects from {} to {to} (prefix {}), each checked",
+        objects.len(),
+        file.display(),
+        store.etcd_prefix
+    )?;
+    Ok(())
+}
+
+#[cfg(not(feature = "etcd"))]
+async fn migrate(
+    _: &str,
+    _: &str,
+    _: crate::args::StoreArgs,
+    _: &mut Context<'_>,
+) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "migrate: this tug was built without etcd; build it with `cargo build --release --features etcd` (which needs protoc: Debian's protobuf-compiler)"
+    )
+}
+
+#[cfg(not(feature = "etcd"))]
+fn etcd_store(
+    _: &crate::args::StoreArgs,
+    _: &mut tugboat_controller::Config,
+) -> anyhow::Result<()> {
+    anyhow::bail!(
+        "--store etcd://…: this tug was built without etcd; build it with `cargo build --release --features etcd` (which needs protoc: Debian's protobuf-compiler)"
+    )
 }
 
 /// How the API is secured, from the flags.

@@ -158,6 +158,7 @@ where
 
 /// What the autoscalers share with the API server: the readings it serves and
 /// the activations of Services scaled to zero it takes in.
+#[derive(Clone)]
 pub struct Autoscaling {
     pub metrics: Arc<crate::metrics::Metrics>,
     pub activations: Arc<hpa::Activations>,

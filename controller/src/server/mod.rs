@@ -107,7 +107,16 @@ pub fn router(state: Arc<AppState>) -> Router {
             state.clone(),
             crate::auth::middleware,
         ))
+        // Every controller serves API writes, leader or not.
+        .layer(axum::middleware::from_fn(exempt_from_fence))
         .with_state(state)
+}
+
+async fn exempt_from_fence(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    crate::store::fence::exempt(next.run(request)).await
 }
 
 async fn ok() -> &'static str {

@@ -5,9 +5,11 @@
 //! watches map one-to-one onto this model) can replace the embedded one without
 //! touching them. [`redb::RedbStore`] is the embedded, persistent backend.
 
+#[cfg(feature = "etcd")]
 pub mod etcd;
+pub mod fence;
 pub mod index;
-mod live;
+pub(crate) mod live;
 pub mod redb;
 #[cfg(test)]
 mod suite;

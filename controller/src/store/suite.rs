@@ -160,7 +160,10 @@ pub(crate) async fn creating_an_existing_key_fails_with_already_exists(make: Mak
     let before = store.revision();
 
     let err = store.create(&key, pod("web", "nginx:2")).await.unwrap_err();
-    assert!(matches!(err, StoreError::AlreadyExists(ref k) if *k == key), "{err}");
+    assert!(
+        matches!(err, StoreError::AlreadyExists(ref k) if *k == key),
+        "{err}"
+    );
     assert_eq!(store.revision(), before);
     let got = store.get(&key).await.unwrap().unwrap();
     assert_eq!(got.object["spec"]["image"], "nginx:1");
@@ -216,7 +219,10 @@ pub(crate) async fn deleting_with_a_stale_revision_conflicts_and_deleting_twice_
         .await
         .unwrap();
 
-    let err = store.delete(&key, Some(created.revision)).await.unwrap_err();
+    let err = store
+        .delete(&key, Some(created.revision))
+        .await
+        .unwrap_err();
     match err {
         StoreError::Conflict {
             expected, actual, ..
@@ -227,7 +233,10 @@ pub(crate) async fn deleting_with_a_stale_revision_conflicts_and_deleting_twice_
 
     store.delete(&key, None).await.unwrap();
     let again = store.delete(&key, None).await.unwrap_err();
-    assert!(matches!(again, StoreError::NotFound(ref k) if *k == key), "{again}");
+    assert!(
+        matches!(again, StoreError::NotFound(ref k) if *k == key),
+        "{again}"
+    );
 }
 
 pub(crate) async fn objects_without_metadata_get_one_and_non_objects_are_refused(make: Make) {
@@ -477,7 +486,11 @@ pub(crate) async fn concurrent_writers_get_unique_revisions_that_a_watcher_sees_
     }
     revisions.sort_unstable();
     revisions.dedup();
-    assert_eq!(revisions.len(), WRITERS * WRITES_EACH, "every revision unique");
+    assert_eq!(
+        revisions.len(),
+        WRITERS * WRITES_EACH,
+        "every revision unique"
+    );
     assert!(store.revision() >= *revisions.last().unwrap());
 
     for revision in revisions {

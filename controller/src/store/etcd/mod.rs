@@ -32,19 +32,22 @@
 //! A controller that cannot reach etcd answers reads and writes with an error;
 //! it never serves what it last saw as if it were current.
 
+mod bootstrap;
 pub mod testing;
+
+pub use bootstrap::BootstrapError;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use etcd_client::{
-    Client, Compare, CompareOp, CompactionOptions, ConnectOptions, DeleteOptions, EventType as
-    EtcdEventType, GetOptions, KeyValue, KvClient, TlsOptions, Txn, TxnOp, TxnOpResponse,
-    WatchOptions,
+    Client, CompactionOptions, Compare, CompareOp, ConnectOptions, DeleteOptions,
+    EventType as EtcdEventType, GetOptions, KeyValue, KvClient, TlsOptions, Txn, TxnOp,
+    TxnOpResponse, WatchOptions,
 };
 use serde_json::Value;
 use tokio::task::JoinHandle;
@@ -196,12 +199,77 @@ fn is_future(err: &etcd_client::Error) -> bool {
     err.to_string().contains("future revision")
 }
 
+/// The etcd members, one client each, used one at a time.
+///
+/// etcd-client's own balancing keeps sending requests to a member that is
+/// down (tonic's balancer does not set aside endpoints that refuse
+/// connections: with one member of three killed, a third of all requests
+/// failed), so requests go to one member and move to the next when it cannot
+/// be reached or has no leader, as etcd's clientv3 fails over.
+struct Members {
+    clients: Vec<Client>,
+    kvs: Vec<KvClient>,
+    current: AtomicUsize,
+}
+
+/// Was the request surely not carried out, so that it may go to another
+/// member: no connection was made, or the member has no leader to propose to?
+fn is_unreachable(err: &etcd_client::Error) -> bool {
+    let text = err.to_string();
+    matches!(err, etcd_client::Error::TransportError(_))
+        || text.contains("tcp connect error")
+        || text.contains("no leader")
+        || text.contains("connection refused")
+        || text.contains("Connection refused")
+}
+
+impl Members {
+    fn index(&self) -> usize {
+        self.current.load(Ordering::Relaxed) % self.clients.len()
+    }
+
+    fn client(&self) -> (usize, Client) {
+        let i = self.index();
+        (i, self.clients[i].clone())
+    }
+
+    /// Moves on from member `failed`, unless another request already did.
+    fn next(&self, failed: usize) {
+        let _ = self.current.compare_exchange(
+            failed,
+            (failed + 1) % self.clients.len(),
+            Ordering::Relaxed,
+            Ordering::Relaxed,
+        );
+    }
+
+    /// Runs `f` on the current member's client; on every member in turn while
+    /// they cannot be reached.
+    async fn call<T, F, Fut>(&self, f: F) -> Result<T, etcd_client::Error>
+    where
+        F: Fn(KvClient) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let mut tried = 0;
+        loop {
+            let i = self.index();
+            match f(self.kvs[i].clone()).await {
+                Err(e) if is_unreachable(&e) && tried + 1 < self.kvs.len() => {
+                    tracing::debug!(member = i, error = %e, "etcd member unreachable; trying the next");
+                    self.next(i);
+                    tried += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
 /// The [`Store`] on an etcd cluster.
 ///
 /// Dropping it stops its watch of etcd and its compactor.
 pub struct EtcdStore {
-    client: Client,
-    kv: KvClient,
+    members: Arc<Members>,
     /// `PREFIX/`, with the slash.
     prefix: String,
     /// A key that holds nothing, read for etcd's current revision. It is under
@@ -386,9 +454,8 @@ fn decode(key: &Key, value: &[u8], revision: Revision) -> Result<Stored, StoreEr
 }
 
 fn encoded(object: Value, revision: Revision) -> Result<Stored, StoreError> {
-    let bytes = Bytes::from(
-        serde_json::to_vec(&object).map_err(|e| etcd_error("encode an object", e))?,
-    );
+    let bytes =
+        Bytes::from(serde_json::to_vec(&object).map_err(|e| etcd_error("encode an object", e))?);
     let object = Arc::new(object);
     let encoded = Encoded::new(&object, bytes);
     Ok(Stored {
@@ -407,7 +474,8 @@ fn value_of(key: &Key, mut object: Value) -> Result<Vec<u8>, StoreError> {
         metadata.remove("resourceVersion");
     }
     limits::check_depth(&object).map_err(|e| StoreError::Limit(key.clone(), e))?;
-    let bytes = serde_json::to_vec(&object).map_err(|e| etcd_error(format_args!("encode {key}"), e))?;
+    let bytes =
+        serde_json::to_vec(&object).map_err(|e| etcd_error(format_args!("encode {key}"), e))?;
     if bytes.len() > limits::MAX_OBJECT_BYTES {
         return Err(StoreError::Limit(
             key.clone(),
@@ -454,7 +522,11 @@ impl EtcdStore {
     /// Connects to etcd, reads everything under the prefix into the mirror and
     /// starts following it.
     pub async fn connect(config: EtcdConfig) -> Result<EtcdStore, StoreError> {
-        let scheme = if config.tls.is_some() { "https" } else { "http" };
+        let scheme = if config.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let endpoints: Vec<String> = config
             .endpoints
             .iter()
@@ -471,7 +543,10 @@ impl EtcdStore {
             .with_connect_timeout(Duration::from_secs(5))
             .with_timeout(Duration::from_secs(10))
             .with_keep_alive(Duration::from_secs(5), Duration::from_secs(5))
-            .with_keep_alive_while_idle(true);
+            .with_keep_alive_while_idle(true)
+            // A member cut off from the others answers "no leader" at once,
+            // and the request goes to another.
+            .with_require_leader(true);
         if let Some(tls) = &config.tls {
             let mut t = TlsOptions::new();
             if let Some(ca) = &tls.ca {
@@ -485,12 +560,23 @@ impl EtcdStore {
         if let Some((user, password)) = &config.user {
             options = options.with_user(user, password);
         }
-        let client = Client::connect(&endpoints, Some(options))
-            .await
-            .map_err(|e| etcd_error(format_args!("connect to {}", endpoints.join(",")), e))?;
-        let mut kv = client
-            .kv_client()
-            .max_decoding_message_size(MAX_MESSAGE);
+        let mut clients = Vec::new();
+        for endpoint in &endpoints {
+            clients.push(
+                Client::connect([endpoint], Some(options.clone()))
+                    .await
+                    .map_err(|e| etcd_error(format_args!("connect to {endpoint}"), e))?,
+            );
+        }
+        let kvs = clients
+            .iter()
+            .map(|c| c.kv_client().max_decoding_message_size(MAX_MESSAGE))
+            .collect();
+        let members = Arc::new(Members {
+            clients,
+            kvs,
+            current: AtomicUsize::new(0),
+        });
         let prefix = format!("{}/", config.prefix.trim_end_matches('/'));
         let mirror = Arc::new(Mirror {
             location: location.clone(),
@@ -501,28 +587,35 @@ impl EtcdStore {
             revisions: tokio::sync::watch::channel(0).0,
             compacted: Arc::new(AtomicU64::new(0)),
         });
-        load(&mirror, &mut kv).await?;
+        load(&mirror, &members).await?;
         let mut tasks = vec![tokio::spawn(follow(
             Arc::clone(&mirror),
-            client.clone(),
-            kv.clone(),
+            Arc::clone(&members),
         ))];
         if !config.compaction_interval.is_zero() {
             tasks.push(tokio::spawn(compact(
-                kv.clone(),
+                Arc::clone(&members),
                 format!("{prefix}compact_rev_key").into_bytes(),
                 config.compaction_interval,
             )));
         }
         tracing::info!(%location, prefix = %config.prefix, revision = mirror.revision(), "store on etcd");
         Ok(EtcdStore {
-            client,
-            kv,
+            members,
             probe_key: format!("{prefix}revision").into_bytes(),
             prefix,
             mirror,
             tasks,
         })
+    }
+
+    async fn txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, etcd_client::Error> {
+        self.members
+            .call(|mut kv| {
+                let txn = txn.clone();
+                async move { kv.txn(txn).await }
+            })
+            .await
     }
 
     fn etcd_key(&self, key: &Key) -> Vec<u8> {
@@ -532,12 +625,12 @@ impl EtcdStore {
     /// Waits until the mirror holds every write etcd had acknowledged when this
     /// was called; whether it does (else the read goes to etcd itself).
     async fn sync(&self) -> Result<bool, StoreError> {
-        let mut kv = self.kv.clone();
-        let response = kv
-            .get(
-                self.probe_key.clone(),
-                Some(GetOptions::new().with_count_only()),
-            )
+        let response = self
+            .members
+            .call(|mut kv| {
+                let key = self.probe_key.clone();
+                async move { kv.get(key, Some(GetOptions::new().with_count_only())).await }
+            })
             .await
             .map_err(|e| etcd_error("read the current revision", e))?;
         let revision = to_revision(response.header().map_or(0, |h| h.revision()));
@@ -560,8 +653,12 @@ impl EtcdStore {
     async fn read_etcd(&self, prefix: &str) -> Result<(Vec<Stored>, Revision), StoreError> {
         let start = format!("{}{prefix}", self.prefix).into_bytes();
         let end = prefix_end(&start);
-        let mut kv = self.kv.clone();
-        let (kvs, revision) = read_all(&mut kv, start, end, None)
+        let (kvs, revision) = self
+            .members
+            .call(|mut kv| {
+                let (start, end) = (start.clone(), end.clone());
+                async move { read_all(&mut kv, start, end, None).await }
+            })
             .await
             .map_err(|e| etcd_error(format_args!("list {prefix}"), e))?;
         let mut out = Vec::with_capacity(kvs.len());
@@ -576,7 +673,12 @@ impl EtcdStore {
 
     /// The answer to a committed write: the mirror's copy once it holds it
     /// (shared with every watcher), else what was written.
-    async fn written(&self, key: &Key, revision: Revision, object: Value) -> Result<Stored, StoreError> {
+    async fn written(
+        &self,
+        key: &Key,
+        revision: Revision,
+        object: Value,
+    ) -> Result<Stored, StoreError> {
         if !self.catch_up(revision).await {
             tracing::warn!(%key, revision, "the write is committed but this controller's mirror is behind");
         }
@@ -619,17 +721,21 @@ impl EtcdStore {
         }
     }
 
-    /// The etcd client, for what goes beside the store (migration).
-    pub fn client(&self) -> &Client {
-        &self.client
+    /// A client of the etcd member in use, for what goes beside the store.
+    pub fn client(&self) -> Client {
+        self.members.client().1
     }
 }
 
 /// Reads everything into the mirror.
-async fn load(mirror: &Mirror, kv: &mut KvClient) -> Result<(), StoreError> {
+async fn load(mirror: &Mirror, members: &Members) -> Result<(), StoreError> {
     let start = mirror.prefix.clone().into_bytes();
     let end = prefix_end(&start);
-    let (kvs, revision) = read_all(kv, start, end, None)
+    let (kvs, revision) = members
+        .call(|mut kv| {
+            let (start, end) = (start.clone(), end.clone());
+            async move { read_all(&mut kv, start, end, None).await }
+        })
         .await
         .map_err(|e| etcd_error(format_args!("read {}", mirror.location), e))?;
     let mut objects = Vec::with_capacity(kvs.len());
@@ -651,11 +757,7 @@ async fn load(mirror: &Mirror, kv: &mut KvClient) -> Result<(), StoreError> {
 /// Follows every change under the prefix into the mirror, for as long as the
 /// store lives: after an error it watches again from the mirror's revision, and
 /// when etcd has compacted past that, it reads everything again.
-async fn follow(
-    mirror: Arc<Mirror>,
-    client: Client,
-    mut kv: KvClient,
-) {
+async fn follow(mirror: Arc<Mirror>, members: Arc<Members>) {
     let mut retry = RETRY_FIRST;
     loop {
         let from = mirror.revision().saturating_add(1);
@@ -663,6 +765,7 @@ async fn follow(
             .with_prefix()
             .with_prev_key()
             .with_start_revision(to_etcd(from));
+        let (member, client) = members.client();
         let watched = client
             .watch_client()
             .max_decoding_message_size(MAX_MESSAGE)
@@ -672,6 +775,7 @@ async fn follow(
             Ok(stream) => stream,
             Err(error) => {
                 tracing::warn!(location = %mirror.location, %error, "cannot watch etcd; trying again");
+                members.next(member);
                 tokio::time::sleep(retry).await;
                 retry = (retry * 2).min(RETRY_MAX);
                 continue;
@@ -683,7 +787,7 @@ async fn follow(
                     retry = RETRY_FIRST;
                     if response.compact_revision() > 0 {
                         tracing::warn!(location = %mirror.location, compacted = response.compact_revision(), from, "etcd compacted past this controller's view; reading everything again");
-                        if let Err(error) = load(&mirror, &mut kv).await {
+                        if let Err(error) = load(&mirror, &members).await {
                             tracing::warn!(%error, "cannot read etcd again");
                             tokio::time::sleep(retry).await;
                         }
@@ -697,10 +801,12 @@ async fn follow(
                 }
                 Ok(None) => {
                     tracing::warn!(location = %mirror.location, "etcd closed the watch; watching again");
+                    members.next(member);
                     break;
                 }
                 Err(error) => {
                     tracing::warn!(location = %mirror.location, %error, "the watch of etcd failed; watching again");
+                    members.next(member);
                     tokio::time::sleep(retry).await;
                     retry = (retry * 2).min(RETRY_MAX);
                     break;
@@ -714,7 +820,7 @@ async fn follow(
 /// before, as kube-apiserver does: whichever controller first moves the shared
 /// `key` on (a transaction on its version) compacts, the others see that it has
 /// been done.
-async fn compact(mut kv: KvClient, key: Vec<u8>, interval: Duration) {
+async fn compact(members: Arc<Members>, key: Vec<u8>, interval: Duration) {
     let mut version = 0i64;
     let mut target = 0i64;
     loop {
@@ -723,7 +829,13 @@ async fn compact(mut kv: KvClient, key: Vec<u8>, interval: Duration) {
             .when([Compare::version(key.clone(), CompareOp::Equal, version)])
             .and_then([TxnOp::put(key.clone(), target.to_string(), None)])
             .or_else([TxnOp::get(key.clone(), None)]);
-        let response = match kv.txn(txn).await {
+        let response = match members
+            .call(|mut kv| {
+                let txn = txn.clone();
+                async move { kv.txn(txn).await }
+            })
+            .await
+        {
             Ok(response) => response,
             Err(error) => {
                 tracing::warn!(%error, "cannot take etcd's compaction turn");
@@ -734,8 +846,10 @@ async fn compact(mut kv: KvClient, key: Vec<u8>, interval: Duration) {
         if response.succeeded() {
             version += 1;
             if target > 0 {
-                match kv
-                    .compact(target, Some(CompactionOptions::new()))
+                match members
+                    .call(|mut kv| async move {
+                        kv.compact(target, Some(CompactionOptions::new())).await
+                    })
                     .await
                 {
                     Ok(_) => tracing::debug!(revision = target, "etcd compacted"),
@@ -777,13 +891,20 @@ impl Store for EtcdStore {
         if self.sync().await? {
             return Ok(lock(&self.mirror.state).objects.get(&key.encode()).cloned());
         }
-        let mut kv = self.kv.clone();
-        let response = kv
-            .get(self.etcd_key(key), None)
+        let response = self
+            .members
+            .call(|mut kv| {
+                let key = self.etcd_key(key);
+                async move { kv.get(key, None).await }
+            })
             .await
             .map_err(|e| etcd_error(format_args!("read {key}"), e))?;
         match response.kvs().first() {
-            Some(kv) => Ok(Some(decode(key, kv.value(), to_revision(kv.mod_revision()))?)),
+            Some(kv) => Ok(Some(decode(
+                key,
+                kv.value(),
+                to_revision(kv.mod_revision()),
+            )?)),
             None => Ok(None),
         }
     }
@@ -842,8 +963,7 @@ impl Store for EtcdStore {
                 0,
             )])
             .and_then([TxnOp::put(etcd_key, value, None)]);
-        let mut kv = self.kv.clone();
-        let response = kv
+        let response = self
             .txn(txn)
             .await
             .map_err(|e| etcd_error(format_args!("create {key}"), e))?;
@@ -866,8 +986,7 @@ impl Store for EtcdStore {
             .when([Self::exists(&etcd_key, expected)])
             .and_then([TxnOp::put(etcd_key.clone(), value, None)])
             .or_else([TxnOp::get(etcd_key, None)]);
-        let mut kv = self.kv.clone();
-        let response = kv
+        let response = self
             .txn(txn)
             .await
             .map_err(|e| etcd_error(format_args!("update {key}"), e))?;
@@ -887,8 +1006,7 @@ impl Store for EtcdStore {
                 Some(DeleteOptions::new().with_prev_key()),
             )])
             .or_else([TxnOp::get(etcd_key, None)]);
-        let mut kv = self.kv.clone();
-        let response = kv
+        let response = self
             .txn(txn)
             .await
             .map_err(|e| etcd_error(format_args!("delete {key}"), e))?;
@@ -963,12 +1081,18 @@ impl Store for EtcdStore {
             }
             None => prefix.clone().into_bytes(),
         };
-        let mut kv = self.kv.clone();
         let gone = || StoreError::Gone {
             requested: revision,
             compacted: self.mirror.compacted.load(Ordering::Relaxed),
         };
-        let (kvs, _) = match read_all(&mut kv, start, end, Some(revision)).await {
+        let read = self
+            .members
+            .call(|mut kv| {
+                let (start, end) = (start.clone(), end.clone());
+                async move { read_all(&mut kv, start, end, Some(revision)).await }
+            })
+            .await;
+        let (kvs, _) = match read {
             Ok(read) => read,
             Err(e) if is_compacted(&e) || is_future(&e) => return Err(gone()),
             Err(e) => return Err(etcd_error(format_args!("list {resource} at {revision}"), e)),

@@ -58,7 +58,11 @@ async fn controllers_on_one_etcd_read_each_others_writes_at_once_and_watch_them(
         let key = pod_key(&format!("p{i}"));
         let written = a.create(&key, json!({"spec": {"i": i}})).await.unwrap();
         // A read through the other controller right after the write sees it.
-        let read = b.get(&key).await.unwrap().expect("the other controller sees it");
+        let read = b
+            .get(&key)
+            .await
+            .unwrap()
+            .expect("the other controller sees it");
         assert_eq!(read.revision, written.revision);
         assert_eq!(read.object, written.object);
         let event = tokio::time::timeout(WAIT, watch.next())
@@ -66,7 +70,10 @@ async fn controllers_on_one_etcd_read_each_others_writes_at_once_and_watch_them(
             .unwrap()
             .unwrap()
             .unwrap();
-        assert_eq!((event.revision, event.event_type), (written.revision, EventType::Added));
+        assert_eq!(
+            (event.revision, event.event_type),
+            (written.revision, EventType::Added)
+        );
     }
     // Optimistic concurrency holds across them.
     let key = pod_key("p0");
@@ -117,7 +124,10 @@ async fn a_later_page_shows_its_revision_after_changes_until_etcd_compacts() {
         store.create(&pod_key(name), json!({"v": 1})).await.unwrap();
     }
     let at = store.revision();
-    store.update(&pod_key("c"), json!({"v": 2}), None).await.unwrap();
+    store
+        .update(&pod_key("c"), json!({"v": 2}), None)
+        .await
+        .unwrap();
     store.delete(&pod_key("b"), None).await.unwrap();
     let page = store
         .list_at("pods", None, at, Some(&pod_key("a")))
@@ -126,8 +136,11 @@ async fn a_later_page_shows_its_revision_after_changes_until_etcd_compacts() {
     let values: Vec<_> = page.iter().map(|s| s.object["v"].clone()).collect();
     assert_eq!(values, [json!(1), json!(1)], "b and c as they were");
 
-    let mut client = store.client().clone();
-    client.compact(super::to_etcd(store.revision()), None).await.unwrap();
+    let mut client = store.client();
+    client
+        .compact(super::to_etcd(store.revision()), None)
+        .await
+        .unwrap();
     let gone = store.list_at("pods", None, at, Some(&pod_key("a"))).await;
     assert!(matches!(gone, Err(StoreError::Gone { .. })), "{gone:?}");
 }

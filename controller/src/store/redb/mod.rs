@@ -288,6 +288,15 @@ impl RedbStore {
         self.inner.commits.load(Ordering::Relaxed)
     }
 
+    /// Every object, in key order: for copying the store elsewhere.
+    pub fn dump(&self) -> Vec<(Key, Stored)> {
+        lock(&self.inner.state)
+            .objects
+            .iter()
+            .filter_map(|(row, stored)| Some((Key::decode(row)?, stored.clone())))
+            .collect()
+    }
+
     /// What the history holds now: (events, encoded bytes).
     pub fn history_size(&self) -> (usize, usize) {
         let state = lock(&self.inner.state);
