@@ -15,6 +15,7 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use tugboat_api::resource::{DEPLOYMENTS, LEASES, PODS};
 use tugboat_api::{Client, ListParams, PatchType};
+use tugboat_controller::store::etcd::etcd_client;
 use tugboat_controller::store::etcd::testing::EtcdCluster;
 use tugboat_tests::fake_agent::FakeAgent;
 use tugboat_tests::{TestController, deployment, eventually_within, within};
@@ -258,5 +259,253 @@ async fn the_leaders_death_during_a_scale_up_costs_no_pod_twice_and_no_restart()
     for agent in cluster.agents.drain(..) {
         agent.stop().await?;
     }
+    Ok(())
+}
+
+/// A TCP proxy to one etcd member that the test can cut (every connection
+/// closed, new ones refused) and heal: a controller behind it is partitioned
+/// from etcd while the others are not.
+struct Proxy {
+    addr: std::net::SocketAddr,
+    target: String,
+    cut: tokio_util::sync::CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(target: &str) -> anyhow::Result<Proxy> {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        Ok(Self::serve(listener, addr, target))
+    }
+
+    fn serve(listener: tokio::net::TcpListener, addr: std::net::SocketAddr, target: &str) -> Proxy {
+        let cut = tokio_util::sync::CancellationToken::new();
+        let token = cut.clone();
+        let to = target.to_string();
+        let task = tokio::spawn(async move {
+            loop {
+                let accepted = tokio::select! {
+                    () = token.cancelled() => return,
+                    a = listener.accept() => a,
+                };
+                let Ok((mut inbound, _)) = accepted else {
+                    return;
+                };
+                let to = to.clone();
+                let token = token.clone();
+                tokio::spawn(async move {
+                    let Ok(mut outbound) = tokio::net::TcpStream::connect(&to).await else {
+                        return;
+                    };
+                    tokio::select! {
+                        () = token.cancelled() => {}
+                        _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                    }
+                });
+            }
+        });
+        Proxy {
+            addr,
+            target: target.to_string(),
+            cut,
+            task,
+        }
+    }
+
+    /// Closes every connection and stops listening.
+    async fn cut(&mut self) {
+        self.cut.cancel();
+        let _ = (&mut self.task).await;
+    }
+
+    /// Listens again on the same address.
+    async fn heal(&mut self) -> anyhow::Result<()> {
+        let listener = tokio::net::TcpListener::bind(self.addr).await?;
+        *self = Self::serve(listener, self.addr, &self.target.clone());
+        Ok(())
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.cut.cancel();
+        self.task.abort();
+    }
+}
+
+/// Every write of an Event under the prefix, in revision order, with the
+/// controller that reported it: etcd's own history, read from the start.
+async fn event_writers(etcd: &EtcdCluster) -> anyhow::Result<Vec<(i64, String)>> {
+    let mut client = etcd_client::Client::connect(
+        etcd.endpoints()
+            .iter()
+            .map(|e| format!("http://{e}"))
+            .collect::<Vec<_>>(),
+        None,
+    )
+    .await?;
+    let now = client
+        .get(
+            "/tugboat/",
+            Some(etcd_client::GetOptions::new().with_count_only()),
+        )
+        .await?;
+    let last = now.header().map_or(0, |h| h.revision());
+    let mut stream = client
+        .watch(
+            "/tugboat/events/",
+            Some(
+                etcd_client::WatchOptions::new()
+                    .with_prefix()
+                    .with_start_revision(1),
+            ),
+        )
+        .await?;
+    let mut writes = Vec::new();
+    let mut seen = 0;
+    while seen < last {
+        let Ok(Ok(Some(response))) =
+            tokio::time::timeout(Duration::from_secs(5), stream.message()).await
+        else {
+            break;
+        };
+        for event in response.events() {
+            let Some(kv) = event.kv() else { continue };
+            seen = seen.max(kv.mod_revision());
+            if event.event_type() != etcd_client::EventType::Put {
+                continue;
+            }
+            let value: Value = serde_json::from_slice(kv.value()).unwrap_or_default();
+            if let Some(instance) = value["reportingInstance"].as_str()
+                && value["source"]["host"].is_null()
+            {
+                writes.push((kv.mod_revision(), instance.to_string()));
+            }
+        }
+        if response.events().is_empty() && !response.created() {
+            break;
+        }
+    }
+    Ok(writes)
+}
+
+/// A leader cut off from etcd stops reconciling before another controller
+/// takes over: reading etcd's history of controller Events, no write of the
+/// old leader comes after the new leader's first. When the partition heals,
+/// the old leader is a standby and the new one goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_leader_cut_off_from_etcd_stops_before_another_leads_and_never_writes_after_it()
+-> anyhow::Result<()> {
+    let etcd = EtcdCluster::start(3).await?;
+    let mut proxies = Vec::new();
+    for endpoint in etcd.endpoints() {
+        proxies.push(Proxy::start(&endpoint).await?);
+    }
+    let through_proxies = format!(
+        "etcd://{}",
+        proxies
+            .iter()
+            .map(|p| p.addr.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let flags = |store: &str, name: &str| -> Vec<String> {
+        [
+            "--store",
+            store,
+            "--leader-elect-lease-duration",
+            LEASE,
+            "--leader-elect-renew-deadline",
+            RENEW,
+            "--leader-elect-retry-period",
+            RETRY,
+            "--leader-elect-identity",
+            name,
+            "--node-grace",
+            "60",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let a_flags = flags(&through_proxies, "c0");
+    let a =
+        TestController::start_process_with(&a_flags.iter().map(String::as_str).collect::<Vec<_>>())
+            .await?;
+    let b_flags = flags(&etcd.url(), "c1");
+    let b =
+        TestController::start_process_with(&b_flags.iter().map(String::as_str).collect::<Vec<_>>())
+            .await?;
+    let cluster_servers = format!("{},{}", b.url, a.url);
+    let creds = b.credentials.clone().expect("admin credentials");
+    let client = Client::with_credentials(&cluster_servers, &creds)?;
+    let leader = |client: Client| async move {
+        let lease = client
+            .get(&LEASES, Some("kube-system"), "tugboat-controller")
+            .await
+            .ok()?;
+        lease["spec"]["holderIdentity"].as_str().map(str::to_string)
+    };
+    eventually_within(WAIT, "c0 leads", || async {
+        (leader(client.clone()).await.as_deref() == Some("c0")).then_some(())
+    })
+    .await?;
+    let mut agents = Vec::new();
+    for n in 0..2 {
+        let mut config = b.agent_config(&format!("node-{n}")).await?;
+        config.server = cluster_servers.clone();
+        agents.push(FakeAgent::start_with(config));
+    }
+    client
+        .create(&DEPLOYMENTS, Some(NS), &deployment("web", NS, 2))
+        .await?;
+    eventually_within(WAIT, "2 pods run", || all_running(&client, 2)).await?;
+
+    for p in &mut proxies {
+        p.cut().await;
+    }
+    let cut_at = Instant::now();
+    scale(&client, 12).await?;
+    eventually_within(WAIT, "c1 leads", || async {
+        (leader(client.clone()).await.as_deref() == Some("c1")).then_some(())
+    })
+    .await?;
+    eprintln!(
+        "c1 leads {:.2} s after c0 was cut off from etcd",
+        cut_at.elapsed().as_secs_f64()
+    );
+    eventually_within(WAIT, "12 pods run", || all_running(&client, 12)).await?;
+
+    for p in &mut proxies {
+        p.heal().await?;
+    }
+    // c0 is back as a standby; c1 goes on.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    scale(&client, 4).await?;
+    eventually_within(WAIT, "4 pods run", || all_running(&client, 4)).await?;
+    assert_eq!(leader(client.clone()).await.as_deref(), Some("c1"));
+
+    let writes = event_writers(&etcd).await?;
+    let first_c1 = writes
+        .iter()
+        .position(|(_, w)| w == "c1")
+        .expect("the new leader wrote events");
+    assert!(
+        writes[..first_c1].iter().any(|(_, w)| w == "c0"),
+        "the old leader wrote events before: {writes:?}"
+    );
+    let late: Vec<_> = writes[first_c1..]
+        .iter()
+        .filter(|(_, w)| w != "c1")
+        .collect();
+    assert!(
+        late.is_empty(),
+        "writes of another controller after the new leader's first: {late:?} (all: {writes:?})"
+    );
+    for agent in agents {
+        agent.stop().await?;
+    }
+    drop((a, b));
     Ok(())
 }

@@ -1,14 +1,20 @@
 //! Store write throughput and latency: N concurrent writers, each creating and
 //! then updating its own pod-like objects of about 2 KB, on a redb file in a
-//! temporary directory (so every write is fsync'd as in production).
+//! temporary directory (so every write is fsync'd as in production), and, built
+//! with `--features etcd`, on a real etcd of one and of three members on
+//! loopback in the same run (every write committed to a quorum's disks).
 //!
-//! `cargo bench -p tugboat-controller --bench store` prints, for 1, 16 and 256
-//! writers, the writes per second and the p50/p99 latency of one write. Every
-//! run is bounded in writes and in time.
+//! `cargo bench -p tugboat-controller --bench store [--features etcd]` prints,
+//! for each store and 1, 16 and 256 writers, the writes per second and the
+//! p50/p99 latency of one write, then the watch lag: from the start of a write
+//! to a watcher of the store receiving it. Every run is bounded in writes and
+//! in time.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use serde_json::{Value, json};
 use tugboat_controller::store::redb::{History, RedbStore};
 use tugboat_controller::store::{Key, Store};
@@ -81,20 +87,75 @@ fn pod(name: &str, generation: usize) -> Value {
     })
 }
 
+/// Writes made to measure the watch lag, one at a time.
+const LAG_WRITES: usize = 200;
+
 struct Figures {
     writes: usize,
-    /// Transactions (so fsyncs) that committed them.
-    commits: u64,
+    /// Transactions (so fsyncs) that committed them, where the store tells.
+    commits: Option<u64>,
     elapsed: Duration,
     latencies: Vec<Duration>,
 }
 
-async fn run(writers: usize, writes_each: usize) -> Figures {
-    let dir = tempfile::tempdir().expect("a temporary directory");
-    let store = Arc::new(
-        RedbStore::open_with(&dir.path().join("bench.redb"), History::default())
-            .expect("a store file"),
-    );
+/// The stores compared: a fresh one of each per run.
+#[derive(Clone, Copy)]
+enum Backend {
+    Redb,
+    #[cfg(feature = "etcd")]
+    Etcd(usize),
+}
+
+impl Backend {
+    fn all() -> Vec<Backend> {
+        #[allow(unused_mut)]
+        let mut all = vec![Backend::Redb];
+        #[cfg(feature = "etcd")]
+        all.extend([Backend::Etcd(1), Backend::Etcd(3)]);
+        all
+    }
+
+    fn name(&self) -> String {
+        match self {
+            Backend::Redb => "redb".to_string(),
+            #[cfg(feature = "etcd")]
+            Backend::Etcd(n) => format!("etcd x{n}"),
+        }
+    }
+}
+
+/// A fresh store of `backend`, what keeps it alive, and (for redb) itself for
+/// its commit count.
+async fn open(
+    backend: Backend,
+) -> (
+    Arc<dyn Store>,
+    Box<dyn std::any::Any + Send>,
+    Option<Arc<RedbStore>>,
+) {
+    match backend {
+        Backend::Redb => {
+            let dir = tempfile::tempdir().expect("a temporary directory");
+            let store = Arc::new(
+                RedbStore::open_with(&dir.path().join("bench.redb"), History::default())
+                    .expect("a store file"),
+            );
+            (store.clone(), Box::new(dir), Some(store))
+        }
+        #[cfg(feature = "etcd")]
+        Backend::Etcd(members) => {
+            use tugboat_controller::store::etcd::{EtcdConfig, EtcdStore, testing::EtcdCluster};
+            let etcd = EtcdCluster::start(members).await.expect("an etcd cluster");
+            let store = EtcdStore::connect(EtcdConfig::new(etcd.endpoints()))
+                .await
+                .expect("a store on etcd");
+            (Arc::new(store), Box::new(etcd), None)
+        }
+    }
+}
+
+async fn run(backend: Backend, writers: usize, writes_each: usize) -> Figures {
+    let (store, keep, redb) = open(backend).await;
     let deadline = Instant::now() + RUN_LIMIT;
     let started = Instant::now();
     let mut tasks = Vec::new();
@@ -127,8 +188,9 @@ async fn run(writers: usize, writes_each: usize) -> Figures {
         latencies.extend(task.await.expect("a writer task"));
     }
     let elapsed = started.elapsed();
-    let commits = store.commits();
+    let commits = redb.map(|r| r.commits());
     drop(store);
+    drop(keep);
     Figures {
         writes: latencies.len(),
         commits,
@@ -145,30 +207,101 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[rank.clamp(1, sorted.len()) - 1]
 }
 
+/// From the start of each write to a watcher receiving its event: one writer,
+/// [`LAG_WRITES`] creates one after another.
+async fn watch_lag(backend: Backend) -> Vec<Duration> {
+    let (store, keep, _) = open(backend).await;
+    let started: Arc<Mutex<HashMap<String, Instant>>> = Default::default();
+    let mut events = store
+        .watch("pods", None, store.revision())
+        .await
+        .expect("a watch");
+    let marks = started.clone();
+    let watcher = tokio::spawn(async move {
+        let mut lags = Vec::new();
+        while lags.len() < LAG_WRITES {
+            let Ok(Some(Ok(event))) = tokio::time::timeout(RUN_LIMIT, events.next()).await else {
+                break;
+            };
+            let at = Instant::now();
+            if let Some(t) = marks.lock().expect("marks").get(&event.key.name) {
+                lags.push(at - *t);
+            }
+        }
+        lags
+    });
+    for i in 0..LAG_WRITES {
+        let name = format!("lag-{i}");
+        started
+            .lock()
+            .expect("marks")
+            .insert(name.clone(), Instant::now());
+        store
+            .create(
+                &Key::new("pods", Some("default"), name.as_str()),
+                pod(&name, i),
+            )
+            .await
+            .expect("a write the benchmark expects to succeed");
+    }
+    let lags = watcher.await.expect("the watcher");
+    drop(store);
+    drop(keep);
+    lags
+}
+
 fn main() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("a tokio runtime");
     let size = serde_json::to_vec(&pod("w0-p0", 0)).map_or(0, |v| v.len());
-    println!("store writes: redb file in a temp dir, pod objects of {size} bytes");
     println!(
-        "{:>8} {:>8} {:>10} {:>10} {:>10} {:>10} {:>12}",
-        "writers", "writes", "seconds", "writes/s", "p50 ms", "p99 ms", "writes/fsync"
+        "store writes: redb file in a temp dir, etcd members on loopback (with --features etcd); pod objects of {size} bytes"
     );
-    for (writers, writes_each) in RUNS {
-        let mut f = runtime.block_on(run(writers, writes_each));
-        f.latencies.sort_unstable();
-        let secs = f.elapsed.as_secs_f64();
+    println!(
+        "{:>9} {:>8} {:>8} {:>10} {:>10} {:>10} {:>10} {:>12}",
+        "store", "writers", "writes", "seconds", "writes/s", "p50 ms", "p99 ms", "writes/fsync"
+    );
+    for backend in Backend::all() {
+        for (writers, writes_each) in RUNS {
+            let mut f = runtime.block_on(run(backend, writers, writes_each));
+            f.latencies.sort_unstable();
+            let secs = f.elapsed.as_secs_f64();
+            println!(
+                "{:>9} {:>8} {:>8} {:>10.2} {:>10.0} {:>10.2} {:>10.2} {:>12}",
+                backend.name(),
+                writers,
+                f.writes,
+                secs,
+                f.writes as f64 / secs,
+                percentile(&f.latencies, 50.0).as_secs_f64() * 1e3,
+                percentile(&f.latencies, 99.0).as_secs_f64() * 1e3,
+                f.commits.map_or("-".to_string(), |c| format!(
+                    "{:.1}",
+                    f.writes as f64 / c.max(1) as f64
+                )),
+            );
+        }
+    }
+    println!();
+    println!(
+        "watch lag: from a write's start to a watcher of the store receiving it ({LAG_WRITES} writes, one at a time)"
+    );
+    println!(
+        "{:>9} {:>8} {:>10} {:>10} {:>10}",
+        "store", "events", "p50 ms", "p99 ms", "max ms"
+    );
+    for backend in Backend::all() {
+        let mut lags = runtime.block_on(watch_lag(backend));
+        lags.sort_unstable();
         println!(
-            "{:>8} {:>8} {:>10.2} {:>10.0} {:>10.2} {:>10.2} {:>12.1}",
-            writers,
-            f.writes,
-            secs,
-            f.writes as f64 / secs,
-            percentile(&f.latencies, 50.0).as_secs_f64() * 1e3,
-            percentile(&f.latencies, 99.0).as_secs_f64() * 1e3,
-            f.writes as f64 / f.commits.max(1) as f64,
+            "{:>9} {:>8} {:>10.2} {:>10.2} {:>10.2}",
+            backend.name(),
+            lags.len(),
+            percentile(&lags, 50.0).as_secs_f64() * 1e3,
+            percentile(&lags, 99.0).as_secs_f64() * 1e3,
+            lags.last().map_or(0.0, |d| d.as_secs_f64() * 1e3),
         );
     }
 }

@@ -13,7 +13,11 @@ use crate::registry::{Registry, Subresource, WriteOptions};
 /// A recorder for the controller `component` (`default-scheduler`…), writing
 /// each event before it returns.
 pub fn recorder(registry: Arc<Registry>, component: &str) -> Recorder {
-    Recorder::new(registry, Reporter::controller(component))
+    let mut reporter = Reporter::controller(component);
+    if let Some(instance) = registry.instance() {
+        reporter.instance = instance.to_string();
+    }
+    Recorder::new(registry, reporter)
 }
 
 #[async_trait::async_trait]

@@ -277,6 +277,9 @@ pub async fn run_with_store(
             node_ports: config.node_port_range,
         },
     ));
+    if config.leader_election.is_some() {
+        registry.set_instance(leadership.identity());
+    }
     for ns in registry::SYSTEM_NAMESPACES {
         store::fence::exempt(registry.ensure_namespace(ns)).await?;
     }

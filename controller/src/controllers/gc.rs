@@ -97,7 +97,24 @@ async fn sweep_all(registry: &Registry) -> Result<(), ApiError> {
 }
 
 /// Deletes, in `ns`, every object with owner references none of which still exists.
+///
+/// The dependents are listed before the owners: an owner's uid exists before
+/// any reference to it, so an owner missing from the later list is gone. The
+/// other way round, an owner and its dependent created between the two lists
+/// (one list per kind, each a round trip with etcd) made the dependent look
+/// orphaned, and it was deleted.
 async fn sweep(registry: &Registry, ns: &str) -> Result<(), ApiError> {
+    let mut dependents = Vec::new();
+    for info in dependent_kinds() {
+        for obj in registry.list_all(info, Some(ns)).await? {
+            if !meta::owner_uids(&obj).is_empty() && !meta::is_deleting(&obj) {
+                dependents.push((info, obj));
+            }
+        }
+    }
+    if dependents.is_empty() {
+        return Ok(());
+    }
     let mut live: HashSet<String> = HashSet::new();
     // Owners in the namespace, and cluster-scoped ones (Kubernetes lets a
     // namespaced object be owned by a cluster-scoped one).
@@ -109,15 +126,11 @@ async fn sweep(registry: &Registry, ns: &str) -> Result<(), ApiError> {
             }
         }
     }
-    for info in dependent_kinds() {
-        for obj in registry.list_all(info, Some(ns)).await? {
-            let owners = meta::owner_uids(&obj);
-            if owners.is_empty()
-                || owners.iter().any(|u| live.contains(*u))
-                || meta::is_deleting(&obj)
-            {
-                continue;
-            }
+    for (info, obj) in dependents {
+        if meta::owner_uids(&obj).iter().any(|u| live.contains(*u)) {
+            continue;
+        }
+        {
             let name = meta::name(&obj).unwrap_or("");
             tracing::debug!(
                 kind = info.kind,
@@ -125,12 +138,14 @@ async fn sweep(registry: &Registry, ns: &str) -> Result<(), ApiError> {
                 name,
                 "deleting object whose owner is gone"
             );
-            match registry
-                .delete(info, Some(ns), name, &DeleteOptions::default())
-                .await
-            {
+            // Only the object listed: not one made since under its name.
+            let options = DeleteOptions {
+                precondition_uid: meta::uid(&obj).map(str::to_string),
+                ..DeleteOptions::default()
+            };
+            match registry.delete(info, Some(ns), name, &options).await {
                 Ok(_) => {}
-                Err(e) if e.is_not_found() => {}
+                Err(e) if e.is_not_found() || e.code == 409 => {}
                 Err(e) => return Err(e),
             }
         }

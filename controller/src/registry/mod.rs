@@ -183,6 +183,9 @@ pub struct Registry {
     quota_locks: policy::QuotaLocks,
     /// Watches served from one store subscription per resource.
     hubs: hub::Hubs,
+    /// This controller's name in its Events' `reportingInstance` (its name in
+    /// the leader election); the component's name until set.
+    instance: std::sync::OnceLock<String>,
 }
 
 impl Registry {
@@ -200,7 +203,19 @@ impl Registry {
             services: services::Allocator::new(network),
             scale_to_zero: std::sync::atomic::AtomicBool::new(false),
             quota_locks: policy::QuotaLocks::default(),
+            instance: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Names this controller in its Events (`reportingInstance`), as
+    /// kube-controller-manager names its instance: once, at start.
+    pub fn set_instance(&self, instance: &str) {
+        let _ = self.instance.set(instance.to_string());
+    }
+
+    /// This controller's name in its Events, if set.
+    pub fn instance(&self) -> Option<&str> {
+        self.instance.get().map(String::as_str)
     }
 
     /// Allows (or refuses) autoscalers with `minReplicas: 0`.

@@ -36,6 +36,8 @@ mod bootstrap;
 pub mod testing;
 
 pub use bootstrap::BootstrapError;
+/// The etcd client this store is built on, for tests and tools beside it.
+pub use etcd_client;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
