@@ -509,3 +509,94 @@ async fn a_leader_cut_off_from_etcd_stops_before_another_leads_and_never_writes_
     drop((a, b));
     Ok(())
 }
+
+/// From one controller to several: `tug controller migrate` copies every
+/// object of a stopped controller's redb store, and its CA, into etcd; a
+/// controller started on etcd with an empty data directory serves them all,
+/// and the old admin credential still works (the CA came along).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn migrate_copies_every_object_and_the_ca_from_redb_to_etcd() -> anyhow::Result<()> {
+    use tugboat_api::resource::{CONFIGMAPS, NAMESPACES, SECRETS};
+    let data = tempfile::tempdir()?;
+    let tc = TestController::start_in(data.path()).await?;
+    let c = &tc.client;
+    c.create(&NAMESPACES, None, &json!({"metadata": {"name": "team"}}))
+        .await?;
+    let mut made = BTreeMap::new();
+    for i in 0..40 {
+        let cm = c
+            .create(
+                &CONFIGMAPS,
+                Some("team"),
+                &json!({"metadata": {"name": format!("cm-{i}"), "labels": {"i": i.to_string()}},
+                        "data": {"value": "x".repeat(i * 10)}}),
+            )
+            .await?;
+        made.insert(format!("cm-{i}"), cm["metadata"]["uid"].clone());
+    }
+    c.create(
+        &SECRETS,
+        Some("team"),
+        &json!({"metadata": {"name": "s"}, "stringData": {"k": "v"}}),
+    )
+    .await?;
+    c.create(&DEPLOYMENTS, Some(NS), &deployment("web", NS, 2))
+        .await?;
+    let admin = tc.credentials.clone().expect("admin credentials");
+    tc.stop().await?;
+
+    let etcd = EtcdCluster::start(1).await?;
+    let out = tugboat_tests::tug(
+        "https://127.0.0.1:1",
+        data.path(),
+        &[
+            "controller",
+            "migrate",
+            "--from",
+            &format!("redb:{}", data.path().display()),
+            "--to",
+            &etcd.url(),
+        ],
+    )
+    .await?;
+    assert!(out.contains("configmaps\t40"), "{out}");
+    assert!(out.contains("each checked"), "{out}");
+    // A second migration into the same prefix is refused, naming what is there.
+    let again = tugboat_tests::tug(
+        "https://127.0.0.1:1",
+        data.path(),
+        &[
+            "controller",
+            "migrate",
+            "--from",
+            &format!("redb:{}", data.path().display()),
+            "--to",
+            &etcd.url(),
+        ],
+    )
+    .await;
+    let err = again
+        .expect_err("a second migration is refused")
+        .to_string();
+    assert!(err.contains("empty prefix"), "{err}");
+
+    let on_etcd = TestController::start_process_with(&["--store", &etcd.url()]).await?;
+    let client = Client::with_credentials(&on_etcd.url, &admin)?;
+    let list = client
+        .list(&CONFIGMAPS, Some("team"), &ListParams::default())
+        .await?;
+    let items = list["items"].as_array().cloned().unwrap_or_default();
+    let copied: BTreeMap<String, Value> = items
+        .iter()
+        .map(|cm| {
+            (
+                cm["metadata"]["name"].as_str().unwrap_or("").to_string(),
+                cm["metadata"]["uid"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(copied, made, "every ConfigMap, with its uid");
+    client.get(&SECRETS, Some("team"), "s").await?;
+    client.get(&DEPLOYMENTS, Some(NS), "web").await?;
+    Ok(())
+}

@@ -222,9 +222,11 @@ pub async fn run(
             events: config.history,
             bytes: config.history_bytes,
         };
-        let store = Arc::new(store::etcd::EtcdStore::connect(etcd).await?);
-        store.share_cluster_ca(&config.data_dir).await?;
-        return run_with_store(listener, store, config, shutdown).await;
+        // Boxed, as the redb path's future is: both in one future made it
+        // large enough to overflow a test thread's stack in debug builds.
+        let store = Arc::new(Box::pin(store::etcd::EtcdStore::connect(etcd)).await?);
+        Box::pin(store.share_cluster_ca(&config.data_dir)).await?;
+        return Box::pin(run_with_store(listener, store, config, shutdown)).await;
     }
     let path = config.data_dir.join("tugboat.redb");
     let store = Arc::new(RedbStore::open_with(
@@ -236,7 +238,7 @@ pub async fn run(
     )?);
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(store = %path.display(), revision = store.revision(), ?addr, "controller starting");
-    let result = run_with_store(listener, store.clone(), config, shutdown).await;
+    let result = Box::pin(run_with_store(listener, store.clone(), config, shutdown)).await;
     // The file stays locked while anything holds the store: wait (a bounded time)
     // for the last tasks to let go, so a controller started right after this one
     // returns can open it.

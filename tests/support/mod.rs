@@ -94,7 +94,7 @@ async fn test_store(
         #[cfg(feature = "etcd")]
         Ok("etcd") => {
             use tugboat_controller::store::etcd::{EtcdConfig, testing::EtcdCluster};
-            let etcd = EtcdCluster::start(1).await?;
+            let etcd = Box::pin(EtcdCluster::start(1)).await?;
             config.store = tugboat_controller::StoreConfig::Etcd(EtcdConfig::new(etcd.endpoints()));
             config.leader_election = Some(tugboat_controller::leader::Timing {
                 lease_duration: Duration::from_secs(3),
@@ -175,12 +175,12 @@ impl TestController {
         store: Arc<dyn tugboat_controller::store::Store>,
     ) -> anyhow::Result<Self> {
         let dir = tempfile::tempdir()?;
-        Self::start_full(
+        Box::pin(Self::start_full(
             DataDir::Owned(dir),
             SocketAddr::from(([127, 0, 0, 1], 0)),
             |_| {},
             Some(store),
-        )
+        ))
         .await
     }
 
@@ -189,7 +189,9 @@ impl TestController {
         bind: SocketAddr,
         tune: impl FnOnce(&mut tugboat_controller::Config),
     ) -> anyhow::Result<Self> {
-        Self::start_full(data_dir, bind, tune, None).await
+        // Boxed: the start's future is large in debug builds (more so with
+        // an etcd to start), and a test's own future sits on its thread's stack.
+        Box::pin(Self::start_full(data_dir, bind, tune, None)).await
     }
 
     async fn start_full(
@@ -764,14 +766,16 @@ pub async fn tug_exit(
     let argv = argv.into_iter().chain(args.iter().copied());
     let cli = tugboat_cli::Cli::try_parse_from(argv)?;
     let mut out = Vec::new();
+    // Boxed: every verb's future is in this one, large in debug builds, and
+    // the test's own future sits on its thread's stack.
     let result = within(
         &format!("tug {}", args.join(" ")),
-        tugboat_cli::execute_with(
+        Box::pin(tugboat_cli::execute_with(
             cli,
             &mut out,
             tugboat_cli::Env::default(),
             CancellationToken::new(),
-        ),
+        )),
     )
     .await?;
     let code = match &result {
