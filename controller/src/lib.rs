@@ -281,6 +281,7 @@ pub async fn run_with_store(
     ));
     if config.leader_election.is_some() {
         registry.set_instance(leadership.identity());
+        registry.set_shared();
     }
     for ns in registry::SYSTEM_NAMESPACES {
         store::fence::exempt(registry.ensure_namespace(ns)).await?;

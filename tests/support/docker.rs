@@ -143,6 +143,10 @@ pub struct DockerCluster {
     /// The join token agents are started with (their first start joins; a
     /// restart uses the credential kept in their state directory).
     join_token: String,
+    /// More controllers of the same cluster (on one etcd), beside `controller`.
+    pub other_controllers: Vec<TestController>,
+    /// Every controller's URL, as agents are given them (`--server A,B,C`).
+    pub servers: String,
 }
 
 /// A short unique prefix for this test's node and namespace names.
@@ -255,13 +259,48 @@ impl DockerCluster {
         Self::start_with(test, n, controller, agent_args).await
     }
 
+    /// Several controllers of one cluster (processes on one etcd, the first
+    /// started first), and `agents` agent processes given all of their
+    /// addresses; the cluster's client fails over between them too.
+    pub async fn start_on_controllers(
+        test: &str,
+        agents: usize,
+        controllers: Vec<TestController>,
+    ) -> anyhow::Result<Self> {
+        sample_image().await?;
+        let mut all = controllers.into_iter();
+        let controller = all.next().ok_or_else(|| anyhow::anyhow!("no controller"))?;
+        let others: Vec<TestController> = all.collect();
+        Self::start_with_others(test, agents, controller, Vec::new(), others).await
+    }
+
     async fn start_with(
         test: &str,
         agents: usize,
         controller: TestController,
         agent_args: Vec<Vec<String>>,
     ) -> anyhow::Result<Self> {
-        let client = controller.client.clone();
+        Self::start_with_others(test, agents, controller, agent_args, Vec::new()).await
+    }
+
+    async fn start_with_others(
+        test: &str,
+        agents: usize,
+        controller: TestController,
+        agent_args: Vec<Vec<String>>,
+        other_controllers: Vec<TestController>,
+    ) -> anyhow::Result<Self> {
+        let servers = std::iter::once(&controller)
+            .chain(&other_controllers)
+            .map(|c| c.url.clone())
+            .collect::<Vec<_>>()
+            .join(",");
+        let client = match &controller.credentials {
+            Some(creds) if !other_controllers.is_empty() => {
+                Client::with_credentials(&servers, creds)?
+            }
+            _ => controller.client.clone(),
+        };
         let id = unique(test);
         let config_dir = tempfile::tempdir()?;
         let join_token = controller.join_token().await?;
@@ -276,6 +315,8 @@ impl DockerCluster {
             agent_containers: Vec::new(),
             agent_args: agent_args.clone(),
             join_token,
+            other_controllers,
+            servers,
         };
         create_namespace(&client, &id).await?;
         for i in 0..agents {
@@ -300,7 +341,7 @@ impl DockerCluster {
         let mut args: Vec<&str> = vec![
             "agent",
             "--server",
-            &self.controller.url,
+            &self.servers,
             "--state-dir",
             &state,
             "--node",
@@ -366,6 +407,7 @@ impl DockerCluster {
             }
         };
         let client = controller.client.clone();
+        let controller_url = controller.url.clone();
         let join_token = match controller.join_token().await {
             Ok(t) => t,
             Err(e) => {
@@ -384,6 +426,8 @@ impl DockerCluster {
             agent_containers: Vec::new(),
             agent_args: Vec::new(),
             join_token: join_token.clone(),
+            other_controllers: Vec::new(),
+            servers: controller_url,
         };
         create_namespace(&client, &id).await?;
         for (i, node) in cluster.nodes.clone().iter().enumerate() {

@@ -207,6 +207,12 @@ impl Registry {
         }
     }
 
+    /// Other controllers serve the same store: Service allocations are read
+    /// from it before each one (see [`services::Allocator::set_shared`]).
+    pub fn set_shared(&self) {
+        self.services.set_shared();
+    }
+
     /// Names this controller in its Events (`reportingInstance`), as
     /// kube-controller-manager names its instance: once, at start.
     pub fn set_instance(&self, instance: &str) {

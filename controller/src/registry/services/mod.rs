@@ -75,6 +75,10 @@ fn claims(svc: &Value) -> Claims {
 pub struct Allocator {
     network: ServiceNetwork,
     held: OnceCell<Mutex<Held>>,
+    /// Other API servers allocate from the same ranges (several controllers on
+    /// one etcd): what they gave out is read from the store before each
+    /// reservation.
+    shared: std::sync::atomic::AtomicBool,
 }
 
 impl Allocator {
@@ -82,11 +86,40 @@ impl Allocator {
         Allocator {
             network,
             held: OnceCell::new(),
+            shared: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
     pub fn network(&self) -> ServiceNetwork {
         self.network
+    }
+
+    /// Other API servers allocate from the same ranges.
+    ///
+    /// Before each reservation, the addresses and ports of every stored
+    /// Service are added to what this server holds, so it never gives out one
+    /// another server gave out before. Two servers reserving at the same
+    /// instant can still pick the same one (kube-apiserver closes that with an
+    /// allocation object written by compare-and-swap); and what another
+    /// server frees stays held here until this one restarts.
+    pub fn set_shared(&self) {
+        self.shared
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Adds what the stored Services hold (given out by other servers).
+    async fn merge_stored(&self, store: &dyn Store, held: &Mutex<Held>) -> Result<(), ApiError> {
+        let (services, _) = store
+            .list(&SERVICES.store_name(), None)
+            .await
+            .map_err(super::store_error)?;
+        let mut held = lock(held);
+        for s in services {
+            let c = claims(&s.object);
+            held.ips.extend(c.ip);
+            held.ports.extend(c.ports);
+        }
+        Ok(())
     }
 
     /// The held set, built from the stored Services on first use.
@@ -127,6 +160,9 @@ impl Allocator {
         old: Option<&Value>,
     ) -> Result<Reservation<'a>, ApiError> {
         let held = self.held(store).await?;
+        if self.shared.load(std::sync::atomic::Ordering::Relaxed) {
+            self.merge_stored(store, held).await?;
+        }
         let before = old.map(claims).unwrap_or_default();
         let mut guard = lock(held);
         let mut taken = Claims::default();

@@ -206,3 +206,37 @@ async fn concurrent_reservations_never_share_a_value() {
     }
     assert_eq!((ips.len(), ports.len()), (100, 200));
 }
+
+/// Two API servers on one store (several controllers on one etcd): each reads
+/// what the other gave out before it reserves, so none is given out twice.
+#[tokio::test]
+async fn servers_sharing_a_store_never_hand_out_what_the_other_gave() {
+    use crate::store::Store as _;
+    let store = store();
+    let servers = [Allocator::new(small()), Allocator::new(small())];
+    for s in &servers {
+        s.set_shared();
+    }
+    let mut seen = HashSet::new();
+    for i in 0..5 {
+        let a = &servers[i % 2];
+        let mut svc =
+            json!({"metadata": {"name": format!("s{i}")}, "spec": {"ports": [{"port": 80}]}});
+        a.reserve(&*store, &mut svc, None).await.unwrap().commit();
+        assert!(seen.insert(ip(&svc)), "{} handed out twice", ip(&svc));
+        // Stored, as the registry does after reserving.
+        store
+            .create(
+                &Key::new(SERVICES.store_name(), Some("default"), format!("s{i}")),
+                svc,
+            )
+            .await
+            .unwrap();
+    }
+    // Five addresses in all: both servers know they are gone.
+    for a in &servers {
+        let mut svc = json!({"metadata": {"name": "x"}, "spec": {"ports": [{"port": 80}]}});
+        let err = a.reserve(&*store, &mut svc, None).await.err().unwrap();
+        assert!(err.message.contains("range is full"), "{}", err.message);
+    }
+}
