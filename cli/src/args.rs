@@ -42,7 +42,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the controller: the API server, the store and the reconcilers.
-    Controller(ControllerArgs),
+    Controller(Box<ControllerArgs>),
     /// Create or update objects from manifests (client-side apply, like kubectl).
     Apply(ApplyArgs),
     /// List objects or show some by name.

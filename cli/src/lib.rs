@@ -62,7 +62,7 @@ pub async fn execute_with(
     // need none, such as `controller`, do not fail for want of one).
     ctx.context_namespace = ctx.target().ok().and_then(|t| t.namespace);
     let result = match cli.command {
-        Command::Controller(args) => commands::controller::run(args, &mut ctx).await,
+        Command::Controller(args) => commands::controller::run(*args, &mut ctx).await,
         Command::Apply(args) => commands::apply::run(args, &mut ctx).await,
         Command::Get(args) => commands::get::run(args, &mut ctx).await,
         // `tug events [-w] [-A]`: kubectl's `events` verb, as `get events`.

@@ -35,6 +35,8 @@ pub mod registry;
 pub mod server;
 mod source;
 pub mod store;
+#[doc(hidden)]
+pub mod testing;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

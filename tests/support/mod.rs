@@ -86,6 +86,7 @@ pub struct TestController {
 /// The store tests' controllers use: redb unless `TUGBOAT_TEST_STORE=etcd`,
 /// which gives each controller a fresh etcd (and the leader election a
 /// controller on etcd runs), so the same tests check both backends.
+#[cfg_attr(not(feature = "etcd"), allow(unused_variables))]
 async fn test_store(
     config: &mut tugboat_controller::Config,
 ) -> anyhow::Result<Option<Box<dyn std::any::Any + Send + Sync>>> {
@@ -680,6 +681,18 @@ pub fn tug_binary() -> anyhow::Result<PathBuf> {
 /// A `tug` child process, killed (SIGKILL) on drop so a failing test leaves nothing.
 pub struct TugProcess {
     pub child: tokio::process::Child,
+    /// Kills the child should this test process die without dropping it.
+    watchdog: Option<std::process::Child>,
+}
+
+impl Drop for TugProcess {
+    fn drop(&mut self) {
+        // The child itself goes with `kill_on_drop`.
+        if let Some(mut w) = self.watchdog.take() {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
+    }
 }
 
 impl TugProcess {
@@ -695,7 +708,10 @@ impl TugProcess {
             .kill_on_drop(true)
             .stdin(std::process::Stdio::null())
             .spawn()?;
-        Ok(TugProcess { child })
+        let watchdog = child
+            .id()
+            .and_then(|pid| tugboat_controller::testing::watchdog(pid).ok());
+        Ok(TugProcess { child, watchdog })
     }
 
     /// SIGKILL, and wait until it is gone.

@@ -45,7 +45,7 @@ impl EtcdStore {
         let local = pki::local_ca(data_dir)?.map(|(cert, key)| SharedCa { cert, key });
         let response = self
             .members
-            .call(|mut kv| {
+            .read(|mut kv| {
                 let key = key.clone();
                 async move { kv.get(key, None).await }
             })

@@ -86,6 +86,10 @@ const MIRROR_WAIT: Duration = Duration::from_secs(1);
 /// (the write is committed either way).
 const CATCH_UP: Duration = Duration::from_secs(5);
 
+/// How long a read is tried again on other members while etcd elects a leader
+/// (an election takes about a second with etcd's defaults).
+const READ_RETRY: Duration = Duration::from_secs(5);
+
 /// How long the mirror's watch of etcd waits before it starts again after an
 /// error, at first and at most.
 const RETRY_FIRST: Duration = Duration::from_millis(100);
@@ -245,8 +249,8 @@ impl Members {
         );
     }
 
-    /// Runs `f` on the current member's client; on every member in turn while
-    /// they cannot be reached.
+    /// Runs the write `f` on the current member's client; on every member in
+    /// turn while they cannot be reached (then it was surely not carried out).
     async fn call<T, F, Fut>(&self, f: F) -> Result<T, etcd_client::Error>
     where
         F: Fn(KvClient) -> Fut,
@@ -265,6 +269,38 @@ impl Members {
             }
         }
     }
+
+    /// Runs the read `f`, which may safely be repeated: on the next member
+    /// after any error of an unavailable member ("leader changed" during an
+    /// election, no leader, unreachable), for up to [`READ_RETRY`].
+    async fn read<T, F, Fut>(&self, f: F) -> Result<T, etcd_client::Error>
+    where
+        F: Fn(KvClient) -> Fut,
+        Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let deadline = tokio::time::Instant::now() + READ_RETRY;
+        let mut pause = Duration::from_millis(50);
+        loop {
+            let i = self.index();
+            match f(self.kvs[i].clone()).await {
+                Err(e) if is_unavailable(&e) && tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(member = i, error = %e, "etcd member unavailable for a read; trying the next");
+                    self.next(i);
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_millis(500));
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// Is this an error of a member that cannot serve now (gRPC's Unavailable:
+/// unreachable, no leader, leader changed), after which a read may go again?
+fn is_unavailable(err: &etcd_client::Error) -> bool {
+    // How gRPC's status code `Unavailable` is shown (etcd-client does not
+    // re-export tonic's `Code` to compare with).
+    is_unreachable(err) || err.to_string().contains("currently unavailable")
 }
 
 /// The [`Store`] on an etcd cluster.
@@ -629,7 +665,7 @@ impl EtcdStore {
     async fn sync(&self) -> Result<bool, StoreError> {
         let response = self
             .members
-            .call(|mut kv| {
+            .read(|mut kv| {
                 let key = self.probe_key.clone();
                 async move { kv.get(key, Some(GetOptions::new().with_count_only())).await }
             })
@@ -657,7 +693,7 @@ impl EtcdStore {
         let end = prefix_end(&start);
         let (kvs, revision) = self
             .members
-            .call(|mut kv| {
+            .read(|mut kv| {
                 let (start, end) = (start.clone(), end.clone());
                 async move { read_all(&mut kv, start, end, None).await }
             })
@@ -734,7 +770,7 @@ async fn load(mirror: &Mirror, members: &Members) -> Result<(), StoreError> {
     let start = mirror.prefix.clone().into_bytes();
     let end = prefix_end(&start);
     let (kvs, revision) = members
-        .call(|mut kv| {
+        .read(|mut kv| {
             let (start, end) = (start.clone(), end.clone());
             async move { read_all(&mut kv, start, end, None).await }
         })
@@ -895,7 +931,7 @@ impl Store for EtcdStore {
         }
         let response = self
             .members
-            .call(|mut kv| {
+            .read(|mut kv| {
                 let key = self.etcd_key(key);
                 async move { kv.get(key, None).await }
             })
@@ -1089,7 +1125,7 @@ impl Store for EtcdStore {
         };
         let read = self
             .members
-            .call(|mut kv| {
+            .read(|mut kv| {
                 let (start, end) = (start.clone(), end.clone());
                 async move { read_all(&mut kv, start, end, Some(revision)).await }
             })

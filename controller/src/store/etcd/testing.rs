@@ -11,6 +11,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::testing::watchdog;
+
 /// How long a member may take to serve after it is started.
 const READY: Duration = Duration::from_secs(30);
 
@@ -23,6 +25,7 @@ pub struct Member {
     pub peer: String,
     pub data_dir: PathBuf,
     child: Option<Child>,
+    watchdog: Option<Child>,
     cluster: String,
 }
 
@@ -87,6 +90,7 @@ impl Member {
                     ),
                 )
             })?;
+        self.watchdog = watchdog(child.id()).ok();
         self.child = Some(child);
         Ok(())
     }
@@ -96,6 +100,10 @@ impl Member {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if let Some(mut watchdog) = self.watchdog.take() {
+            let _ = watchdog.kill();
+            let _ = watchdog.wait();
         }
     }
 
@@ -132,6 +140,7 @@ impl EtcdCluster {
                 peer: format!("http://127.0.0.1:{}", free_port()?),
                 data_dir: dir.join(format!("m{i}")),
                 child: None,
+                watchdog: None,
                 cluster: String::new(),
             });
         }
