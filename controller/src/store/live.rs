@@ -3,7 +3,7 @@
 //! replays a backend's history and then follows the live events, none missed
 //! or repeated.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
@@ -11,7 +11,8 @@ use std::sync::{Mutex, MutexGuard};
 use tokio::sync::broadcast;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::{Key, Revision, StoreError, StoreEvent, WatchStream};
+use super::index::{By, Indexes};
+use super::{Key, Revision, StoreError, StoreEvent, Stored, WatchStream};
 
 /// A panic in another thread while it held a lock must not take the store down
 /// with it: every critical section leaves the state consistent before anything
@@ -153,4 +154,89 @@ pub(crate) fn stream(replay: Vec<StoreEvent>, live: Live) -> WatchStream {
     });
     let replay = futures::stream::iter(replay.into_iter().map(Ok));
     Box::pin(futures::StreamExt::chain(replay, live))
+}
+
+/// What both backends mirror in memory, borrowed under their state lock: the
+/// objects by storage row, their indexes, and the history of events after
+/// `compacted` up to `revision`.
+pub(crate) struct View<'a> {
+    pub(crate) objects: &'a BTreeMap<String, Stored>,
+    pub(crate) indexes: &'a Indexes,
+    pub(crate) history: &'a VecDeque<(StoreEvent, usize)>,
+    pub(crate) revision: Revision,
+    pub(crate) compacted: Revision,
+}
+
+/// The start every storage row of `resource` (in `namespace`) shares.
+pub(crate) fn key_prefix(resource: &str, namespace: Option<&str>) -> String {
+    match namespace {
+        Some(ns) => format!("{resource}/{ns}/"),
+        None => format!("{resource}/"),
+    }
+}
+
+impl View<'_> {
+    /// [`Store::list`](super::Store::list). Rows sort by resource, then
+    /// namespace, then name, so one prefix range is exactly the objects asked
+    /// for, already in key order.
+    pub(crate) fn list(&self, resource: &str, namespace: Option<&str>) -> Vec<Stored> {
+        let prefix = key_prefix(resource, namespace);
+        self.objects
+            .range(prefix.clone()..)
+            .take_while(|(key, _)| key.starts_with(&prefix))
+            .map(|(_, stored)| stored.clone())
+            .collect()
+    }
+
+    /// [`Store::list_by`](super::Store::list_by), from the indexes.
+    pub(crate) fn list_by(
+        &self,
+        resource: &str,
+        namespace: Option<&str>,
+        by: By<'_>,
+    ) -> Vec<Stored> {
+        let prefix = key_prefix(resource, namespace);
+        self.indexes
+            .rows(resource, by)
+            .filter(|row| row.starts_with(&prefix))
+            .filter_map(|row| self.objects.get(row).cloned())
+            .collect()
+    }
+
+    /// [`Store::watch`](super::Store::watch): subscribed to `channels` and the
+    /// replay read under the same lock, so they meet without gap or repeat.
+    pub(crate) fn watch(
+        &self,
+        channels: &Channels,
+        compacted: &Arc<AtomicU64>,
+        closed_is_gone: bool,
+        resource: &str,
+        namespace: Option<&str>,
+        after: Revision,
+    ) -> Result<WatchStream, StoreError> {
+        if after < self.compacted {
+            return Err(StoreError::Gone {
+                requested: after,
+                compacted: self.compacted,
+            });
+        }
+        let filter = Filter::new(resource, namespace);
+        let receiver = channels.subscribe(resource);
+        let start = self.history.partition_point(|(e, _)| e.revision <= after);
+        let replay: Vec<StoreEvent> = self
+            .history
+            .range(start..)
+            .map(|(e, _)| e)
+            .filter(|e| filter.matches(&e.key))
+            .cloned()
+            .collect();
+        let live = Live {
+            receiver,
+            filter,
+            seen: self.revision.max(after),
+            compacted: Arc::clone(compacted),
+            closed_is_gone,
+        };
+        Ok(stream(replay, live))
+    }
 }

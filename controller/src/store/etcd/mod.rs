@@ -56,7 +56,7 @@ use tokio::task::JoinHandle;
 use tugboat_api::limits;
 
 use super::index::{By, Indexes};
-use super::live::{self, Channels, Filter, Live, lock};
+use super::live::{Channels, key_prefix, lock};
 use super::redb::History;
 use super::{
     Encoded, EventType, Key, Revision, Store, StoreError, StoreEvent, Stored, WatchStream, stamp,
@@ -328,6 +328,18 @@ struct Mirror {
     events: Channels,
     revisions: tokio::sync::watch::Sender<Revision>,
     compacted: Arc<AtomicU64>,
+}
+
+impl State {
+    fn view(&self) -> super::live::View<'_> {
+        super::live::View {
+            objects: &self.objects,
+            indexes: &self.indexes,
+            history: &self.history,
+            revision: self.revision,
+            compacted: self.compacted,
+        }
+    }
 }
 
 #[derive(Default)]
@@ -957,13 +969,7 @@ impl Store for EtcdStore {
             return self.read_etcd(&prefix).await;
         }
         let state = lock(&self.mirror.state);
-        let objects = state
-            .objects
-            .range(prefix.clone()..)
-            .take_while(|(key, _)| key.starts_with(&prefix))
-            .map(|(_, stored)| stored.clone())
-            .collect();
-        Ok((objects, state.revision))
+        Ok((state.view().list(resource, namespace), state.revision))
     }
 
     async fn list_by(
@@ -982,13 +988,10 @@ impl Store for EtcdStore {
             return Ok((kept, revision));
         }
         let state = lock(&self.mirror.state);
-        let objects = state
-            .indexes
-            .rows(resource, by)
-            .filter(|row| row.starts_with(&prefix))
-            .filter_map(|row| state.objects.get(row).cloned())
-            .collect();
-        Ok((objects, state.revision))
+        Ok((
+            state.view().list_by(resource, namespace, by),
+            state.revision,
+        ))
     }
 
     async fn create(&self, key: &Key, object: Value) -> Result<Stored, StoreError> {
@@ -1073,31 +1076,14 @@ impl Store for EtcdStore {
         namespace: Option<&str>,
         after: Revision,
     ) -> Result<WatchStream, StoreError> {
-        let filter = Filter::new(resource, namespace);
-        let state = lock(&self.mirror.state);
-        if after < state.compacted {
-            return Err(StoreError::Gone {
-                requested: after,
-                compacted: state.compacted,
-            });
-        }
-        let receiver = self.mirror.events.subscribe(resource);
-        let start = state.history.partition_point(|(e, _)| e.revision <= after);
-        let replay: Vec<StoreEvent> = state
-            .history
-            .range(start..)
-            .map(|(e, _)| e)
-            .filter(|e| filter.matches(&e.key))
-            .cloned()
-            .collect();
-        let live = Live {
-            receiver,
-            filter,
-            seen: state.revision.max(after),
-            compacted: Arc::clone(&self.mirror.compacted),
-            closed_is_gone: true,
-        };
-        Ok(live::stream(replay, live))
+        lock(&self.mirror.state).view().watch(
+            &self.mirror.events,
+            &self.mirror.compacted,
+            true,
+            resource,
+            namespace,
+            after,
+        )
     }
 
     async fn list_at(
@@ -1151,14 +1137,6 @@ impl Store for EtcdStore {
 
     fn revision(&self) -> Revision {
         self.mirror.revision()
-    }
-}
-
-/// The start every storage row of `resource` (in `namespace`) shares.
-fn key_prefix(resource: &str, namespace: Option<&str>) -> String {
-    match namespace {
-        Some(ns) => format!("{resource}/{ns}/"),
-        None => format!("{resource}/"),
     }
 }
 

@@ -3,10 +3,9 @@
 //! as they were at a past revision.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
 
 use super::{History, RedbStore, lock};
-use crate::store::live::{self, Filter, Live};
+use crate::store::live::Filter;
 use crate::store::{Key, Revision, StoreError, StoreEvent, Stored, WatchStream};
 
 /// How many of the oldest events must go so that `history` followed by events
@@ -44,35 +43,15 @@ impl RedbStore {
         namespace: Option<&str>,
         after: Revision,
     ) -> Result<WatchStream, StoreError> {
-        let filter = Filter::new(resource, namespace);
-        let (replay, live) = {
-            let state = lock(&self.inner.state);
-            if after < state.compacted {
-                return Err(StoreError::Gone {
-                    requested: after,
-                    compacted: state.compacted,
-                });
-            }
-            let receiver = self.inner.events.subscribe(resource);
-            let start = state.history.partition_point(|(e, _)| e.revision <= after);
-            let replay: Vec<StoreEvent> = state
-                .history
-                .range(start..)
-                .map(|(e, _)| e)
-                .filter(|e| filter.matches(&e.key))
-                .cloned()
-                .collect();
-            let live = Live {
-                receiver,
-                filter,
-                seen: state.revision.max(after),
-                compacted: Arc::clone(&self.inner.compacted),
-                closed_is_gone: false,
-            };
-            (replay, live)
-        };
-
-        Ok(live::stream(replay, live))
+        let state = lock(&self.inner.state);
+        state.view().watch(
+            &self.inner.events,
+            &self.inner.compacted,
+            false,
+            resource,
+            namespace,
+            after,
+        )
     }
 
     /// [`Store::list_at`](crate::store::Store::list_at).

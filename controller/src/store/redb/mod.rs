@@ -158,16 +158,20 @@ struct State {
     indexes: super::index::Indexes,
 }
 
-fn backend(what: impl fmt::Display, err: impl fmt::Display) -> StoreError {
-    StoreError::Backend(format!("{what}: {err}"))
+impl State {
+    fn view(&self) -> super::live::View<'_> {
+        super::live::View {
+            objects: &self.objects,
+            indexes: &self.indexes,
+            history: &self.history,
+            revision: self.revision,
+            compacted: self.compacted,
+        }
+    }
 }
 
-/// The start every storage key of `resource` (in `namespace`) shares.
-fn key_prefix(resource: &str, namespace: Option<&str>) -> String {
-    match namespace {
-        Some(ns) => format!("{resource}/{ns}/"),
-        None => format!("{resource}/"),
-    }
+fn backend(what: impl fmt::Display, err: impl fmt::Display) -> StoreError {
+    StoreError::Backend(format!("{what}: {err}"))
 }
 
 /// `usize` → `u64` cannot fail on any platform Tugboat runs on, but saturating
@@ -337,17 +341,8 @@ impl Store for RedbStore {
         resource: &str,
         namespace: Option<&str>,
     ) -> Result<(Vec<Stored>, Revision), StoreError> {
-        // Encoded keys sort by resource, then namespace, then name, so one
-        // prefix range is exactly the objects asked for, already in key order.
-        let prefix = key_prefix(resource, namespace);
         let state = lock(&self.inner.state);
-        let objects = state
-            .objects
-            .range(prefix.clone()..)
-            .take_while(|(key, _)| key.starts_with(&prefix))
-            .map(|(_, stored)| stored.clone())
-            .collect();
-        Ok((objects, state.revision))
+        Ok((state.view().list(resource, namespace), state.revision))
     }
 
     async fn list_by(
@@ -356,15 +351,11 @@ impl Store for RedbStore {
         namespace: Option<&str>,
         by: super::index::By<'_>,
     ) -> Result<(Vec<Stored>, Revision), StoreError> {
-        let prefix = key_prefix(resource, namespace);
         let state = lock(&self.inner.state);
-        let objects = state
-            .indexes
-            .rows(resource, by)
-            .filter(|row| row.starts_with(&prefix))
-            .filter_map(|row| state.objects.get(row).cloned())
-            .collect();
-        Ok((objects, state.revision))
+        Ok((
+            state.view().list_by(resource, namespace, by),
+            state.revision,
+        ))
     }
 
     async fn create(&self, key: &Key, object: Value) -> Result<Stored, StoreError> {

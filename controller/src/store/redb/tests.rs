@@ -5,7 +5,6 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use serde_json::json;
-use tugboat_api::limits;
 
 use super::tables::{HISTORY, OBJECTS};
 use super::writer::MAX_BATCH_BYTES;
@@ -78,96 +77,6 @@ async fn revisions_increase_by_one_per_write_and_become_the_resource_version() {
 }
 
 #[tokio::test]
-async fn creating_an_existing_key_fails_with_already_exists() {
-    let store = RedbStore::in_memory(DEFAULT_HISTORY).unwrap();
-    let key = pod_key("default", "web");
-    store.create(&key, pod("web", "nginx:1")).await.unwrap();
-
-    let err = store.create(&key, pod("web", "nginx:2")).await.unwrap_err();
-    assert!(matches!(err, StoreError::AlreadyExists(k) if k == key));
-    assert_eq!(store.revision(), 1);
-    let got = store.get(&key).await.unwrap().unwrap();
-    assert_eq!(got.object["spec"]["image"], "nginx:1");
-}
-
-#[tokio::test]
-async fn updating_with_a_stale_revision_conflicts_and_leaves_the_object_unchanged() {
-    let store = RedbStore::in_memory(DEFAULT_HISTORY).unwrap();
-    let key = pod_key("default", "web");
-    store.create(&key, pod("web", "nginx:1")).await.unwrap();
-    store
-        .update(&key, pod("web", "nginx:2"), None)
-        .await
-        .unwrap();
-
-    let err = store
-        .update(&key, pod("web", "nginx:3"), Some(1))
-        .await
-        .unwrap_err();
-    assert!(matches!(
-        err,
-        StoreError::Conflict {
-            expected: 1,
-            actual: 2,
-            ..
-        }
-    ));
-    let got = store.get(&key).await.unwrap().unwrap();
-    assert_eq!((got.revision, rv(&got)), (2, "2"));
-    assert_eq!(got.object["spec"]["image"], "nginx:2");
-    assert_eq!(store.revision(), 2);
-
-    let missing = store
-        .update(&pod_key("default", "nope"), pod("nope", "x"), None)
-        .await
-        .unwrap_err();
-    assert!(matches!(missing, StoreError::NotFound(_)));
-}
-
-#[tokio::test]
-async fn deleting_with_a_stale_revision_conflicts_and_deleting_twice_is_not_found() {
-    let store = RedbStore::in_memory(DEFAULT_HISTORY).unwrap();
-    let key = pod_key("default", "web");
-    store.create(&key, pod("web", "nginx:1")).await.unwrap();
-    store
-        .update(&key, pod("web", "nginx:2"), Some(1))
-        .await
-        .unwrap();
-
-    let err = store.delete(&key, Some(1)).await.unwrap_err();
-    assert!(matches!(
-        err,
-        StoreError::Conflict {
-            expected: 1,
-            actual: 2,
-            ..
-        }
-    ));
-    assert!(store.get(&key).await.unwrap().is_some());
-
-    store.delete(&key, None).await.unwrap();
-    let again = store.delete(&key, None).await.unwrap_err();
-    assert!(matches!(again, StoreError::NotFound(k) if k == key));
-}
-
-#[tokio::test]
-async fn objects_without_metadata_get_one_and_non_objects_are_refused() {
-    let store = RedbStore::in_memory(DEFAULT_HISTORY).unwrap();
-    let stored = store
-        .create(&pod_key("default", "bare"), json!({ "spec": {} }))
-        .await
-        .unwrap();
-    assert_eq!(rv(&stored), "1");
-
-    let err = store
-        .create(&pod_key("default", "list"), json!([1, 2]))
-        .await
-        .unwrap_err();
-    assert!(matches!(err, StoreError::Backend(_)));
-    assert_eq!(store.revision(), 1);
-}
-
-#[tokio::test]
 async fn watching_from_an_old_revision_replays_exactly_what_came_after_then_live_events() {
     let store = RedbStore::in_memory(DEFAULT_HISTORY).unwrap();
     let web = pod_key("default", "web");
@@ -199,69 +108,6 @@ async fn watching_from_an_old_revision_replays_exactly_what_came_after_then_live
     assert_eq!(summary(&event), (5, EventType::Deleted, "db".into()));
     assert_eq!(event.object["metadata"]["resourceVersion"], "5");
     assert_eq!(event.object, deleted.object);
-    assert_quiet(&mut stream).await;
-}
-
-#[tokio::test]
-async fn watching_from_the_current_or_a_future_revision_streams_only_later_events() {
-    let store = RedbStore::in_memory(DEFAULT_HISTORY).unwrap();
-    store
-        .create(&pod_key("default", "a"), json!({}))
-        .await
-        .unwrap(); // 1
-    let mut current = store.watch("pods", None, 1).await.unwrap();
-    let mut future = store.watch("pods", None, 2).await.unwrap();
-
-    store
-        .create(&pod_key("default", "b"), json!({}))
-        .await
-        .unwrap(); // 2
-    store
-        .create(&pod_key("default", "c"), json!({}))
-        .await
-        .unwrap(); // 3
-
-    assert_eq!(next_event(&mut current).await.revision, 2);
-    assert_eq!(next_event(&mut current).await.revision, 3);
-    assert_eq!(next_event(&mut future).await.revision, 3);
-    assert_quiet(&mut current).await;
-    assert_quiet(&mut future).await;
-}
-
-#[tokio::test]
-async fn watching_a_namespace_sees_only_its_events() {
-    let store = RedbStore::in_memory(DEFAULT_HISTORY).unwrap();
-    store
-        .create(&pod_key("team-a", "one"), json!({}))
-        .await
-        .unwrap(); // 1
-    store
-        .create(&pod_key("team-b", "two"), json!({}))
-        .await
-        .unwrap(); // 2
-    // A namespace whose name extends "team-a" must not leak in.
-    store
-        .create(&pod_key("team-ab", "three"), json!({}))
-        .await
-        .unwrap(); // 3
-
-    let mut stream = store.watch("pods", Some("team-a"), 0).await.unwrap();
-    assert_eq!(
-        summary(&next_event(&mut stream).await),
-        (1, EventType::Added, "one".into())
-    );
-    store
-        .create(&pod_key("team-b", "four"), json!({}))
-        .await
-        .unwrap(); // 4
-    store
-        .create(&pod_key("team-a", "five"), json!({}))
-        .await
-        .unwrap(); // 5
-    assert_eq!(
-        summary(&next_event(&mut stream).await),
-        (5, EventType::Added, "five".into())
-    );
     assert_quiet(&mut stream).await;
 }
 
@@ -490,78 +336,12 @@ async fn concurrent_writers_get_unique_gap_free_revisions_that_a_watcher_sees_in
     assert_quiet(&mut stream).await;
 }
 
-#[tokio::test]
-async fn list_returns_objects_ordered_by_key_with_the_current_revision() {
-    let store = RedbStore::in_memory(DEFAULT_HISTORY).unwrap();
-    for (namespace, name) in [("b", "z"), ("a", "y"), ("b", "a"), ("a", "x")] {
-        store
-            .create(
-                &pod_key(namespace, name),
-                json!({ "metadata": { "name": name } }),
-            )
-            .await
-            .unwrap();
-    }
-    store
-        .create(&Key::new("podsx", Some("a"), "other"), json!({}))
-        .await
-        .unwrap();
-    store
-        .create(&Key::new("nodes", None, "n1"), json!({}))
-        .await
-        .unwrap();
-
-    let names = names_of;
-    let (all, revision) = store.list("pods", None).await.unwrap();
-    assert_eq!(names(&all), ["x", "y", "a", "z"]);
-    assert_eq!(revision, 6);
-    let (in_b, revision) = store.list("pods", Some("b")).await.unwrap();
-    assert_eq!(names(&in_b), ["a", "z"]);
-    assert_eq!(revision, 6);
-    let (nodes, _) = store.list("nodes", None).await.unwrap();
-    assert_eq!(nodes.len(), 1);
-    assert!(store.list("pods", Some("c")).await.unwrap().0.is_empty());
-}
-
 fn deep(depth: usize) -> Value {
     let mut v = json!(1);
     for _ in 0..depth {
         v = json!({ "a": v });
     }
     v
-}
-
-#[tokio::test]
-async fn objects_too_deep_or_too_large_to_read_back_are_never_written() {
-    let store = RedbStore::in_memory(DEFAULT_HISTORY).unwrap();
-    let key = pod_key("default", "deep");
-    let err = store
-        .create(
-            &key,
-            json!({"metadata": {"name": "deep"}, "spec": deep(200)}),
-        )
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            StoreError::Limit(_, limits::LimitError::TooDeep { .. })
-        ),
-        "{err}"
-    );
-    let err = store
-        .create(&key, json!({"spec": "x".repeat(limits::MAX_OBJECT_BYTES)}))
-        .await
-        .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            StoreError::Limit(_, limits::LimitError::TooLarge { .. })
-        ),
-        "{err}"
-    );
-    assert_eq!(store.revision(), 0);
-    assert!(store.get(&key).await.unwrap().is_none());
 }
 
 #[tokio::test]
@@ -750,23 +530,6 @@ async fn a_list_at_a_revision_is_served_until_its_range_changes() {
         store.list_at("pods", None, rev, Some(&after_b)).await,
         Err(StoreError::Gone { .. })
     ));
-}
-
-#[tokio::test]
-async fn waiting_for_a_revision_returns_when_it_is_written_or_times_out() {
-    let store = Arc::new(RedbStore::in_memory(DEFAULT_HISTORY).unwrap());
-    assert!(store.wait_for(0, Duration::from_millis(1)).await);
-    assert!(!store.wait_for(1, Duration::from_millis(50)).await);
-    let writer = store.clone();
-    let write = tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        writer
-            .create(&pod_key("default", "a"), json!({}))
-            .await
-            .unwrap();
-    });
-    assert!(store.wait_for(1, WAIT).await);
-    write.await.unwrap();
 }
 
 #[tokio::test]
