@@ -69,11 +69,11 @@ macro_rules! store_suite {
 }
 pub(crate) use store_suite;
 
-fn pod_key(namespace: &str, name: &str) -> Key {
+pub(crate) fn pod_key(namespace: &str, name: &str) -> Key {
     Key::new("pods", Some(namespace), name)
 }
 
-fn pod(name: &str, image: &str) -> Value {
+pub(crate) fn pod(name: &str, image: &str) -> Value {
     json!({ "metadata": { "name": name }, "spec": { "image": image } })
 }
 
@@ -85,7 +85,7 @@ fn rv(stored: &Stored) -> Revision {
         .expect("resourceVersion is a number")
 }
 
-fn names_of(stored: &[Stored]) -> Vec<String> {
+pub(crate) fn names_of(stored: &[Stored]) -> Vec<String> {
     stored
         .iter()
         .map(|s| {
@@ -97,7 +97,7 @@ fn names_of(stored: &[Stored]) -> Vec<String> {
         .collect()
 }
 
-async fn next_event(stream: &mut WatchStream) -> StoreEvent {
+pub(crate) async fn next_event(stream: &mut WatchStream) -> StoreEvent {
     tokio::time::timeout(WAIT, stream.next())
         .await
         .expect("an event within the timeout")
@@ -105,13 +105,13 @@ async fn next_event(stream: &mut WatchStream) -> StoreEvent {
         .expect("an event, not an error")
 }
 
-async fn assert_quiet(stream: &mut WatchStream) {
+pub(crate) async fn assert_quiet(stream: &mut WatchStream) {
     if let Ok(item) = tokio::time::timeout(QUIET, stream.next()).await {
         panic!("expected no event, got {item:?}");
     }
 }
 
-fn summary(event: &StoreEvent) -> (Revision, EventType, String) {
+pub(crate) fn summary(event: &StoreEvent) -> (Revision, EventType, String) {
     (event.revision, event.event_type, event.key.name.clone())
 }
 
@@ -641,7 +641,7 @@ pub(crate) async fn a_modification_event_carries_the_state_before_it(make: Make)
     assert_eq!(modified.prev.unwrap()["spec"]["image"], "nginx:1");
 }
 
-fn owned_pod(name: &str, owners: &[&str]) -> Value {
+pub(crate) fn owned_pod(name: &str, owners: &[&str]) -> Value {
     let refs: Vec<Value> = owners
         .iter()
         .map(|u| json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": u, "controller": true}))

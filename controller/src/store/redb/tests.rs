@@ -10,42 +10,15 @@ use super::tables::{HISTORY, OBJECTS};
 use super::writer::MAX_BATCH_BYTES;
 use super::*;
 use crate::store::EventType;
+use crate::store::suite::{assert_quiet, names_of, next_event, owned_pod, pod, pod_key, summary};
 
 /// Long enough for any event that is coming; a test hitting it has failed.
 const WAIT: Duration = Duration::from_secs(10);
-/// How long to listen for an event that must not come.
-const QUIET: Duration = Duration::from_millis(100);
-
-fn pod_key(namespace: &str, name: &str) -> Key {
-    Key::new("pods", Some(namespace), name)
-}
-
-fn pod(name: &str, image: &str) -> Value {
-    json!({ "metadata": { "name": name }, "spec": { "image": image } })
-}
 
 fn rv(stored: &Stored) -> &str {
     stored.object["metadata"]["resourceVersion"]
         .as_str()
         .expect("resourceVersion is a string")
-}
-
-async fn next_event(stream: &mut WatchStream) -> StoreEvent {
-    tokio::time::timeout(WAIT, stream.next())
-        .await
-        .expect("an event within the timeout")
-        .expect("the stream has not ended")
-        .expect("an event, not an error")
-}
-
-async fn assert_quiet(stream: &mut WatchStream) {
-    if let Ok(item) = tokio::time::timeout(QUIET, stream.next()).await {
-        panic!("expected no event, got {item:?}");
-    }
-}
-
-fn summary(event: &StoreEvent) -> (Revision, EventType, String) {
-    (event.revision, event.event_type, event.key.name.clone())
 }
 
 #[tokio::test]
@@ -991,26 +964,6 @@ async fn large_writes_are_split_into_bounded_batches_and_the_file_still_shrinks(
     );
     assert_eq!(store.list("pods", None).await.unwrap().0.len(), 0);
     assert_eq!(store.revision(), 80);
-}
-
-fn owned_pod(name: &str, owners: &[&str]) -> Value {
-    let refs: Vec<Value> = owners
-        .iter()
-        .map(|u| json!({"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": "rs", "uid": u, "controller": true}))
-        .collect();
-    json!({ "metadata": { "name": name, "ownerReferences": refs } })
-}
-
-fn names_of(stored: &[Stored]) -> Vec<String> {
-    stored
-        .iter()
-        .map(|s| {
-            s.object["metadata"]["name"]
-                .as_str()
-                .unwrap_or("")
-                .to_string()
-        })
-        .collect()
 }
 
 #[tokio::test]
