@@ -27,6 +27,9 @@ const RENEW: &str = "2";
 const RETRY: &str = "0.5";
 /// Long enough for anything the test waits for; hitting it fails the test.
 const WAIT: Duration = Duration::from_secs(120);
+/// One test at a time: each runs a 3-member etcd and several controllers with
+/// a 3 s lease, and on 2 cores three at once starve each other's renewals.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 struct Cluster {
     etcd: EtcdCluster,
@@ -168,6 +171,7 @@ async fn scale(client: &Client, replicas: i64) -> anyhow::Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_leaders_death_during_a_scale_up_costs_no_pod_twice_and_no_restart()
 -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
     let mut cluster = Cluster::start(3, 3).await?;
     let client = cluster.client()?;
     let leader = eventually_within(WAIT, "a controller leads", || cluster.leader(&client)).await?;
@@ -337,6 +341,7 @@ impl Drop for Proxy {
 /// Every write of an Event under the prefix, in revision order, with the
 /// controller that reported it: etcd's own history, read from the start.
 async fn event_writers(etcd: &EtcdCluster) -> anyhow::Result<Vec<(i64, String)>> {
+    let last = etcd_revision(etcd).await?;
     let mut client = etcd_client::Client::connect(
         etcd.endpoints()
             .iter()
@@ -345,13 +350,6 @@ async fn event_writers(etcd: &EtcdCluster) -> anyhow::Result<Vec<(i64, String)>>
         None,
     )
     .await?;
-    let now = client
-        .get(
-            "/tugboat/",
-            Some(etcd_client::GetOptions::new().with_count_only()),
-        )
-        .await?;
-    let last = now.header().map_or(0, |h| h.revision());
     let mut stream = client
         .watch(
             "/tugboat/events/",
@@ -391,69 +389,75 @@ async fn event_writers(etcd: &EtcdCluster) -> anyhow::Result<Vec<(i64, String)>>
 }
 
 /// A leader cut off from etcd stops reconciling before another controller
-/// takes over: reading etcd's history of controller Events, no write of the
-/// old leader comes after the new leader's first. When the partition heals,
-/// the old leader is a standby and the new one goes on.
+/// takes over: reading etcd's history of controller Events between the cut
+/// and the heal, no write of the old leader comes after the new leader's
+/// first. When the partition heals, the cluster goes on.
+///
+/// Each controller reaches etcd through proxies of its own, so whichever
+/// leads when the test looks is the one cut off: under load a lease can
+/// change hands before the cut, and the test does not depend on which
+/// controller won the first election.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_leader_cut_off_from_etcd_stops_before_another_leads_and_never_writes_after_it()
 -> anyhow::Result<()> {
+    let _serial = SERIAL.lock().await;
     let etcd = EtcdCluster::start(3).await?;
-    let mut proxies = Vec::new();
-    for endpoint in etcd.endpoints() {
-        proxies.push(Proxy::start(&endpoint).await?);
+    let mut proxies: Vec<Vec<Proxy>> = Vec::new();
+    let mut controllers = Vec::new();
+    // One at a time: the first puts the cluster CA in etcd, the other takes it.
+    for c in 0..2 {
+        let mut mine = Vec::new();
+        for endpoint in etcd.endpoints() {
+            mine.push(Proxy::start(&endpoint).await?);
+        }
+        let store = format!(
+            "etcd://{}",
+            mine.iter()
+                .map(|p| p.addr.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        );
+        proxies.push(mine);
+        let name = format!("c{c}");
+        controllers.push(
+            TestController::start_process_with(&[
+                "--store",
+                &store,
+                "--leader-elect-lease-duration",
+                LEASE,
+                "--leader-elect-renew-deadline",
+                RENEW,
+                "--leader-elect-retry-period",
+                RETRY,
+                "--leader-elect-identity",
+                &name,
+                "--node-grace",
+                "60",
+            ])
+            .await?,
+        );
     }
-    let through_proxies = format!(
-        "etcd://{}",
-        proxies
-            .iter()
-            .map(|p| p.addr.to_string())
-            .collect::<Vec<_>>()
-            .join(",")
-    );
-    let flags = |store: &str, name: &str| -> Vec<String> {
-        [
-            "--store",
-            store,
-            "--leader-elect-lease-duration",
-            LEASE,
-            "--leader-elect-renew-deadline",
-            RENEW,
-            "--leader-elect-retry-period",
-            RETRY,
-            "--leader-elect-identity",
-            name,
-            "--node-grace",
-            "60",
-        ]
+    let cluster_servers = controllers
         .iter()
-        .map(|s| s.to_string())
-        .collect()
-    };
-    let a_flags = flags(&through_proxies, "c0");
-    let a =
-        TestController::start_process_with(&a_flags.iter().map(String::as_str).collect::<Vec<_>>())
-            .await?;
-    let b_flags = flags(&etcd.url(), "c1");
-    let b =
-        TestController::start_process_with(&b_flags.iter().map(String::as_str).collect::<Vec<_>>())
-            .await?;
-    let cluster_servers = format!("{},{}", b.url, a.url);
-    let creds = b.credentials.clone().expect("admin credentials");
+        .map(|c| c.url.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let creds = controllers[0]
+        .credentials
+        .clone()
+        .expect("admin credentials");
     let client = Client::with_credentials(&cluster_servers, &creds)?;
     let leader = |client: Client| async move {
         let lease = client
             .get(&LEASES, Some("kube-system"), "tugboat-controller")
             .await
             .ok()?;
-        lease["spec"]["holderIdentity"].as_str().map(str::to_string)
+        let holder = lease["spec"]["holderIdentity"].as_str()?;
+        holder.strip_prefix('c')?.parse::<usize>().ok()
     };
-    eventually_within(WAIT, "c0 leads", || async {
-        (leader(client.clone()).await.as_deref() == Some("c0")).then_some(())
-    })
-    .await?;
     let mut agents = Vec::new();
     for n in 0..2 {
-        let mut config = b.agent_config(&format!("node-{n}")).await?;
+        let mut config = controllers[0].agent_config(&format!("node-{n}")).await?;
         config.server = cluster_servers.clone();
         agents.push(FakeAgent::start_with(config));
     }
@@ -461,53 +465,90 @@ async fn a_leader_cut_off_from_etcd_stops_before_another_leads_and_never_writes_
         .create(&DEPLOYMENTS, Some(NS), &deployment("web", NS, 2))
         .await?;
     eventually_within(WAIT, "2 pods run", || all_running(&client, 2)).await?;
+    let old = eventually_within(WAIT, "a controller leads", || leader(client.clone())).await?;
+    let new = 1 - old;
+    let (old_name, new_name) = (format!("c{old}"), format!("c{new}"));
 
-    for p in &mut proxies {
+    let cut_revision = etcd_revision(&etcd).await?;
+    for p in &mut proxies[old] {
         p.cut().await;
     }
     let cut_at = Instant::now();
-    scale(&client, 12).await?;
-    eventually_within(WAIT, "c1 leads", || async {
-        (leader(client.clone()).await.as_deref() == Some("c1")).then_some(())
+    // A client that tries the cut-off controller first: it answers 503 with
+    // Retry-After (it cannot reach etcd and wrote nothing), and the client
+    // goes on to the other.
+    let old_first = Client::with_credentials(
+        &format!("{},{}", controllers[old].url, controllers[new].url),
+        &creds,
+    )?;
+    scale(&old_first, 12).await?;
+    assert_eq!(old_first.base_url(), controllers[new].url);
+    eventually_within(WAIT, "the other controller leads", || async {
+        (leader(client.clone()).await == Some(new)).then_some(())
     })
     .await?;
     eprintln!(
-        "c1 leads {:.2} s after c0 was cut off from etcd",
+        "{new_name} leads {:.2} s after {old_name} was cut off from etcd",
         cut_at.elapsed().as_secs_f64()
     );
     eventually_within(WAIT, "12 pods run", || all_running(&client, 12)).await?;
 
-    for p in &mut proxies {
+    let heal_revision = etcd_revision(&etcd).await?;
+    for p in &mut proxies[old] {
         p.heal().await?;
     }
-    // c0 is back as a standby; c1 goes on.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The old leader is back (as a standby, unless the lease moves again);
+    // the cluster goes on either way.
     scale(&client, 4).await?;
     eventually_within(WAIT, "4 pods run", || all_running(&client, 4)).await?;
-    assert_eq!(leader(client.clone()).await.as_deref(), Some("c1"));
 
     let writes = event_writers(&etcd).await?;
-    let first_c1 = writes
-        .iter()
-        .position(|(_, w)| w == "c1")
-        .expect("the new leader wrote events");
     assert!(
-        writes[..first_c1].iter().any(|(_, w)| w == "c0"),
-        "the old leader wrote events before: {writes:?}"
+        writes.iter().any(|(rev, _)| *rev <= cut_revision),
+        "the controllers' Events before the cut name their controller: {writes:?}"
     );
-    let late: Vec<_> = writes[first_c1..]
+    let partitioned: Vec<_> = writes
         .iter()
-        .filter(|(_, w)| w != "c1")
+        .filter(|(rev, _)| *rev > cut_revision && *rev <= heal_revision)
+        .collect();
+    let first_new = partitioned
+        .iter()
+        .position(|(_, w)| *w == new_name)
+        .expect("the new leader wrote events while the old one was cut off");
+    let late: Vec<_> = partitioned[first_new..]
+        .iter()
+        .filter(|(_, w)| *w != new_name)
         .collect();
     assert!(
         late.is_empty(),
-        "writes of another controller after the new leader's first: {late:?} (all: {writes:?})"
+        "writes of another controller after the new leader's first: {late:?} (all: {partitioned:?})"
     );
     for agent in agents {
         agent.stop().await?;
     }
-    drop((a, b));
+    drop(controllers);
     Ok(())
+}
+
+/// etcd's current revision.
+async fn etcd_revision(etcd: &EtcdCluster) -> anyhow::Result<i64> {
+    let mut client = etcd_client::Client::connect(
+        etcd.endpoints()
+            .iter()
+            .map(|e| format!("http://{e}"))
+            .collect::<Vec<_>>(),
+        None,
+    )
+    .await?;
+    let now = client
+        .get(
+            "/tugboat/",
+            Some(etcd_client::GetOptions::new().with_count_only()),
+        )
+        .await?;
+    now.header()
+        .map(|h| h.revision())
+        .ok_or_else(|| anyhow::anyhow!("etcd's answer has no header"))
 }
 
 /// From one controller to several: `tug controller migrate` copies every

@@ -282,6 +282,8 @@ impl Client {
     /// Sends `req`; when it cannot connect and there are other servers, to the
     /// next of them in turn (a connection that failed carried nothing, so any
     /// request may go again), and later requests start from the one reached.
+    /// A server that answers 503 with `Retry-After` (it cannot reach its
+    /// store, and did nothing) is passed over the same way.
     async fn send(
         &self,
         req: reqwest::RequestBuilder,
@@ -299,8 +301,17 @@ impl Client {
             let again = (tried + 1 < self.bases.len())
                 .then(|| request.try_clone())
                 .flatten();
-            match client.execute(request).await {
-                Ok(resp) => {
+            let result = client.execute(request).await;
+            let unavailable = |resp: &reqwest::Response| {
+                resp.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE
+                    && resp.headers().contains_key(reqwest::header::RETRY_AFTER)
+            };
+            let next = match (result, again) {
+                (Ok(resp), Some(next)) if unavailable(&resp) => {
+                    tracing::debug!(server = %base, "the server cannot serve now; trying the next");
+                    next
+                }
+                (Ok(resp), _) => {
                     if tried > 0 {
                         self.current.store(
                             (start + tried) % self.bases.len(),
@@ -310,26 +321,29 @@ impl Client {
                     }
                     break resp;
                 }
-                Err(source) if source.is_connect() => {
-                    let Some(mut next) = again else {
-                        return Err(ClientError::Connect {
-                            url: base.clone(),
-                            source,
-                        });
-                    };
-                    tried += 1;
-                    let to = &self.bases[(start + tried) % self.bases.len()];
-                    tracing::debug!(server = %base, next = %to, error = %source, "cannot reach the server; trying the next");
-                    rebase(next.url_mut(), to);
-                    request = next;
+                (Err(source), Some(next)) if source.is_connect() => {
+                    tracing::debug!(server = %base, error = %source, "cannot reach the server; trying the next");
+                    next
                 }
-                Err(source) => {
+                (Err(source), _) if source.is_connect() => {
+                    return Err(ClientError::Connect {
+                        url: base.clone(),
+                        source,
+                    });
+                }
+                (Err(source), _) => {
                     return Err(ClientError::Http {
                         url: url.to_string(),
                         source,
                     });
                 }
-            }
+            };
+            tried += 1;
+            request = next;
+            rebase(
+                request.url_mut(),
+                &self.bases[(start + tried) % self.bases.len()],
+            );
         };
         self.keep_warnings(resp.headers());
         if resp.status().is_success() {
@@ -804,4 +818,90 @@ fn rand_key() -> [u8; 16] {
     // generator leaves it fixed, which a server accepts all the same.
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut key);
     key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A server that gives every request the same raw HTTP/1.1 answer, and
+    /// counts the requests.
+    async fn answering(
+        head: &'static str,
+        body: &'static str,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = count.clone();
+        tokio::spawn(async move {
+            while let Ok((mut conn, _)) = listener.accept().await {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut buf = vec![0; 4096];
+                let _ = conn.read(&mut buf).await;
+                let answer = format!(
+                    "{head}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = conn.write_all(answer.as_bytes()).await;
+            }
+        });
+        (url, count)
+    }
+
+    const UNAVAILABLE: &str = r#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"the store cannot be reached","reason":"ServiceUnavailable","code":503}"#;
+
+    #[tokio::test]
+    async fn a_server_that_cannot_serve_now_is_passed_over_for_the_next() {
+        let (down, down_count) = answering(
+            "HTTP/1.1 503 Service Unavailable\r\nretry-after: 1",
+            UNAVAILABLE,
+        )
+        .await;
+        let (up, _) = answering("HTTP/1.1 200 OK", r#"{"kind":"Namespace"}"#).await;
+        let client = Client::new(&format!("{down},{up}")).unwrap();
+        let got = client.get_path("/api/v1/namespaces/default").await.unwrap();
+        assert_eq!(got["kind"], "Namespace");
+        // Later requests start from the server that answered.
+        client.get_path("/api/v1/namespaces/default").await.unwrap();
+        assert_eq!(down_count.load(std::sync::atomic::Ordering::SeqCst), 1);
+        assert_eq!(client.base_url(), up);
+    }
+
+    #[tokio::test]
+    async fn a_503_without_retry_after_is_the_answer() {
+        // Without Retry-After the server did not say it did nothing (an agent
+        // it could not reach, say): the error is the caller's to see.
+        let (down, _) = answering("HTTP/1.1 503 Service Unavailable", UNAVAILABLE).await;
+        let (up, up_count) = answering("HTTP/1.1 200 OK", "{}").await;
+        let client = Client::new(&format!("{down},{up}")).unwrap();
+        let err = client
+            .get_path("/api/v1/namespaces/default")
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("store cannot be reached"), "{err}");
+        assert_eq!(up_count.load(std::sync::atomic::Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn every_server_unavailable_gives_the_last_answer() {
+        let (a, _) = answering(
+            "HTTP/1.1 503 Service Unavailable\r\nretry-after: 1",
+            UNAVAILABLE,
+        )
+        .await;
+        let (b, b_count) = answering(
+            "HTTP/1.1 503 Service Unavailable\r\nretry-after: 1",
+            UNAVAILABLE,
+        )
+        .await;
+        let client = Client::new(&format!("{a},{b}")).unwrap();
+        let err = client
+            .get_path("/api/v1/namespaces/default")
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("store cannot be reached"), "{err}");
+        assert_eq!(b_count.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
 }

@@ -306,11 +306,20 @@ impl TestController {
         let data_arg = data.to_string_lossy();
         let mut args = vec!["controller", "--listen", &listen, "--data-dir", &data_arg];
         args.extend(self.process_args.iter().map(String::as_str));
-        let process = TugProcess::spawn(&args, &config)?;
-        self.process = Some(process);
+        let process = self.process.insert(TugProcess::spawn(&args, &config)?);
         let kubeconfig = data.join(tugboat_controller::pki::ADMIN_KUBECONFIG);
-        let (client, credentials) =
-            ready_client_within(RESTART_WAIT, &self.url, Some(&kubeconfig)).await?;
+        // A controller that exits (it could not open its store, say) fails
+        // the test at once, with its status, instead of at the wait's end.
+        let (client, credentials) = tokio::select! {
+            ready = ready_client_within(RESTART_WAIT, &self.url, Some(&kubeconfig)) => ready?,
+            status = process.child.wait() => anyhow::bail!(
+                "the controller exited before it was ready ({}): see its output above",
+                match status {
+                    Ok(status) => status.to_string(),
+                    Err(e) => e.to_string(),
+                }
+            ),
+        };
         self.client = client;
         self.credentials = credentials;
         Ok(())

@@ -153,6 +153,17 @@ pub fn store_error(e: StoreError) -> ApiError {
         ),
         StoreError::Limit(key, e) => limit_error(&key.resource, &key.name, &e),
         StoreError::Backend(msg) => ApiError::internal(format!("storage error: {msg}")),
+        // Nothing was written: clients may send it again, to this server or
+        // another (Retry-After, as kube-apiserver's 503s carry).
+        StoreError::Unavailable(msg) => {
+            let mut e = ApiError::new(
+                503,
+                "ServiceUnavailable",
+                format!("the store cannot be reached; nothing was written: {msg}"),
+            );
+            e.retry_after_seconds = Some(1);
+            e
+        }
     }
 }
 

@@ -146,7 +146,15 @@ impl IntoResponse for ApiResponse {
         let mut status = serde_json::to_value(self.0.to_status()).unwrap_or_default();
         status["kind"] = "Status".into();
         status["apiVersion"] = "v1".into();
-        json_response(code, &status, &[])
+        let mut response = json_response(code, &status, &[]);
+        // As kube-apiserver's error writer: a Status that says when to retry
+        // says it in the header too, where clients look for it.
+        if let Some(seconds) = self.0.retry_after_seconds.filter(|s| *s > 0) {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
+        response
     }
 }
 

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, header};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
@@ -112,11 +112,7 @@ pub async fn middleware(State(state): State<Arc<AppState>>, req: Request, next: 
                 ),
             );
             error.retry_after_seconds = Some(1);
-            let mut response = ApiResponse(error).into_response();
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-            return response;
+            return ApiResponse(error).into_response();
         }
     };
     let response = next.run(req).await;

@@ -191,6 +191,11 @@ pub enum StoreError {
     Limit(Key, tugboat_api::limits::LimitError),
     #[error("store backend: {0}")]
     Backend(String),
+    /// The store could not be reached (no member answered, or none had a
+    /// leader): the request was surely not carried out, and may go again, here
+    /// or on another controller.
+    #[error("the store cannot be reached: {0}")]
+    Unavailable(String),
 }
 
 /// Writes `revision` into `metadata.resourceVersion`, as a string because that is

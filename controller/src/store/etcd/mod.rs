@@ -41,7 +41,7 @@ pub use etcd_client;
 
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -172,6 +172,27 @@ fn etcd_error(what: impl fmt::Display, err: impl fmt::Display) -> StoreError {
     StoreError::Backend(format!("etcd: {what}: {err}"))
 }
 
+/// A failed read of etcd: [`StoreError::Unavailable`] when no member could
+/// serve it (a read may always go again).
+fn read_error(what: impl fmt::Display, err: etcd_client::Error) -> StoreError {
+    if is_unavailable(&err) {
+        StoreError::Unavailable(format!("etcd: {what}: {err}"))
+    } else {
+        etcd_error(what, err)
+    }
+}
+
+/// A failed write to etcd: [`StoreError::Unavailable`] only when it surely
+/// was not carried out (no member could be reached, or none had a leader);
+/// an error after the request went out leaves its outcome unknown.
+fn write_error(what: impl fmt::Display, err: etcd_client::Error) -> StoreError {
+    if is_unreachable(&err) {
+        StoreError::Unavailable(format!("etcd: {what}: {err}"))
+    } else {
+        etcd_error(what, err)
+    }
+}
+
 /// etcd's revisions are `i64`; Tugboat's `u64`. Neither side goes negative.
 fn to_revision(r: i64) -> Revision {
     u64::try_from(r).unwrap_or(0)
@@ -229,6 +250,14 @@ fn is_unreachable(err: &etcd_client::Error) -> bool {
         || text.contains("Connection refused")
 }
 
+/// Did the member refuse the connection (nothing listens there)?
+fn is_refused(err: &etcd_client::Error) -> bool {
+    let text = err.to_string();
+    text.contains("tcp connect error")
+        || text.contains("connection refused")
+        || text.contains("Connection refused")
+}
+
 impl Members {
     fn index(&self) -> usize {
         self.current.load(Ordering::Relaxed) % self.clients.len()
@@ -280,14 +309,24 @@ impl Members {
     {
         let deadline = tokio::time::Instant::now() + READ_RETRY;
         let mut pause = Duration::from_millis(50);
+        // Members that refused the connection in a row: when every one has,
+        // this controller is cut off (not waiting out an election), and the
+        // read fails now so that clients can go to another controller.
+        let mut refused = 0;
         loop {
             let i = self.index();
             match f(self.kvs[i].clone()).await {
                 Err(e) if is_unavailable(&e) && tokio::time::Instant::now() < deadline => {
+                    refused = if is_refused(&e) { refused + 1 } else { 0 };
+                    if refused >= self.kvs.len() {
+                        return Err(e);
+                    }
                     tracing::debug!(member = i, error = %e, "etcd member unavailable for a read; trying the next");
                     self.next(i);
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_millis(500));
+                    if refused == 0 {
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_millis(500));
+                    }
                 }
                 other => return other,
             }
@@ -298,9 +337,17 @@ impl Members {
 /// Is this an error of a member that cannot serve now (gRPC's Unavailable:
 /// unreachable, no leader, leader changed), after which a read may go again?
 fn is_unavailable(err: &etcd_client::Error) -> bool {
-    // How gRPC's status code `Unavailable` is shown (etcd-client does not
-    // re-export tonic's `Code` to compare with).
-    is_unreachable(err) || err.to_string().contains("currently unavailable")
+    let text = err.to_string();
+    is_unreachable(err)
+        // How gRPC's status code `Unavailable` is shown (etcd-client does not
+        // re-export tonic's `Code` to compare with).
+        || text.contains("currently unavailable")
+        // A connection that closed under the read (a member that just
+        // started or stopped): a read may go again.
+        || text.contains("operation was canceled")
+        || text.contains("connection closed")
+        || text.contains("transport error")
+        || text.contains("broken pipe")
 }
 
 /// The [`Store`] on an etcd cluster.
@@ -328,6 +375,12 @@ struct Mirror {
     events: Channels,
     revisions: tokio::sync::watch::Sender<Revision>,
     compacted: Arc<AtomicU64>,
+    /// The watch of etcd failed on every member in a row: this controller is
+    /// cut off, and what the mirror holds may be stale. Its watchers were
+    /// ended and new ones are refused until the watch of etcd is back, so
+    /// clients go to another controller (kube-apiserver's watch cache ends
+    /// its watchers and stops serving when its watch of etcd ends).
+    cut_off: AtomicBool,
 }
 
 impl State {
@@ -636,6 +689,7 @@ impl EtcdStore {
             events: Channels::new(BROADCAST_CAPACITY),
             revisions: tokio::sync::watch::channel(0).0,
             compacted: Arc::new(AtomicU64::new(0)),
+            cut_off: AtomicBool::new(false),
         });
         load(&mirror, &members).await?;
         let mut tasks = vec![tokio::spawn(follow(
@@ -682,7 +736,7 @@ impl EtcdStore {
                 async move { kv.get(key, Some(GetOptions::new().with_count_only())).await }
             })
             .await
-            .map_err(|e| etcd_error("read the current revision", e))?;
+            .map_err(|e| read_error("read the current revision", e))?;
         let revision = to_revision(response.header().map_or(0, |h| h.revision()));
         // The latest write may be outside the prefix (another cluster sharing
         // the etcd), where the mirror's watch sees nothing: then the mirror
@@ -710,7 +764,7 @@ impl EtcdStore {
                 async move { read_all(&mut kv, start, end, None).await }
             })
             .await
-            .map_err(|e| etcd_error(format_args!("list {prefix}"), e))?;
+            .map_err(|e| read_error(format_args!("list {prefix}"), e))?;
         let mut out = Vec::with_capacity(kvs.len());
         for kv in kvs {
             let Some((_, key)) = self.mirror.row_of(kv.key()) else {
@@ -787,7 +841,7 @@ async fn load(mirror: &Mirror, members: &Members) -> Result<(), StoreError> {
             async move { read_all(&mut kv, start, end, None).await }
         })
         .await
-        .map_err(|e| etcd_error(format_args!("read {}", mirror.location), e))?;
+        .map_err(|e| read_error(format_args!("read {}", mirror.location), e))?;
     let mut objects = Vec::with_capacity(kvs.len());
     for kv in kvs {
         let Some((row, key)) = mirror.row_of(kv.key()) else {
@@ -809,6 +863,16 @@ async fn load(mirror: &Mirror, members: &Members) -> Result<(), StoreError> {
 /// when etcd has compacted past that, it reads everything again.
 async fn follow(mirror: Arc<Mirror>, members: Arc<Members>) {
     let mut retry = RETRY_FIRST;
+    // Watches of etcd that failed in a row; as many as there are members
+    // means none can be reached.
+    let mut failures = 0;
+    let failed = |failures: &mut usize| {
+        *failures += 1;
+        if *failures >= members.clients.len() && !mirror.cut_off.swap(true, Ordering::SeqCst) {
+            tracing::error!(location = %mirror.location, "cut off from etcd: ending every watch on this controller, and refusing new ones until etcd is back");
+            mirror.events.close_all();
+        }
+    };
     loop {
         let from = mirror.revision().saturating_add(1);
         let options = WatchOptions::new()
@@ -825,6 +889,7 @@ async fn follow(mirror: Arc<Mirror>, members: Arc<Members>) {
             Ok(stream) => stream,
             Err(error) => {
                 tracing::warn!(location = %mirror.location, %error, "cannot watch etcd; trying again");
+                failed(&mut failures);
                 members.next(member);
                 tokio::time::sleep(retry).await;
                 retry = (retry * 2).min(RETRY_MAX);
@@ -835,6 +900,10 @@ async fn follow(mirror: Arc<Mirror>, members: Arc<Members>) {
             match stream.message().await {
                 Ok(Some(response)) => {
                     retry = RETRY_FIRST;
+                    failures = 0;
+                    if mirror.cut_off.swap(false, Ordering::SeqCst) {
+                        tracing::info!(location = %mirror.location, "etcd reached again: serving watches");
+                    }
                     if response.compact_revision() > 0 {
                         tracing::warn!(location = %mirror.location, compacted = response.compact_revision(), from, "etcd compacted past this controller's view; reading everything again");
                         if let Err(error) = load(&mirror, &members).await {
@@ -856,6 +925,7 @@ async fn follow(mirror: Arc<Mirror>, members: Arc<Members>) {
                 }
                 Err(error) => {
                     tracing::warn!(location = %mirror.location, %error, "the watch of etcd failed; watching again");
+                    failed(&mut failures);
                     members.next(member);
                     tokio::time::sleep(retry).await;
                     retry = (retry * 2).min(RETRY_MAX);
@@ -948,7 +1018,7 @@ impl Store for EtcdStore {
                 async move { kv.get(key, None).await }
             })
             .await
-            .map_err(|e| etcd_error(format_args!("read {key}"), e))?;
+            .map_err(|e| read_error(format_args!("read {key}"), e))?;
         match response.kvs().first() {
             Some(kv) => Ok(Some(decode(
                 key,
@@ -1007,7 +1077,7 @@ impl Store for EtcdStore {
         let response = self
             .txn(txn)
             .await
-            .map_err(|e| etcd_error(format_args!("create {key}"), e))?;
+            .map_err(|e| write_error(format_args!("create {key}"), e))?;
         if !response.succeeded() {
             return Err(StoreError::AlreadyExists(key.clone()));
         }
@@ -1030,7 +1100,7 @@ impl Store for EtcdStore {
         let response = self
             .txn(txn)
             .await
-            .map_err(|e| etcd_error(format_args!("update {key}"), e))?;
+            .map_err(|e| write_error(format_args!("update {key}"), e))?;
         if !response.succeeded() {
             return Err(Self::refusal(key, expected, &response.op_responses()));
         }
@@ -1050,7 +1120,7 @@ impl Store for EtcdStore {
         let response = self
             .txn(txn)
             .await
-            .map_err(|e| etcd_error(format_args!("delete {key}"), e))?;
+            .map_err(|e| write_error(format_args!("delete {key}"), e))?;
         let responses = response.op_responses();
         if !response.succeeded() {
             return Err(Self::refusal(key, expected, &responses));
@@ -1076,6 +1146,12 @@ impl Store for EtcdStore {
         namespace: Option<&str>,
         after: Revision,
     ) -> Result<WatchStream, StoreError> {
+        if self.mirror.cut_off.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable(format!(
+                "{}: this controller cannot watch etcd",
+                self.mirror.location
+            )));
+        }
         lock(&self.mirror.state).view().watch(
             &self.mirror.events,
             &self.mirror.compacted,
@@ -1119,7 +1195,7 @@ impl Store for EtcdStore {
         let (kvs, _) = match read {
             Ok(read) => read,
             Err(e) if is_compacted(&e) || is_future(&e) => return Err(gone()),
-            Err(e) => return Err(etcd_error(format_args!("list {resource} at {revision}"), e)),
+            Err(e) => return Err(read_error(format_args!("list {resource} at {revision}"), e)),
         };
         let mut out = Vec::with_capacity(kvs.len());
         for kv in kvs {

@@ -146,24 +146,45 @@ async fn a_later_page_shows_its_revision_after_changes_until_etcd_compacts() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn without_etcd_reads_and_writes_fail_and_after_it_returns_they_work_again() {
+async fn without_etcd_reads_writes_and_watches_are_refused_and_after_it_returns_they_work_again() {
     let mut etcd = etcd().await;
     let store = connect(&etcd, "/tugboat", History::default()).await;
     let before = store.create(&pod_key("a"), json!({})).await.unwrap();
     let mut watch = store.watch("pods", None, before.revision).await.unwrap();
 
     etcd.members[0].kill();
+    // Nothing can be reached, so nothing was done: Unavailable (503 with
+    // Retry-After on the API, which clients take to another controller).
     let read = tokio::time::timeout(Duration::from_secs(30), store.get(&pod_key("a")))
         .await
         .expect("a read without etcd ends");
-    assert!(matches!(read, Err(StoreError::Backend(_))), "{read:?}");
+    assert!(matches!(read, Err(StoreError::Unavailable(_))), "{read:?}");
     let write = tokio::time::timeout(
         Duration::from_secs(30),
         store.create(&pod_key("b"), json!({})),
     )
     .await
     .expect("a write without etcd ends");
-    assert!(matches!(write, Err(StoreError::Backend(_))), "{write:?}");
+    assert!(
+        matches!(write, Err(StoreError::Unavailable(_))),
+        "{write:?}"
+    );
+    // The mirror may be stale now: its watchers end, and new ones are refused.
+    let ended = tokio::time::timeout(WAIT, async {
+        while let Some(event) = watch.next().await {
+            if event.is_err() {
+                break;
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the watch ends once etcd cannot be watched");
+    let refused = store.watch("pods", None, before.revision).await;
+    assert!(
+        matches!(refused, Err(StoreError::Unavailable(_))),
+        "{:?}",
+        refused.err()
+    );
 
     etcd.members[0].restart().unwrap();
     etcd.wait_ready().await.unwrap();
@@ -177,6 +198,18 @@ async fn without_etcd_reads_and_writes_fail_and_after_it_returns_they_work_again
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
             Err(e) => panic!("etcd did not come back: {e}"),
+        }
+    };
+    // Back: a watch from where the old one was gets what it missed.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut watch = loop {
+        match store.watch("pods", None, before.revision).await {
+            Ok(watch) => break watch,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(%e, "the mirror does not watch etcd yet");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("the mirror did not watch etcd again: {e}"),
         }
     };
     let event = tokio::time::timeout(WAIT, watch.next())
