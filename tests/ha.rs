@@ -492,6 +492,16 @@ async fn a_leader_cut_off_from_etcd_stops_before_another_leads_and_never_writes_
         cut_at.elapsed().as_secs_f64()
     );
     eventually_within(WAIT, "12 pods run", || all_running(&client, 12)).await?;
+    // What a load balancer in front of the controllers asks: the cut-off one
+    // is not ready, the other is.
+    let cut_off_readyz = controllers[old].client.get_text("/readyz").await;
+    assert!(
+        cut_off_readyz
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("etcd failed")),
+        "{cut_off_readyz:?}"
+    );
+    assert_eq!(controllers[new].client.get_text("/readyz").await?, "ok");
 
     let heal_revision = etcd_revision(&etcd).await?;
     for p in &mut proxies[old] {
@@ -499,6 +509,10 @@ async fn a_leader_cut_off_from_etcd_stops_before_another_leads_and_never_writes_
     }
     // The old leader is back (as a standby, unless the lease moves again);
     // the cluster goes on either way.
+    eventually_within(WAIT, "the healed controller is ready again", || async {
+        (controllers[old].client.get_text("/readyz").await.ok()? == "ok").then_some(())
+    })
+    .await?;
     scale(&client, 4).await?;
     eventually_within(WAIT, "4 pods run", || all_running(&client, 4)).await?;
 

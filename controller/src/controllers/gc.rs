@@ -93,6 +93,11 @@ async fn sweep_all(registry: &Registry) -> Result<(), ApiError> {
             sweep(registry, name).await?;
         }
     }
+    // Service claims of writes that failed on a controller that then died.
+    registry
+        .remove_stray_service_claims()
+        .await
+        .map_err(crate::registry::store_error)?;
     Ok(())
 }
 

@@ -210,7 +210,16 @@ impl Registry {
     /// Other controllers serve the same store: Service allocations are read
     /// from it before each one (see [`services::Allocator::set_shared`]).
     pub fn set_shared(&self) {
-        self.services.set_shared();
+        self.services.set_shared(Arc::clone(&self.store));
+    }
+
+    /// Removes Service claims no stored Service names (see
+    /// [`services::remove_stray_claims`]), when allocation is shared.
+    pub async fn remove_stray_service_claims(&self) -> Result<usize, crate::store::StoreError> {
+        if !self.services.is_shared() {
+            return Ok(0);
+        }
+        services::remove_stray_claims(&*self.store, services::CLAIM_GRACE).await
     }
 
     /// Names this controller in its Events (`reportingInstance`), as

@@ -27,6 +27,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Body;
+use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
@@ -64,7 +65,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .route("/healthz", get(ok))
         .route("/livez", get(ok))
-        .route("/readyz", get(ok))
+        .route("/readyz", get(readyz))
         .route("/version", get(discovery::version))
         .route("/api", get(discovery::api_versions))
         .route("/apis", get(discovery::api_groups))
@@ -121,6 +122,23 @@ async fn exempt_from_fence(
 
 async fn ok() -> &'static str {
     "ok"
+}
+
+/// `/readyz`, as kube-apiserver answers it: `ok`, or 500 with the failed
+/// check (`[-]etcd failed`) when the store cannot be reached, so a load
+/// balancer in front of several controllers passes this one over.
+async fn readyz(State(state): State<Arc<AppState>>) -> Response {
+    match state.registry.store().check().await {
+        Ok(()) => "ok".into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readyz: the store cannot serve");
+            (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "[+]ping ok\n[-]etcd failed: reason withheld\nreadyz check failed\n",
+            )
+                .into_response()
+        }
+    }
 }
 
 /// Serves the API on `listener` until `shutdown` is cancelled.

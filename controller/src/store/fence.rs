@@ -123,6 +123,10 @@ impl Store for FencedStore {
     fn revision(&self) -> Revision {
         self.inner.revision()
     }
+
+    async fn check(&self) -> Result<(), StoreError> {
+        self.inner.check().await
+    }
 }
 
 #[cfg(test)]

@@ -306,4 +306,10 @@ pub trait Store: Send + Sync + 'static {
 
     /// The revision of the latest write.
     fn revision(&self) -> Revision;
+
+    /// Can the store serve now? For `/readyz`: an embedded store always can;
+    /// a remote one answers whether it can be reached.
+    async fn check(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

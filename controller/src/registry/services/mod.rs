@@ -17,19 +17,33 @@
 //! stored Services the first time a Service is written after the registry opens, so
 //! a restarted controller knows every allocation (a crash between reserve and store
 //! write loses only the reservation, which nothing stored refers to).
+//!
+//! # Several API servers on one store
+//!
+//! An in-memory set cannot stop two servers handing out one value at the same
+//! instant, so then each value a write takes is also *claimed* in the store: an
+//! object per value (`ip-10.96.0.12`, `port-30080`) created only if it does
+//! not exist, the way kube-apiserver's IPAddress objects make an address
+//! unique. A server that loses the race to create a claim chooses again. What
+//! is free is read from the store each time (the stored Services and the
+//! claims), so a value another server frees is free here at once. Claims of
+//! failed writes and of deleted Services are removed as they happen; the
+//! garbage collector removes any claim no stored Service names once it is
+//! older than [`CLAIM_GRACE`] (left by a controller that died mid-write).
 
 mod range;
 
 use std::collections::{BTreeSet, HashSet};
 use std::net::Ipv4Addr;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use tokio::sync::OnceCell;
 use tugboat_api::resource::SERVICES;
 use tugboat_api::{ApiError, FieldError, meta};
 
-use crate::store::Store;
+use crate::store::{Key, Store, StoreError};
 
 pub use range::{Ipv4Cidr, PortRange, RangeError};
 
@@ -71,14 +85,45 @@ fn claims(svc: &Value) -> Claims {
     Claims { ip, ports }
 }
 
+/// The store resource claims are kept under. API resources are stored as
+/// `plural` or `plural.group` and no plural starts with `_`, so no object of
+/// the API can have this key, and the API never serves it.
+pub const CLAIMS: &str = "_serviceclaims";
+
+/// How old a claim no stored Service names must be before the garbage
+/// collector removes it: far longer than any write between claiming and
+/// storing its Service takes, and than clocks of controllers differ.
+pub const CLAIM_GRACE: Duration = Duration::from_secs(120);
+
+/// How many times a write chooses again after other servers claimed what it
+/// chose, before it gives up with a conflict.
+const CLAIM_ATTEMPTS: usize = 8;
+
+/// The claim keys of what `c` holds.
+fn claim_keys(c: &Claims) -> Vec<Key> {
+    c.ip.iter()
+        .map(|ip| format!("ip-{ip}"))
+        .chain(c.ports.iter().map(|p| format!("port-{p}")))
+        .map(|name| Key::new(CLAIMS, None, name))
+        .collect()
+}
+
+/// `namespace/name` of a Service, as its claims name it.
+fn owner_of(svc: &Value) -> String {
+    format!(
+        "{}/{}",
+        meta::namespace(svc).unwrap_or(""),
+        meta::name(svc).unwrap_or("")
+    )
+}
+
 /// The allocator of one registry.
 pub struct Allocator {
     network: ServiceNetwork,
     held: OnceCell<Mutex<Held>>,
     /// Other API servers allocate from the same ranges (several controllers on
-    /// one etcd): what they gave out is read from the store before each
-    /// reservation.
-    shared: std::sync::atomic::AtomicBool,
+    /// one etcd): values are claimed in this store (see the module's notes).
+    shared: OnceLock<Arc<dyn Store>>,
 }
 
 impl Allocator {
@@ -86,7 +131,7 @@ impl Allocator {
         Allocator {
             network,
             held: OnceCell::new(),
-            shared: std::sync::atomic::AtomicBool::new(false),
+            shared: OnceLock::new(),
         }
     }
 
@@ -94,32 +139,107 @@ impl Allocator {
         self.network
     }
 
-    /// Other API servers allocate from the same ranges.
-    ///
-    /// Before each reservation, the addresses and ports of every stored
-    /// Service are added to what this server holds, so it never gives out one
-    /// another server gave out before. Two servers reserving at the same
-    /// instant can still pick the same one (kube-apiserver closes that with an
-    /// allocation object written by compare-and-swap); and what another
-    /// server frees stays held here until this one restarts.
-    pub fn set_shared(&self) {
-        self.shared
-            .store(true, std::sync::atomic::Ordering::Relaxed);
+    /// Other API servers allocate from the same ranges, in `store`: every
+    /// value taken is claimed there, and what is free is read from there.
+    pub fn set_shared(&self, store: Arc<dyn Store>) {
+        let _ = self.shared.set(store);
     }
 
-    /// Adds what the stored Services hold (given out by other servers).
-    async fn merge_stored(&self, store: &dyn Store, held: &Mutex<Held>) -> Result<(), ApiError> {
+    /// Is allocation shared with other API servers?
+    pub fn is_shared(&self) -> bool {
+        self.shared.get().is_some()
+    }
+
+    /// What the stored Services and claims hold.
+    async fn in_use(store: &dyn Store) -> Result<Held, ApiError> {
+        let mut held = Held::default();
         let (services, _) = store
             .list(&SERVICES.store_name(), None)
             .await
             .map_err(super::store_error)?;
-        let mut held = lock(held);
         for s in services {
             let c = claims(&s.object);
             held.ips.extend(c.ip);
             held.ports.extend(c.ports);
         }
-        Ok(())
+        let (claimed, _) = store.list(CLAIMS, None).await.map_err(super::store_error)?;
+        for c in claimed {
+            let name = meta::name(&c.object).unwrap_or("");
+            if let Some(ip) = name.strip_prefix("ip-").and_then(|s| s.parse().ok()) {
+                held.ips.insert(ip);
+            } else if let Some(port) = name.strip_prefix("port-").and_then(|s| s.parse().ok()) {
+                held.ports.insert(port);
+            }
+        }
+        Ok(held)
+    }
+
+    /// [`Allocator::reserve`] with other API servers: choose from what the
+    /// store says is free, claim what was chosen, and choose again when
+    /// another server claimed it first.
+    async fn reserve_shared<'a>(
+        &'a self,
+        store: &Arc<dyn Store>,
+        new: &mut Value,
+        old: Option<&Value>,
+    ) -> Result<Reservation<'a>, ApiError> {
+        let before = old.map(claims).unwrap_or_default();
+        let owner = owner_of(new);
+        for _ in 0..CLAIM_ATTEMPTS {
+            let mut held = Self::in_use(&**store).await?;
+            let mut chosen = new.clone();
+            let mut taken = Claims::default();
+            let mut errs = Vec::new();
+            self.claim_ip(&mut held, &mut chosen, &before, &mut taken, &mut errs)?;
+            self.claim_ports(&mut held, &mut chosen, &before, &mut taken, &mut errs)?;
+            if !errs.is_empty() {
+                let name = meta::name(new).unwrap_or("");
+                return Err(ApiError::invalid("Service", "", name, errs));
+            }
+            let mut made = Claims::default();
+            let mut lost = false;
+            for (key, value) in claim_keys(&taken).into_iter().zip(values(&taken)) {
+                let claim = json!({
+                    "metadata": {"name": key.name, "creationTimestamp": meta::now_rfc3339()},
+                    "service": owner,
+                });
+                match store.create(&key, claim).await {
+                    Ok(_) => value.add_to(&mut made),
+                    Err(StoreError::AlreadyExists(_)) => {
+                        tracing::debug!(claim = %key.name, "another API server claimed it first; choosing again");
+                        lost = true;
+                        break;
+                    }
+                    Err(e) => {
+                        drop_claims(store, &made, &owner).await;
+                        return Err(super::store_error(e));
+                    }
+                }
+            }
+            if lost {
+                drop_claims(store, &made, &owner).await;
+                continue;
+            }
+            *new = chosen;
+            let after = claims(new);
+            let released = Claims {
+                ip: before.ip.filter(|ip| after.ip != Some(*ip)),
+                ports: before.ports.difference(&after.ports).copied().collect(),
+            };
+            return Ok(Reservation {
+                held: None,
+                taken,
+                released,
+                shared: Some((Arc::clone(store), owner)),
+            });
+        }
+        Err(ApiError::conflict(
+            "services",
+            meta::name(new).unwrap_or(""),
+            &format!(
+                "other API servers claimed every cluster IP or node port chosen, {CLAIM_ATTEMPTS} times in a row; try again"
+            ),
+        ))
     }
 
     /// The held set, built from the stored Services on first use.
@@ -159,10 +279,10 @@ impl Allocator {
         new: &mut Value,
         old: Option<&Value>,
     ) -> Result<Reservation<'a>, ApiError> {
-        let held = self.held(store).await?;
-        if self.shared.load(std::sync::atomic::Ordering::Relaxed) {
-            self.merge_stored(store, held).await?;
+        if let Some(shared) = self.shared.get() {
+            return self.reserve_shared(shared, new, old).await;
         }
+        let held = self.held(store).await?;
         let before = old.map(claims).unwrap_or_default();
         let mut guard = lock(held);
         let mut taken = Claims::default();
@@ -187,6 +307,7 @@ impl Allocator {
             held: Some(held),
             taken,
             released,
+            shared: None,
         })
     }
 
@@ -344,10 +465,120 @@ impl Allocator {
 
     /// Frees what a deleted Service held.
     pub fn release(&self, svc: &Value) {
+        if let Some(store) = self.shared.get() {
+            spawn_drop_claims(Arc::clone(store), claims(svc), owner_of(svc));
+        }
         if let Some(held) = self.held.get() {
             give_back(&mut lock(held), &claims(svc));
         }
     }
+}
+
+/// One value of a [`Claims`].
+#[derive(Clone, Copy)]
+enum Claimed {
+    Ip(Ipv4Addr),
+    Port(i32),
+}
+
+impl Claimed {
+    fn add_to(self, c: &mut Claims) {
+        match self {
+            Claimed::Ip(ip) => c.ip = Some(ip),
+            Claimed::Port(p) => {
+                c.ports.insert(p);
+            }
+        }
+    }
+}
+
+/// The values of `c`, in the order of [`claim_keys`].
+fn values(c: &Claims) -> Vec<Claimed> {
+    c.ip.iter()
+        .map(|ip| Claimed::Ip(*ip))
+        .chain(c.ports.iter().map(|p| Claimed::Port(*p)))
+        .collect()
+}
+
+/// Removes the claims of `c` that `owner` holds (a claim another Service holds
+/// is left alone). Failures are logged: the garbage collector removes what is
+/// left once no stored Service names it.
+async fn drop_claims(store: &Arc<dyn Store>, c: &Claims, owner: &str) {
+    for key in claim_keys(c) {
+        let removed = crate::store::fence::exempt(async {
+            let Some(claim) = store.get(&key).await? else {
+                return Ok(());
+            };
+            if claim.object["service"].as_str() != Some(owner) {
+                return Ok(());
+            }
+            store.delete(&key, Some(claim.revision)).await.map(drop)
+        })
+        .await;
+        match removed {
+            Ok(()) | Err(StoreError::NotFound(_) | StoreError::Conflict { .. }) => {}
+            Err(e) => {
+                tracing::warn!(claim = %key.name, error = %e, "cannot remove a Service claim; the garbage collector will")
+            }
+        }
+    }
+}
+
+/// [`drop_claims`] from a synchronous place (a dropped reservation), when
+/// there is a runtime to run it on.
+fn spawn_drop_claims(store: Arc<dyn Store>, c: Claims, owner: String) {
+    if c.ip.is_none() && c.ports.is_empty() {
+        return;
+    }
+    match tokio::runtime::Handle::try_current() {
+        Ok(rt) => {
+            rt.spawn(async move { drop_claims(&store, &c, &owner).await });
+        }
+        Err(_) => {
+            tracing::debug!(%owner, "no runtime to remove Service claims on; the garbage collector will")
+        }
+    }
+}
+
+/// Removes claims that no stored Service names and that are older than
+/// `grace` (their write failed and the controller died before removing them).
+/// Returns how many were removed.
+pub async fn remove_stray_claims(store: &dyn Store, grace: Duration) -> Result<usize, StoreError> {
+    let (claimed, _) = store.list(CLAIMS, None).await?;
+    if claimed.is_empty() {
+        return Ok(0);
+    }
+    let (services, _) = store.list(&SERVICES.store_name(), None).await?;
+    let named: HashSet<Key> = services
+        .iter()
+        .flat_map(|s| claim_keys(&claims(&s.object)))
+        .collect();
+    let now = jiff::Timestamp::now();
+    let mut removed = 0;
+    for c in claimed {
+        let key = Key::new(CLAIMS, None, meta::name(&c.object).unwrap_or(""));
+        if named.contains(&key) {
+            continue;
+        }
+        let made = c.object["metadata"]["creationTimestamp"]
+            .as_str()
+            .and_then(|t| t.parse::<jiff::Timestamp>().ok());
+        let grace = i64::try_from(grace.as_secs()).unwrap_or(i64::MAX);
+        let old_enough =
+            made.is_none_or(|t| t.as_second().saturating_add(grace) <= now.as_second());
+        if !old_enough {
+            continue;
+        }
+        match store.delete(&key, Some(c.revision)).await {
+            Ok(_) => {
+                tracing::info!(claim = %key.name, service = c.object["service"].as_str().unwrap_or(""), "removed a Service claim no stored Service names");
+                removed += 1;
+            }
+            Err(StoreError::NotFound(_) | StoreError::Conflict { .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(removed)
 }
 
 /// What a write reserved: returned on drop unless [`Reservation::commit`]ted.
@@ -355,6 +586,9 @@ pub struct Reservation<'a> {
     held: Option<&'a Mutex<Held>>,
     taken: Claims,
     released: Claims,
+    /// With other API servers: the store `taken` is claimed in, and the
+    /// Service the claims name.
+    shared: Option<(Arc<dyn Store>, String)>,
 }
 
 impl Reservation<'_> {
@@ -364,6 +598,7 @@ impl Reservation<'_> {
             held: None,
             taken: Claims::default(),
             released: Claims::default(),
+            shared: None,
         }
     }
 
@@ -373,6 +608,9 @@ impl Reservation<'_> {
         if let Some(held) = self.held.take() {
             give_back(&mut lock(held), &self.released);
         }
+        if let Some((store, owner)) = self.shared.take() {
+            spawn_drop_claims(store, std::mem::take(&mut self.released), owner);
+        }
     }
 }
 
@@ -380,6 +618,9 @@ impl Drop for Reservation<'_> {
     fn drop(&mut self) {
         if let Some(held) = self.held.take() {
             give_back(&mut lock(held), &self.taken);
+        }
+        if let Some((store, owner)) = self.shared.take() {
+            spawn_drop_claims(store, std::mem::take(&mut self.taken), owner);
         }
     }
 }

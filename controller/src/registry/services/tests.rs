@@ -211,11 +211,10 @@ async fn concurrent_reservations_never_share_a_value() {
 /// what the other gave out before it reserves, so none is given out twice.
 #[tokio::test]
 async fn servers_sharing_a_store_never_hand_out_what_the_other_gave() {
-    use crate::store::Store as _;
-    let store = store();
+    let store: Arc<dyn Store> = store();
     let servers = [Allocator::new(small()), Allocator::new(small())];
     for s in &servers {
-        s.set_shared();
+        s.set_shared(Arc::clone(&store));
     }
     let mut seen = HashSet::new();
     for i in 0..5 {
@@ -239,4 +238,170 @@ async fn servers_sharing_a_store_never_hand_out_what_the_other_gave() {
         let err = a.reserve(&*store, &mut svc, None).await.err().unwrap();
         assert!(err.message.contains("range is full"), "{}", err.message);
     }
+    // What one server frees, the other can give out at once.
+    let key = Key::new(SERVICES.store_name(), Some("default"), "s0");
+    let s0 = store.delete(&key, None).await.unwrap();
+    servers[0].release(&s0.object);
+    let freed = ip(&s0.object);
+    let mut svc =
+        json!({"metadata": {"name": "y"}, "spec": {"clusterIP": freed, "ports": [{"port": 80}]}});
+    let again = eventually(|| {
+        let mut svc = svc.clone();
+        let store = Arc::clone(&store);
+        let server = &servers[1];
+        async move {
+            let r = server.reserve(&*store, &mut svc, None).await.ok()?;
+            r.commit();
+            Some(svc)
+        }
+    })
+    .await;
+    svc = again;
+    assert_eq!(ip(&svc), freed);
+}
+
+/// Polls `f` until it gives something, for up to 10 s.
+async fn eventually<T, F, Fut>(f: F) -> T
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Two servers reserving at the same instant, with nothing stored yet: the
+/// claims make every address and port go to one write only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn servers_reserving_at_the_same_instant_never_take_the_same_value() {
+    let store: Arc<dyn Store> = store();
+    let servers = Arc::new([Allocator::new(small()), Allocator::new(small())]);
+    for s in servers.iter() {
+        s.set_shared(Arc::clone(&store));
+    }
+    let mut writes = tokio::task::JoinSet::new();
+    for i in 0..10 {
+        let (servers, store) = (Arc::clone(&servers), Arc::clone(&store));
+        writes.spawn(async move {
+            let mut svc = node_port(&format!("s{i}"), json!([{"port": 80}]));
+            svc["metadata"]["namespace"] = json!("default");
+            let reserved = servers[i % 2].reserve(&*store, &mut svc, None).await;
+            match reserved {
+                Ok(r) => {
+                    // Kept as a stored write keeps them (not stored here: the
+                    // claims alone must keep the values apart).
+                    std::mem::forget(r);
+                    Ok(svc)
+                }
+                Err(e) => Err(e.message),
+            }
+        });
+    }
+    let mut ips = HashSet::new();
+    let mut ports = HashSet::new();
+    let mut refused = 0;
+    while let Some(done) = writes.join_next().await {
+        match done.unwrap() {
+            Ok(svc) => {
+                assert!(ips.insert(ip(&svc)), "{} handed out twice", ip(&svc));
+                let port = svc["spec"]["ports"][0]["nodePort"].as_i64().unwrap();
+                assert!(ports.insert(port), "node port {port} handed out twice");
+            }
+            Err(message) => {
+                assert!(
+                    message.contains("range is full") || message.contains("claimed"),
+                    "{message}"
+                );
+                refused += 1;
+            }
+        }
+    }
+    // Three node ports in the range: three writes get one, the rest are refused.
+    assert_eq!((ports.len(), refused), (3, 7));
+    let (claimed, _) = store.list(CLAIMS, None).await.unwrap();
+    assert_eq!(
+        claimed.len(),
+        6,
+        "one claim per address and port handed out"
+    );
+}
+
+#[tokio::test]
+async fn a_failed_write_and_a_deleted_service_leave_no_claim() {
+    let store: Arc<dyn Store> = store();
+    let a = Allocator::new(small());
+    a.set_shared(Arc::clone(&store));
+    let claims_left = || {
+        let store = Arc::clone(&store);
+        async move { store.list(CLAIMS, None).await.unwrap().0.len() }
+    };
+    let mut svc = node_port("web", json!([{"port": 80}]));
+    svc["metadata"]["namespace"] = json!("default");
+    // The write failed: the reservation is dropped.
+    drop(a.reserve(&*store, &mut svc.clone(), None).await.unwrap());
+    eventually(|| async { (claims_left().await == 0).then_some(()) }).await;
+    // Stored, then deleted.
+    a.reserve(&*store, &mut svc, None).await.unwrap().commit();
+    assert_eq!(claims_left().await, 2);
+    a.release(&svc);
+    eventually(|| async { (claims_left().await == 0).then_some(()) }).await;
+}
+
+#[tokio::test]
+async fn stray_claims_are_removed_once_old_and_named_ones_are_kept() {
+    let store: Arc<dyn Store> = store();
+    let a = Allocator::new(small());
+    a.set_shared(Arc::clone(&store));
+    let mut svc = node_port("web", json!([{"port": 80}]));
+    svc["metadata"]["namespace"] = json!("default");
+    a.reserve(&*store, &mut svc, None).await.unwrap().commit();
+    store
+        .create(
+            &Key::new(SERVICES.store_name(), Some("default"), "web"),
+            svc.clone(),
+        )
+        .await
+        .unwrap();
+    let stray = |name: &str, at: &str| json!({"metadata": {"name": name, "creationTimestamp": at}, "service": "default/gone"});
+    store
+        .create(
+            &Key::new(CLAIMS, None, "port-30002"),
+            stray("port-30002", "2020-01-01T00:00:00Z"),
+        )
+        .await
+        .ok();
+    let young = Key::new(CLAIMS, None, "ip-10.0.0.6");
+    store
+        .create(
+            &young,
+            stray("ip-10.0.0.6", &tugboat_api::meta::now_rfc3339()),
+        )
+        .await
+        .ok();
+    let removed = remove_stray_claims(&*store, CLAIM_GRACE).await.unwrap();
+    let (left, _) = store.list(CLAIMS, None).await.unwrap();
+    let mut left: Vec<String> = left
+        .iter()
+        .map(|c| c.object["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    left.sort();
+    let mut expected = vec![
+        format!("ip-{}", ip(&svc)),
+        format!("port-{}", svc["spec"]["ports"][0]["nodePort"]),
+    ];
+    // The young stray stays (its write may still be going on), unless the
+    // Service took the same address.
+    if ip(&svc) != "10.0.0.6" {
+        expected.push("ip-10.0.0.6".to_string());
+    }
+    expected.sort();
+    expected.dedup();
+    let old_removed = usize::from(svc["spec"]["ports"][0]["nodePort"] != 30002);
+    assert_eq!((removed, left), (old_removed, expected));
 }

@@ -86,6 +86,10 @@ const MIRROR_WAIT: Duration = Duration::from_secs(1);
 /// (the write is committed either way).
 const CATCH_UP: Duration = Duration::from_secs(5);
 
+/// How long `/readyz` waits for etcd's answer (kube-apiserver's etcd check
+/// waits 2 s).
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// How long a read is tried again on other members while etcd elects a leader
 /// (an election takes about a second with etcd's defaults).
 const READ_RETRY: Duration = Duration::from_secs(5);
@@ -1213,6 +1217,33 @@ impl Store for EtcdStore {
 
     fn revision(&self) -> Revision {
         self.mirror.revision()
+    }
+
+    /// Reachable and watched: the mirror's watch of etcd is up, and etcd
+    /// answers a read (with a leader) within [`CHECK_TIMEOUT`].
+    async fn check(&self) -> Result<(), StoreError> {
+        if self.mirror.cut_off.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable(format!(
+                "{}: this controller cannot watch etcd",
+                self.mirror.location
+            )));
+        }
+        let read = tokio::time::timeout(
+            CHECK_TIMEOUT,
+            self.members.read(|mut kv| {
+                let key = self.probe_key.clone();
+                async move { kv.get(key, Some(GetOptions::new().with_count_only())).await }
+            }),
+        )
+        .await;
+        match read {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => Err(read_error("check", e)),
+            Err(_) => Err(StoreError::Unavailable(format!(
+                "{}: no answer within {CHECK_TIMEOUT:?}",
+                self.mirror.location
+            ))),
+        }
     }
 }
 

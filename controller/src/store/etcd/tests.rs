@@ -179,6 +179,11 @@ async fn without_etcd_reads_writes_and_watches_are_refused_and_after_it_returns_
     })
     .await;
     assert!(ended.is_ok(), "the watch ends once etcd cannot be watched");
+    let check = store.check().await;
+    assert!(
+        matches!(check, Err(StoreError::Unavailable(_))),
+        "{check:?}"
+    );
     let refused = store.watch("pods", None, before.revision).await;
     assert!(
         matches!(refused, Err(StoreError::Unavailable(_))),
@@ -219,4 +224,5 @@ async fn without_etcd_reads_writes_and_watches_are_refused_and_after_it_returns_
         .expect("an event");
     assert_eq!(event.revision, after.revision);
     assert!(store.get(&pod_key("b")).await.unwrap().is_some());
+    store.check().await.expect("ready again");
 }
