@@ -39,6 +39,27 @@ struct Cluster {
     agents: Vec<FakeAgent>,
 }
 
+/// A `tug controller` process on `store` (`etcd://…`), named `name` in the
+/// election, with the short timings.
+async fn start_controller(store: &str, name: &str) -> anyhow::Result<TestController> {
+    TestController::start_process_with(&[
+        "--store",
+        store,
+        "--leader-elect-lease-duration",
+        LEASE,
+        "--leader-elect-renew-deadline",
+        RENEW,
+        "--leader-elect-retry-period",
+        RETRY,
+        "--leader-elect-identity",
+        name,
+        // Node loss is not what these tests are about.
+        "--node-grace",
+        "60",
+    ])
+    .await
+}
+
 impl Cluster {
     async fn start(controllers: usize, nodes: usize) -> anyhow::Result<Cluster> {
         let etcd = EtcdCluster::start(3).await?;
@@ -46,25 +67,7 @@ impl Cluster {
         let mut started = Vec::new();
         // One at a time: the first puts the cluster CA in etcd, the others take it.
         for i in 0..controllers {
-            let name = format!("c{i}");
-            started.push(
-                TestController::start_process_with(&[
-                    "--store",
-                    &url,
-                    "--leader-elect-lease-duration",
-                    LEASE,
-                    "--leader-elect-renew-deadline",
-                    RENEW,
-                    "--leader-elect-retry-period",
-                    RETRY,
-                    "--leader-elect-identity",
-                    &name,
-                    // Node loss is not what these tests are about.
-                    "--node-grace",
-                    "30",
-                ])
-                .await?,
-            );
+            started.push(start_controller(&url, &format!("c{i}")).await?);
         }
         let servers = started
             .iter()
@@ -418,24 +421,7 @@ async fn a_leader_cut_off_from_etcd_stops_before_another_leads_and_never_writes_
                 .join(",")
         );
         proxies.push(mine);
-        let name = format!("c{c}");
-        controllers.push(
-            TestController::start_process_with(&[
-                "--store",
-                &store,
-                "--leader-elect-lease-duration",
-                LEASE,
-                "--leader-elect-renew-deadline",
-                RENEW,
-                "--leader-elect-retry-period",
-                RETRY,
-                "--leader-elect-identity",
-                &name,
-                "--node-grace",
-                "60",
-            ])
-            .await?,
-        );
+        controllers.push(start_controller(&store, &format!("c{c}")).await?);
     }
     let cluster_servers = controllers
         .iter()

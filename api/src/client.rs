@@ -850,15 +850,20 @@ mod tests {
         (url, count)
     }
 
+    /// A server that cannot serve now (503 with Retry-After).
+    async fn unavailable() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        answering(
+            "HTTP/1.1 503 Service Unavailable\r\nretry-after: 1",
+            UNAVAILABLE,
+        )
+        .await
+    }
+
     const UNAVAILABLE: &str = r#"{"kind":"Status","apiVersion":"v1","status":"Failure","message":"the store cannot be reached","reason":"ServiceUnavailable","code":503}"#;
 
     #[tokio::test]
     async fn a_server_that_cannot_serve_now_is_passed_over_for_the_next() {
-        let (down, down_count) = answering(
-            "HTTP/1.1 503 Service Unavailable\r\nretry-after: 1",
-            UNAVAILABLE,
-        )
-        .await;
+        let (down, down_count) = unavailable().await;
         let (up, _) = answering("HTTP/1.1 200 OK", r#"{"kind":"Namespace"}"#).await;
         let client = Client::new(&format!("{down},{up}")).unwrap();
         let got = client.get_path("/api/v1/namespaces/default").await.unwrap();
@@ -886,16 +891,8 @@ mod tests {
 
     #[tokio::test]
     async fn every_server_unavailable_gives_the_last_answer() {
-        let (a, _) = answering(
-            "HTTP/1.1 503 Service Unavailable\r\nretry-after: 1",
-            UNAVAILABLE,
-        )
-        .await;
-        let (b, b_count) = answering(
-            "HTTP/1.1 503 Service Unavailable\r\nretry-after: 1",
-            UNAVAILABLE,
-        )
-        .await;
+        let (a, _) = unavailable().await;
+        let (b, b_count) = unavailable().await;
         let client = Client::new(&format!("{a},{b}")).unwrap();
         let err = client
             .get_path("/api/v1/namespaces/default")
