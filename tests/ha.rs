@@ -587,35 +587,15 @@ async fn migrate_copies_every_object_and_the_ca_from_redb_to_etcd() -> anyhow::R
     tc.stop().await?;
 
     let etcd = EtcdCluster::start(1).await?;
-    let out = tugboat_tests::tug(
-        "https://127.0.0.1:1",
-        data.path(),
-        &[
-            "controller",
-            "migrate",
-            "--from",
-            &format!("redb:{}", data.path().display()),
-            "--to",
-            &etcd.url(),
-        ],
-    )
-    .await?;
+    let from = format!("redb:{}", data.path().display());
+    let to = etcd.url();
+    let args = ["controller", "migrate", "--from", &from, "--to", &to];
+    let migrate = || tugboat_tests::tug("https://127.0.0.1:1", data.path(), &args);
+    let out = migrate().await?;
     assert!(out.contains("configmaps\t40"), "{out}");
     assert!(out.contains("each checked"), "{out}");
     // A second migration into the same prefix is refused, naming what is there.
-    let again = tugboat_tests::tug(
-        "https://127.0.0.1:1",
-        data.path(),
-        &[
-            "controller",
-            "migrate",
-            "--from",
-            &format!("redb:{}", data.path().display()),
-            "--to",
-            &etcd.url(),
-        ],
-    )
-    .await;
+    let again = migrate().await;
     let err = again
         .expect_err("a second migration is refused")
         .to_string();
