@@ -127,6 +127,31 @@ fn rebase(url: &mut reqwest::Url, base: &str) {
     }
 }
 
+/// How many times a request goes round every server while they answer 503
+/// with `Retry-After` (client-go's `maxRetries` is 10, too).
+const ROUNDS: u32 = 10;
+/// The longest wait a `Retry-After` gets: a server asking for more is asked again sooner.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(10);
+
+/// A 503 with `Retry-After`: the server cannot serve now (a controller cut off
+/// from its store) and did nothing, so the request may go elsewhere or again.
+fn is_unavailable(resp: &reqwest::Response) -> bool {
+    resp.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE
+        && resp.headers().contains_key(reqwest::header::RETRY_AFTER)
+}
+
+/// The wait an answer's `Retry-After` asks for, in whole seconds (up to
+/// [`MAX_RETRY_AFTER`]; an HTTP date or anything unreadable counts as 1 s).
+fn retry_after(resp: &reqwest::Response) -> Duration {
+    let seconds = resp
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(1);
+    Duration::from_secs(seconds).min(MAX_RETRY_AFTER)
+}
+
 /// The default server address: where `tug controller` listens unless told otherwise.
 pub const DEFAULT_SERVER: &str = "https://127.0.0.1:6443";
 
@@ -284,6 +309,11 @@ impl Client {
     /// request may go again), and later requests start from the one reached.
     /// A server that answers 503 with `Retry-After` (it cannot reach its
     /// store, and did nothing) is passed over the same way.
+    ///
+    /// When no server could serve and at least one said when to come back
+    /// (etcd electing a leader, say), the request goes round again after that
+    /// wait, up to [`ROUNDS`] times, as client-go retries an answer with
+    /// `Retry-After`. Then the last such answer is the caller's.
     async fn send(
         &self,
         req: reqwest::RequestBuilder,
@@ -294,56 +324,77 @@ impl Client {
             url: url.to_string(),
             source,
         })?;
+        // `None` for a streamed body, which can go only once.
+        let template = request.try_clone();
+        let n = self.bases.len();
         let start = self.current.load(std::sync::atomic::Ordering::Relaxed);
-        let mut tried = 0;
+        let mut attempt = 0;
+        let mut round = 1;
+        // This round's latest answer that said to come back later, and the
+        // longest wait an answer of this round asked for.
+        let mut held: Option<reqwest::Response> = None;
+        let mut wait: Option<Duration> = None;
         let resp = loop {
-            let base = &self.bases[(start + tried) % self.bases.len()];
-            let again = (tried + 1 < self.bases.len())
-                .then(|| request.try_clone())
-                .flatten();
-            let result = client.execute(request).await;
-            let unavailable = |resp: &reqwest::Response| {
-                resp.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE
-                    && resp.headers().contains_key(reqwest::header::RETRY_AFTER)
-            };
-            let next = match (result, again) {
-                (Ok(resp), Some(next)) if unavailable(&resp) => {
-                    tracing::debug!(server = %base, "the server cannot serve now; trying the next");
-                    next
+            let index = (start + attempt) % n;
+            let base = &self.bases[index];
+            rebase(request.url_mut(), base);
+            let last = match client.execute(request).await {
+                Ok(resp) if is_unavailable(&resp) => {
+                    tracing::debug!(server = %base, "the server cannot serve now");
+                    wait = wait.max(Some(retry_after(&resp)));
+                    Ok(resp)
                 }
-                (Ok(resp), _) => {
-                    if tried > 0 {
-                        self.current.store(
-                            (start + tried) % self.bases.len(),
-                            std::sync::atomic::Ordering::Relaxed,
-                        );
+                Ok(resp) => {
+                    if index != start {
+                        self.current
+                            .store(index, std::sync::atomic::Ordering::Relaxed);
                         tracing::info!(server = %base, "switched to another server");
                     }
                     break resp;
                 }
-                (Err(source), Some(next)) if source.is_connect() => {
-                    tracing::debug!(server = %base, error = %source, "cannot reach the server; trying the next");
-                    next
-                }
-                (Err(source), _) if source.is_connect() => {
-                    return Err(ClientError::Connect {
+                Err(source) if source.is_connect() => {
+                    tracing::debug!(server = %base, error = %source, "cannot reach the server");
+                    Err(ClientError::Connect {
                         url: base.clone(),
                         source,
-                    });
+                    })
                 }
-                (Err(source), _) => {
+                Err(source) => {
                     return Err(ClientError::Http {
                         url: url.to_string(),
                         source,
                     });
                 }
             };
-            tried += 1;
-            request = next;
-            rebase(
-                request.url_mut(),
-                &self.bases[(start + tried) % self.bases.len()],
-            );
+            let end_of_round = (attempt + 1) % n == 0;
+            let go_on = match template.as_ref().and_then(reqwest::Request::try_clone) {
+                Some(next) if !end_of_round => Some(next),
+                Some(next) => match wait {
+                    Some(pause) if round < ROUNDS => {
+                        tracing::debug!(
+                            round,
+                            seconds = pause.as_secs(),
+                            "no server can serve now; trying again"
+                        );
+                        tokio::time::sleep(pause).await;
+                        round += 1;
+                        wait = None;
+                        Some(next)
+                    }
+                    _ => None,
+                },
+                None => None,
+            };
+            match (go_on, last, held.take()) {
+                (Some(next), last, earlier) => {
+                    held = last.ok().or(earlier).filter(|_| !end_of_round);
+                    attempt += 1;
+                    request = next;
+                }
+                // A server's "come back later" says more than a refused connection.
+                (None, Ok(resp), _) | (None, Err(_), Some(resp)) => break resp,
+                (None, Err(err), None) => return Err(err),
+            }
         };
         self.keep_warnings(resp.headers());
         if resp.status().is_success() {
@@ -823,6 +874,7 @@ fn rand_key() -> [u8; 16] {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// A server that gives every request the same raw HTTP/1.1 answer, and
@@ -831,13 +883,23 @@ mod tests {
         head: &'static str,
         body: &'static str,
     ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        answering_in_turn(&[(head, body)]).await
+    }
+
+    /// A server giving `answers` to its connections in turn, the last one to
+    /// every later connection.
+    async fn answering_in_turn(
+        answers: &[(&'static str, &'static str)],
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        let answers = answers.to_vec();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
         let count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let counted = count.clone();
         tokio::spawn(async move {
             while let Ok((mut conn, _)) = listener.accept().await {
-                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let seen = counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let (head, body) = answers[seen.min(answers.len() - 1)];
                 let mut buf = vec![0; 4096];
                 let _ = conn.read(&mut buf).await;
                 let answer = format!(
@@ -889,16 +951,89 @@ mod tests {
         assert_eq!(up_count.load(std::sync::atomic::Ordering::SeqCst), 0);
     }
 
+    /// 503 and "come back at once" (`Retry-After: 0`), so a test need not wait.
+    const UNAVAILABLE_NOW: &str = "HTTP/1.1 503 Service Unavailable\r\nretry-after: 0";
+
     #[tokio::test]
-    async fn every_server_unavailable_gives_the_last_answer() {
-        let (a, _) = unavailable().await;
-        let (b, b_count) = unavailable().await;
+    async fn every_server_unavailable_gives_the_last_answer_after_the_last_round() {
+        let (a, a_count) = answering(UNAVAILABLE_NOW, UNAVAILABLE).await;
+        let (b, b_count) = answering(UNAVAILABLE_NOW, UNAVAILABLE).await;
         let client = Client::new(&format!("{a},{b}")).unwrap();
         let err = client
             .get_path("/api/v1/namespaces/default")
             .await
             .unwrap_err();
         assert!(err.to_string().contains("store cannot be reached"), "{err}");
-        assert_eq!(b_count.load(std::sync::atomic::Ordering::SeqCst), 1);
+        let rounds = ROUNDS as usize;
+        assert_eq!(
+            (
+                a_count.load(std::sync::atomic::Ordering::SeqCst),
+                b_count.load(std::sync::atomic::Ordering::SeqCst)
+            ),
+            (rounds, rounds)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_write_goes_round_again_when_no_server_can_serve_yet() {
+        // What a 3-controller cluster looks like while etcd elects a leader
+        // and one controller is down: one server says "come back", the other
+        // cannot be reached; the next round gets through.
+        let (a, a_count) =
+            answering_in_turn(&[(UNAVAILABLE_NOW, UNAVAILABLE), ("HTTP/1.1 200 OK", "{}")]).await;
+        let down = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            format!("http://{}", l.local_addr().unwrap())
+        };
+        let client = Client::new(&format!("{a},{down}")).unwrap();
+        client
+            .patch_path(
+                "/apis/apps/v1/namespaces/default/deployments/web",
+                &json!({"spec": {"replicas": 10}}),
+                PatchType::Merge,
+            )
+            .await
+            .unwrap();
+        assert_eq!(a_count.load(std::sync::atomic::Ordering::SeqCst), 2);
+        assert_eq!(client.base_url(), a);
+    }
+
+    #[tokio::test]
+    async fn a_server_that_says_nothing_of_when_is_not_asked_again() {
+        let (a, a_count) = answering("HTTP/1.1 503 Service Unavailable", UNAVAILABLE).await;
+        let client = Client::new(&a).unwrap();
+        client
+            .get_path("/api/v1/namespaces/default")
+            .await
+            .unwrap_err();
+        assert_eq!(a_count.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn retry_after_is_read_in_seconds_and_bounded() {
+        let (url, _) = answering_in_turn(&[
+            ("HTTP/1.1 503 Service Unavailable\r\nretry-after: 3", ""),
+            ("HTTP/1.1 503 Service Unavailable\r\nretry-after: 0", ""),
+            ("HTTP/1.1 503 Service Unavailable\r\nretry-after: 3600", ""),
+            (
+                "HTTP/1.1 503 Service Unavailable\r\nretry-after: Wed, 21 Oct 2026 07:28:00 GMT",
+                "",
+            ),
+        ])
+        .await;
+        let client = Client::new(&url).unwrap();
+        let mut waits = Vec::new();
+        for _ in 0..4 {
+            waits.push(retry_after(&client.http.get(&url).send().await.unwrap()));
+        }
+        assert_eq!(
+            waits,
+            [
+                Duration::from_secs(3),
+                Duration::ZERO,
+                MAX_RETRY_AFTER,
+                Duration::from_secs(1)
+            ]
+        );
     }
 }

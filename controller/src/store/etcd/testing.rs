@@ -36,11 +36,21 @@ pub struct EtcdCluster {
     dir: PathBuf,
 }
 
-fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?
-        .local_addr()?
-        .port())
+/// `count` distinct free loopback ports. Every listener is held until all are
+/// chosen: a port closed and asked for again can come back, and two members
+/// given one port left the second unable to start (a "3-member" cluster of 2,
+/// which one killed member took below quorum).
+fn free_ports(count: usize) -> std::io::Result<Vec<u16>> {
+    let held = (0..count)
+        .map(|_| TcpListener::bind((Ipv4Addr::LOCALHOST, 0)))
+        .collect::<std::io::Result<Vec<_>>>()?;
+    held.iter().map(|l| Ok(l.local_addr()?.port())).collect()
 }
+
+/// How many times [`EtcdCluster::start`] starts afresh, on new ports, when a
+/// member could not listen on its port (another process took it between its
+/// choice and etcd's start).
+const START_ATTEMPTS: usize = 3;
 
 fn binary() -> String {
     std::env::var("TUGBOAT_ETCD").unwrap_or_else(|_| "etcd".to_string())
@@ -117,6 +127,15 @@ impl Member {
         self.child.is_some()
     }
 
+    /// How the member's process ended, when it was started and ended by itself.
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.with_extension("log")).unwrap_or_default()
+    }
+
     /// The member's process id, while it runs.
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
@@ -124,37 +143,59 @@ impl Member {
 }
 
 impl EtcdCluster {
-    /// Starts `size` members and waits until the cluster serves.
+    /// Starts `size` members and waits until every one of them serves.
     pub async fn start(size: usize) -> std::io::Result<EtcdCluster> {
+        let mut attempt = 1;
+        loop {
+            let mut cluster = Self::spawn(size.max(1))?;
+            match cluster.wait_ready().await {
+                Ok(()) => return Ok(cluster),
+                Err(e)
+                    if attempt < START_ATTEMPTS
+                        && e.to_string().contains("address already in use") =>
+                {
+                    eprintln!(
+                        "an etcd member's port was taken; starting the cluster again on other ports"
+                    );
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn spawn(size: usize) -> std::io::Result<EtcdCluster> {
         let dir = std::env::temp_dir().join(format!(
             "tugboat-etcd-{}-{}",
             std::process::id(),
             uuid::Uuid::new_v4().simple()
         ));
         std::fs::create_dir_all(&dir)?;
-        let mut members = Vec::new();
-        for i in 0..size.max(1) {
-            members.push(Member {
+        let ports = free_ports(2 * size)?;
+        let members = ports
+            .chunks(2)
+            .enumerate()
+            .map(|(i, pair)| Member {
                 name: format!("m{i}"),
-                client: format!("127.0.0.1:{}", free_port()?),
-                peer: format!("http://127.0.0.1:{}", free_port()?),
+                client: format!("127.0.0.1:{}", pair[0]),
+                peer: format!("http://127.0.0.1:{}", pair[1]),
                 data_dir: dir.join(format!("m{i}")),
                 child: None,
                 watchdog: None,
                 cluster: String::new(),
-            });
-        }
+            })
+            .collect::<Vec<_>>();
         let cluster = members
             .iter()
             .map(|m| format!("{}={}", m.name, m.peer))
             .collect::<Vec<_>>()
             .join(",");
+        // Dropped on an error below, it kills what it started.
         let mut out = EtcdCluster { members, dir };
         for member in &mut out.members {
             member.cluster = cluster.clone();
             member.spawn("new")?;
         }
-        out.wait_ready().await?;
         Ok(out)
     }
 
@@ -167,9 +208,37 @@ impl EtcdCluster {
         self.members.iter().map(|m| m.client.clone()).collect()
     }
 
-    /// Waits until a write through any running member succeeds (the cluster has
-    /// a leader and a quorum).
-    pub async fn wait_ready(&self) -> std::io::Result<()> {
+    /// Which running member leads the cluster now, as the members say.
+    pub async fn leader(&self) -> Option<usize> {
+        let mut ids = Vec::new();
+        let mut leader = None;
+        for (i, member) in self.members.iter().enumerate() {
+            if !member.is_running() {
+                continue;
+            }
+            let options = etcd_client::ConnectOptions::new()
+                .with_connect_timeout(Duration::from_millis(500))
+                .with_timeout(Duration::from_secs(2));
+            let endpoint = format!("http://{}", member.client);
+            let Ok(mut one) = etcd_client::Client::connect([endpoint], Some(options)).await else {
+                continue;
+            };
+            let Ok(status) = one.status().await else {
+                continue;
+            };
+            if let Some(header) = status.header() {
+                ids.push((i, header.member_id()));
+            }
+            leader = leader.or(Some(status.leader()).filter(|id| *id != 0));
+        }
+        let leader = leader?;
+        ids.iter().find(|(_, id)| *id == leader).map(|(i, _)| *i)
+    }
+
+    /// Waits until every running member answers on its own client port and a
+    /// write through them succeeds (the cluster has a leader and a quorum).
+    /// A member whose process ended fails the wait at once, with its log.
+    pub async fn wait_ready(&mut self) -> std::io::Result<()> {
         let deadline = Instant::now() + READY;
         let endpoints: Vec<String> = self
             .members
@@ -177,12 +246,30 @@ impl EtcdCluster {
             .filter(|m| m.is_running())
             .map(|m| format!("http://{}", m.client))
             .collect();
+        let options = || {
+            etcd_client::ConnectOptions::new()
+                .with_connect_timeout(Duration::from_millis(500))
+                .with_timeout(Duration::from_secs(2))
+        };
         loop {
+            for member in &mut self.members {
+                if let Some(status) = member.exited() {
+                    return Err(std::io::Error::other(format!(
+                        "etcd member {} ({}) ended by itself ({status}); its log:\n{}",
+                        member.name,
+                        member.client,
+                        member.log()
+                    )));
+                }
+            }
             let ready = async {
-                let options = etcd_client::ConnectOptions::new()
-                    .with_connect_timeout(Duration::from_millis(500))
-                    .with_timeout(Duration::from_secs(2));
-                let mut client = etcd_client::Client::connect(&endpoints, Some(options))
+                for endpoint in &endpoints {
+                    let mut one = etcd_client::Client::connect([endpoint], Some(options()))
+                        .await
+                        .ok()?;
+                    one.status().await.ok()?;
+                }
+                let mut client = etcd_client::Client::connect(&endpoints, Some(options()))
                     .await
                     .ok()?;
                 client.put("/tugboat-test/ready", "", None).await.ok()
@@ -192,14 +279,7 @@ impl EtcdCluster {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                let logs: Vec<String> = self
-                    .members
-                    .iter()
-                    .map(|m| {
-                        std::fs::read_to_string(m.data_dir.with_extension("log"))
-                            .unwrap_or_default()
-                    })
-                    .collect();
+                let logs: Vec<String> = self.members.iter().map(Member::log).collect();
                 return Err(std::io::Error::other(format!(
                     "etcd did not serve within {} s; its logs:\n{}",
                     READY.as_secs(),

@@ -226,3 +226,35 @@ async fn without_etcd_reads_writes_and_watches_are_refused_and_after_it_returns_
     assert!(store.get(&pod_key("b")).await.unwrap().is_some());
     store.check().await.expect("ready again");
 }
+
+/// The test cluster is what the HA tests count on: three members on three
+/// ports, each serving on its own, so that killing one leaves a quorum. (A
+/// CI run once got two members on one port, a cluster of two in truth, and
+/// one killed member took it below quorum.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_three_member_test_cluster_is_three_members_each_serving() {
+    let etcd = EtcdCluster::start(3).await.expect("an etcd cluster");
+    let endpoints = etcd.endpoints();
+    let mut ports: Vec<&str> = endpoints
+        .iter()
+        .chain(etcd.members.iter().map(|m| &m.peer))
+        .filter_map(|address| address.rsplit(':').next())
+        .collect();
+    ports.sort();
+    ports.dedup();
+    assert_eq!(ports.len(), 6, "distinct client and peer ports: {ports:?}");
+    let mut ids = Vec::new();
+    for endpoint in &endpoints {
+        let mut one = etcd_client::Client::connect([format!("http://{endpoint}")], None)
+            .await
+            .expect("a client of one member");
+        let status = tokio::time::timeout(WAIT, one.status())
+            .await
+            .expect("an answer in time")
+            .expect("the member's status");
+        ids.push(status.header().map(|h| h.member_id()).unwrap_or(0));
+    }
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 3, "three members answered: {ids:?}");
+}
