@@ -261,28 +261,49 @@ impl TestController {
     /// it, with more flags (kept for restarts).
     pub async fn start_process_with(args: &[&str]) -> anyhow::Result<Self> {
         init_tracing();
-        let dir = tempfile::tempdir()?;
-        let addr = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0")?;
-            l.local_addr()?
-        };
-        let url = format!("https://{addr}");
-        let mut tc = TestController {
-            addr,
-            client: Client::new(&url)?,
-            credentials: None,
-            url,
-            shutdown: CancellationToken::new(),
-            handle: None,
-            data_dir: DataDir::Owned(dir),
-            process: None,
-            join_token: Default::default(),
-            nodes: Default::default(),
-            process_args: args.iter().map(|a| a.to_string()).collect(),
-            _etcd: None,
-        };
-        tc.restart_process().await?;
-        Ok(tc)
+        let mut attempt = 1;
+        loop {
+            let dir = tempfile::tempdir()?;
+            let addr = {
+                let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+                l.local_addr()?
+            };
+            let url = format!("https://{addr}");
+            let mut tc = TestController {
+                addr,
+                client: Client::new(&url)?,
+                credentials: None,
+                url,
+                shutdown: CancellationToken::new(),
+                handle: None,
+                data_dir: DataDir::Owned(dir),
+                process: None,
+                join_token: Default::default(),
+                nodes: Default::default(),
+                process_args: args.iter().map(|a| a.to_string()).collect(),
+                _etcd: None,
+            };
+            match tc.restart_process().await {
+                Ok(()) => return Ok(tc),
+                // The port was free when chosen and closed again for the
+                // controller to take; another process can take it between.
+                // Still held after the controller exited, it was not ours.
+                Err(e) if attempt < START_ATTEMPTS && tc.exited() && port_taken(addr) => {
+                    eprintln!(
+                        "port {addr} was taken before the controller listened ({e:#}); on another port"
+                    );
+                    attempt += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Whether the controller process has ended.
+    fn exited(&mut self) -> bool {
+        self.process
+            .as_mut()
+            .is_some_and(|p| matches!(p.child.try_wait(), Ok(Some(_))))
     }
 
     /// The controller process's id, when it runs as its own process.
@@ -499,6 +520,13 @@ async fn ready_client(
 /// store first (25 s with 30,000 pods and their events on this machine, more
 /// than [`WAIT`] with 60,000).
 const RESTART_WAIT: Duration = Duration::from_secs(180);
+/// How many ports a controller process is started on before its start fails.
+const START_ATTEMPTS: usize = 3;
+
+/// Whether another process listens on `addr` now.
+fn port_taken(addr: std::net::SocketAddr) -> bool {
+    std::net::TcpListener::bind(addr).is_err_and(|e| e.kind() == std::io::ErrorKind::AddrInUse)
+}
 
 /// [`ready_client`], waiting at most `limit`.
 async fn ready_client_within(
