@@ -178,17 +178,23 @@ async fn cpu_load_scales_a_deployment_up_to_its_maximum_and_back_down() -> anyho
         highest.most()
     );
     assert_eq!(highest.most(), 3, "never reached maxReplicas 3");
-    let events = rescales(&c.client, &ns).await;
+    // The Event is written just after the rescale: wait for it.
+    let events = eventually_within(
+        Duration::from_secs(30),
+        "the rescale to 1 is recorded",
+        || async {
+            let events = rescales(&c.client, &ns).await;
+            events
+                .iter()
+                .any(|m| m == "New size: 1; reason: All metrics below target")
+                .then_some(events)
+        },
+    )
+    .await?;
     assert!(
         events
             .iter()
             .any(|m| m.starts_with("New size: 3; reason: cpu resource utilization")),
-        "{events:?}"
-    );
-    assert!(
-        events
-            .iter()
-            .any(|m| m == "New size: 1; reason: All metrics below target"),
         "{events:?}"
     );
     let h = c

@@ -165,7 +165,13 @@ async fn a_job_runs_exactly_its_completions_never_more_than_parallelism_at_once(
         );
     }
     assert_eq!(events_of(&c, "count", "SuccessfulCreate").await.len(), 5);
-    assert_eq!(events_of(&c, "count", "Completed").await.len(), 1);
+    // The Completed Event is written just after the status: wait for it.
+    let completed = eventually_within(JOB_WAIT, "the Job's Completed Event", || async {
+        let events = events_of(&c, "count", "Completed").await;
+        (!events.is_empty()).then_some(events)
+    })
+    .await?;
+    assert_eq!(completed.len(), 1, "{completed:#?}");
     // A finished pod's sandbox is stopped (as the kubelet does); the pod keeps
     // its address in its status.
     eventually_within(JOB_WAIT, "the finished pods' sandboxes stop", || async {
@@ -284,14 +290,26 @@ async fn a_cronjob_every_minute_runs_and_keeps_its_history_limit() -> anyhow::Re
         );
         assert_eq!(j["metadata"]["ownerReferences"][0]["kind"], "CronJob");
     }
-    let cj = c
-        .client
-        .get(&tugboat_api::resource::CRONJOBS, Some(&c.namespace), "tick")
-        .await?;
-    assert!(cj["status"]["lastScheduleTime"].is_string(), "{cj:#}");
-    assert!(cj["status"]["lastSuccessfulTime"].is_string(), "{cj:#}");
-    assert!(events_of(&c, "tick", "SuccessfulCreate").await.len() >= 3);
-    assert!(!events_of(&c, "tick", "SuccessfulDelete").await.is_empty());
+    // The controller writes its status and Events after the Jobs it creates
+    // and deletes, and a slow run may have kept the only finished one so far:
+    // wait for them.
+    eventually_within(
+        JOB_WAIT,
+        "the CronJob's status and Events record its runs and a deleted one",
+        || async {
+            let cj = c
+                .client
+                .get(&tugboat_api::resource::CRONJOBS, Some(&c.namespace), "tick")
+                .await
+                .ok()?;
+            (cj["status"]["lastScheduleTime"].is_string()
+                && cj["status"]["lastSuccessfulTime"].is_string()
+                && events_of(&c, "tick", "SuccessfulCreate").await.len() >= 3
+                && !events_of(&c, "tick", "SuccessfulDelete").await.is_empty())
+            .then_some(())
+        },
+    )
+    .await?;
     // The deleted runs' pods go with them (the garbage collector).
     eventually_within(JOB_WAIT, "only the kept Jobs have pods", || async {
         let jobs = cj_jobs(&c).await?;

@@ -118,12 +118,18 @@ async fn tug_logs_prints_what_the_container_wrote() -> anyhow::Result<()> {
         .as_str()
         .unwrap_or("")
         .to_string();
-    // Make the server write a request line into its log.
-    let out = tokio::process::Command::new("curl")
-        .args(["-s", "--max-time", "5", &format!("http://{ip}:8080/")])
-        .output()
-        .await?;
-    let body: Value = serde_json::from_slice(&out.stdout)?;
+    // Make the server write a request line into its log. Running is not
+    // listening yet (the pod has no readiness probe): ask until it answers.
+    let url = format!("http://{ip}:8080/");
+    let body: Value = eventually("the pod's server answers", || async {
+        let out = tokio::process::Command::new("curl")
+            .args(["-s", "--max-time", "5", &url])
+            .output()
+            .await
+            .ok()?;
+        serde_json::from_slice(&out.stdout).ok()
+    })
+    .await?;
     assert_eq!(
         body["hostname"],
         name.as_str(),

@@ -448,17 +448,18 @@ async fn tug_get_pods_watch_shows_a_crash_as_it_happens() -> anyhow::Result<()> 
     })
     .await?;
     let ip = pod["status"]["podIP"].as_str().unwrap_or("").to_string();
-    let _ = tokio::process::Command::new("curl")
-        .args([
-            "-s",
-            "--max-time",
-            "3",
-            "-X",
-            "POST",
-            &format!("http://{ip}:8080/crash"),
-        ])
-        .output()
-        .await;
+    // Running is not listening yet (no readiness probe): send the crash until
+    // a connection is made (curl's exit code 7 is "could not connect").
+    let crash = format!("http://{ip}:8080/crash");
+    eventually("the pod's server takes the crash request", || async {
+        let out = tokio::process::Command::new("curl")
+            .args(["-s", "--max-time", "3", "-X", "POST", &crash])
+            .output()
+            .await
+            .ok()?;
+        (out.status.code() != Some(7)).then_some(())
+    })
+    .await?;
     let text = eventually("the watch shows the restart", || async {
         let t = out.text();
         t.lines()

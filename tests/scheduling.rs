@@ -159,21 +159,18 @@ async fn host_ports_spread_pods_one_per_node() -> anyhow::Result<()> {
         .collect();
     assert_eq!(nodes.len(), 3, "one per node");
     // Each node publishes the port on its own address.
+    // Running is not listening yet (no readiness probe): ask until it answers.
     for ip in ["127.0.0.2", "127.0.0.3", "127.0.0.4"] {
-        let out = tokio::process::Command::new("curl")
-            .args([
-                "-s",
-                "--max-time",
-                "3",
-                &format!("http://{ip}:{port}/healthz"),
-            ])
-            .output()
-            .await?;
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout),
-            "ok",
-            "the hostPort answers on {ip}"
-        );
+        let url = format!("http://{ip}:{port}/healthz");
+        eventually(&format!("the hostPort answers on {ip}"), || async {
+            let out = tokio::process::Command::new("curl")
+                .args(["-s", "--max-time", "3", &url])
+                .output()
+                .await
+                .ok()?;
+            (String::from_utf8_lossy(&out.stdout) == "ok").then_some(())
+        })
+        .await?;
     }
     Ok(())
 }

@@ -118,6 +118,20 @@ async fn wait_ready(c: &DockerCluster, svc: &str, n: usize) -> anyhow::Result<BT
     .await
 }
 
+/// Waits until `addr` answers from every one of `pods`: the API shows them
+/// ready first, and the node's proxy follows the EndpointSlice through its
+/// watch a moment later (as kube-proxy does).
+async fn warm(addr: SocketAddr, pods: &BTreeSet<String>) -> anyhow::Result<()> {
+    eventually(
+        &format!("{addr} answers from every ready replica"),
+        || async {
+            let seen = spread(addr, 10 * pods.len()).await.ok()?;
+            pods.iter().all(|p| seen.contains_key(p)).then_some(())
+        },
+    )
+    .await
+}
+
 async fn scale(c: &DockerCluster, name: &str, replicas: i32) -> anyhow::Result<()> {
     c.client
         .scale(&DEPLOYMENTS, Some(&c.namespace), name, replicas)
@@ -174,6 +188,10 @@ async fn a_node_port_answers_on_every_node_from_every_ready_replica() -> anyhow:
     // 300 sequential requests to each node's port: all answered, by every replica.
     for ip in &ips {
         let addr: SocketAddr = format!("{ip}:{port}").parse()?;
+        eventually(&format!("{addr} answers"), || async {
+            who(addr).await.ok()
+        })
+        .await?;
         let seen = spread(addr, 300).await?;
         eprintln!("node port {addr}: {seen:?}");
         let answered: BTreeSet<String> = seen.keys().cloned().collect();
@@ -279,7 +297,8 @@ async fn a_killed_replica_costs_no_request() -> anyhow::Result<()> {
     c.apply(&web("web", 3, &[])).await?;
     let svc = c.apply(&node_port_service("web", json!({}))).await?;
     let addr: SocketAddr = format!("{}:{}", ips[0], node_port(&svc, 0)?).parse()?;
-    wait_ready(&c, "web", 3).await?;
+    let three = wait_ready(&c, "web", 3).await?;
+    warm(addr, &three).await?;
     let victim = c
         .containers(true)?
         .into_iter()
@@ -328,6 +347,10 @@ async fn udp_and_client_ip_affinity() -> anyhow::Result<()> {
     for ip in &ips {
         // ClientIP affinity: one client, one replica.
         let addr: SocketAddr = format!("{ip}:{}", node_port(&svc, 0)?).parse()?;
+        eventually(&format!("{addr} answers"), || async {
+            who(addr).await.ok()
+        })
+        .await?;
         let seen = spread(addr, 30).await?;
         assert_eq!(seen.len(), 1, "one client stays on one replica: {seen:?}");
         // UDP round trip through the node port, answered by a replica.
