@@ -350,14 +350,7 @@ impl Drop for Proxy {
 /// controller that reported it: etcd's own history, read from the start.
 async fn event_writers(etcd: &EtcdCluster) -> anyhow::Result<Vec<(i64, String)>> {
     let last = etcd_revision(etcd).await?;
-    let mut client = etcd_client::Client::connect(
-        etcd.endpoints()
-            .iter()
-            .map(|e| format!("http://{e}"))
-            .collect::<Vec<_>>(),
-        None,
-    )
-    .await?;
+    let mut client = etcd.client().await?;
     let mut stream = client
         .watch(
             "/tugboat/events/",
@@ -537,14 +530,7 @@ async fn a_leader_cut_off_from_etcd_stops_before_another_leads_and_never_writes_
 
 /// etcd's current revision.
 async fn etcd_revision(etcd: &EtcdCluster) -> anyhow::Result<i64> {
-    let mut client = etcd_client::Client::connect(
-        etcd.endpoints()
-            .iter()
-            .map(|e| format!("http://{e}"))
-            .collect::<Vec<_>>(),
-        None,
-    )
-    .await?;
+    let mut client = etcd.client().await?;
     let now = client
         .get(
             "/tugboat/",

@@ -47,6 +47,13 @@ fn free_ports(count: usize) -> std::io::Result<Vec<u16>> {
     held.iter().map(|l| Ok(l.local_addr()?.port())).collect()
 }
 
+/// Options for asking a member whether it serves: quick to give up.
+fn quick() -> etcd_client::ConnectOptions {
+    etcd_client::ConnectOptions::new()
+        .with_connect_timeout(Duration::from_millis(500))
+        .with_timeout(Duration::from_secs(2))
+}
+
 /// How many times [`EtcdCluster::start`] starts afresh, on new ports, when a
 /// member could not listen on its port (another process took it between its
 /// choice and etcd's start).
@@ -208,6 +215,16 @@ impl EtcdCluster {
         self.members.iter().map(|m| m.client.clone()).collect()
     }
 
+    /// A client of every member, for a test to read or watch etcd itself.
+    pub async fn client(&self) -> Result<etcd_client::Client, etcd_client::Error> {
+        let endpoints: Vec<String> = self
+            .endpoints()
+            .iter()
+            .map(|e| format!("http://{e}"))
+            .collect();
+        etcd_client::Client::connect(endpoints, None).await
+    }
+
     /// Which running member leads the cluster now, as the members say.
     pub async fn leader(&self) -> Option<usize> {
         let mut ids = Vec::new();
@@ -216,11 +233,8 @@ impl EtcdCluster {
             if !member.is_running() {
                 continue;
             }
-            let options = etcd_client::ConnectOptions::new()
-                .with_connect_timeout(Duration::from_millis(500))
-                .with_timeout(Duration::from_secs(2));
             let endpoint = format!("http://{}", member.client);
-            let Ok(mut one) = etcd_client::Client::connect([endpoint], Some(options)).await else {
+            let Ok(mut one) = etcd_client::Client::connect([endpoint], Some(quick())).await else {
                 continue;
             };
             let Ok(status) = one.status().await else {
@@ -246,11 +260,6 @@ impl EtcdCluster {
             .filter(|m| m.is_running())
             .map(|m| format!("http://{}", m.client))
             .collect();
-        let options = || {
-            etcd_client::ConnectOptions::new()
-                .with_connect_timeout(Duration::from_millis(500))
-                .with_timeout(Duration::from_secs(2))
-        };
         loop {
             for member in &mut self.members {
                 if let Some(status) = member.exited() {
@@ -264,12 +273,12 @@ impl EtcdCluster {
             }
             let ready = async {
                 for endpoint in &endpoints {
-                    let mut one = etcd_client::Client::connect([endpoint], Some(options()))
+                    let mut one = etcd_client::Client::connect([endpoint], Some(quick()))
                         .await
                         .ok()?;
                     one.status().await.ok()?;
                 }
-                let mut client = etcd_client::Client::connect(&endpoints, Some(options()))
+                let mut client = etcd_client::Client::connect(&endpoints, Some(quick()))
                     .await
                     .ok()?;
                 client.put("/tugboat-test/ready", "", None).await.ok()
